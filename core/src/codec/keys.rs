@@ -1,0 +1,137 @@
+//! The repository key.
+//!
+//! Deriving a key from a passphrase (age's scrypt recipient) deliberately costs about a second.
+//! Paying that per WAL segment would cap archiving at one segment per second, so each
+//! encrypted repository has one X25519 key pair instead: objects are encrypted to its public
+//! key (fast), and its private key is stored in the repository as `keys/repository.key.age`,
+//! itself an age file encrypted with the passphrase. A process unwraps it once and keeps it.
+//!
+//! Everything is standard age, so an operator can decrypt by hand:
+//! `age -d -o key.txt keys/repository.key.age` (asks for the passphrase), then
+//! `age -d -i key.txt OBJECT.zst.age | zstd -d > FILE`.
+
+use std::io::{self, Read, Write};
+use std::iter;
+use std::str::FromStr;
+
+use age::secrecy::{ExposeSecret, SecretString};
+
+use super::DecodeError;
+use crate::config::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    #[error("the key file is damaged: {0}")]
+    Damaged(String),
+    #[error("could not encrypt the key: {0}")]
+    Encrypt(String),
+}
+
+#[derive(Clone)]
+pub struct RepositoryKey {
+    identity: age::x25519::Identity,
+    recipient: age::x25519::Recipient,
+}
+
+impl std::fmt::Debug for RepositoryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RepositoryKey({})", self.recipient)
+    }
+}
+
+impl RepositoryKey {
+    pub fn generate() -> Self {
+        let identity = age::x25519::Identity::generate();
+        let recipient = identity.to_public();
+        RepositoryKey {
+            identity,
+            recipient,
+        }
+    }
+
+    /// The public key, `age1...`: safe to print.
+    pub fn recipient_string(&self) -> String {
+        self.recipient.to_string()
+    }
+
+    /// The private key in age's identity-file format, encrypted with `passphrase`.
+    /// `work_factor` (log2 of scrypt's N) is only lowered by tests; `None` lets age pick its
+    /// ~1 second default.
+    pub fn wrap(&self, passphrase: &Secret, work_factor: Option<u8>) -> Result<Vec<u8>, KeyError> {
+        let mut recipient =
+            age::scrypt::Recipient::new(SecretString::from(passphrase.expose().to_owned()));
+        if let Some(log_n) = work_factor {
+            recipient.set_work_factor(log_n);
+        }
+        let encryptor =
+            age::Encryptor::with_recipients(iter::once(&recipient as &dyn age::Recipient))
+                .map_err(|e| KeyError::Encrypt(e.to_string()))?;
+        let mut out = Vec::new();
+        let write = |out: &mut Vec<u8>| -> io::Result<()> {
+            let mut writer = encryptor.wrap_output(out)?;
+            writeln!(
+                writer,
+                "# sc_backup repository key; public key: {}",
+                self.recipient
+            )?;
+            writeln!(writer, "{}", self.identity.to_string().expose_secret())?;
+            writer.finish()?;
+            Ok(())
+        };
+        write(&mut out).map_err(|e| KeyError::Encrypt(e.to_string()))?;
+        Ok(out)
+    }
+
+    pub fn unwrap_key(wrapped: &[u8], passphrase: &Secret) -> Result<Self, KeyError> {
+        let decryptor =
+            age::Decryptor::new(wrapped).map_err(|e| KeyError::Damaged(e.to_string()))?;
+        let identity =
+            age::scrypt::Identity::new(SecretString::from(passphrase.expose().to_owned()));
+        let mut reader = decryptor
+            .decrypt(iter::once(&identity as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys => {
+                    KeyError::WrongPassphrase
+                }
+                other => KeyError::Damaged(other.to_string()),
+            })?;
+        let mut text = String::new();
+        reader
+            .read_to_string(&mut text)
+            .map_err(|e| KeyError::Damaged(e.to_string()))?;
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with("AGE-SECRET-KEY-"))
+            .ok_or_else(|| KeyError::Damaged("no AGE-SECRET-KEY line".into()))?;
+        let identity =
+            age::x25519::Identity::from_str(line).map_err(|e| KeyError::Damaged(e.to_string()))?;
+        let recipient = identity.to_public();
+        crate::config::wipe(&mut text);
+        Ok(RepositoryKey {
+            identity,
+            recipient,
+        })
+    }
+
+    pub(super) fn encryptor(&self) -> age::Encryptor {
+        age::Encryptor::with_recipients(iter::once(&self.recipient as &dyn age::Recipient))
+            .expect("an X25519 recipient always wraps a file key")
+    }
+
+    pub(super) fn decrypt<R: Read>(
+        &self,
+        source: R,
+    ) -> Result<age::stream::StreamReader<R>, DecodeError> {
+        let decryptor = age::Decryptor::new(source)
+            .map_err(|e| DecodeError::Corrupt(format!("age header: {e}")))?;
+        decryptor
+            .decrypt(iter::once(&self.identity as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => DecodeError::WrongKey,
+                other => DecodeError::Corrupt(format!("age: {other}")),
+            })
+    }
+}

@@ -1,0 +1,491 @@
+//! The one configuration shared by archiving, backups, the scheduler and the CLI.
+//!
+//! The extension reads the values from its `sc_backup.*` GUCs, the CLI from flags, environment
+//! variables and the cluster's configuration files; both hand the raw strings to
+//! [`Settings::from_raw`], so validation and error messages are the same everywhere.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Names of the settings, as they appear in postgresql.conf.
+pub mod names {
+    pub const REPOSITORY: &str = "sc_backup.repository";
+    pub const COMPRESSION: &str = "sc_backup.compression";
+    pub const COMPRESSION_LEVEL: &str = "sc_backup.compression_level";
+    pub const ENCRYPTION: &str = "sc_backup.encryption";
+    pub const ENCRYPTION_PASSPHRASE: &str = "sc_backup.encryption_passphrase";
+
+    /// Every setting the CLI looks up in a cluster's configuration files.
+    pub const ALL: &[&str] = &[
+        REPOSITORY,
+        COMPRESSION,
+        COMPRESSION_LEVEL,
+        ENCRYPTION,
+        ENCRYPTION_PASSPHRASE,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("sc_backup.repository is not set")]
+    MissingRepository,
+
+    #[error("invalid value for sc_backup.repository: \"{value}\": {reason}")]
+    InvalidRepository { value: String, reason: String },
+
+    #[error("invalid value for {setting}: \"{value}\"")]
+    InvalidChoice {
+        setting: &'static str,
+        value: String,
+        valid: &'static [&'static str],
+    },
+
+    #[error("invalid value for sc_backup.compression_level: {level} is outside the range of {algorithm} ({min}..{max})")]
+    InvalidCompressionLevel {
+        algorithm: CompressionAlgorithm,
+        level: i32,
+        min: i32,
+        max: i32,
+    },
+
+    #[error("invalid value for {setting}: \"{value}\" is not an integer")]
+    NotAnInteger {
+        setting: &'static str,
+        value: String,
+    },
+
+    #[error("sc_backup.encryption is \"age\" but sc_backup.encryption_passphrase is empty")]
+    MissingPassphrase,
+}
+
+impl ConfigError {
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            ConfigError::MissingRepository => format!(
+                "Set {} in postgresql.conf (or ALTER SYSTEM) to an absolute directory path or a file:// URL, then reload.",
+                names::REPOSITORY
+            ),
+            ConfigError::InvalidRepository { .. } => {
+                "Use an absolute directory path such as /var/lib/sc_backup or a URL such as file:///var/lib/sc_backup."
+                    .into()
+            }
+            ConfigError::InvalidChoice { valid, .. } => {
+                format!("Valid values are: {}.", valid.join(", "))
+            }
+            ConfigError::NotAnInteger { .. } | ConfigError::InvalidCompressionLevel { .. } => {
+                "Use 0 for the algorithm's default level.".into()
+            }
+            ConfigError::MissingPassphrase => format!(
+                "Set {} (readable only by superusers), or set {} = none.",
+                names::ENCRYPTION_PASSPHRASE,
+                names::ENCRYPTION
+            ),
+        })
+    }
+}
+
+/// Where the repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositoryLocation {
+    /// A directory on a local (or mounted) file system.
+    Local(PathBuf),
+}
+
+impl FromStr for RepositoryLocation {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: &str| ConfigError::InvalidRepository {
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            return Err(ConfigError::MissingRepository);
+        }
+        let path = if let Some(rest) = trimmed.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(invalid(
+                    "a file:// URL needs an absolute path (file:///dir)",
+                ));
+            }
+            rest
+        } else if let Some((scheme, _)) = trimmed.split_once("://") {
+            return Err(invalid(&format!(
+                "the {scheme}:// scheme is not supported; use a local directory"
+            )));
+        } else {
+            trimmed
+        };
+        if !path.starts_with('/') {
+            return Err(invalid("the path must be absolute"));
+        }
+        if path.split('/').any(|part| part == "..") {
+            return Err(invalid("the path must not contain \"..\""));
+        }
+        Ok(RepositoryLocation::Local(PathBuf::from(path)))
+    }
+}
+
+impl fmt::Display for RepositoryLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepositoryLocation::Local(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionAlgorithm {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl CompressionAlgorithm {
+    pub const NAMES: &'static [&'static str] = &["none", "gzip", "zstd"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CompressionAlgorithm::None => "none",
+            CompressionAlgorithm::Gzip => "gzip",
+            CompressionAlgorithm::Zstd => "zstd",
+        }
+    }
+
+    /// Valid explicit levels; 0 always means "the algorithm's default".
+    pub fn level_range(self) -> (i32, i32) {
+        match self {
+            CompressionAlgorithm::None => (0, 0),
+            CompressionAlgorithm::Gzip => (1, 9),
+            CompressionAlgorithm::Zstd => (1, 19),
+        }
+    }
+
+    pub fn default_level(self) -> i32 {
+        match self {
+            CompressionAlgorithm::None => 0,
+            CompressionAlgorithm::Gzip => 6,
+            // Level 1..3 keeps up with a busy archiver on one core; WAL compresses well anyway.
+            CompressionAlgorithm::Zstd => 3,
+        }
+    }
+}
+
+impl fmt::Display for CompressionAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CompressionAlgorithm {
+    type Err = ConfigError;
+    fn from_str(value: &str) -> Result<Self, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(CompressionAlgorithm::None),
+            "gzip" => Ok(CompressionAlgorithm::Gzip),
+            "zstd" => Ok(CompressionAlgorithm::Zstd),
+            _ => Err(ConfigError::InvalidChoice {
+                setting: names::COMPRESSION,
+                value: value.to_string(),
+                valid: Self::NAMES,
+            }),
+        }
+    }
+}
+
+/// A compression algorithm with a validated, concrete level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    pub algorithm: CompressionAlgorithm,
+    pub level: i32,
+}
+
+impl Compression {
+    pub const NONE: Compression = Compression {
+        algorithm: CompressionAlgorithm::None,
+        level: 0,
+    };
+
+    /// `level` 0 selects the algorithm's default.
+    pub fn new(algorithm: CompressionAlgorithm, level: i32) -> Result<Self, ConfigError> {
+        if level == 0 {
+            return Ok(Compression {
+                algorithm,
+                level: algorithm.default_level(),
+            });
+        }
+        let (min, max) = algorithm.level_range();
+        if level < min || level > max {
+            return Err(ConfigError::InvalidCompressionLevel {
+                algorithm,
+                level,
+                min,
+                max,
+            });
+        }
+        Ok(Compression { algorithm, level })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncryptionMode {
+    None,
+    /// age (X25519 + ChaCha20-Poly1305), see `codec::keys`.
+    Age,
+}
+
+impl EncryptionMode {
+    pub const NAMES: &'static [&'static str] = &["none", "age"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EncryptionMode::None => "none",
+            EncryptionMode::Age => "age",
+        }
+    }
+}
+
+impl fmt::Display for EncryptionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EncryptionMode {
+    type Err = ConfigError;
+    fn from_str(value: &str) -> Result<Self, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(EncryptionMode::None),
+            "age" => Ok(EncryptionMode::Age),
+            _ => Err(ConfigError::InvalidChoice {
+                setting: names::ENCRYPTION,
+                value: value.to_string(),
+                valid: Self::NAMES,
+            }),
+        }
+    }
+}
+
+/// A secret string: never printed by `Debug`, wiped from memory when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// Overwrites a string holding secret material before its memory is freed.
+pub(crate) fn wipe(text: &mut str) {
+    // Safety: zero bytes keep the String valid UTF-8.
+    for byte in unsafe { text.as_bytes_mut() } {
+        unsafe { std::ptr::write_volatile(byte, 0) };
+    }
+}
+
+/// The settings as strings, wherever they came from; `None` means "not set".
+#[derive(Debug, Clone, Default)]
+pub struct RawSettings {
+    pub repository: Option<String>,
+    pub compression: Option<String>,
+    pub compression_level: Option<String>,
+    pub encryption: Option<String>,
+    pub encryption_passphrase: Option<Secret>,
+}
+
+impl RawSettings {
+    /// Fills every unset value from `fallback` (the next source in precedence order).
+    pub fn or(self, fallback: RawSettings) -> RawSettings {
+        RawSettings {
+            repository: self.repository.or(fallback.repository),
+            compression: self.compression.or(fallback.compression),
+            compression_level: self.compression_level.or(fallback.compression_level),
+            encryption: self.encryption.or(fallback.encryption),
+            encryption_passphrase: self
+                .encryption_passphrase
+                .or(fallback.encryption_passphrase),
+        }
+    }
+
+    /// Sets the value of one setting by its postgresql.conf name; unknown names are ignored.
+    pub fn set(&mut self, name: &str, value: String) {
+        match name {
+            names::REPOSITORY => self.repository = Some(value),
+            names::COMPRESSION => self.compression = Some(value),
+            names::COMPRESSION_LEVEL => self.compression_level = Some(value),
+            names::ENCRYPTION => self.encryption = Some(value),
+            names::ENCRYPTION_PASSPHRASE => self.encryption_passphrase = Some(Secret::new(value)),
+            _ => {}
+        }
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub repository: RepositoryLocation,
+    pub compression: Compression,
+    pub encryption: EncryptionMode,
+    pub encryption_passphrase: Option<Secret>,
+}
+
+impl Settings {
+    /// Validates raw settings; unset values take their documented defaults
+    /// (compression zstd at its default level, no encryption).
+    pub fn from_raw(raw: &RawSettings) -> Result<Settings, ConfigError> {
+        let repository: RepositoryLocation = raw
+            .repository
+            .as_deref()
+            .ok_or(ConfigError::MissingRepository)?
+            .parse()?;
+        let algorithm: CompressionAlgorithm =
+            raw.compression.as_deref().unwrap_or("zstd").parse()?;
+        let level = match raw.compression_level.as_deref().map(str::trim) {
+            None | Some("") => 0,
+            Some(text) => text.parse::<i32>().map_err(|_| ConfigError::NotAnInteger {
+                setting: names::COMPRESSION_LEVEL,
+                value: text.to_string(),
+            })?,
+        };
+        let compression = Compression::new(algorithm, level)?;
+        let encryption: EncryptionMode = raw.encryption.as_deref().unwrap_or("none").parse()?;
+        let encryption_passphrase = raw
+            .encryption_passphrase
+            .clone()
+            .filter(|secret| !secret.expose().is_empty());
+        if encryption == EncryptionMode::Age && encryption_passphrase.is_none() {
+            return Err(ConfigError::MissingPassphrase);
+        }
+        Ok(Settings {
+            repository,
+            compression,
+            encryption,
+            encryption_passphrase,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(repository: &str) -> RawSettings {
+        RawSettings {
+            repository: Some(repository.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_zstd_without_encryption() {
+        let settings = Settings::from_raw(&raw("/var/lib/sc_backup")).unwrap();
+        assert_eq!(
+            settings.repository,
+            RepositoryLocation::Local("/var/lib/sc_backup".into())
+        );
+        assert_eq!(
+            settings.compression,
+            Compression {
+                algorithm: CompressionAlgorithm::Zstd,
+                level: 3
+            }
+        );
+        assert_eq!(settings.encryption, EncryptionMode::None);
+    }
+
+    #[test]
+    fn repository_locations() {
+        assert_eq!(
+            "file:///srv/repo".parse::<RepositoryLocation>().unwrap(),
+            RepositoryLocation::Local("/srv/repo".into())
+        );
+        for bad in ["relative/dir", "file://relative", "/a/../b", "ftp://host/x"] {
+            assert!(
+                matches!(
+                    bad.parse::<RepositoryLocation>(),
+                    Err(ConfigError::InvalidRepository { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            "  ".parse::<RepositoryLocation>(),
+            Err(ConfigError::MissingRepository)
+        );
+    }
+
+    #[test]
+    fn invalid_choices_list_valid_values() {
+        let mut settings = raw("/r");
+        settings.compression = Some("lz4".into());
+        let err = Settings::from_raw(&settings).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value for sc_backup.compression: \"lz4\""
+        );
+        assert_eq!(err.hint().unwrap(), "Valid values are: none, gzip, zstd.");
+    }
+
+    #[test]
+    fn compression_levels_are_checked_per_algorithm() {
+        let mut settings = raw("/r");
+        settings.compression = Some("gzip".into());
+        settings.compression_level = Some("12".into());
+        assert!(matches!(
+            Settings::from_raw(&settings),
+            Err(ConfigError::InvalidCompressionLevel {
+                level: 12,
+                max: 9,
+                ..
+            })
+        ));
+        settings.compression_level = Some("9".into());
+        assert_eq!(Settings::from_raw(&settings).unwrap().compression.level, 9);
+        settings.compression_level = Some("fast".into());
+        assert!(Settings::from_raw(&settings).is_err());
+    }
+
+    #[test]
+    fn encryption_needs_a_passphrase() {
+        let mut settings = raw("/r");
+        settings.encryption = Some("age".into());
+        assert_eq!(
+            Settings::from_raw(&settings),
+            Err(ConfigError::MissingPassphrase)
+        );
+        settings.encryption_passphrase = Some(Secret::new(""));
+        assert_eq!(
+            Settings::from_raw(&settings),
+            Err(ConfigError::MissingPassphrase)
+        );
+        settings.encryption_passphrase = Some(Secret::new("correct horse"));
+        assert_eq!(
+            Settings::from_raw(&settings).unwrap().encryption,
+            EncryptionMode::Age
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secret = Secret::new("hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,126 @@
+//! Errors of the core crate. Every variant's message is written for a DBA: it names the
+//! object or setting involved and, through [`Error::hint`], what to do about it. Front ends
+//! turn them into `ereport` (message + hint) or one CLI line; none of them ever contains a
+//! secret.
+
+use std::io;
+
+use crate::config::ConfigError;
+use crate::storage::StorageError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+
+    #[error("no sc_backup repository at {location}: {reason}")]
+    NotARepository { location: String, reason: String },
+
+    #[error("repository {location} belongs to another cluster: its system identifier is {repository}, this cluster's is {cluster}")]
+    SystemIdentifierMismatch {
+        location: String,
+        repository: u64,
+        cluster: u64,
+    },
+
+    #[error(
+        "repository {location} is {repository_mode}, but sc_backup.encryption is {configured_mode}"
+    )]
+    EncryptionMismatch {
+        location: String,
+        repository_mode: String,
+        configured_mode: String,
+    },
+
+    #[error("wrong passphrase for the key of repository {location}")]
+    WrongPassphrase { location: String },
+
+    #[error("object \"{object}\" was encrypted with a different key than this repository's")]
+    WrongKey { object: String },
+
+    #[error("integrity check failed for object \"{object}\": {reason}")]
+    Decode { object: String, reason: String },
+
+    #[error("integrity check failed for object \"{object}\": checksum mismatch (expected SHA-256 {expected}, got {actual})")]
+    ChecksumMismatch {
+        object: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error(
+        "\"{0}\" is not a WAL file name (expected a segment, .history, .backup or .partial file)"
+    )]
+    InvalidWalFileName(String),
+
+    #[error("WAL file \"{0}\" is not in the repository")]
+    WalNotFound(String),
+
+    #[error("WAL file \"{wal_file}\" is already archived with different content (stored SHA-256 {stored}, this file {offered}); the archived copy is kept")]
+    WalContentMismatch {
+        wal_file: String,
+        stored: String,
+        offered: String,
+    },
+
+    #[error("WAL file \"{wal_file}\" is stored more than once in the repository ({objects})")]
+    WalAmbiguous { wal_file: String, objects: String },
+
+    #[error("could not {action} \"{path}\": {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("invalid repository metadata \"{object}\": {reason}")]
+    InvalidMetadata { object: String, reason: String },
+}
+
+impl Error {
+    pub fn io(action: &'static str, path: impl std::fmt::Display, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// What the operator can do about it, when there is something useful to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Config(e) => e.hint(),
+            Error::Storage(e) => e.hint(),
+            Error::NotARepository { .. } => Some(
+                "Check sc_backup.repository; a new repository is created by the first archived WAL file or backup."
+                    .into(),
+            ),
+            Error::SystemIdentifierMismatch { .. } => Some(
+                "Each cluster needs its own repository: point sc_backup.repository at an empty location.".into(),
+            ),
+            Error::EncryptionMismatch { .. } => Some(
+                "The encryption mode is fixed when a repository is created; set sc_backup.encryption to match it, or use a new repository."
+                    .into(),
+            ),
+            Error::WrongPassphrase { .. } => {
+                Some("Set sc_backup.encryption_passphrase to the passphrase the repository was created with.".into())
+            }
+            Error::WrongKey { .. } => Some("The object does not belong to this repository.".into()),
+            Error::Decode { .. } | Error::ChecksumMismatch { .. } => Some(
+                "The stored object is corrupt or truncated; restore it from another copy of the repository, or use an older backup."
+                    .into(),
+            ),
+            Error::WalContentMismatch { .. } => Some(
+                "Two clusters may be archiving into one repository, or the repository holds WAL of an earlier incarnation of this cluster. Investigate before removing anything."
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! sc_backup's core: the repository format, storage backends and the streaming codec pipeline.
+//!
+//! Nothing here knows PostgreSQL's C API. The extension, the archive module and the CLI are
+//! thin front ends over these functions.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod repository;
+pub mod storage;
+pub mod wal;
+
+pub use config::{RawSettings, Settings};
+pub use error::{Error, Result};
+pub use repository::{ClusterIdentity, Repository};

@@ -1,0 +1,392 @@
+//! A repository: one storage location holding one cluster's WAL and backups.
+//!
+//! Layout (keys relative to the repository root):
+//!
+//! ```text
+//! repository.json                      identity: format, cluster system identifier, encryption
+//! keys/repository.key.age              the X25519 private key, age-encrypted with the passphrase
+//! wal/<timeline+log>/<segment>-<sha256><suffix>    WAL segments, .backup and .partial files
+//! wal/history/<tli>.history-<sha256><suffix>       timeline history files
+//! ```
+//!
+//! `<sha256>` is the digest of the original file and `<suffix>` says how it was encoded
+//! (`.zst`, `.gz`, `.age`), so every object is self-describing and naming it is atomic: there
+//! is no separate checksum file that could go missing.
+
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+
+use crate::codec::keys::KeyError;
+use crate::codec::RepositoryKey;
+use crate::config::{
+    Compression, ConfigError, EncryptionMode, RepositoryLocation, Secret, Settings,
+};
+use crate::error::{Error, Result};
+use crate::storage::{LocalStorage, Storage, StorageError};
+
+pub const INFO_KEY: &str = "repository.json";
+pub const KEY_KEY: &str = "keys/repository.key.age";
+const FORMAT_VERSION: u32 = 1;
+/// Metadata objects are small; refuse to read anything larger (hostile or damaged input).
+const MAX_METADATA_SIZE: u64 = 1 << 20;
+
+/// Which cluster is writing; repositories are bound to one cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterIdentity {
+    pub system_identifier: u64,
+    pub pg_version_num: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepositoryInfo {
+    pub format: u32,
+    /// Kept as a string: JSON readers commonly lose precision on 64-bit integers.
+    pub system_identifier: String,
+    pub pg_version_num: u32,
+    pub encryption: String,
+    /// The public half of the repository key (`age1...`), when encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_recipient: Option<String>,
+    pub created_unix: u64,
+}
+
+#[derive(Debug)]
+pub struct Repository {
+    storage: Box<dyn Storage>,
+    info: RepositoryInfo,
+    key: Option<RepositoryKey>,
+    compression: Compression,
+}
+
+pub fn open_storage(location: &RepositoryLocation) -> Result<Box<dyn Storage>, StorageError> {
+    match location {
+        RepositoryLocation::Local(path) => Ok(Box::new(LocalStorage::open(path)?)),
+    }
+}
+
+impl Repository {
+    /// Opens an existing repository for reading (wal-fetch, restore, verify).
+    pub fn open(settings: &Settings) -> Result<Repository> {
+        let storage = open_storage(&settings.repository)?;
+        let info = read_info(storage.as_ref())?.ok_or_else(|| Error::NotARepository {
+            location: storage.describe(),
+            reason: format!("{INFO_KEY} is missing"),
+        })?;
+        Repository::from_parts(storage, info, settings)
+    }
+
+    /// Opens the repository for writing by `cluster`, creating it if the location is new.
+    /// Refuses a repository of another cluster or of another encryption mode.
+    pub fn open_for_cluster(settings: &Settings, cluster: &ClusterIdentity) -> Result<Repository> {
+        let storage = open_storage(&settings.repository)?;
+        let info = match read_info(storage.as_ref())? {
+            Some(info) => info,
+            None => create(storage.as_ref(), settings, cluster)?,
+        };
+        let location = storage.describe();
+        let repository_system_identifier: u64 =
+            info.system_identifier
+                .parse()
+                .map_err(|_| Error::InvalidMetadata {
+                    object: INFO_KEY.into(),
+                    reason: format!("bad system_identifier {:?}", info.system_identifier),
+                })?;
+        if repository_system_identifier != cluster.system_identifier {
+            return Err(Error::SystemIdentifierMismatch {
+                location,
+                repository: repository_system_identifier,
+                cluster: cluster.system_identifier,
+            });
+        }
+        if info.encryption != settings.encryption.name() {
+            return Err(Error::EncryptionMismatch {
+                location,
+                repository_mode: describe_mode(&info.encryption),
+                configured_mode: format!("\"{}\"", settings.encryption),
+            });
+        }
+        Repository::from_parts(storage, info, settings)
+    }
+
+    fn from_parts(
+        storage: Box<dyn Storage>,
+        info: RepositoryInfo,
+        settings: &Settings,
+    ) -> Result<Repository> {
+        if info.format != FORMAT_VERSION {
+            return Err(Error::InvalidMetadata {
+                object: INFO_KEY.into(),
+                reason: format!(
+                    "format {} is not supported by this version (expected {FORMAT_VERSION})",
+                    info.format
+                ),
+            });
+        }
+        let key = match info.encryption.as_str() {
+            "none" => None,
+            "age" => {
+                let passphrase = settings
+                    .encryption_passphrase
+                    .as_ref()
+                    .ok_or(Error::Config(ConfigError::MissingPassphrase))?;
+                let key = load_key(storage.as_ref(), passphrase)?;
+                if info.key_recipient.as_deref() != Some(key.recipient_string().as_str()) {
+                    return Err(Error::InvalidMetadata {
+                        object: KEY_KEY.into(),
+                        reason: "the key does not match the public key recorded in repository.json"
+                            .into(),
+                    });
+                }
+                Some(key)
+            }
+            other => {
+                return Err(Error::InvalidMetadata {
+                    object: INFO_KEY.into(),
+                    reason: format!("unknown encryption {other:?}"),
+                })
+            }
+        };
+        Ok(Repository {
+            storage,
+            info,
+            key,
+            compression: settings.compression,
+        })
+    }
+
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    pub fn info(&self) -> &RepositoryInfo {
+        &self.info
+    }
+
+    pub fn key(&self) -> Option<&RepositoryKey> {
+        self.key.as_ref()
+    }
+
+    /// Compression for new objects.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    pub fn describe(&self) -> String {
+        self.storage.describe()
+    }
+}
+
+fn describe_mode(mode: &str) -> String {
+    match mode {
+        "none" => "not encrypted".into(),
+        other => format!("encrypted with \"{other}\""),
+    }
+}
+
+/// Reads a small metadata object; `None` when it does not exist.
+pub(crate) fn read_small_object(storage: &dyn Storage, key: &str) -> Result<Option<Vec<u8>>> {
+    let reader = match storage.open(key) {
+        Ok(reader) => reader,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut data = Vec::new();
+    reader
+        .take(MAX_METADATA_SIZE + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io("read", key, e))?;
+    if data.len() as u64 > MAX_METADATA_SIZE {
+        return Err(Error::InvalidMetadata {
+            object: key.into(),
+            reason: format!("larger than {MAX_METADATA_SIZE} bytes"),
+        });
+    }
+    Ok(Some(data))
+}
+
+/// Writes a small object once; `Ok(false)` when it already existed (left untouched).
+fn write_new_object(storage: &dyn Storage, key: &str, data: &[u8]) -> Result<bool> {
+    let mut writer = storage.create(key)?;
+    writer
+        .write_all(data)
+        .map_err(|e| Error::io("write", key, e))?;
+    match writer.commit() {
+        Ok(()) => Ok(true),
+        Err(StorageError::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn read_info(storage: &dyn Storage) -> Result<Option<RepositoryInfo>> {
+    let Some(data) = read_small_object(storage, INFO_KEY)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&data)
+        .map(Some)
+        .map_err(|e| Error::InvalidMetadata {
+            object: INFO_KEY.into(),
+            reason: e.to_string(),
+        })
+}
+
+fn load_key(storage: &dyn Storage, passphrase: &Secret) -> Result<RepositoryKey> {
+    let wrapped = read_small_object(storage, KEY_KEY)?.ok_or_else(|| Error::InvalidMetadata {
+        object: KEY_KEY.into(),
+        reason: "the repository is encrypted but its key is missing".into(),
+    })?;
+    RepositoryKey::unwrap_key(&wrapped, passphrase).map_err(|e| match e {
+        KeyError::WrongPassphrase => Error::WrongPassphrase {
+            location: storage.describe(),
+        },
+        other => Error::InvalidMetadata {
+            object: KEY_KEY.into(),
+            reason: other.to_string(),
+        },
+    })
+}
+
+/// Creates a repository. Safe against concurrent creators (archiver and a backup starting at
+/// once): every object is written with create-if-absent, and a loser adopts the winner's.
+fn create(
+    storage: &dyn Storage,
+    settings: &Settings,
+    cluster: &ClusterIdentity,
+) -> Result<RepositoryInfo> {
+    let key_recipient = match settings.encryption {
+        EncryptionMode::None => None,
+        EncryptionMode::Age => {
+            let passphrase = settings
+                .encryption_passphrase
+                .as_ref()
+                .ok_or(Error::Config(ConfigError::MissingPassphrase))?;
+            let key = RepositoryKey::generate();
+            let wrapped = key
+                .wrap(passphrase, None)
+                .map_err(|e| Error::InvalidMetadata {
+                    object: KEY_KEY.into(),
+                    reason: e.to_string(),
+                })?;
+            let key = if write_new_object(storage, KEY_KEY, &wrapped)? {
+                key
+            } else {
+                load_key(storage, passphrase)?
+            };
+            Some(key.recipient_string())
+        }
+    };
+    let info = RepositoryInfo {
+        format: FORMAT_VERSION,
+        system_identifier: cluster.system_identifier.to_string(),
+        pg_version_num: cluster.pg_version_num,
+        encryption: settings.encryption.name().to_string(),
+        key_recipient,
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let json = serde_json::to_vec_pretty(&info).expect("repository info serializes");
+    if write_new_object(storage, INFO_KEY, &json)? {
+        Ok(info)
+    } else {
+        read_info(storage)?.ok_or_else(|| Error::NotARepository {
+            location: storage.describe(),
+            reason: format!("{INFO_KEY} vanished while the repository was being created"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawSettings;
+
+    pub(crate) fn settings(dir: &std::path::Path, encryption: Option<&str>) -> Settings {
+        Settings::from_raw(&RawSettings {
+            repository: Some(dir.display().to_string()),
+            encryption: encryption.map(Into::into),
+            encryption_passphrase: encryption.map(|_| Secret::new("test passphrase")),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    const CLUSTER: ClusterIdentity = ClusterIdentity {
+        system_identifier: 7_300_000_000_000_000_001,
+        pg_version_num: 150018,
+    };
+
+    #[test]
+    fn created_once_then_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = Repository::open_for_cluster(&settings(dir.path(), None), &CLUSTER).unwrap();
+        assert_eq!(created.info().system_identifier, "7300000000000000001");
+        let reopened = Repository::open(&settings(dir.path(), None)).unwrap();
+        assert_eq!(reopened.info(), created.info());
+    }
+
+    #[test]
+    fn another_cluster_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Repository::open_for_cluster(&settings(dir.path(), None), &CLUSTER).unwrap();
+        let other = ClusterIdentity {
+            system_identifier: 42,
+            ..CLUSTER
+        };
+        let err = Repository::open_for_cluster(&settings(dir.path(), None), &other).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::SystemIdentifierMismatch {
+                    repository: 7_300_000_000_000_000_001,
+                    cluster: 42,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reading_needs_an_existing_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Repository::open(&settings(dir.path(), None)).unwrap_err();
+        assert!(
+            err.to_string().contains("repository.json is missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn encryption_mode_is_fixed_at_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        Repository::open_for_cluster(&settings(dir.path(), None), &CLUSTER).unwrap();
+        let err =
+            Repository::open_for_cluster(&settings(dir.path(), Some("age")), &CLUSTER).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "repository {} is not encrypted, but sc_backup.encryption is \"age\"",
+                dir.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn encrypted_repository_needs_the_right_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let created =
+            Repository::open_for_cluster(&settings(dir.path(), Some("age")), &CLUSTER).unwrap();
+        assert!(created.key().is_some());
+        let mut wrong = settings(dir.path(), Some("age"));
+        wrong.encryption_passphrase = Some(Secret::new("not it"));
+        let err = Repository::open(&wrong).unwrap_err();
+        assert!(matches!(err, Error::WrongPassphrase { .. }), "{err}");
+        assert!(!err.to_string().contains("not it"));
+        let reopened = Repository::open(&settings(dir.path(), Some("age"))).unwrap();
+        assert_eq!(
+            reopened.key().unwrap().recipient_string(),
+            created.key().unwrap().recipient_string()
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! The conformance suite every storage backend runs: the same assertions for local
+//! directories, S3 and GCS, so that code above the [`Storage`] trait never needs to know which
+//! one it talks to. Each backend's tests call [`run_all`] with a store rooted at an empty
+//! location.
+
+use std::io::{Read, Write};
+
+use super::{Storage, StorageError};
+
+pub fn run_all(store: &dyn Storage) {
+    put_then_get_round_trips(store);
+    missing_objects_are_not_found(store);
+    existing_objects_are_never_replaced(store);
+    aborted_writes_leave_nothing(store);
+    list_filters_by_prefix_and_sorts(store);
+    list_returns_more_than_a_page(store);
+    delete_removes_and_tolerates_missing(store);
+    large_objects_stream(store, 24 << 20);
+    concurrent_writers_to_one_key_leave_one_winner(store);
+}
+
+fn put(store: &dyn Storage, key: &str, data: &[u8]) -> Result<(), StorageError> {
+    let mut writer = store.create(key)?;
+    writer.write_all(data).expect("write");
+    writer.commit()
+}
+
+fn get(store: &dyn Storage, key: &str) -> Result<Vec<u8>, StorageError> {
+    let mut data = Vec::new();
+    store.open(key)?.read_to_end(&mut data).expect("read");
+    Ok(data)
+}
+
+fn put_then_get_round_trips(store: &dyn Storage) {
+    put(store, "conf/round/empty", b"").unwrap();
+    put(store, "conf/round/small", b"hello").unwrap();
+    assert_eq!(get(store, "conf/round/empty").unwrap(), b"");
+    assert_eq!(get(store, "conf/round/small").unwrap(), b"hello");
+}
+
+fn missing_objects_are_not_found(store: &dyn Storage) {
+    let err = store
+        .open("conf/missing/nothing")
+        .err()
+        .expect("missing object opened");
+    assert!(err.is_not_found(), "{err}");
+    assert!(store.list("conf/missing/").unwrap().is_empty());
+}
+
+fn existing_objects_are_never_replaced(store: &dyn Storage) {
+    put(store, "conf/immutable/obj", b"original").unwrap();
+    let err = put(store, "conf/immutable/obj", b"different").unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists { .. }), "{err}");
+    assert_eq!(get(store, "conf/immutable/obj").unwrap(), b"original");
+}
+
+fn aborted_writes_leave_nothing(store: &dyn Storage) {
+    let mut writer = store.create("conf/aborted/obj").unwrap();
+    writer.write_all(b"partial").unwrap();
+    drop(writer);
+    assert!(store
+        .open("conf/aborted/obj")
+        .err()
+        .expect("aborted object visible")
+        .is_not_found());
+    assert!(store.list("conf/aborted/").unwrap().is_empty());
+}
+
+fn list_filters_by_prefix_and_sorts(store: &dyn Storage) {
+    for key in [
+        "conf/list/b/2",
+        "conf/list/a-1",
+        "conf/list/a-2",
+        "conf/list/b/1",
+        "conf/listx",
+    ] {
+        put(store, key, key.as_bytes()).unwrap();
+    }
+    let keys = |prefix: &str| -> Vec<String> {
+        store
+            .list(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect()
+    };
+    assert_eq!(
+        keys("conf/list/"),
+        [
+            "conf/list/a-1",
+            "conf/list/a-2",
+            "conf/list/b/1",
+            "conf/list/b/2"
+        ]
+    );
+    assert_eq!(keys("conf/list/a-"), ["conf/list/a-1", "conf/list/a-2"]);
+    assert_eq!(keys("conf/list/b/"), ["conf/list/b/1", "conf/list/b/2"]);
+    assert_eq!(
+        keys("conf/list"),
+        [
+            "conf/list/a-1",
+            "conf/list/a-2",
+            "conf/list/b/1",
+            "conf/list/b/2",
+            "conf/listx"
+        ]
+    );
+    let sizes: Vec<u64> = store
+        .list("conf/list/a-")
+        .unwrap()
+        .into_iter()
+        .map(|m| m.size)
+        .collect();
+    assert_eq!(sizes, [13, 13]);
+}
+
+fn list_returns_more_than_a_page(store: &dyn Storage) {
+    // Object stores page listings at 1000 keys; the trait hides that.
+    for i in 0..1100 {
+        put(store, &format!("conf/many/{i:05}"), b"x").unwrap();
+    }
+    let listed = store.list("conf/many/").unwrap();
+    assert_eq!(listed.len(), 1100);
+    assert_eq!(listed[0].key, "conf/many/00000");
+    assert_eq!(listed[1099].key, "conf/many/01099");
+}
+
+fn delete_removes_and_tolerates_missing(store: &dyn Storage) {
+    put(store, "conf/delete/obj", b"x").unwrap();
+    store.delete("conf/delete/obj").unwrap();
+    assert!(store
+        .open("conf/delete/obj")
+        .err()
+        .expect("deleted object opened")
+        .is_not_found());
+    store.delete("conf/delete/obj").unwrap();
+}
+
+fn large_objects_stream(store: &dyn Storage, size: usize) {
+    // Written and read in 1 MiB pieces: neither side may need the whole object in memory.
+    let piece: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut writer = store.create("conf/large/obj").unwrap();
+    for _ in 0..size / piece.len() {
+        writer.write_all(&piece).unwrap();
+    }
+    writer.commit().unwrap();
+    let mut reader = store.open("conf/large/obj").unwrap();
+    let mut buffer = vec![0u8; piece.len()];
+    let mut total = 0;
+    loop {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            let n = reader.read(&mut buffer[filled..]).unwrap();
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        assert_eq!(
+            &buffer[..filled],
+            &piece[..filled],
+            "content differs at offset {total}"
+        );
+        total += filled;
+    }
+    assert_eq!(total, size);
+    assert_eq!(store.list("conf/large/").unwrap()[0].size, size as u64);
+}
+
+fn concurrent_writers_to_one_key_leave_one_winner(store: &dyn Storage) {
+    let outcomes: Vec<Result<(), StorageError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8u8)
+            .map(|i| scope.spawn(move || put(store, "conf/race/obj", &[i; 4096])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    for outcome in &outcomes {
+        if let Err(e) = outcome {
+            assert!(matches!(e, StorageError::AlreadyExists { .. }), "{e}");
+        }
+    }
+    let stored = get(store, "conf/race/obj").unwrap();
+    assert_eq!(stored.len(), 4096);
+    assert!(
+        stored.iter().all(|b| *b == stored[0]),
+        "object mixes writers' data"
+    );
+}

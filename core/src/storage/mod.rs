@@ -1,0 +1,119 @@
+//! One storage interface for every backend (local directory now; S3 and GCS later).
+//!
+//! Objects are immutable: [`Storage::create`] returns a writer whose [`ObjectWriter::commit`]
+//! makes the object durable and visible in one step and refuses to replace an existing key.
+//! Dropping a writer without committing aborts it: nothing becomes visible. Every backend runs
+//! the same conformance suite ([`conformance`]).
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+pub mod conformance;
+mod local;
+
+pub use local::LocalStorage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object \"{key}\" does not exist in {store}")]
+    NotFound { store: String, key: String },
+
+    #[error("object \"{key}\" already exists in {store}")]
+    AlreadyExists { store: String, key: String },
+
+    #[error("invalid object key \"{0}\"")]
+    InvalidKey(String),
+
+    #[error("repository directory {0} does not exist")]
+    MissingRoot(String),
+
+    #[error("could not {action} \"{path}\": {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StorageError::MissingRoot(_) => Some(
+                "Create the directory, owned by the PostgreSQL OS user with mode 0700; sc_backup does not create it, so that an unmounted volume is never filled by mistake."
+                    .into(),
+            ),
+            StorageError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => Some(
+                "The repository must be writable by the PostgreSQL OS user.".into(),
+            ),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+/// An entry returned by [`Storage::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Full key, relative to the repository root, `/`-separated.
+    pub key: String,
+    pub size: u64,
+}
+
+/// A writer for a new object; see the module documentation.
+pub trait ObjectWriter: Write + Send {
+    /// Makes everything written durable and visible under the key. Fails with
+    /// [`StorageError::AlreadyExists`] (and leaves the existing object untouched) when the key
+    /// already exists.
+    fn commit(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Starts writing a new object.
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError>;
+
+    /// Opens an object for streaming reads.
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError>;
+
+    /// Every committed object whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
+
+    /// Removes an object; removing a missing object is not an error.
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Where this store is, for messages (never includes credentials).
+    fn describe(&self) -> String;
+}
+
+/// Keys are relative, `/`-separated, without empty, `.` or `..` parts and without parts that
+/// start with a dot (those names are reserved for in-flight temporary files).
+pub fn validate_key(key: &str) -> Result<(), StorageError> {
+    let valid = !key.is_empty()
+        && key.len() <= 1024
+        && key
+            .split('/')
+            .all(|part| !part.is_empty() && !part.starts_with('.') && !part.contains('\0'));
+    if valid {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidKey(key.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        for good in ["repository.json", "wal/0000000100000000/x-y.zst"] {
+            validate_key(good).unwrap();
+        }
+        for bad in ["", "/abs", "a//b", "../x", "a/./b", "a/.tmp", "trailing/"] {
+            assert!(validate_key(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! WAL archiving and fetching: what `archive_library` and `restore_command` do.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::codec::{CodecSpec, DecodeError, Decoder, EncodeSummary, Encoder, Sha256Digest};
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+use crate::storage::StorageError;
+
+/// The files PostgreSQL archives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalFileKind {
+    /// `000000010000000A000000FF`
+    Segment,
+    /// `00000002.history`
+    History,
+    /// `000000010000000A000000FF.00000028.backup`
+    BackupLabel,
+    /// `000000010000000A000000FF.partial`
+    Partial,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalFileName {
+    name: String,
+    kind: WalFileKind,
+}
+
+fn is_upper_hex(text: &str, len: usize) -> bool {
+    text.len() == len
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+}
+
+impl WalFileName {
+    pub fn parse(name: &str) -> Result<WalFileName> {
+        let kind = if is_upper_hex(name, 24) {
+            WalFileKind::Segment
+        } else if name.len() == 16 && is_upper_hex(&name[..8], 8) && &name[8..] == ".history" {
+            WalFileKind::History
+        } else if name.len() == 40
+            && is_upper_hex(&name[..24], 24)
+            && &name[24..25] == "."
+            && is_upper_hex(&name[25..33], 8)
+            && &name[33..] == ".backup"
+        {
+            WalFileKind::BackupLabel
+        } else if name.len() == 32 && is_upper_hex(&name[..24], 24) && &name[24..] == ".partial" {
+            WalFileKind::Partial
+        } else {
+            return Err(Error::InvalidWalFileName(name.to_string()));
+        };
+        Ok(WalFileName {
+            name: name.to_string(),
+            kind,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kind(&self) -> WalFileKind {
+        self.kind
+    }
+
+    /// Segments of one timeline and 4 GiB of WAL share a directory (at most 256 segments of
+    /// 16 MiB), which keeps directory listings short.
+    fn directory(&self) -> String {
+        match self.kind {
+            WalFileKind::History => "wal/history".to_string(),
+            _ => format!("wal/{}", &self.name[..16]),
+        }
+    }
+
+    /// All stored objects of this file start with this prefix.
+    fn object_prefix(&self) -> String {
+        format!("{}/{}-", self.directory(), self.name)
+    }
+}
+
+/// One stored copy of a WAL file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWal {
+    pub key: String,
+    pub sha256: Sha256Digest,
+    pub spec: CodecSpec,
+    pub stored_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveOutcome {
+    Stored(EncodeSummary),
+    /// An identical copy was already there (PostgreSQL retries a file whose `.done` it lost in
+    /// a crash): success, nothing written.
+    AlreadyArchived,
+}
+
+impl Repository {
+    /// The stored copy of `name`, if any.
+    pub fn find_wal(&self, name: &WalFileName) -> Result<Option<StoredWal>> {
+        let prefix = name.object_prefix();
+        let mut found: Vec<StoredWal> = self
+            .storage()
+            .list(&prefix)?
+            .into_iter()
+            .filter_map(|meta| {
+                let rest = &meta.key[prefix.len()..];
+                let sha256 = Sha256Digest::from_hex(rest.get(..64)?)?;
+                let spec = CodecSpec::from_suffix(&rest[64..])?;
+                Some(StoredWal {
+                    key: meta.key,
+                    sha256,
+                    spec,
+                    stored_size: meta.size,
+                })
+            })
+            .collect();
+        // Two encodings of the same content (say, after compression was changed and a crash
+        // made PostgreSQL archive a file again) are harmless; two contents are not.
+        found.dedup_by(|a, b| a.sha256 == b.sha256);
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            _ => Err(Error::WalAmbiguous {
+                wal_file: name.as_str().to_string(),
+                objects: found
+                    .iter()
+                    .map(|w| w.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// Archives the WAL file at `source` under `name`. Returns only once the object is durable.
+    pub fn archive_wal(&self, source: &Path, name: &str) -> Result<ArchiveOutcome> {
+        let name = WalFileName::parse(name)?;
+        let display = source.display().to_string();
+        let mut file = File::open(source).map_err(|e| Error::io("open", &display, e))?;
+        // The digest names the object, so it is needed before the upload starts (object stores
+        // take the key first). The second read below comes from the page cache.
+        let (digest, _) =
+            Sha256Digest::of_reader(&mut file).map_err(|e| Error::io("read", &display, e))?;
+        if let Some(existing) = self.find_wal(&name)? {
+            return if existing.sha256 == digest {
+                Ok(ArchiveOutcome::AlreadyArchived)
+            } else {
+                Err(Error::WalContentMismatch {
+                    wal_file: name.as_str().to_string(),
+                    stored: existing.sha256.to_hex(),
+                    offered: digest.to_hex(),
+                })
+            };
+        }
+        file.rewind().map_err(|e| Error::io("seek", &display, e))?;
+        let spec = Encoder::<io::Sink>::spec(self.compression(), self.key());
+        let key = format!(
+            "{}{}{}",
+            name.object_prefix(),
+            digest.to_hex(),
+            spec.suffix()
+        );
+        let writer = self.storage().create(&key)?;
+        let mut encoder = Encoder::new(writer, self.compression(), self.key())
+            .map_err(|e| Error::io("encode", &key, e))?;
+        copy(&mut file, &mut encoder).map_err(|e| Error::io("archive", &display, e))?;
+        let (writer, summary) = encoder.finish().map_err(|e| Error::io("write", &key, e))?;
+        if summary.original_sha256 != digest {
+            // The file changed under us; dropping the writer discards the object.
+            drop(writer);
+            return Err(Error::ChecksumMismatch {
+                object: display,
+                expected: digest.to_hex(),
+                actual: summary.original_sha256.to_hex(),
+            });
+        }
+        match writer.commit() {
+            Ok(()) => Ok(ArchiveOutcome::Stored(summary)),
+            // Same key means same content: another writer got there first.
+            Err(StorageError::AlreadyExists { .. }) => Ok(ArchiveOutcome::AlreadyArchived),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Restores WAL file `name` to `destination`, which appears (atomically, by rename) only
+    /// once its content matched the recorded SHA-256. `Error::WalNotFound` when absent.
+    pub fn fetch_wal(&self, name: &str, destination: &Path) -> Result<StoredWal> {
+        let name = WalFileName::parse(name)?;
+        let stored = self
+            .find_wal(&name)?
+            .ok_or_else(|| Error::WalNotFound(name.as_str().to_string()))?;
+        let source = TaggedReader(self.storage().open(&stored.key)?);
+        let decode_error = |e: DecodeError| match e {
+            DecodeError::WrongKey => Error::WrongKey {
+                object: stored.key.clone(),
+            },
+            other => Error::Decode {
+                object: stored.key.clone(),
+                reason: other.to_string(),
+            },
+        };
+        let mut decoder = Decoder::new(source, stored.spec, self.key()).map_err(decode_error)?;
+        let temporary = TemporaryFile::create(destination)?;
+        let mut output = temporary.file()?;
+        copy_decoded(&mut decoder, &mut output, &stored.key, &temporary.path)?;
+        let (digest, _) = decoder.finish();
+        if digest != stored.sha256 {
+            return Err(Error::ChecksumMismatch {
+                object: stored.key.clone(),
+                expected: stored.sha256.to_hex(),
+                actual: digest.to_hex(),
+            });
+        }
+        output
+            .flush()
+            .map_err(|e| Error::io("write", temporary.path.display(), e))?;
+        drop(output);
+        temporary.persist(destination)?;
+        Ok(stored)
+    }
+}
+
+/// io::copy with a buffer sized for 16 MiB segments.
+fn copy(reader: &mut dyn Read, writer: &mut dyn Write) -> io::Result<u64> {
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        writer.write_all(&buffer[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Marks errors of the storage read underneath a decoder, so that a failing disk or network
+/// is not reported as a corrupt object.
+struct TaggedReader<R>(R);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StorageReadError(io::Error);
+
+impl<R: Read> Read for TaggedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::new(e.kind(), StorageReadError(e)))
+    }
+}
+
+/// Like [`copy`], telling a corrupt object from a failing read or a local write failure.
+fn copy_decoded(
+    decoder: &mut dyn Read,
+    output: &mut File,
+    object: &str,
+    path: &Path,
+) -> Result<()> {
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = match decoder.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if e.get_ref()
+                    .is_some_and(|inner| inner.is::<StorageReadError>()) =>
+            {
+                return Err(Error::io("read", object, e))
+            }
+            Err(e) => {
+                return Err(Error::Decode {
+                    object: object.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        output
+            .write_all(&buffer[..n])
+            .map_err(|e| Error::io("write", path.display(), e))?;
+    }
+}
+
+/// A file beside its destination that is removed unless persisted.
+struct TemporaryFile {
+    path: PathBuf,
+    persisted: bool,
+}
+
+impl TemporaryFile {
+    fn create(destination: &Path) -> Result<TemporaryFile> {
+        let file_name = destination
+            .file_name()
+            .ok_or_else(|| {
+                Error::io(
+                    "write",
+                    destination.display(),
+                    io::Error::other("not a file path"),
+                )
+            })?
+            .to_string_lossy();
+        let path =
+            destination.with_file_name(format!(".{file_name}.sc_backup.{}", std::process::id()));
+        // A leftover from a killed run of this same process id is ours to replace.
+        let _ = fs::remove_file(&path);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io("create", path.display(), e))?;
+        Ok(TemporaryFile {
+            path,
+            persisted: false,
+        })
+    }
+
+    fn file(&self) -> Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| Error::io("open", self.path.display(), e))
+    }
+
+    fn persist(mut self, destination: &Path) -> Result<()> {
+        // No fsync: PostgreSQL fsyncs a restored file itself when it keeps it
+        // (KeepFileRestoredFromArchive uses durable_rename).
+        fs::rename(&self.path, destination)
+            .map_err(|e| Error::io("rename", destination.display(), e))?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for TemporaryFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RawSettings, Secret, Settings};
+    use crate::repository::ClusterIdentity;
+
+    const CLUSTER: ClusterIdentity = ClusterIdentity {
+        system_identifier: 1,
+        pg_version_num: 150018,
+    };
+
+    fn repository(dir: &Path, compression: &str, encrypted: bool) -> Repository {
+        let settings = Settings::from_raw(&RawSettings {
+            repository: Some(dir.display().to_string()),
+            compression: Some(compression.into()),
+            encryption: Some(if encrypted { "age" } else { "none" }.into()),
+            encryption_passphrase: encrypted.then(|| Secret::new("pass")),
+            ..Default::default()
+        })
+        .unwrap();
+        Repository::open_for_cluster(&settings, &CLUSTER).unwrap()
+    }
+
+    fn write_file(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn names() {
+        for (name, kind) in [
+            ("000000010000000A000000FF", WalFileKind::Segment),
+            ("00000002.history", WalFileKind::History),
+            (
+                "000000010000000A000000FF.00000028.backup",
+                WalFileKind::BackupLabel,
+            ),
+            ("000000010000000A000000FF.partial", WalFileKind::Partial),
+        ] {
+            assert_eq!(WalFileName::parse(name).unwrap().kind(), kind);
+        }
+        for bad in [
+            "",
+            "000000010000000a000000ff",
+            "00000001000000000000000",
+            "../../etc/passwd",
+            "x.history",
+            "RECOVERYXLOG",
+        ] {
+            assert!(WalFileName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn archive_then_fetch_every_kind() {
+        let repo_dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(repo_dir.path(), "zstd", true);
+        for name in [
+            "000000010000000000000001",
+            "00000002.history",
+            "000000010000000000000001.00000028.backup",
+        ] {
+            let content = format!("content of {name}").repeat(1000);
+            let source = write_file(work.path(), name, content.as_bytes());
+            assert!(matches!(
+                repo.archive_wal(&source, name).unwrap(),
+                ArchiveOutcome::Stored(_)
+            ));
+            let restored = work.path().join("RECOVERYXLOG");
+            repo.fetch_wal(name, &restored).unwrap();
+            assert_eq!(fs::read(&restored).unwrap(), content.as_bytes());
+        }
+    }
+
+    #[test]
+    fn identical_re_archive_succeeds_different_is_refused() {
+        let repo_dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(repo_dir.path(), "gzip", false);
+        let name = "000000010000000000000002";
+        let original = write_file(work.path(), "a", &[7u8; 100_000]);
+        repo.archive_wal(&original, name).unwrap();
+        assert_eq!(
+            repo.archive_wal(&original, name).unwrap(),
+            ArchiveOutcome::AlreadyArchived
+        );
+        let different = write_file(work.path(), "b", &[8u8; 100_000]);
+        let err = repo.archive_wal(&different, name).unwrap_err();
+        assert!(matches!(err, Error::WalContentMismatch { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .contains("already archived with different content"));
+        let restored = work.path().join("restored");
+        repo.fetch_wal(name, &restored).unwrap();
+        assert_eq!(fs::read(&restored).unwrap(), vec![7u8; 100_000]);
+    }
+
+    #[test]
+    fn missing_wal_is_not_found() {
+        let repo_dir = tempfile::tempdir().unwrap();
+        let repo = repository(repo_dir.path(), "none", false);
+        let err = repo
+            .fetch_wal("000000010000000000000009", Path::new("/nonexistent/x"))
+            .unwrap_err();
+        assert!(matches!(err, Error::WalNotFound(_)), "{err}");
+    }
+
+    #[test]
+    fn corrupt_objects_never_reach_the_destination() {
+        for (compression, encrypted) in [
+            ("none", false),
+            ("zstd", false),
+            ("gzip", false),
+            ("zstd", true),
+        ] {
+            let repo_dir = tempfile::tempdir().unwrap();
+            let work = tempfile::tempdir().unwrap();
+            let repo = repository(repo_dir.path(), compression, encrypted);
+            let name = "000000010000000000000003";
+            let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            let source = write_file(work.path(), "src", &content);
+            repo.archive_wal(&source, name).unwrap();
+            let stored = repo
+                .find_wal(&WalFileName::parse(name).unwrap())
+                .unwrap()
+                .unwrap();
+            let object = repo_dir.path().join(&stored.key);
+            let mut bytes = fs::read(&object).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x10;
+            fs::write(&object, &bytes).unwrap();
+            let destination = work.path().join("RECOVERYXLOG");
+            let err = repo.fetch_wal(name, &destination).unwrap_err();
+            assert!(
+                matches!(err, Error::ChecksumMismatch { .. } | Error::Decode { .. }),
+                "{compression}/{encrypted}: {err}"
+            );
+            assert!(
+                !destination.exists(),
+                "{compression}/{encrypted}: corrupt data was installed"
+            );
+            let leftovers: Vec<_> = fs::read_dir(work.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                leftovers.len(),
+                1,
+                "temporary file left behind: {leftovers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn objects_are_not_plain_wal_when_compressed_or_encrypted() {
+        let repo_dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(repo_dir.path(), "none", true);
+        let content = b"PLAINTEXT-WAL-MARKER".repeat(1000);
+        let source = write_file(work.path(), "src", &content);
+        repo.archive_wal(&source, "000000010000000000000004")
+            .unwrap();
+        let stored = repo
+            .find_wal(&WalFileName::parse("000000010000000000000004").unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(stored.key.ends_with(".age"));
+        let bytes = fs::read(repo_dir.path().join(&stored.key)).unwrap();
+        assert!(!bytes.windows(20).any(|w| w == b"PLAINTEXT-WAL-MARKER"));
+    }
+}
