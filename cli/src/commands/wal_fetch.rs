@@ -1,0 +1,20 @@
+//! `sc-backup wal-fetch %f %p`: PostgreSQL's restore_command.
+//!
+//! Exit status 0: the file is at %p, verified. Exit status 1, silently: the file is not in the
+//! repository, which is how PostgreSQL learns that recovery reached the end of the archive.
+//! Anything else (corruption, wrong key, unreachable repository) is a loud failure.
+
+use std::path::Path;
+
+use sc_backup_core::{Error, Repository, Settings};
+
+use crate::CliError;
+
+pub fn run(settings: &Settings, wal_file: &str, destination: &Path) -> Result<(), CliError> {
+    let repository = Repository::open(settings)?;
+    match repository.fetch_wal(wal_file, destination) {
+        Ok(_) => Ok(()),
+        Err(Error::WalNotFound(_)) => Err(CliError::QuietNotFound),
+        Err(e) => Err(e.into()),
+    }
+}

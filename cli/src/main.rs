@@ -1,0 +1,85 @@
+//! `sc-backup`: the companion CLI of the sc_backup extension.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod pgconf;
+mod settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sc-backup",
+    version,
+    about = "PostgreSQL backup and point-in-time recovery"
+)]
+struct Cli {
+    #[command(flatten)]
+    settings: settings::SettingsArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fetch one WAL file from the repository (use as restore_command = 'sc-backup wal-fetch %f %p')
+    WalFetch {
+        /// WAL file name (%f)
+        wal_file: String,
+        /// Where to write it (%p), relative to the current directory
+        destination: PathBuf,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Core(#[from] sc_backup_core::Error),
+    #[error(transparent)]
+    Config(#[from] sc_backup_core::config::ConfigError),
+    #[error(transparent)]
+    ConfFile(#[from] pgconf::ConfFileError),
+    #[error("{0}")]
+    Message(String),
+    /// Not an error for the operator: the requested object does not exist.
+    #[error("not found")]
+    QuietNotFound,
+}
+
+impl CliError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            CliError::Core(e) => e.hint(),
+            CliError::Config(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = cli
+        .settings
+        .resolve()
+        .and_then(|settings| match &cli.command {
+            Command::WalFetch {
+                wal_file,
+                destination,
+            } => commands::wal_fetch::run(&settings, wal_file, destination),
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::QuietNotFound) => ExitCode::from(1),
+        Err(error) => {
+            // One line, for logs: the message, then what to do about it.
+            match error.hint() {
+                Some(hint) => eprintln!("sc-backup: error: {error}. Hint: {hint}"),
+                None => eprintln!("sc-backup: error: {error}"),
+            }
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Where the CLI's settings come from, in order of precedence: command-line flags, then
+//! environment variables (both handled by clap), then the cluster's own configuration files,
+//! so `restore_command = 'sc-backup wal-fetch %f %p'` needs no second copy of the settings.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use sc_backup_core::config::{names, RawSettings, Secret, Settings};
+
+use crate::pgconf;
+use crate::CliError;
+
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    /// Repository location (default: sc_backup.repository of the cluster)
+    #[arg(long, global = true, env = "SC_BACKUP_REPOSITORY")]
+    pub repository: Option<String>,
+
+    /// Compression for new objects: none, gzip, zstd
+    #[arg(long, global = true, env = "SC_BACKUP_COMPRESSION")]
+    pub compression: Option<String>,
+
+    /// Compression level; 0 is the algorithm's default
+    #[arg(long, global = true, env = "SC_BACKUP_COMPRESSION_LEVEL")]
+    pub compression_level: Option<String>,
+
+    /// Encryption of a new repository: none, age
+    #[arg(long, global = true, env = "SC_BACKUP_ENCRYPTION")]
+    pub encryption: Option<String>,
+
+    /// File holding the repository passphrase (or set SC_BACKUP_ENCRYPTION_PASSPHRASE)
+    #[arg(long, global = true, env = "SC_BACKUP_ENCRYPTION_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Data directory whose configuration supplies unset settings (default: $PGDATA, or the
+    /// current directory when it is a data directory, as for restore_command)
+    #[arg(short = 'D', long, global = true, env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+
+    /// The server's postgresql.conf, when it is not in the data directory and the server has
+    /// not recorded it in postmaster.opts
+    #[arg(long, global = true, env = "SC_BACKUP_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+}
+
+/// The passphrase travels by environment or file, never as a flag value (visible in `ps`).
+const PASSPHRASE_ENV: &str = "SC_BACKUP_ENCRYPTION_PASSPHRASE";
+
+impl SettingsArgs {
+    pub fn resolve(&self) -> Result<Settings, CliError> {
+        let passphrase = match &self.passphrase_file {
+            Some(path) => Some(read_passphrase_file(path)?),
+            None => std::env::var(PASSPHRASE_ENV).ok().map(Secret::new),
+        };
+        let explicit = RawSettings {
+            repository: self.repository.clone(),
+            compression: self.compression.clone(),
+            compression_level: self.compression_level.clone(),
+            encryption: self.encryption.clone(),
+            encryption_passphrase: passphrase,
+        };
+        let from_cluster = match self.data_directory() {
+            Some(data_directory) => cluster_settings(&data_directory, self.config_file.as_deref())?,
+            None => RawSettings::default(),
+        };
+        Ok(Settings::from_raw(&explicit.or(from_cluster))?)
+    }
+
+    fn data_directory(&self) -> Option<PathBuf> {
+        if let Some(pgdata) = &self.pgdata {
+            return Some(pgdata.clone());
+        }
+        // restore_command runs with the data directory as its working directory.
+        let cwd = std::env::current_dir().ok()?;
+        cwd.join("PG_VERSION").is_file().then_some(cwd)
+    }
+}
+
+fn read_passphrase_file(path: &Path) -> Result<Secret, CliError> {
+    let text = fs::read_to_string(path).map_err(|e| {
+        CliError::Message(format!(
+            "could not read passphrase file \"{}\": {e}",
+            path.display()
+        ))
+    })?;
+    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+}
+
+/// The `sc_backup.*` values PostgreSQL would use for this data directory.
+fn cluster_settings(
+    data_directory: &Path,
+    config_file: Option<&Path>,
+) -> Result<RawSettings, CliError> {
+    let config_file = config_file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| pgconf::config_file_of(data_directory));
+    let mut assignments = Vec::new();
+    if config_file.exists() {
+        pgconf::read_file(&config_file, &mut assignments)?;
+    }
+    let auto_conf = data_directory.join("postgresql.auto.conf");
+    if auto_conf.exists() {
+        pgconf::read_file(&auto_conf, &mut assignments)?;
+    }
+    let mut raw = RawSettings::default();
+    for (name, value) in assignments {
+        if names::ALL.contains(&name.as_str()) {
+            raw.set(&name, value);
+        }
+    }
+    Ok(raw)
+}
