@@ -1,0 +1,166 @@
+//! The `sc_backup.*` settings: declared here, registered once in `_PG_init`, read by
+//! archiving, backups and the scheduler alike.
+//!
+//! All are `PGC_SIGHUP`: set in postgresql.conf or with ALTER SYSTEM, applied on reload, never
+//! per session (the archiver and the backups must agree on one repository). Values are
+//! validated when set: enums by PostgreSQL itself (which lists the valid values), the
+//! repository by a check hook using the same parser as the CLI.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
+use sc_backup_core::config::{
+    names, CompressionAlgorithm, ConfigError, EncryptionMode, RawSettings, RepositoryLocation,
+    Secret, Settings,
+};
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CompressionGuc {
+    #[name = c"none"]
+    None,
+    #[name = c"gzip"]
+    Gzip,
+    #[name = c"zstd"]
+    Zstd,
+}
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EncryptionGuc {
+    #[name = c"none"]
+    None,
+    #[name = c"age"]
+    Age,
+}
+
+pub static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static COMPRESSION: GucSetting<CompressionGuc> =
+    GucSetting::<CompressionGuc>::new(CompressionGuc::Zstd);
+pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static ENCRYPTION: GucSetting<EncryptionGuc> =
+    GucSetting::<EncryptionGuc>::new(EncryptionGuc::None);
+pub static ENCRYPTION_PASSPHRASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+
+pub fn register() {
+    // Safety: the check hook is guarded by #[pg_guard] and never panics on any input.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"sc_backup.repository",
+            c"Where WAL and backups are stored.",
+            c"An absolute directory path or a file:// URL. The directory must exist and be writable by the PostgreSQL OS user.",
+            &REPOSITORY,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_repository),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_enum_guc(
+        c"sc_backup.compression",
+        c"Compression of archived WAL and backup files.",
+        c"none, gzip or zstd.",
+        &COMPRESSION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"sc_backup.compression_level",
+        c"Compression level; 0 uses the algorithm's default.",
+        c"gzip: 1..9 (default 6); zstd: 1..19 (default 3).",
+        &COMPRESSION_LEVEL,
+        0,
+        19,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"sc_backup.encryption",
+        c"Encryption of archived WAL and backup files.",
+        c"none, or age (X25519 + ChaCha20-Poly1305). Fixed when the repository is created.",
+        &ENCRYPTION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"sc_backup.encryption_passphrase",
+        c"Passphrase protecting the repository key.",
+        c"Readable only by superusers.",
+        &ENCRYPTION_PASSPHRASE,
+        GucContext::Sighup,
+        // Hidden from SHOW, pg_settings and current_setting() for everyone but superusers
+        // (and pg_read_all_settings), and left out of SHOW ALL and postgresql.conf.sample.
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
+}
+
+fn cstring_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting
+        .get()
+        .map(|value| value.to_string_lossy().into_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// The current settings, validated. Called in the archiver and in backends.
+pub fn settings() -> Result<Settings, ConfigError> {
+    let compression = match COMPRESSION.get() {
+        CompressionGuc::None => CompressionAlgorithm::None,
+        CompressionGuc::Gzip => CompressionAlgorithm::Gzip,
+        CompressionGuc::Zstd => CompressionAlgorithm::Zstd,
+    };
+    let encryption = match ENCRYPTION.get() {
+        EncryptionGuc::None => EncryptionMode::None,
+        EncryptionGuc::Age => EncryptionMode::Age,
+    };
+    let raw = RawSettings {
+        repository: cstring_setting(&REPOSITORY),
+        compression: Some(compression.name().to_string()),
+        compression_level: Some(COMPRESSION_LEVEL.get().to_string()),
+        encryption: Some(encryption.name().to_string()),
+        encryption_passphrase: cstring_setting(&ENCRYPTION_PASSPHRASE).map(Secret::new),
+    };
+    Settings::from_raw(&raw)
+}
+
+/// Rejects a malformed repository when it is set (postgresql.conf, ALTER SYSTEM, reload), with
+/// the same message the CLI would give. Empty means "not configured" and is accepted.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_repository(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    let value = if newval.is_null() || (*newval).is_null() {
+        return true;
+    } else {
+        CStr::from_ptr(*newval).to_string_lossy().into_owned()
+    };
+    match value.parse::<RepositoryLocation>() {
+        Ok(_) | Err(ConfigError::MissingRepository) => true,
+        Err(error) => {
+            set_check_error(&error.to_string(), error.hint().as_deref());
+            false
+        }
+    }
+}
+
+/// What GUC_check_errdetail()/GUC_check_errhint() do in C: PostgreSQL adds these to its
+/// "invalid value for parameter" message.
+unsafe fn set_check_error(detail: &str, hint: Option<&str>) {
+    let detail = CString::new(detail.replace('\0', "")).unwrap_or_default();
+    pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+    if let Some(hint) = hint {
+        let hint = CString::new(hint.replace('\0', "")).unwrap_or_default();
+        pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
+    }
+}
+
+/// Every setting this module defines, for tests and documentation.
+pub const DEFINED: &[&str] = &[
+    names::REPOSITORY,
+    names::COMPRESSION,
+    names::COMPRESSION_LEVEL,
+    names::ENCRYPTION,
+    names::ENCRYPTION_PASSPHRASE,
+];

@@ -1,0 +1,183 @@
+//! The `sc_backup` extension library.
+//!
+//! One shared library serves both roles, so the repository is configured once:
+//! `shared_preload_libraries = 'sc_backup'` registers the `sc_backup.*` settings (and, later,
+//! the scheduler worker), and `archive_library = 'sc_backup'` makes the same library the
+//! archive module, whose code lives in the `sc-backup-archive-module` crate. The archiver
+//! inherits the already-loaded library from the postmaster, so `_PG_init` (and with it every
+//! GUC definition) runs once per process whichever way the library was loaded.
+
+use pgrx::prelude::*;
+
+pub mod guc;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+}
+
+/// The archive module entry point (PostgreSQL 15 ABI).
+///
+/// # Safety
+/// Called by PostgreSQL with a valid callbacks struct to fill in.
+#[cfg(feature = "pg15")]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn _PG_archive_module_init(
+    callbacks: *mut pg_sys::ArchiveModuleCallbacks,
+) {
+    sc_backup_archive_module::init_pg15(callbacks, guc::settings);
+}
+
+/// The archive module entry point (PostgreSQL 16+ ABI: returns the callbacks).
+#[cfg(any(feature = "pg16", feature = "pg17"))]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn _PG_archive_module_init(
+) -> *const sc_backup_archive_module::pg16::ArchiveModuleCallbacks {
+    sc_backup_archive_module::pg16::init(guc::settings)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// Applies a value the way postgresql.conf does (PGC_S_FILE), without changing it, and
+    /// returns PostgreSQL's error message when the value is rejected.
+    fn validate_as_in_config_file(name: &str, value: &str) -> Result<(), String> {
+        let name_c = std::ffi::CString::new(name).unwrap();
+        let value_c = std::ffi::CString::new(value).unwrap();
+        PgTryBuilder::new(|| {
+            unsafe {
+                pg_sys::set_config_option(
+                    name_c.as_ptr(),
+                    value_c.as_ptr(),
+                    pg_sys::GucContext::PGC_SIGHUP,
+                    pg_sys::GucSource::PGC_S_FILE,
+                    pg_sys::GucAction::GUC_ACTION_SET,
+                    false,
+                    PgLogLevel::ERROR as i32,
+                    false,
+                );
+            }
+            Ok(())
+        })
+        .catch_others(|caught| match caught {
+            pg_sys::panic::CaughtError::PostgresError(report)
+            | pg_sys::panic::CaughtError::ErrorReport(report)
+            | pg_sys::panic::CaughtError::RustPanic {
+                ereport: report, ..
+            } => Err(format!(
+                "{} | {} | {}",
+                report.message(),
+                report.detail().unwrap_or(""),
+                report.hint().unwrap_or("")
+            )),
+        })
+        .execute()
+    }
+
+    #[pg_test]
+    fn settings_are_reload_only_and_the_secret_is_not_listed() {
+        for name in crate::guc::DEFINED {
+            let context = Spi::get_one_with_args::<String>(
+                "SELECT context FROM pg_settings WHERE name = $1",
+                &[(*name).into()],
+            );
+            if *name == "sc_backup.encryption_passphrase" {
+                // GUC_NO_SHOW_ALL: absent from pg_settings and SHOW ALL for everyone.
+                assert!(context.is_err(), "{name} is listed in pg_settings");
+            } else {
+                assert_eq!(context.unwrap().as_deref(), Some("sighup"), "{name}");
+            }
+        }
+        // A superuser can still read it explicitly.
+        let shown =
+            Spi::get_one::<String>("SELECT current_setting('sc_backup.encryption_passphrase')")
+                .unwrap();
+        assert_eq!(shown.as_deref(), Some(""));
+    }
+
+    #[pg_test]
+    fn compression_rejects_unknown_algorithms_listing_valid_ones() {
+        let err = validate_as_in_config_file("sc_backup.compression", "lz4").unwrap_err();
+        assert!(
+            err.contains("invalid value for parameter \"sc_backup.compression\": \"lz4\""),
+            "{err}"
+        );
+        assert!(err.contains("Available values: none, gzip, zstd"), "{err}");
+        for good in ["none", "gzip", "zstd", "ZSTD"] {
+            validate_as_in_config_file("sc_backup.compression", good).unwrap();
+        }
+    }
+
+    #[pg_test]
+    fn encryption_rejects_unknown_modes_listing_valid_ones() {
+        let err = validate_as_in_config_file("sc_backup.encryption", "aes").unwrap_err();
+        assert!(err.contains("Available values: none, age"), "{err}");
+        validate_as_in_config_file("sc_backup.encryption", "age").unwrap();
+    }
+
+    #[pg_test]
+    fn compression_level_is_range_checked() {
+        let err = validate_as_in_config_file("sc_backup.compression_level", "23").unwrap_err();
+        assert!(err.contains("23 is outside the valid range"), "{err}");
+        validate_as_in_config_file("sc_backup.compression_level", "19").unwrap();
+    }
+
+    #[pg_test]
+    fn repository_rejects_relative_paths_and_unknown_schemes() {
+        let err = validate_as_in_config_file("sc_backup.repository", "backups/here").unwrap_err();
+        assert!(
+            err.contains("invalid value for parameter \"sc_backup.repository\""),
+            "{err}"
+        );
+        assert!(err.contains("the path must be absolute"), "{err}");
+        let err = validate_as_in_config_file("sc_backup.repository", "ftp://host/x").unwrap_err();
+        assert!(err.contains("ftp:// scheme is not supported"), "{err}");
+        validate_as_in_config_file("sc_backup.repository", "/var/lib/sc_backup").unwrap();
+        validate_as_in_config_file("sc_backup.repository", "file:///var/lib/sc_backup").unwrap();
+        validate_as_in_config_file("sc_backup.repository", "").unwrap();
+    }
+
+    #[pg_test]
+    fn passphrase_is_hidden_from_non_superusers() {
+        Spi::run("CREATE ROLE sc_backup_test_nobody NOLOGIN").unwrap();
+        Spi::run("SET ROLE sc_backup_test_nobody").unwrap();
+        let shown = PgTryBuilder::new(|| {
+            Spi::get_one::<String>("SELECT current_setting('sc_backup.encryption_passphrase')")
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .catch_others(|caught| match caught {
+            pg_sys::panic::CaughtError::PostgresError(report)
+            | pg_sys::panic::CaughtError::ErrorReport(report)
+            | pg_sys::panic::CaughtError::RustPanic {
+                ereport: report, ..
+            } => Err(report.message().to_string()),
+        })
+        .execute();
+        let err = shown.unwrap_err();
+        assert!(
+            err.contains("must be superuser or have privileges of pg_read_all_settings"),
+            "{err}"
+        );
+        let listed = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_settings WHERE name = 'sc_backup.encryption_passphrase'",
+        )
+        .unwrap();
+        assert_eq!(listed, Some(0));
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'sc_backup'"]
+    }
+}
