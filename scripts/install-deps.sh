@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what building and testing sc_backup needs, skipping whatever is already present.
+# Used by .ci/run, scripts/demo.sh and docker/Dockerfile alike. Run as root (Debian bookworm).
+set -euo pipefail
+
+PG_MAJOR=15
+APT_PACKAGES=(
+  "postgresql-$PG_MAJOR"            # the server the tests start
+  "postgresql-server-dev-$PG_MAJOR" # headers for pgrx's bindings
+  libclang-dev clang                # bindgen
+  pkg-config build-essential
+  sudo                              # not needed by our scripts (they use runuser), expected by pgrx users
+  age zstd                          # the standard tools the README's manual recovery uses (tested)
+)
+
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "install-deps: cargo not found; install Rust 1.85+ with rustup first" >&2
+    exit 1
+  fi
+fi
+
+# pgrx 0.18 (0.19 needs a newer rustc than this machine kind has).
+if ! cargo pgrx --version 2>/dev/null | grep -q ' 0\.18\.'; then
+  echo "install-deps: installing cargo-pgrx 0.18 (a few minutes)"
+  cargo install cargo-pgrx --version '~0.18' --locked --quiet
+fi
+
+PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
+if ! grep -q "^pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
+  echo "install-deps: cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
+  cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG" >/dev/null
+fi
