@@ -161,7 +161,6 @@ pub struct ClusterOptions<'a> {
 impl Cluster {
     pub fn init(dir: &TestDir, name: &str, options: ClusterOptions) -> Cluster {
         let data = dir.path.join(name);
-        let socket_dir = dir.subdir(&format!("{name}.sock"));
         let mut initdb = as_postgres(pg_bindir().join("initdb"));
         initdb
             .arg("-D")
@@ -171,16 +170,23 @@ impl Cluster {
             initdb.arg(format!("--wal-segsize={mb}"));
         }
         run_ok(&mut initdb);
+        let cluster = Cluster::adopt(dir, name, data);
+        cluster.append_conf(options.conf);
+        cluster
+    }
+
+    /// A cluster for an existing data directory (a restored backup, say), given its own socket
+    /// directory and log under `dir`.
+    pub fn adopt(dir: &TestDir, name: &str, data: PathBuf) -> Cluster {
         let cluster = Cluster {
+            socket_dir: dir.subdir(&format!("{name}.sock")),
             log: dir.path.join(format!("{name}.log")),
             data,
-            socket_dir,
             running: false,
         };
         cluster.append_conf(&format!(
-            "listen_addresses = ''\nunix_socket_directories = '{}'\nfsync = on\nlog_min_messages = info\n{}\n",
-            cluster.socket_dir.display(),
-            options.conf
+            "listen_addresses = ''\nunix_socket_directories = '{}'\nlog_min_messages = info",
+            cluster.socket_dir.display()
         ));
         cluster
     }
