@@ -397,11 +397,8 @@ fn missing_configuration_is_explained_and_archiving_catches_up_after_reload() {
     client.batch_execute("SELECT pg_reload_conf()").unwrap();
     let second = churn(&mut client, 20_000);
     wait_archived(&cluster, &second);
-    let archived = done_files(&cluster.data);
-    assert!(
-        archived.contains(&first),
-        "{first} missing from {archived:?}"
-    );
+    // The segment that waited for the configuration is in the repository now (its `.done`
+    // may already be gone: a checkpoint recycles archived segments).
     // The CLI reads postgresql.auto.conf too.
     let output = sc_backup(&cluster.data)
         .args(["wal-fetch", &first])
