@@ -371,15 +371,23 @@ impl Settings {
             .encryption_passphrase
             .clone()
             .filter(|secret| !secret.expose().is_empty());
-        if encryption == EncryptionMode::Age && encryption_passphrase.is_none() {
-            return Err(ConfigError::MissingPassphrase);
-        }
         Ok(Settings {
             repository,
             compression,
             encryption,
             encryption_passphrase,
         })
+    }
+}
+
+impl Settings {
+    /// Writers (the archiver, backups) need the passphrase of an encrypted repository up
+    /// front; readers may bring an already unwrapped key instead.
+    pub fn for_writing(self) -> Result<Settings, ConfigError> {
+        if self.encryption == EncryptionMode::Age && self.encryption_passphrase.is_none() {
+            return Err(ConfigError::MissingPassphrase);
+        }
+        Ok(self)
     }
 }
 
@@ -467,20 +475,14 @@ mod tests {
     fn encryption_needs_a_passphrase() {
         let mut settings = raw("/r");
         settings.encryption = Some("age".into());
-        assert_eq!(
-            Settings::from_raw(&settings),
-            Err(ConfigError::MissingPassphrase)
-        );
+        let writing = |raw: &RawSettings| Settings::from_raw(raw).and_then(Settings::for_writing);
+        assert_eq!(writing(&settings), Err(ConfigError::MissingPassphrase));
         settings.encryption_passphrase = Some(Secret::new(""));
-        assert_eq!(
-            Settings::from_raw(&settings),
-            Err(ConfigError::MissingPassphrase)
-        );
+        assert_eq!(writing(&settings), Err(ConfigError::MissingPassphrase));
+        // Readers may bring an unwrapped key instead.
+        assert!(Settings::from_raw(&settings).is_ok());
         settings.encryption_passphrase = Some(Secret::new("correct horse"));
-        assert_eq!(
-            Settings::from_raw(&settings).unwrap().encryption,
-            EncryptionMode::Age
-        );
+        assert_eq!(writing(&settings).unwrap().encryption, EncryptionMode::Age);
     }
 
     #[test]

@@ -79,6 +79,15 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error("backup \"{0}\" is not in the repository")]
+    BackupNotFound(String),
+
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("{0}")]
+    InvalidTarget(String),
+
     #[error("invalid repository metadata \"{object}\": {reason}")]
     InvalidMetadata { object: String, reason: String },
 }

@@ -3,10 +3,13 @@
 //! Nothing here knows PostgreSQL's C API. The extension, the archive module and the CLI are
 //! thin front ends over these functions.
 
+pub mod backup;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod lsn;
 pub mod repository;
+pub mod restore;
 pub mod storage;
 pub mod wal;
 

@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
+use std::sync::OnceLock;
 
 use crate::codec::keys::KeyError;
 use crate::codec::RepositoryKey;
@@ -54,7 +55,9 @@ pub struct RepositoryInfo {
 pub struct Repository {
     storage: Box<dyn Storage>,
     info: RepositoryInfo,
-    key: Option<RepositoryKey>,
+    passphrase: Option<Secret>,
+    /// Unwrapped on first use: listing backups never needs it, and unwrapping costs a second.
+    key: OnceLock<RepositoryKey>,
     compression: Compression,
 }
 
@@ -105,7 +108,10 @@ impl Repository {
                 configured_mode: format!("\"{}\"", settings.encryption),
             });
         }
-        Repository::from_parts(storage, info, settings)
+        let repository = Repository::from_parts(storage, info, settings)?;
+        // A writer checks the passphrase now rather than at its first object.
+        repository.key()?;
+        Ok(repository)
     }
 
     fn from_parts(
@@ -122,36 +128,53 @@ impl Repository {
                 ),
             });
         }
-        let key = match info.encryption.as_str() {
-            "none" => None,
-            "age" => {
-                let passphrase = settings
-                    .encryption_passphrase
-                    .as_ref()
-                    .ok_or(Error::Config(ConfigError::MissingPassphrase))?;
-                let key = load_key(storage.as_ref(), passphrase)?;
-                if info.key_recipient.as_deref() != Some(key.recipient_string().as_str()) {
-                    return Err(Error::InvalidMetadata {
-                        object: KEY_KEY.into(),
-                        reason: "the key does not match the public key recorded in repository.json"
-                            .into(),
-                    });
-                }
-                Some(key)
-            }
-            other => {
-                return Err(Error::InvalidMetadata {
-                    object: INFO_KEY.into(),
-                    reason: format!("unknown encryption {other:?}"),
-                })
-            }
-        };
+        if !matches!(info.encryption.as_str(), "none" | "age") {
+            return Err(Error::InvalidMetadata {
+                object: INFO_KEY.into(),
+                reason: format!("unknown encryption {:?}", info.encryption),
+            });
+        }
         Ok(Repository {
             storage,
             info,
-            key,
+            passphrase: settings.encryption_passphrase.clone(),
+            key: OnceLock::new(),
             compression: settings.compression,
         })
+    }
+
+    /// Uses an already unwrapped key (from `sc-backup restore`'s identity file) instead of the
+    /// passphrase; refused unless it is this repository's key.
+    pub fn with_key(self, key: RepositoryKey) -> Result<Repository> {
+        if self.info.key_recipient.as_deref() != Some(key.recipient_string().as_str()) {
+            return Err(Error::WrongKey {
+                object: KEY_KEY.into(),
+            });
+        }
+        let _ = self.key.set(key);
+        Ok(self)
+    }
+
+    /// The repository key (`None` for an unencrypted repository), unwrapped on first use.
+    pub fn key(&self) -> Result<Option<&RepositoryKey>> {
+        if self.info.encryption == "none" {
+            return Ok(None);
+        }
+        if let Some(key) = self.key.get() {
+            return Ok(Some(key));
+        }
+        let passphrase = self
+            .passphrase
+            .as_ref()
+            .ok_or(Error::Config(ConfigError::MissingPassphrase))?;
+        let key = load_key(self.storage.as_ref(), passphrase)?;
+        if self.info.key_recipient.as_deref() != Some(key.recipient_string().as_str()) {
+            return Err(Error::InvalidMetadata {
+                object: KEY_KEY.into(),
+                reason: "the key does not match the public key recorded in repository.json".into(),
+            });
+        }
+        Ok(Some(self.key.get_or_init(|| key)))
     }
 
     pub fn storage(&self) -> &dyn Storage {
@@ -160,10 +183,6 @@ impl Repository {
 
     pub fn info(&self) -> &RepositoryInfo {
         &self.info
-    }
-
-    pub fn key(&self) -> Option<&RepositoryKey> {
-        self.key.as_ref()
     }
 
     /// Compression for new objects.
@@ -377,16 +396,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let created =
             Repository::open_for_cluster(&settings(dir.path(), Some("age")), &CLUSTER).unwrap();
-        assert!(created.key().is_some());
+        assert!(created.key().unwrap().is_some());
         let mut wrong = settings(dir.path(), Some("age"));
         wrong.encryption_passphrase = Some(Secret::new("not it"));
-        let err = Repository::open(&wrong).unwrap_err();
+        let err = Repository::open(&wrong).unwrap().key().unwrap_err();
         assert!(matches!(err, Error::WrongPassphrase { .. }), "{err}");
         assert!(!err.to_string().contains("not it"));
         let reopened = Repository::open(&settings(dir.path(), Some("age"))).unwrap();
         assert_eq!(
-            reopened.key().unwrap().recipient_string(),
-            created.key().unwrap().recipient_string()
+            reopened.key().unwrap().unwrap().recipient_string(),
+            created.key().unwrap().unwrap().recipient_string()
         );
     }
 }

@@ -158,7 +158,8 @@ impl Repository {
             };
         }
         file.rewind().map_err(|e| Error::io("seek", &display, e))?;
-        let spec = Encoder::<io::Sink>::spec(self.compression(), self.key());
+        let repository_key = self.key()?;
+        let spec = Encoder::<io::Sink>::spec(self.compression(), repository_key);
         let key = format!(
             "{}{}{}",
             name.object_prefix(),
@@ -166,7 +167,7 @@ impl Repository {
             spec.suffix()
         );
         let writer = self.storage().create(&key)?;
-        let mut encoder = Encoder::new(writer, self.compression(), self.key())
+        let mut encoder = Encoder::new(writer, self.compression(), repository_key)
             .map_err(|e| Error::io("encode", &key, e))?;
         copy(&mut file, &mut encoder).map_err(|e| Error::io("archive", &display, e))?;
         let (writer, summary) = encoder.finish().map_err(|e| Error::io("write", &key, e))?;
@@ -204,7 +205,7 @@ impl Repository {
                 reason: other.to_string(),
             },
         };
-        let mut decoder = Decoder::new(source, stored.spec, self.key()).map_err(decode_error)?;
+        let mut decoder = Decoder::new(source, stored.spec, self.key()?).map_err(decode_error)?;
         let temporary = TemporaryFile::create(destination)?;
         let mut output = temporary.file()?;
         copy_decoded(&mut decoder, &mut output, &stored.key, &temporary.path)?;

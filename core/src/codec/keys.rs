@@ -71,12 +71,7 @@ impl RepositoryKey {
         let mut out = Vec::new();
         let write = |out: &mut Vec<u8>| -> io::Result<()> {
             let mut writer = encryptor.wrap_output(out)?;
-            writeln!(
-                writer,
-                "# sc_backup repository key; public key: {}",
-                self.recipient
-            )?;
-            writeln!(writer, "{}", self.identity.to_string().expose_secret())?;
+            writer.write_all(self.identity_file().as_bytes())?;
             writer.finish()?;
             Ok(())
         };
@@ -110,6 +105,31 @@ impl RepositoryKey {
             age::x25519::Identity::from_str(line).map_err(|e| KeyError::Damaged(e.to_string()))?;
         let recipient = identity.to_public();
         crate::config::wipe(&mut text);
+        Ok(RepositoryKey {
+            identity,
+            recipient,
+        })
+    }
+
+    /// The private key in age's plain identity-file format (`age -d -i FILE` reads it).
+    pub fn identity_file(&self) -> String {
+        format!(
+            "# sc_backup repository key; public key: {}\n{}\n",
+            self.recipient,
+            self.identity.to_string().expose_secret()
+        )
+    }
+
+    /// Reads what [`RepositoryKey::identity_file`] wrote.
+    pub fn from_identity_file(text: &str) -> Result<Self, KeyError> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with("AGE-SECRET-KEY-"))
+            .ok_or_else(|| KeyError::Damaged("no AGE-SECRET-KEY line".into()))?;
+        let identity =
+            age::x25519::Identity::from_str(line).map_err(|e| KeyError::Damaged(e.to_string()))?;
+        let recipient = identity.to_public();
         Ok(RepositoryKey {
             identity,
             recipient,

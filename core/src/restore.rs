@@ -1,0 +1,598 @@
+//! Restoring a base backup into a data directory and configuring recovery.
+//!
+//! Every file is decoded into a temporary name beside its destination and renamed only once
+//! its SHA-256 and size match the manifest. `global/pg_control` is written last: without it
+//! PostgreSQL refuses to start, so an interrupted or failed restore can never be started and
+//! mistaken for a consistent cluster.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backup::{open_decoded, BackupMetadata, EntryType, Manifest, ManifestEntry};
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::repository::Repository;
+
+/// The unwrapped repository key, written into the restored data directory for the duration of
+/// recovery so each `restore_command` call skips the passphrase derivation; removed by
+/// `recovery_end_command` and never included in backups.
+pub const RECOVERY_KEY_FILE: &str = "sc_backup_recovery.key";
+const PG_CONTROL: &str = "global/pg_control";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// Replay all available WAL.
+    EndOfWal,
+    /// Stop as soon as the backup is consistent.
+    Immediate,
+    Time(String),
+    Lsn(Lsn),
+    Xid(String),
+    Name(String),
+}
+
+impl RecoveryTarget {
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        match self {
+            RecoveryTarget::EndOfWal => vec![],
+            RecoveryTarget::Immediate => vec![("recovery_target", "immediate".into())],
+            RecoveryTarget::Time(time) => vec![("recovery_target_time", time.clone())],
+            RecoveryTarget::Lsn(lsn) => vec![("recovery_target_lsn", lsn.to_string())],
+            RecoveryTarget::Xid(xid) => vec![("recovery_target_xid", xid.clone())],
+            RecoveryTarget::Name(name) => vec![("recovery_target_name", name.clone())],
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            RecoveryTarget::EndOfWal => "end of archived WAL".into(),
+            RecoveryTarget::Immediate => "immediate (consistency)".into(),
+            RecoveryTarget::Time(t) => format!("time {t}"),
+            RecoveryTarget::Lsn(l) => format!("lsn {l}"),
+            RecoveryTarget::Xid(x) => format!("xid {x}"),
+            RecoveryTarget::Name(n) => format!("name {n}"),
+        }
+    }
+}
+
+/// Parses the timestamps PostgreSQL and people write: RFC 3339, or `YYYY-MM-DD HH:MM:SS[.f]`
+/// with a `+HH[:MM]`/`Z` offset. An offset is required: a restore must not depend on the
+/// time zone of the machine it runs on.
+pub fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    let normalized = text.replacen(' ', "T", 1);
+    let with_minutes = match normalized.rfind(['+', '-']) {
+        Some(pos) if pos > 10 && normalized[pos + 1..].len() == 2 => format!("{normalized}:00"),
+        _ => normalized,
+    };
+    chrono::DateTime::parse_from_rfc3339(&with_minutes)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// Chooses the backup to restore: by name, or with `latest` the newest one, and with a time
+/// target the newest one that ended before the target.
+pub fn choose_backup(
+    backups: &[BackupMetadata],
+    name: &str,
+    target: &RecoveryTarget,
+) -> Result<BackupMetadata> {
+    let candidates: Vec<&BackupMetadata> = if name == "latest" {
+        backups.iter().collect()
+    } else {
+        backups.iter().filter(|b| b.backup_name == name).collect()
+    };
+    if candidates.is_empty() {
+        return Err(Error::BackupNotFound(name.to_string()));
+    }
+    let chosen = match target {
+        RecoveryTarget::Time(text) => {
+            let target_time = parse_time(text).ok_or_else(|| Error::InvalidTarget(format!(
+                "cannot read --target-time \"{text}\"; use ISO 8601 with a time zone, like 2026-11-24 10:41:00+00"
+            )))?;
+            let ends_before = |b: &&&BackupMetadata| {
+                parse_time(&b.stop_time).is_some_and(|stop| stop < target_time)
+            };
+            candidates
+                .iter()
+                .rev()
+                .find(ends_before)
+                .copied()
+                .ok_or_else(|| {
+                    Error::InvalidTarget(format!(
+                        "no backup{} ended before {text}; the oldest ended at {}",
+                        if name == "latest" {
+                            String::new()
+                        } else {
+                            format!(" named {name}")
+                        },
+                        candidates[0].stop_time
+                    ))
+                })?
+        }
+        RecoveryTarget::Lsn(lsn) => {
+            let chosen = *candidates.last().expect("not empty");
+            if *lsn < chosen.stop_lsn()? {
+                return Err(Error::InvalidTarget(format!(
+                    "target LSN {lsn} is before the end of backup {} ({}); recovery cannot stop before the backup is consistent",
+                    chosen.backup_name, chosen.stop_lsn
+                )));
+            }
+            chosen
+        }
+        _ => *candidates.last().expect("not empty"),
+    };
+    Ok(chosen.clone())
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub pgdata: PathBuf,
+    pub force: bool,
+    pub target: RecoveryTarget,
+    /// promote, pause or shutdown; `None` leaves PostgreSQL's default (pause).
+    pub target_action: Option<String>,
+    pub target_timeline: Option<String>,
+    /// Tablespace OID → new location.
+    pub tablespace_map: BTreeMap<u32, PathBuf>,
+    pub parallelism: usize,
+    /// The CLI invocation PostgreSQL should use to fetch WAL, without `%f %p`.
+    pub wal_fetch_command: String,
+    /// Turn WAL archiving off in the restored cluster: a side copy (table-level recovery, a
+    /// test restore) must not archive its new timeline into the production repository.
+    pub archive_off: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreProgress {
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Restores `metadata`'s backup into `options.pgdata` and writes the recovery configuration.
+pub fn restore(
+    repository: &Repository,
+    metadata: &BackupMetadata,
+    manifest: &Manifest,
+    options: &RestoreOptions,
+    progress: &(dyn Fn(RestoreProgress) + Sync),
+) -> Result<RestoreSummary> {
+    prepare_data_directory(&options.pgdata, options.force)?;
+    let pgdata = &options.pgdata;
+
+    // Directories and links in path order (the manifest is sorted): `pg_tblspc`, then the
+    // tablespace link, then the tablespace's directories, created through the link.
+    for entry in manifest
+        .entries
+        .iter()
+        .filter(|e| e.entry_type != EntryType::File)
+    {
+        let path = pgdata.join(&entry.path);
+        if entry.entry_type == EntryType::Symlink {
+            let mut target = PathBuf::from(entry.link_target.clone().unwrap_or_default());
+            if let Some(oid) = entry
+                .path
+                .strip_prefix("pg_tblspc/")
+                .and_then(|o| o.parse::<u32>().ok())
+            {
+                if let Some(mapped) = options.tablespace_map.get(&oid) {
+                    target = mapped.clone();
+                }
+                prepare_tablespace_directory(&target, options.force)?;
+            }
+            std::os::unix::fs::symlink(&target, &path)
+                .map_err(|e| Error::io("create link", path.display(), e))?;
+            continue;
+        }
+        fs::create_dir_all(&path).map_err(|e| Error::io("create directory", path.display(), e))?;
+        let mode = if entry.mode == 0 { 0o700 } else { entry.mode };
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("set permissions on", path.display(), e))?;
+    }
+
+    let files: Vec<&ManifestEntry> = manifest
+        .entries
+        .iter()
+        .filter(|e| {
+            e.entry_type == EntryType::File && e.path != PG_CONTROL && e.path != "tablespace_map"
+        })
+        .collect();
+    let totals = RestoreProgress {
+        files_done: 0,
+        files_total: manifest
+            .entries
+            .iter()
+            .filter(|e| e.entry_type == EntryType::File)
+            .count() as u64,
+        bytes_done: 0,
+        bytes_total: manifest.entries.iter().filter_map(|e| e.size).sum(),
+    };
+    let files_done = AtomicU64::new(0);
+    let bytes_done = AtomicU64::new(0);
+    let report = |entry: &ManifestEntry| {
+        let progress_now = RestoreProgress {
+            files_done: files_done.fetch_add(1, Ordering::Relaxed) + 1,
+            bytes_done: bytes_done.fetch_add(entry.size.unwrap_or(0), Ordering::Relaxed)
+                + entry.size.unwrap_or(0),
+            ..totals
+        };
+        progress(progress_now);
+    };
+    let queue = Mutex::new(files.into_iter());
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..options.parallelism.max(1) {
+            scope.spawn(|| loop {
+                if first_error.lock().unwrap().is_some() {
+                    return;
+                }
+                let Some(entry) = queue.lock().unwrap().next() else {
+                    return;
+                };
+                match restore_file(repository, &metadata.backup_name, entry, pgdata) {
+                    Ok(()) => report(entry),
+                    Err(e) => {
+                        first_error.lock().unwrap().get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(error) = first_error.into_inner().unwrap() {
+        return Err(error);
+    }
+
+    if let Some(map) = manifest.entries.iter().find(|e| e.path == "tablespace_map") {
+        // PostgreSQL recreates the pg_tblspc links from this file: point it at the new homes.
+        let mut content = Vec::new();
+        decode_verified(repository, &metadata.backup_name, map, &mut content)?;
+        let rewritten =
+            rewrite_tablespace_map(&String::from_utf8_lossy(&content), &options.tablespace_map);
+        write_new_file(&pgdata.join("tablespace_map"), rewritten.as_bytes(), 0o600)?;
+        report(map);
+    }
+
+    let key_written = match repository.key()? {
+        Some(key) => {
+            write_new_file(
+                &pgdata.join(RECOVERY_KEY_FILE),
+                key.identity_file().as_bytes(),
+                0o600,
+            )?;
+            true
+        }
+        None => false,
+    };
+    append_recovery_settings(pgdata, metadata, options, key_written)?;
+    write_new_file(&pgdata.join("recovery.signal"), b"", 0o600)?;
+
+    // Last: with pg_control in place the directory is startable.
+    let control = manifest
+        .entries
+        .iter()
+        .find(|e| e.path == PG_CONTROL)
+        .ok_or_else(|| Error::InvalidMetadata {
+            object: metadata.manifest.clone(),
+            reason: "the backup has no global/pg_control".into(),
+        })?;
+    restore_file(repository, &metadata.backup_name, control, pgdata)?;
+    report(control);
+    Ok(RestoreSummary {
+        files: totals.files_total,
+        bytes: totals.bytes_total,
+    })
+}
+
+fn is_empty_dir(path: &Path) -> Result<bool> {
+    match fs::read_dir(path) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::io("read directory", path.display(), e)),
+    }
+}
+
+fn prepare_data_directory(pgdata: &Path, force: bool) -> Result<()> {
+    if let Ok(pid_file) = fs::read_to_string(pgdata.join("postmaster.pid")) {
+        if let Some(pid) = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(Error::InvalidTarget(format!(
+                    "a server (pid {pid}) may be running on {}; stop it first",
+                    pgdata.display()
+                )));
+            }
+        }
+    }
+    if !is_empty_dir(pgdata)? {
+        if !force {
+            return Err(Error::InvalidTarget(format!(
+                "data directory {} is not empty; empty it or pass --force to replace its contents",
+                pgdata.display()
+            )));
+        }
+        for entry in
+            fs::read_dir(pgdata).map_err(|e| Error::io("read directory", pgdata.display(), e))?
+        {
+            let path = entry
+                .map_err(|e| Error::io("read directory", pgdata.display(), e))?
+                .path();
+            let removed = if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(|e| Error::io("remove", path.display(), e))?;
+        }
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(pgdata)
+        .map_err(|e| Error::io("create directory", pgdata.display(), e))?;
+    fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("set permissions on", pgdata.display(), e))
+}
+
+fn prepare_tablespace_directory(location: &Path, force: bool) -> Result<()> {
+    if !is_empty_dir(location)? && !force {
+        return Err(Error::InvalidTarget(format!(
+            "tablespace directory {} is not empty; pass --tablespace-map OID=DIR to restore it elsewhere, or --force",
+            location.display()
+        )));
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(location)
+        .map_err(|e| Error::io("create directory", location.display(), e))
+}
+
+/// Decodes a stored file into `out`, checking its digest and size.
+fn decode_verified(
+    repository: &Repository,
+    backup: &str,
+    entry: &ManifestEntry,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let object = entry.object.as_deref().expect("files have objects");
+    let (key, mut decoder) = open_decoded(repository, backup, object)?;
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = match decoder.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::Decode {
+                    object: format!("{key} ({})", entry.path),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        out.write_all(&buffer[..n])
+            .map_err(|e| Error::io("write", &entry.path, e))?;
+    }
+    let (digest, size) = decoder.finish();
+    let expected = entry.sha256.clone().unwrap_or_default();
+    if digest.to_hex() != expected || Some(size) != entry.size {
+        return Err(Error::ChecksumMismatch {
+            object: format!("{key} ({})", entry.path),
+            expected,
+            actual: digest.to_hex(),
+        });
+    }
+    Ok(())
+}
+
+fn restore_file(
+    repository: &Repository,
+    backup: &str,
+    entry: &ManifestEntry,
+    pgdata: &Path,
+) -> Result<()> {
+    let destination = pgdata.join(&entry.path);
+    let temporary = destination.with_file_name(format!(
+        ".{}.sc_backup_restore",
+        destination
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(|e| Error::io("create", temporary.display(), e))?;
+        let mut writer = io::BufWriter::with_capacity(256 * 1024, &mut file);
+        decode_verified(repository, backup, entry, &mut writer)?;
+        writer
+            .flush()
+            .map_err(|e| Error::io("write", temporary.display(), e))?;
+        drop(writer);
+        let mode = if entry.mode == 0 { 0o600 } else { entry.mode };
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("set permissions on", temporary.display(), e))?;
+        let mtime = UNIX_EPOCH + Duration::from_secs(entry.mtime.max(0) as u64);
+        file.set_modified(mtime)
+            .map_err(|e| Error::io("set the time of", temporary.display(), e))?;
+        fs::rename(&temporary, &destination)
+            .map_err(|e| Error::io("rename", destination.display(), e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+fn write_new_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| Error::io("create", path.display(), e))?;
+    file.write_all(content)
+        .map_err(|e| Error::io("write", path.display(), e))
+}
+
+fn rewrite_tablespace_map(content: &str, mapping: &BTreeMap<u32, PathBuf>) -> String {
+    content
+        .lines()
+        .map(|line| match line.split_once(' ') {
+            Some((oid, _)) => match oid.parse::<u32>().ok().and_then(|oid| mapping.get(&oid)) {
+                Some(location) => format!("{oid} {}\n", location.display()),
+                None => format!("{line}\n"),
+            },
+            None => format!("{line}\n"),
+        })
+        .collect()
+}
+
+/// Quotes a value for postgresql.conf.
+fn conf_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+fn append_recovery_settings(
+    pgdata: &Path,
+    metadata: &BackupMetadata,
+    options: &RestoreOptions,
+    key_written: bool,
+) -> Result<()> {
+    let mut settings: Vec<(&str, String)> = Vec::new();
+    let key_flag = if key_written {
+        format!(" --identity-file {RECOVERY_KEY_FILE}")
+    } else {
+        String::new()
+    };
+    settings.push((
+        "restore_command",
+        format!("{}{key_flag} %f %p", options.wal_fetch_command),
+    ));
+    if key_written {
+        settings.push(("recovery_end_command", format!("rm -f {RECOVERY_KEY_FILE}")));
+    }
+    settings.extend(options.target.settings());
+    if let Some(action) = &options.target_action {
+        settings.push(("recovery_target_action", action.clone()));
+    }
+    if let Some(timeline) = &options.target_timeline {
+        settings.push(("recovery_target_timeline", timeline.clone()));
+    }
+    if options.archive_off {
+        settings.push(("archive_mode", "off".into()));
+    }
+    let path = pgdata.join("postgresql.auto.conf");
+    let mut text = fs::read_to_string(&path).unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "# Recovery settings written by sc-backup restore of {} at {}\n",
+        metadata.backup_name,
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ));
+    for (name, value) in settings {
+        text.push_str(&format!("{name} = {}\n", conf_quote(&value)));
+    }
+    let mut file = File::create(&path).map_err(|e| Error::io("create", path.display(), e))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| Error::io("write", path.display(), e))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("set permissions on", path.display(), e))
+}
+
+/// One line of the repository's restore log (`restore-log/`), kept in the repository so it
+/// survives the loss of the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreRecord {
+    pub time: String,
+    pub user: String,
+    pub host: String,
+    pub backup: String,
+    pub target: String,
+    pub pgdata: String,
+    pub outcome: String,
+    pub duration_seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn record_restore(repository: &Repository, record: &RestoreRecord) -> Result<()> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let key = format!("restore-log/{nanos:024}-{}.json", std::process::id());
+    let mut writer = repository.storage().create(&key)?;
+    let mut line = serde_json::to_vec(record).expect("record serializes");
+    line.push(b'\n');
+    writer
+        .write_all(&line)
+        .map_err(|e| Error::io("write", &key, e))?;
+    writer.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_need_an_offset() {
+        let expected = parse_time("2026-11-24T10:41:00Z").unwrap();
+        for text in [
+            "2026-11-24 10:41:00+00",
+            "2026-11-24 10:41:00+00:00",
+            "2026-11-24 12:41:00+02",
+            "2026-11-24T10:41:00.000+00:00",
+        ] {
+            assert_eq!(parse_time(text), Some(expected), "{text}");
+        }
+        assert!(parse_time("2026-11-24 10:41:00.123456+00").is_some());
+        assert_eq!(parse_time("2026-11-24 10:41:00"), None);
+        assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn tablespace_map_is_rewritten() {
+        let mapping = BTreeMap::from([(16385, PathBuf::from("/new/ts"))]);
+        assert_eq!(
+            rewrite_tablespace_map("16385 /old/ts\n16386 /other\n", &mapping),
+            "16385 /new/ts\n16386 /other\n"
+        );
+    }
+
+    #[test]
+    fn conf_values_are_quoted() {
+        assert_eq!(conf_quote("it's"), "'it''s'");
+        assert_eq!(conf_quote(r"a\b"), r"'a\\b'");
+    }
+}
