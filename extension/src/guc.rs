@@ -41,6 +41,7 @@ pub static ENCRYPTION: GucSetting<EncryptionGuc> =
     GucSetting::<EncryptionGuc>::new(EncryptionGuc::None);
 pub static ENCRYPTION_PASSPHRASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+pub static BACKUP_PARALLELISM: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 pub fn register() {
     // Safety: the check hook is guarded by #[pg_guard] and never panics on any input.
@@ -83,6 +84,16 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"sc_backup.backup_parallelism",
+        c"Files copied at once by a base backup.",
+        c"Each worker reads, compresses, encrypts and stores one file at a time.",
+        &BACKUP_PARALLELISM,
+        1,
+        64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"sc_backup.encryption_passphrase",
         c"Passphrase protecting the repository key.",
@@ -120,7 +131,7 @@ pub fn settings() -> Result<Settings, ConfigError> {
         encryption: Some(encryption.name().to_string()),
         encryption_passphrase: cstring_setting(&ENCRYPTION_PASSPHRASE).map(Secret::new),
     };
-    Settings::from_raw(&raw)
+    Settings::from_raw(&raw).and_then(Settings::for_writing)
 }
 
 /// Rejects a malformed repository when it is set (postgresql.conf, ALTER SYSTEM, reload), with
@@ -163,4 +174,5 @@ pub const DEFINED: &[&str] = &[
     names::COMPRESSION_LEVEL,
     names::ENCRYPTION,
     names::ENCRYPTION_PASSPHRASE,
+    "sc_backup.backup_parallelism",
 ];

@@ -9,6 +9,7 @@
 
 use pgrx::prelude::*;
 
+pub mod backup;
 pub mod guc;
 
 ::pgrx::pg_module_magic!(name, version);

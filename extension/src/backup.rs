@@ -1,0 +1,389 @@
+//! `sc_backup()`, `sc_list_backups()` and `sc_verify()`: thin SQL shims over
+//! `sc_backup_core::backup`.
+//!
+//! `sc_backup()` uses the non-exclusive low-level API in its own session: `pg_backup_start`,
+//! copy (on worker threads that never touch PostgreSQL), `pg_backup_stop(wait_for_archive)`.
+//! Any error or cancellation aborts the backup in PostgreSQL (`do_pg_abort_backup`) and
+//! removes what was written, so it is never listed.
+
+use std::ffi::CStr;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::prelude::*;
+use sc_backup_core::backup::{self, BackupMetadata, BackupWriter, Interrupted, Tablespace};
+use sc_backup_core::repository::ClusterIdentity;
+use sc_backup_core::{Error, Repository};
+
+use crate::guc;
+
+/// Key of the transaction-level advisory lock that serializes sc_backup backups (manual and
+/// scheduled): 'scbackup' in ASCII.
+const BACKUP_LOCK_KEY: i64 = 0x7363_6261_636b_7570;
+
+/// Raises `error` as a PostgreSQL ERROR with its hint.
+pub fn raise(error: &Error, code: PgSqlErrorCode) -> ! {
+    let mut report = ErrorReport::new(code, format!("sc_backup: {error}"), "sc_backup");
+    if let Some(hint) = error.hint() {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+fn raise_message(message: String, hint: &str, code: PgSqlErrorCode) -> ! {
+    let mut report = ErrorReport::new(code, message, "sc_backup");
+    if !hint.is_empty() {
+        report = report.set_hint(hint.to_string());
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+fn settings() -> sc_backup_core::Settings {
+    guc::settings()
+        .unwrap_or_else(|e| raise(&Error::Config(e), PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR))
+}
+
+fn cluster_identity() -> ClusterIdentity {
+    ClusterIdentity {
+        // Safety: reads the control file copy in shared memory.
+        system_identifier: unsafe { pg_sys::GetSystemIdentifier() },
+        pg_version_num: pg_sys::PG_VERSION_NUM,
+    }
+}
+
+fn spi_text(query: &str) -> String {
+    Spi::get_one::<String>(query)
+        .unwrap_or_else(|e| {
+            raise_message(
+                format!("sc_backup: {query}: {e}"),
+                "",
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// "START TIMELINE: 1" from a backup label.
+fn label_timeline(label: &str) -> u32 {
+    label
+        .lines()
+        .find_map(|line| line.strip_prefix("START TIMELINE: "))
+        .and_then(|tli| tli.trim().parse().ok())
+        .unwrap_or(1)
+}
+
+fn check_archiving_is_ours() {
+    let archive_mode = spi_text("SELECT current_setting('archive_mode')");
+    if archive_mode == "off" {
+        raise_message(
+            "sc_backup: WAL archiving is off".into(),
+            "Set archive_mode = on and archive_library = 'sc_backup' (a restart is needed): a base backup cannot be restored without the WAL written while it was taken.",
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+    }
+    let library = spi_text("SELECT current_setting('archive_library')");
+    if library != "sc_backup" {
+        raise_message(
+            format!("sc_backup: archive_library is \"{library}\", not \"sc_backup\""),
+            "Set archive_library = 'sc_backup' so that the WAL a backup needs is archived into the same repository.",
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        );
+    }
+}
+
+fn tablespaces() -> Vec<Tablespace> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT oid::int8, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')",
+                None,
+                &[],
+            )
+            .map(|rows| {
+                rows.filter_map(|row| {
+                    let oid = row.get::<i64>(1).ok().flatten()?;
+                    let location = row.get::<String>(2).ok().flatten()?;
+                    Some(Tablespace {
+                        oid: oid as u32,
+                        location: PathBuf::from(location),
+                    })
+                })
+                .collect::<Vec<_>>()
+            })
+    })
+    .unwrap_or_else(|e| raise_message(format!("sc_backup: listing tablespaces: {e}"), "", PgSqlErrorCode::ERRCODE_INTERNAL_ERROR))
+}
+
+enum Failure {
+    Core(Error),
+    Postgres(CaughtError),
+}
+
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn sc_backup(
+    kind: default!(&str, "'full'"),
+    fast_checkpoint: default!(bool, true),
+) -> TableIterator<
+    'static,
+    (
+        name!(backup_name, String),
+        name!(start_lsn, String),
+        name!(stop_lsn, String),
+        name!(files, i64),
+        name!(size_bytes, i64),
+        name!(stored_bytes, i64),
+        name!(duration_seconds, f64),
+    ),
+> {
+    if kind != "full" {
+        raise_message(
+            format!("sc_backup: invalid backup kind \"{kind}\""),
+            "Valid kinds are: full.",
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        );
+    }
+    let settings = settings();
+    check_archiving_is_ours();
+    let locked = Spi::get_one_with_args::<bool>(
+        "SELECT pg_try_advisory_xact_lock($1)",
+        &[BACKUP_LOCK_KEY.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !locked {
+        raise_message(
+            "sc_backup: another sc_backup backup is running".into(),
+            "Wait for it to finish; sc_backup takes one backup at a time.",
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+        );
+    }
+    let repository = Repository::open_for_cluster(&settings, &cluster_identity())
+        .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+    let database = spi_text("SELECT current_database()::text");
+    let started_at = chrono_now();
+    let started = Instant::now();
+    let name = backup::backup_name(&database, "full", started_at);
+    let writer = BackupWriter::new(&repository, &name)
+        .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT));
+    let tablespaces = tablespaces();
+    // Safety: DataDir is set for the postmaster's lifetime.
+    let data_directory = PathBuf::from(
+        unsafe { CStr::from_ptr(pg_sys::DataDir) }
+            .to_string_lossy()
+            .into_owned(),
+    );
+    let start_lsn = Spi::get_one_with_args::<String>(
+        "SELECT pg_backup_start($1, $2)::text",
+        &[format!("sc_backup {name}").into(), fast_checkpoint.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+
+    let staged = PgTryBuilder::new(AssertUnwindSafe(|| {
+        copy_and_stop(&writer, &data_directory, &tablespaces).map_err(Failure::Core)
+    }))
+    .catch_others(|caught| Err(Failure::Postgres(caught)))
+    .execute();
+
+    let fail = |failure: Failure| -> ! {
+        // The session's backup, if still running, ends here; then nothing of it may remain.
+        unsafe { pg_sys::do_pg_abort_backup(0, pg_sys::Datum::from(false)) };
+        writer.abort();
+        match failure {
+            Failure::Core(e) => raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+            Failure::Postgres(caught) => caught.rethrow(),
+        }
+    };
+    let (entries, stop_lsn, label) = match staged {
+        Ok(staged) => staged,
+        Err(failure) => fail(failure),
+    };
+    let stopped_at = chrono_now();
+    let metadata = BackupMetadata {
+        format: 0,
+        backup_name: name.clone(),
+        backup_type: "full".into(),
+        timestamp: rfc3339(started_at),
+        database,
+        host: host_name(),
+        size_bytes: 0,
+        stored_bytes: 0,
+        checksum: String::new(),
+        compression: String::new(),
+        encryption: String::new(),
+        duration_seconds: started.elapsed().as_secs_f64(),
+        start_lsn,
+        stop_lsn,
+        start_time: rfc3339(started_at),
+        stop_time: rfc3339(stopped_at),
+        timeline: label_timeline(&label),
+        pg_version_num: pg_sys::PG_VERSION_NUM,
+        system_identifier: cluster_identity().system_identifier.to_string(),
+        // Safety: set once at startup.
+        wal_segment_size: unsafe { pg_sys::wal_segment_size } as u64,
+        file_count: 0,
+        manifest: String::new(),
+        status: String::new(),
+        metadata_sha256: String::new(),
+    };
+    let metadata = writer
+        .finish(entries, metadata)
+        .unwrap_or_else(|e| fail(Failure::Core(e)));
+    TableIterator::once((
+        metadata.backup_name,
+        metadata.start_lsn,
+        metadata.stop_lsn,
+        metadata.file_count as i64,
+        metadata.size_bytes as i64,
+        metadata.stored_bytes as i64,
+        metadata.duration_seconds,
+    ))
+}
+
+/// Copies the data directory, stops the backup (waiting until its WAL is archived) and stores
+/// backup_label and tablespace_map. Returns the manifest entries, stop LSN and label.
+fn copy_and_stop(
+    writer: &BackupWriter,
+    data_directory: &Path,
+    tablespaces: &[Tablespace],
+) -> Result<(Vec<backup::ManifestEntry>, String, String), Error> {
+    let plan = backup::plan(data_directory, tablespaces)?;
+    let parallelism = guc::BACKUP_PARALLELISM.get().max(1) as usize;
+    let mut entries = writer.store_files(plan, parallelism, &mut || {
+        // Query cancel and termination arrive here, on the backend's own thread.
+        check_for_interrupts!();
+        Ok::<(), Interrupted>(())
+    })?;
+    let (stop_lsn, label, map) = Spi::get_three::<String, String, String>(
+        "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => true)",
+    )
+    .map_err(|e| Error::InvalidTarget(format!("pg_backup_stop failed: {e}")))?;
+    let label = label.unwrap_or_default();
+    entries.push(writer.store_bytes("backup_label", label.as_bytes())?);
+    if let Some(map) = map.filter(|m| !m.is_empty()) {
+        entries.push(writer.store_bytes("tablespace_map", map.as_bytes())?);
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((entries, stop_lsn.unwrap_or_default(), label))
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// PostgreSQL's timestamptz: microseconds since 2000-01-01 UTC.
+fn timestamptz(text: &str) -> Option<TimestampWithTimeZone> {
+    let at = sc_backup_core::restore::parse_time(text)?;
+    TimestampWithTimeZone::try_from(at.timestamp_micros() - 946_684_800_000_000).ok()
+}
+
+fn open_repository() -> Repository {
+    Repository::open(&settings())
+        .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION))
+}
+
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn sc_list_backups() -> TableIterator<
+    'static,
+    (
+        name!(backup_name, String),
+        name!(backup_type, String),
+        name!(start_time, Option<TimestampWithTimeZone>),
+        name!(stop_time, Option<TimestampWithTimeZone>),
+        name!(start_lsn, String),
+        name!(stop_lsn, String),
+        name!(size_bytes, i64),
+        name!(stored_bytes, i64),
+        name!(compression, String),
+        name!(encryption, String),
+        name!(status, String),
+    ),
+> {
+    let repository = open_repository();
+    let backups = backup::list_backups(&repository)
+        .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+    TableIterator::new(backups.into_iter().map(|b| {
+        (
+            b.backup_name,
+            b.backup_type,
+            timestamptz(&b.start_time),
+            timestamptz(&b.stop_time),
+            b.start_lsn,
+            b.stop_lsn,
+            b.size_bytes as i64,
+            b.stored_bytes as i64,
+            b.compression,
+            b.encryption,
+            b.status,
+        )
+    }))
+}
+
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn sc_verify(
+    name: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(backup_name, String),
+        name!(object, String),
+        name!(problem, String),
+    ),
+> {
+    let repository = open_repository();
+    let (metadata, problems) = backup::verify_backup(&repository, name.unwrap_or("latest"))
+        .unwrap_or_else(|e| {
+            let code = if matches!(e, Error::BackupNotFound(_)) {
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT
+            } else {
+                PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
+            };
+            raise(&e, code)
+        });
+    TableIterator::new(
+        problems
+            .into_iter()
+            .map(move |p| (metadata.backup_name.clone(), p.object, p.problem)),
+    )
+}
+
+extension_sql!(
+    r#"
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'sc_backup_operator') THEN
+        CREATE ROLE sc_backup_operator NOLOGIN;
+    END IF;
+END
+$$;
+COMMENT ON ROLE sc_backup_operator IS 'May take, list and verify sc_backup backups';
+REVOKE ALL ON FUNCTION sc_backup(text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sc_list_backups() FROM PUBLIC;
+REVOKE ALL ON FUNCTION sc_verify(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sc_backup(text, boolean) TO sc_backup_operator;
+GRANT EXECUTE ON FUNCTION sc_list_backups() TO sc_backup_operator;
+GRANT EXECUTE ON FUNCTION sc_verify(text) TO sc_backup_operator;
+"#,
+    name = "privileges",
+    finalize
+);
