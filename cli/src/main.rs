@@ -31,7 +31,24 @@ enum Command {
         wal_file: String,
         /// Where to write it (%p), relative to the current directory
         destination: PathBuf,
+        /// The unwrapped repository key written by `sc-backup restore` (instead of the passphrase)
+        #[arg(long)]
+        identity_file: Option<PathBuf>,
     },
+    /// List the backups in the repository, oldest first
+    List {
+        /// Print JSON (the backups' metadata)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read a backup's files and the WAL it needs, reporting every problem
+    Verify {
+        /// Backup name, or "latest"
+        #[arg(default_value = "latest")]
+        backup: String,
+    },
+    /// Restore a base backup into a new data directory and configure point-in-time recovery
+    Restore(commands::restore::RestoreArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +85,15 @@ fn main() -> ExitCode {
             Command::WalFetch {
                 wal_file,
                 destination,
-            } => commands::wal_fetch::run(&settings, wal_file, destination),
+                identity_file,
+            } => {
+                commands::wal_fetch::run(&settings, wal_file, destination, identity_file.as_deref())
+            }
+            Command::List { json } => commands::list::run(&settings, *json),
+            Command::Verify { backup } => commands::verify::run(&settings, backup),
+            Command::Restore(args) => {
+                commands::restore::run(&settings, cli.settings.pgdata.as_deref(), args)
+            }
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

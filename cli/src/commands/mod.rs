@@ -1,1 +1,4 @@
+pub mod list;
+pub mod restore;
+pub mod verify;
 pub mod wal_fetch;

@@ -6,12 +6,30 @@
 
 use std::path::Path;
 
+use sc_backup_core::codec::RepositoryKey;
 use sc_backup_core::{Error, Repository, Settings};
 
 use crate::CliError;
 
-pub fn run(settings: &Settings, wal_file: &str, destination: &Path) -> Result<(), CliError> {
-    let repository = Repository::open(settings)?;
+pub fn run(
+    settings: &Settings,
+    wal_file: &str,
+    destination: &Path,
+    identity_file: Option<&Path>,
+) -> Result<(), CliError> {
+    let mut repository = Repository::open(settings)?;
+    if let Some(path) = identity_file {
+        // Written by `sc-backup restore`: spares each call the passphrase derivation.
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::Message(format!(
+                "could not read identity file \"{}\": {e}",
+                path.display()
+            ))
+        })?;
+        let key = RepositoryKey::from_identity_file(&text)
+            .map_err(|e| CliError::Message(format!("identity file \"{}\": {e}", path.display())))?;
+        repository = repository.with_key(key)?;
+    }
     match repository.fetch_wal(wal_file, destination) {
         Ok(_) => Ok(()),
         Err(Error::WalNotFound(_)) => Err(CliError::QuietNotFound),

@@ -1,0 +1,242 @@
+//! `sc-backup restore`: a base backup into a data directory, plus the recovery configuration
+//! that replays archived WAL to the chosen target.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{ArgGroup, Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use sc_backup_core::backup::{list_backups, read_manifest};
+use sc_backup_core::lsn::Lsn;
+use sc_backup_core::restore::{
+    choose_backup, record_restore, restore, RecoveryTarget, RestoreOptions, RestoreProgress,
+    RestoreRecord,
+};
+use sc_backup_core::{Repository, Settings};
+
+use super::list::human_bytes;
+use crate::CliError;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TargetAction {
+    Promote,
+    Pause,
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Target {
+    /// Stop as soon as the backup is consistent
+    Immediate,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("recovery_target").multiple(false)
+    .args(["target_time", "target_lsn", "target_xid", "target_name", "target"])))]
+pub struct RestoreArgs {
+    /// Backup to restore, or "latest" (with --target-time: the newest that ended before it)
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+
+    /// Recover to this time (ISO 8601 with a time zone, e.g. "2026-11-24 10:41:00+00")
+    #[arg(long)]
+    pub target_time: Option<String>,
+
+    /// Recover to this WAL location (e.g. 0/3000060)
+    #[arg(long)]
+    pub target_lsn: Option<String>,
+
+    /// Recover to (and including) this transaction ID
+    #[arg(long)]
+    pub target_xid: Option<String>,
+
+    /// Recover to this restore point (pg_create_restore_point)
+    #[arg(long)]
+    pub target_name: Option<String>,
+
+    /// Recover only to consistency
+    #[arg(long, value_enum)]
+    pub target: Option<Target>,
+
+    /// What the server does at the target (PostgreSQL's default: pause)
+    #[arg(long, value_enum)]
+    pub target_action: Option<TargetAction>,
+
+    /// Timeline to follow: current, latest or a number
+    #[arg(long)]
+    pub target_timeline: Option<String>,
+
+    /// Replace the contents of a non-empty data directory
+    #[arg(long)]
+    pub force: bool,
+
+    /// Restore tablespace OID to DIR instead of its original location (repeatable)
+    #[arg(long = "tablespace-map", value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
+
+    /// Files restored at once
+    #[arg(long, default_value_t = 2)]
+    pub parallel: usize,
+
+    /// "off" for a side copy, so that it never archives into the repository; "preserve" keeps
+    /// the backup's setting (a replacement of the lost cluster)
+    #[arg(long, value_enum, default_value = "preserve")]
+    pub archive_mode: ArchiveMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchiveMode {
+    Off,
+    Preserve,
+}
+
+impl RestoreArgs {
+    fn target(&self) -> Result<RecoveryTarget, CliError> {
+        Ok(if let Some(time) = &self.target_time {
+            RecoveryTarget::Time(time.clone())
+        } else if let Some(lsn) = &self.target_lsn {
+            RecoveryTarget::Lsn(lsn.parse::<Lsn>().map_err(CliError::Message)?)
+        } else if let Some(xid) = &self.target_xid {
+            if xid.parse::<u64>().is_err() {
+                return Err(CliError::Message(format!(
+                    "--target-xid \"{xid}\" is not a transaction ID"
+                )));
+            }
+            RecoveryTarget::Xid(xid.clone())
+        } else if let Some(name) = &self.target_name {
+            RecoveryTarget::Name(name.clone())
+        } else if self.target.is_some() {
+            RecoveryTarget::Immediate
+        } else {
+            RecoveryTarget::EndOfWal
+        })
+    }
+
+    fn tablespace_map(&self) -> Result<BTreeMap<u32, PathBuf>, CliError> {
+        self.tablespace_map
+            .iter()
+            .map(|mapping| {
+                let bad = || {
+                    CliError::Message(format!(
+                        "--tablespace-map \"{mapping}\": expected OID=DIR with an absolute DIR"
+                    ))
+                };
+                let (oid, dir) = mapping.split_once('=').ok_or_else(bad)?;
+                let oid = oid.parse::<u32>().map_err(|_| bad())?;
+                if !dir.starts_with('/') {
+                    return Err(bad());
+                }
+                Ok((oid, PathBuf::from(dir)))
+            })
+            .collect()
+    }
+}
+
+/// Quotes a word for the shell that runs restore_command.
+fn shell_quote(word: &str) -> String {
+    if word
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:=".contains(&b))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Result<(), CliError> {
+    let pgdata = pgdata.ok_or_else(|| {
+        CliError::Message("restore needs --pgdata DIR (the data directory to create)".into())
+    })?;
+    let pgdata = std::path::absolute(pgdata)
+        .map_err(|e| CliError::Message(format!("{}: {e}", pgdata.display())))?;
+    let target = args.target()?;
+    let tablespace_map = args.tablespace_map()?;
+    let started = Instant::now();
+    let repository = Repository::open(settings)?;
+    let backups = list_backups(&repository)?;
+    let metadata = choose_backup(&backups, &args.backup, &target)?;
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", current_uid()));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let record = |outcome: &str, error: Option<String>| RestoreRecord {
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        user: user.clone(),
+        host: host.clone(),
+        backup: metadata.backup_name.clone(),
+        target: target.describe(),
+        pgdata: pgdata.display().to_string(),
+        outcome: outcome.to_string(),
+        duration_seconds: started.elapsed().as_secs_f64(),
+        error,
+    };
+    let executable = std::env::current_exe()
+        .map_err(|e| CliError::Message(format!("cannot find my own executable: {e}")))?;
+    let options = RestoreOptions {
+        pgdata: pgdata.clone(),
+        force: args.force,
+        target: target.clone(),
+        target_action: args.target_action.map(|a| format!("{a:?}").to_lowercase()),
+        target_timeline: args.target_timeline.clone(),
+        tablespace_map,
+        parallelism: args.parallel,
+        archive_off: args.archive_mode == ArchiveMode::Off,
+        wal_fetch_command: format!(
+            "{} wal-fetch --repository {}",
+            shell_quote(&executable.display().to_string()),
+            shell_quote(&settings.repository.to_string())
+        ),
+    };
+    eprintln!(
+        "restoring backup {} ({} files, {}) into {}",
+        metadata.backup_name,
+        metadata.file_count,
+        human_bytes(metadata.size_bytes),
+        pgdata.display()
+    );
+    let bar = ProgressBar::new(metadata.size_bytes);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let progress = |p: RestoreProgress| bar.set_position(p.bytes_done);
+    let result = read_manifest(&repository, &metadata)
+        .and_then(|manifest| restore(&repository, &metadata, &manifest, &options, &progress));
+    bar.finish_and_clear();
+    match result {
+        Ok(summary) => {
+            record_restore(&repository, &record("restored", None))?;
+            eprintln!(
+                "restored {} files ({}) in {:.1}s; recovery target: {}",
+                summary.files,
+                human_bytes(summary.bytes),
+                started.elapsed().as_secs_f64(),
+                target.describe()
+            );
+            eprintln!(
+                "next: start the server, e.g. pg_ctl -D {} start",
+                shell_quote(&pgdata.display().to_string())
+            );
+            eprintln!("      it replays WAL from the repository; check its log for \"recovery stopping\" and \"archive recovery complete\"");
+            Ok(())
+        }
+        Err(error) => {
+            // Best effort: the log records failures too, unless the repository is what failed.
+            let _ = record_restore(&repository, &record("failed", Some(error.to_string())));
+            Err(CliError::Message(format!(
+                "{error}; the data directory {} is incomplete and cannot be started (global/pg_control is restored last)",
+                pgdata.display()
+            )))
+        }
+    }
+}
+
+fn current_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(0)
+}
