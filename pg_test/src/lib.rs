@@ -270,6 +270,44 @@ impl Drop for Cluster {
     }
 }
 
+/// postgresql.conf lines that archive into `repository` through the sc_backup library.
+pub fn archiving_conf(repository: &Path, extra: &str) -> String {
+    format!(
+        "shared_preload_libraries = 'sc_backup'\n\
+         archive_mode = on\n\
+         archive_library = 'sc_backup'\n\
+         sc_backup.repository = '{}'\n\
+         {extra}\n",
+        repository.display()
+    )
+}
+
+impl Cluster {
+    /// Switches to a new WAL segment and waits until the finished one is archived.
+    pub fn switch_and_wait_archived(&self, client: &mut postgres::Client) -> String {
+        let last: String = client
+            .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+            .unwrap()
+            .get(0);
+        self.wait_archived(client, &last);
+        last
+    }
+
+    pub fn wait_archived(&self, client: &mut postgres::Client, wal_file: &str) {
+        self.wait_until(
+            &format!("{wal_file} to be archived"),
+            Duration::from_secs(120),
+            || {
+                let archived: Option<String> = client
+                    .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+                    .unwrap()
+                    .get(0);
+                archived.is_some_and(|a| a.as_str() >= wal_file)
+            },
+        );
+    }
+}
+
 /// `sc-backup` run as the postgres OS user in `cwd` (restore_command's working directory is
 /// the data directory).
 pub fn sc_backup(cwd: &Path) -> Command {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sc_backup_pg_test::{
-    as_postgres, pg_bindir, run_ok, sc_backup_bin, Cluster, ClusterOptions, TestDir,
+    archiving_conf, as_postgres, pg_bindir, run_ok, sc_backup_bin, Cluster, ClusterOptions, TestDir,
 };
 
 #[test]
@@ -19,15 +19,11 @@ fn point_in_time_recovery_replays_archived_wal_up_to_the_target() {
         &dir,
         "primary",
         ClusterOptions {
-            conf: &format!(
-                "shared_preload_libraries = 'sc_backup'\n\
-                 archive_mode = on\n\
-                 archive_library = 'sc_backup'\n\
-                 sc_backup.repository = '{}'\n\
-                 sc_backup.compression = zstd\n\
+            conf: &archiving_conf(
+                &repository,
+                "sc_backup.compression = zstd\n\
                  sc_backup.encryption = age\n\
-                 sc_backup.encryption_passphrase = 'pitr passphrase'\n",
-                repository.display()
+                 sc_backup.encryption_passphrase = 'pitr passphrase'",
             ),
             ..Default::default()
         },

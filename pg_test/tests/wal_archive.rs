@@ -5,18 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sc_backup_pg_test::{sc_backup, write_as_postgres, Cluster, ClusterOptions, TestDir};
-
-fn archiving_conf(repository: &Path, extra: &str) -> String {
-    format!(
-        "shared_preload_libraries = 'sc_backup'\n\
-         archive_mode = on\n\
-         archive_library = 'sc_backup'\n\
-         sc_backup.repository = '{}'\n\
-         {extra}\n",
-        repository.display()
-    )
-}
+use sc_backup_pg_test::{
+    archiving_conf, sc_backup, write_as_postgres, Cluster, ClusterOptions, TestDir,
+};
 
 /// Every object file in the repository's WAL area.
 fn stored_wal_objects(repository: &Path) -> Vec<PathBuf> {

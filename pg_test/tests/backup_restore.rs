@@ -1,0 +1,612 @@
+//! Base backups with `sc_backup()`, `sc-backup restore` and point-in-time recovery, on real
+//! PostgreSQL clusters.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sc_backup_pg_test::postgres::Client;
+use sc_backup_pg_test::{
+    archiving_conf, as_postgres, pg_bindir, run_ok, sc_backup, Cluster, ClusterOptions, TestDir,
+};
+
+const PASSPHRASE: &str = "backup test passphrase";
+
+fn encrypted_conf(repository: &Path) -> String {
+    archiving_conf(
+        repository,
+        &format!(
+            "sc_backup.compression = zstd\n\
+             sc_backup.encryption = age\n\
+             sc_backup.encryption_passphrase = '{PASSPHRASE}'\n\
+             max_wal_size = '512MB'"
+        ),
+    )
+}
+
+fn start_primary(dir: &TestDir, conf: &str) -> (Cluster, Client) {
+    let mut primary = Cluster::init(
+        dir,
+        "primary",
+        ClusterOptions {
+            conf,
+            ..Default::default()
+        },
+    );
+    primary.start();
+    let mut client = primary.connect();
+    client.batch_execute("CREATE EXTENSION sc_backup").unwrap();
+    (primary, client)
+}
+
+fn pgbench(cluster: &Cluster, args: &[&str]) -> Command {
+    let mut command = as_postgres(pg_bindir().join("pgbench"));
+    command
+        .arg("-h")
+        .arg(&cluster.socket_dir)
+        .args(["-U", "postgres"])
+        .args(args)
+        .arg("postgres");
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// `sc-backup` with the repository and passphrase from the environment, as an operator would
+/// run it on a machine whose cluster is gone.
+fn cli(repository: &Path, cwd: &Path, args: &[&str]) -> Output {
+    sc_backup(cwd)
+        .env("SC_BACKUP_REPOSITORY", repository)
+        .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", PASSPHRASE)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn cli_ok(repository: &Path, cwd: &Path, args: &[&str]) -> String {
+    let output = cli(repository, cwd, args);
+    assert!(
+        output.status.success(),
+        "sc-backup {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Restores into `<dir>/<name>` with `extra` restore flags, starts it, waits until it is
+/// promoted and returns it with a client.
+fn restore_and_start(
+    dir: &TestDir,
+    repository: &Path,
+    name: &str,
+    extra: &[&str],
+) -> (Cluster, Client) {
+    let pgdata = dir.path.join(name);
+    let mut args = vec![
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target-action",
+        "promote",
+    ];
+    args.extend_from_slice(extra);
+    cli_ok(repository, &dir.path, &args);
+    let mut cluster = Cluster::adopt(dir, name, pgdata);
+    cluster.start();
+    let mut client = cluster.connect();
+    cluster.wait_until(
+        &format!("{name} to be promoted"),
+        Duration::from_secs(120),
+        || {
+            !client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .unwrap()
+                .get::<_, bool>(0)
+        },
+    );
+    (cluster, client)
+}
+
+fn count(client: &mut Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+fn take_backup(client: &mut Client) -> String {
+    client
+        .query_one("SELECT backup_name FROM sc_backup()", &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn pitr_drill_under_pgbench_load_recovers_exactly_the_target_state() {
+    let dir = TestDir::new("pitr_drill");
+    let repository = dir.subdir("repo");
+    let (mut primary, mut client) = start_primary(&dir, &encrypted_conf(&repository));
+    run_ok(&mut pgbench(&primary, &["-i", "-s", "5", "-q"]));
+    client
+        .batch_execute("CREATE TABLE marker (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+        .unwrap();
+
+    // Load: pgbench, plus a marker row every 100 ms.
+    let mut load = pgbench(&primary, &["-T", "18", "-c", "2", "-j", "2"])
+        .spawn()
+        .unwrap();
+    let stop_markers = Arc::new(AtomicBool::new(false));
+    let markers = {
+        let stop = stop_markers.clone();
+        let mut marker_client = primary.connect();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                marker_client
+                    .batch_execute("INSERT INTO marker DEFAULT VALUES")
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let backup = take_backup(&mut client);
+    std::thread::sleep(Duration::from_secs(4));
+
+    // The target: with both tables locked against writers no transaction touching them is in
+    // flight, so everything committed before T is visible here and nothing after it.
+    let mut snapshot = primary.connect();
+    let mut transaction = snapshot.transaction().unwrap();
+    transaction
+        .batch_execute("LOCK TABLE pgbench_accounts, marker IN SHARE MODE")
+        .unwrap();
+    let row = transaction
+        .query_one(
+            "SELECT clock_timestamp()::text, (SELECT sum(abalance) FROM pgbench_accounts)::int8, (SELECT count(*) FROM marker)",
+            &[],
+        )
+        .unwrap();
+    let (target, balance_at_target, markers_at_target): (String, i64, i64) =
+        (row.get(0), row.get(1), row.get(2));
+    std::thread::sleep(Duration::from_millis(20));
+    transaction.commit().unwrap();
+
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(load.wait().unwrap().success(), "pgbench failed");
+    stop_markers.store(true, Ordering::SeqCst);
+    markers.join().unwrap();
+    let markers_total = count(&mut client, "marker");
+    assert!(
+        markers_total > markers_at_target,
+        "no marker after the target"
+    );
+    primary.switch_and_wait_archived(&mut client);
+    drop(client);
+    primary.stop("fast");
+
+    let listed = cli_ok(&repository, &dir.path, &["list", "--json"]);
+    assert!(listed.contains(&backup), "{listed}");
+    let (_restored, mut restored_client) =
+        restore_and_start(&dir, &repository, "restored", &["--target-time", &target]);
+    let row = restored_client
+        .query_one(
+            "SELECT (SELECT sum(abalance) FROM pgbench_accounts)::int8, count(*), count(*) FILTER (WHERE at > $1::text::timestamptz) FROM marker",
+            &[&target],
+        )
+        .unwrap();
+    let (balance, markers_restored, markers_after_target): (i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        markers_after_target, 0,
+        "markers after the target were restored"
+    );
+    assert_eq!(
+        markers_restored, markers_at_target,
+        "markers before the target are missing"
+    );
+    assert_eq!(
+        balance, balance_at_target,
+        "sum(abalance) differs from the snapshot at the target"
+    );
+
+    // Every restore is recorded in the repository.
+    let log: Vec<_> = fs::read_dir(repository.join("restore-log"))
+        .unwrap()
+        .collect();
+    assert_eq!(log.len(), 1);
+}
+
+#[test]
+fn complete_loss_and_every_kind_of_target() {
+    let dir = TestDir::new("restore_targets");
+    let repository = dir.subdir("repo");
+    let (mut primary, mut client) = start_primary(
+        &dir,
+        &archiving_conf(&repository, "sc_backup.compression = gzip"),
+    );
+    let tablespace_dir = dir.subdir("tablespace");
+    // (CREATE TABLESPACE refuses to run in a multi-statement batch.)
+    client
+        .batch_execute(&format!(
+            "CREATE TABLESPACE extra LOCATION '{}'",
+            tablespace_dir.display()
+        ))
+        .unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, note text) TABLESPACE extra;
+             INSERT INTO items SELECT g, 'before backup' FROM generate_series(1, 1000) g;",
+        )
+        .unwrap();
+    take_backup(&mut client);
+    let at_backup = count(&mut client, "items");
+
+    client
+        .batch_execute("INSERT INTO items SELECT g, 'wave 1' FROM generate_series(1001, 2000) g")
+        .unwrap();
+    let lsn_after_wave_1: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute("INSERT INTO items SELECT g, 'wave 2' FROM generate_series(2001, 3000) g")
+        .unwrap();
+    client
+        .batch_execute("SELECT pg_create_restore_point('before_delete')")
+        .unwrap();
+    client
+        .batch_execute("DELETE FROM items WHERE id % 2 = 0")
+        .unwrap();
+    let final_count = count(&mut client, "items");
+    primary.switch_and_wait_archived(&mut client);
+    drop(client);
+    primary.stop("fast");
+
+    for (name, flags, expected) in [
+        // Side copies: they must not archive their new timelines into the repository.
+        (
+            "immediate",
+            vec![
+                "--target",
+                "immediate",
+                "--archive-mode",
+                "off",
+                "--tablespace-map",
+            ],
+            at_backup,
+        ),
+        (
+            "lsn",
+            vec![
+                "--target-lsn",
+                lsn_after_wave_1.as_str(),
+                "--archive-mode",
+                "off",
+                "--tablespace-map",
+            ],
+            2000,
+        ),
+        (
+            "name",
+            vec![
+                "--target-name",
+                "before_delete",
+                "--archive-mode",
+                "off",
+                "--tablespace-map",
+            ],
+            3000,
+        ),
+    ] {
+        let mapped = dir.subdir(&format!("tablespace-{name}"));
+        let mapping = format!("{}={}", tablespace_oid(&primary), mapped.display());
+        let mut flags = flags;
+        flags.push(&mapping);
+        let (mut restored, mut restored_client) =
+            restore_and_start(&dir, &repository, name, &flags);
+        assert_eq!(count(&mut restored_client, "items"), expected, "--{name}");
+        let location: String = restored_client
+            .query_one(
+                "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'extra'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            location,
+            mapped.display().to_string(),
+            "tablespace of the {name} restore"
+        );
+        drop(restored_client);
+        restored.stop("immediate");
+    }
+
+    // Complete loss: the data directory and the tablespace are gone; restore everything.
+    fs::remove_dir_all(&primary.data).unwrap();
+    fs::remove_dir_all(&tablespace_dir).unwrap();
+    let data = primary.data.display().to_string();
+    cli_ok(&repository, &dir.path, &["restore", "--pgdata", &data]);
+    primary.start();
+    let mut client = primary.connect();
+    primary.wait_until("the end of recovery", Duration::from_secs(120), || {
+        !client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get::<_, bool>(0)
+    });
+    assert_eq!(count(&mut client, "items"), final_count);
+    assert!(!primary.data.join("sc_backup_recovery.key").exists());
+}
+
+fn tablespace_oid(primary: &Cluster) -> u32 {
+    // The link in pg_tblspc is named after the OID.
+    fs::read_dir(primary.data.join("pg_tblspc"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .next()
+        .unwrap()
+}
+
+/// The data objects of a backup, largest first.
+fn stored_data_objects(repository: &Path, backup: &str) -> Vec<PathBuf> {
+    let mut objects: Vec<PathBuf> =
+        fs::read_dir(repository.join("backups").join(backup).join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+    objects.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    objects
+}
+
+#[test]
+fn verify_reports_corruption_and_missing_wal_and_restore_refuses_corrupt_files() {
+    let dir = TestDir::new("verify_corruption");
+    let repository = dir.subdir("repo");
+    let (mut primary, mut client) = start_primary(&dir, &encrypted_conf(&repository));
+    client
+        .batch_execute(
+            "CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 100000) g",
+        )
+        .unwrap();
+    let backup = take_backup(&mut client);
+    let problems = client.query("SELECT * FROM sc_verify()", &[]).unwrap();
+    assert!(problems.is_empty(), "a fresh backup has problems");
+    assert!(cli_ok(&repository, &dir.path, &["verify"]).contains(&format!("backup {backup}: OK")));
+
+    // One flipped byte in the largest stored file.
+    let victim = stored_data_objects(&repository, &backup).remove(0);
+    let mut bytes = fs::read(&victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(&victim, &bytes).unwrap();
+    let object_name = victim.file_name().unwrap().to_string_lossy().into_owned();
+    let rows = client
+        .query("SELECT object, problem FROM sc_verify($1)", &[&backup])
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (object, problem): (String, String) = (rows[0].get(0), rows[0].get(1));
+    assert!(object.contains(&object_name), "{object}");
+    assert!(problem.contains("integrity check failed"), "{problem}");
+    let output = cli(&repository, &dir.path, &["verify", &backup]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&object_name));
+
+    // Restore refuses the file, says which, and leaves a directory that cannot start.
+    let pgdata = dir.path.join("restored");
+    let output = cli(
+        &repository,
+        &dir.path,
+        &["restore", "--pgdata", pgdata.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("integrity check failed") && stderr.contains(&object_name),
+        "{stderr}"
+    );
+    assert!(
+        !pgdata.join("global/pg_control").exists(),
+        "a corrupt restore must not be startable"
+    );
+    // Non-empty now: a second attempt needs --force.
+    let output = cli(
+        &repository,
+        &dir.path,
+        &["restore", "--pgdata", pgdata.to_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not empty"));
+
+    // A WAL segment the backup needs goes missing.
+    fs::write(&victim, {
+        bytes[middle] ^= 0x40;
+        &bytes
+    })
+    .unwrap();
+    let start_wal: String = client
+        .query_one(
+            "SELECT start_lsn FROM sc_list_backups() WHERE backup_name = $1",
+            &[&backup],
+        )
+        .unwrap()
+        .get(0);
+    let segment: String = client
+        .query_one("SELECT pg_walfile_name($1::text::pg_lsn)", &[&start_wal])
+        .unwrap()
+        .get(0);
+    let wal_dir = repository.join("wal").join(&segment[..16]);
+    let wal_object = fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{segment}-"))
+        })
+        .unwrap();
+    fs::remove_file(&wal_object).unwrap();
+    let rows = client
+        .query("SELECT problem FROM sc_verify()", &[])
+        .unwrap();
+    let problems: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        problems,
+        vec![format!(
+            "WAL file {segment}, needed to make the backup consistent, is missing"
+        )]
+    );
+    drop(client);
+    primary.stop("fast");
+}
+
+fn files_under(dir: &Path) -> usize {
+    match fs::read_dir(dir) {
+        Err(_) => 0,
+        Ok(entries) => entries
+            .map(|e| e.unwrap().path())
+            .map(|p| if p.is_dir() { files_under(&p) } else { 1 })
+            .sum(),
+    }
+}
+
+#[test]
+fn cancelled_backup_leaves_nothing_and_functions_need_the_operator_role() {
+    let dir = TestDir::new("cancel_backup");
+    let repository = dir.subdir("repo");
+    let (primary, mut client) = start_primary(
+        &dir,
+        &archiving_conf(&repository, "sc_backup.compression = zstd"),
+    );
+    client
+        .batch_execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g")
+        .unwrap();
+    primary.switch_and_wait_archived(&mut client);
+
+    // Stall archiving so pg_backup_stop waits, then cancel the backup there.
+    let wal_dirs: Vec<PathBuf> = fs::read_dir(repository.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let set_mode = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        for wal_dir in &wal_dirs {
+            fs::set_permissions(wal_dir, fs::Permissions::from_mode(mode)).unwrap();
+        }
+    };
+    set_mode(0o500);
+    let mut backend = primary.connect();
+    let pid: i32 = backend
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let running = std::thread::spawn(move || {
+        let result = backend.query("SELECT * FROM sc_backup()", &[]);
+        (backend, result)
+    });
+    primary.wait_until("the backup to wait for archiving", Duration::from_secs(60), || {
+        client
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'BackupWaitWalArchive'", &[&pid])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    });
+    client
+        .query_one("SELECT pg_cancel_backend($1)", &[&pid])
+        .unwrap();
+    let (mut backend, result) = running.join().unwrap();
+    let error = result.unwrap_err();
+    assert!(
+        error
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains("canceling statement"),
+        "{error:?}"
+    );
+    set_mode(0o700);
+
+    assert!(client
+        .query("SELECT * FROM sc_list_backups()", &[])
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        files_under(&repository.join("backups")),
+        0,
+        "the cancelled backup left objects behind"
+    );
+    // The session has no backup in progress any more...
+    let err = backend.query("SELECT pg_backup_stop()", &[]).unwrap_err();
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("backup is not in progress"),
+        "{err:?}"
+    );
+    // ...and the next backup works (no stale lock or state).
+    take_backup(&mut backend);
+    assert_eq!(
+        client
+            .query("SELECT * FROM sc_list_backups()", &[])
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Privileges: nobody but superusers and sc_backup_operator members.
+    client.batch_execute("CREATE ROLE alice LOGIN").unwrap();
+    let mut alice = sc_backup_pg_test::postgres::Config::new()
+        .host_path(&primary.socket_dir)
+        .user("alice")
+        .dbname("postgres")
+        .connect(sc_backup_pg_test::postgres::NoTls)
+        .unwrap();
+    for query in [
+        "SELECT * FROM sc_list_backups()",
+        "SELECT * FROM sc_verify()",
+        "SELECT * FROM sc_backup()",
+    ] {
+        let err = alice.query(query, &[]).unwrap_err();
+        assert!(
+            err.as_db_error()
+                .unwrap()
+                .message()
+                .contains("permission denied for function"),
+            "{query}: {err:?}"
+        );
+    }
+    client
+        .batch_execute("GRANT sc_backup_operator TO alice")
+        .unwrap();
+    assert_eq!(
+        alice
+            .query("SELECT * FROM sc_list_backups()", &[])
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(alice
+        .query("SELECT * FROM sc_verify()", &[])
+        .unwrap()
+        .is_empty());
+    // A bad kind is a clear error.
+    let err = alice
+        .query("SELECT * FROM sc_backup('incremental')", &[])
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(
+        db.message(),
+        "sc_backup: invalid backup kind \"incremental\""
+    );
+    assert_eq!(db.hint(), Some("Valid kinds are: full."));
+}
