@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: a throwaway PostgreSQL 15 cluster archives its WAL
-# into a local repository through sc_backup (zstd, age encryption), takes a base backup, then
-# the base backup is restored to a point in time on a second cluster, fetching WAL with
-# `sc-backup wal-fetch`. Everything lives under $DEMO_DIR (default /tmp/sc_backup_demo) and
-# is removed at the start of the next run. Run as root on Debian bookworm, or as a user who
-# can run PostgreSQL directly.
-#
-# The base backup is taken with pg_basebackup until sc_backup() lands (issue #3).
+# into a local repository through sc_backup (zstd, age encryption) and takes a base backup
+# with SELECT sc_backup(); then `sc-backup restore --target-time` brings the backup back on a
+# second cluster, which replays WAL from the repository up to the target. Everything lives
+# under $DEMO_DIR (default /tmp/sc_backup_demo) and is removed at the start of the next run.
+# Run as root on Debian bookworm, or as a user who can run PostgreSQL directly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -50,8 +48,9 @@ EOF
 as_pg "$BIN/pg_ctl" -D "$DEMO_DIR/primary" -l "$DEMO_DIR/primary.log" -w start >/dev/null
 as_pg pgbench -h "$DEMO_DIR/primary.sock" -U postgres -i -s 5 -q postgres 2>/dev/null
 
-step "base backup (pg_basebackup -X none: all WAL will come from the repository)"
-as_pg "$BIN/pg_basebackup" -h "$DEMO_DIR/primary.sock" -U postgres -X none -c fast -D "$DEMO_DIR/restored"
+step "base backup: SELECT sc_backup()"
+psql_at primary "CREATE EXTENSION sc_backup"
+as_pg psql -h "$DEMO_DIR/primary.sock" -U postgres -d postgres -X -c "SELECT * FROM sc_backup()"
 
 step "load, then a target time, then more load"
 as_pg pgbench -h "$DEMO_DIR/primary.sock" -U postgres -T 5 -c 2 postgres >/dev/null 2>&1
@@ -69,14 +68,16 @@ psql_at primary "SELECT 'archived ' || archived_count || ' WAL files, ' || faile
 echo "repository: $(find "$DEMO_DIR/repo/wal" -type f | wc -l) objects, $(du -sh "$DEMO_DIR/repo" | cut -f1)"
 as_pg "$BIN/pg_ctl" -D "$DEMO_DIR/primary" -m fast -w stop >/dev/null
 
-step "point-in-time recovery to $target"
-cat >>"$DEMO_DIR/restored/postgresql.conf" <<EOF
-unix_socket_directories = '$DEMO_DIR/restored.sock'
-restore_command = '$DEMO_DIR/sc-backup wal-fetch %f %p'
-recovery_target_time = '$target'
-recovery_target_action = 'promote'
-EOF
-as_pg touch "$DEMO_DIR/restored/recovery.signal"
+as_pg env SC_BACKUP_REPOSITORY="$DEMO_DIR/repo" "$DEMO_DIR/sc-backup" list
+
+step "point-in-time recovery to $target: sc-backup restore, then start the server"
+# In a real loss the primary's configuration is gone: the repository and the passphrase come
+# from the environment (or flags). --archive-mode off: this copy must not archive a timeline.
+as_pg env SC_BACKUP_REPOSITORY="$DEMO_DIR/repo" \
+  SC_BACKUP_ENCRYPTION_PASSPHRASE='demo passphrase, use a long random one' \
+  "$DEMO_DIR/sc-backup" restore --pgdata "$DEMO_DIR/restored" \
+  --target-time "$target" --target-action promote --archive-mode off
+echo "unix_socket_directories = '$DEMO_DIR/restored.sock'" >>"$DEMO_DIR/restored/postgresql.conf"
 as_pg "$BIN/pg_ctl" -D "$DEMO_DIR/restored" -l "$DEMO_DIR/restored.log" -w -t 300 start >/dev/null
 for _ in $(seq 1 300); do
   [ "$(psql_at restored "SELECT pg_is_in_recovery()")" = f ] && break
