@@ -33,6 +33,18 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "SC_BACKUP_ENCRYPTION_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
 
+    /// Region of an s3:// repository
+    #[arg(long, global = true, env = "SC_BACKUP_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Endpoint of an S3-compatible store (default: AWS_ENDPOINT_URL, else AWS)
+    #[arg(long, global = true, env = "SC_BACKUP_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 addressing: auto, path or host
+    #[arg(long, global = true, env = "SC_BACKUP_S3_URI_STYLE")]
+    pub s3_uri_style: Option<String>,
+
     /// Data directory whose configuration supplies unset settings (default: $PGDATA, or the
     /// current directory when it is a data directory, as for restore_command)
     #[arg(short = 'D', long, global = true, env = "PGDATA")]
@@ -59,6 +71,15 @@ impl SettingsArgs {
             compression_level: self.compression_level.clone(),
             encryption: self.encryption.clone(),
             encryption_passphrase: passphrase,
+            s3_region: self.s3_region.clone(),
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_uri_style: self.s3_uri_style.clone(),
+            // Keys travel by environment only: SC_BACKUP_S3_ACCESS_KEY_ID /
+            // SC_BACKUP_S3_SECRET_ACCESS_KEY, or the standard AWS_* variables.
+            s3_access_key_id: std::env::var("SC_BACKUP_S3_ACCESS_KEY_ID").ok(),
+            s3_secret_access_key: std::env::var("SC_BACKUP_S3_SECRET_ACCESS_KEY")
+                .ok()
+                .map(Secret::new),
         };
         let from_cluster = match self.data_directory() {
             Some(data_directory) => cluster_settings(&data_directory, self.config_file.as_deref())?,

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::codec::{CodecSpec, DecodeError, Decoder, Encoder};
+use crate::codec::{pump, CodecSpec, Encoder, PumpError, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::lsn::{segments_between, Lsn};
 use crate::repository::{read_small_object, Repository};
@@ -506,7 +506,10 @@ impl<'r> BackupWriter<'r> {
         // Read to the end, whatever the size was when listed: a file may grow or shrink while
         // PostgreSQL runs; torn pages are repaired by WAL replay (full_page_writes is forced on
         // during a backup).
-        copy_stream(&mut file, &mut encoder, &entry.source, &full_key)?;
+        pump(&mut file, &mut encoder).map_err(|e| match e {
+            PumpError::Read(e) => Error::io("read", entry.source.display(), e),
+            PumpError::Write(e) => Error::io("write", &full_key, e),
+        })?;
         let (writer, summary) = encoder
             .finish()
             .map_err(|e| Error::io("write", &full_key, e))?;
@@ -632,26 +635,6 @@ fn delete_prefix(repository: &Repository, prefix: &str) {
     }
 }
 
-fn copy_stream(
-    reader: &mut dyn Read,
-    writer: &mut dyn Write,
-    source: &Path,
-    destination: &str,
-) -> Result<()> {
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = match reader.read(&mut buffer) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("read", source.display(), e)),
-        };
-        writer
-            .write_all(&buffer[..n])
-            .map_err(|e| Error::io("write", destination, e))?;
-    }
-}
-
 /// Every complete backup in the repository, oldest first.
 pub fn list_backups(repository: &Repository) -> Result<Vec<BackupMetadata>> {
     let mut backups = Vec::new();
@@ -707,62 +690,89 @@ pub fn find_backup(repository: &Repository, name: &str) -> Result<BackupMetadata
     }
 }
 
-/// Opens a stored object of a backup and decodes it, naming it in errors.
-pub(crate) fn open_decoded(
-    repository: &Repository,
-    backup: &str,
-    object: &str,
-) -> Result<(String, Decoder<Box<dyn Read + Send>>)> {
+/// The key and encoding of a stored object of a backup. Object names are a dot-free base plus
+/// the codec suffix: `data/000012.zst.age`, `manifest.zst`.
+fn backup_object(backup: &str, object: &str) -> Result<(String, CodecSpec)> {
     let key = format!("{}{object}", backup_prefix(backup));
-    // Object names are a dot-free base plus the codec suffix: `data/000012.zst.age`.
     let base = object.rsplit('/').next().unwrap_or(object);
     let suffix = base.find('.').map(|i| &base[i..]).unwrap_or("");
     let spec = CodecSpec::from_suffix(suffix).ok_or_else(|| Error::InvalidMetadata {
         object: key.clone(),
         reason: "unknown encoding suffix".into(),
     })?;
-    let source = repository.storage().open(&key)?;
-    let decoder = Decoder::new(source, spec, repository.key()?).map_err(|e| match e {
-        DecodeError::WrongKey => Error::WrongKey {
-            object: key.clone(),
-        },
-        other => Error::Decode {
-            object: key.clone(),
-            reason: other.to_string(),
-        },
-    })?;
-    Ok((key, decoder))
+    Ok((key, spec))
+}
+
+/// Decodes one file of a backup into `out`, verified against its manifest entry.
+pub(crate) fn read_backup_file(
+    repository: &Repository,
+    backup: &str,
+    entry: &ManifestEntry,
+    out: &mut dyn Write,
+    destination: &str,
+) -> Result<u64> {
+    let invalid = |reason: &str| Error::InvalidMetadata {
+        object: format!("{}manifest ({})", backup_prefix(backup), entry.path),
+        reason: reason.into(),
+    };
+    let object = entry
+        .object
+        .as_deref()
+        .ok_or_else(|| invalid("a file without an object"))?;
+    let expected = entry
+        .sha256
+        .as_deref()
+        .and_then(Sha256Digest::from_hex)
+        .ok_or_else(|| invalid("a file without a valid SHA-256"))?;
+    let (key, spec) = backup_object(backup, object)?;
+    repository.read_verified(&key, spec, &expected, entry.size, out, destination)
+}
+
+/// Collects a small decoded object in memory, refusing to grow past `limit`.
+struct CappedBuffer {
+    data: Vec<u8>,
+    limit: usize,
+}
+
+impl Write for CappedBuffer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.data.len() + buf.len() > self.limit {
+            return Err(io::Error::other(format!(
+                "larger than {} bytes",
+                self.limit
+            )));
+        }
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 pub fn read_manifest(repository: &Repository, metadata: &BackupMetadata) -> Result<Manifest> {
-    let (key, decoder) = open_decoded(repository, &metadata.backup_name, &metadata.manifest)?;
-    let mut decoder = decoder;
-    let mut json = Vec::new();
-    (&mut decoder)
-        .take(MAX_MANIFEST_SIZE + 1)
-        .read_to_end(&mut json)
-        .map_err(|e| Error::Decode {
-            object: key.clone(),
-            reason: e.to_string(),
-        })?;
-    if json.len() as u64 > MAX_MANIFEST_SIZE {
-        return Err(Error::InvalidMetadata {
-            object: key,
-            reason: format!("larger than {MAX_MANIFEST_SIZE} bytes"),
-        });
-    }
-    let (digest, _) = decoder.finish();
+    let (key, spec) = backup_object(&metadata.backup_name, &metadata.manifest)?;
     let expected = metadata
         .checksum
         .strip_prefix("sha256:")
-        .unwrap_or(&metadata.checksum);
-    if digest.to_hex() != expected {
-        return Err(Error::ChecksumMismatch {
-            object: key,
-            expected: expected.to_string(),
-            actual: digest.to_hex(),
-        });
-    }
+        .and_then(Sha256Digest::from_hex)
+        .ok_or_else(|| Error::InvalidMetadata {
+            object: metadata_key(&metadata.backup_name),
+            reason: format!("bad checksum {:?}", metadata.checksum),
+        })?;
+    let mut buffer = CappedBuffer {
+        data: Vec::new(),
+        limit: MAX_MANIFEST_SIZE as usize,
+    };
+    repository.read_verified(
+        &key,
+        spec,
+        &expected,
+        None,
+        &mut buffer,
+        "the manifest in memory",
+    )?;
+    let json = buffer.data;
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::InvalidMetadata {
         object: key.clone(),
         reason: e.to_string(),
@@ -826,7 +836,7 @@ pub fn verify_backup(
         let Some(object) = &entry.object else {
             continue;
         };
-        if let Err(e) = check_stored_file(repository, &metadata.backup_name, object, entry) {
+        if let Err(e) = check_stored_file(repository, &metadata.backup_name, entry) {
             problems.push(Problem {
                 object: format!(
                     "{}{object} ({})",
@@ -863,64 +873,30 @@ pub fn verify_backup(
     Ok((metadata, problems))
 }
 
-fn check_stored_file(
-    repository: &Repository,
-    backup: &str,
-    object: &str,
-    entry: &ManifestEntry,
-) -> Result<()> {
-    let (key, mut decoder) = open_decoded(repository, backup, object)?;
-    let mut sink = io::sink();
-    io::copy(&mut decoder, &mut sink).map_err(|e| Error::Decode {
-        object: key.clone(),
-        reason: e.to_string(),
-    })?;
-    let (digest, size) = decoder.finish();
-    let expected = entry.sha256.clone().unwrap_or_default();
-    if digest.to_hex() != expected || Some(size) != entry.size {
-        return Err(Error::ChecksumMismatch {
-            object: key,
-            expected,
-            actual: digest.to_hex(),
-        });
-    }
-    Ok(())
+fn check_stored_file(repository: &Repository, backup: &str, entry: &ManifestEntry) -> Result<()> {
+    read_backup_file(repository, backup, entry, &mut io::sink(), "nowhere").map(|_| ())
 }
 
 impl Repository {
     /// Decodes a stored WAL object completely and checks its digest.
     pub fn check_wal(&self, stored: &crate::wal::StoredWal) -> Result<()> {
-        let source = self.storage().open(&stored.key)?;
-        let mut decoder = Decoder::new(source, stored.spec, self.key()?).map_err(|e| match e {
-            DecodeError::WrongKey => Error::WrongKey {
-                object: stored.key.clone(),
-            },
-            other => Error::Decode {
-                object: stored.key.clone(),
-                reason: other.to_string(),
-            },
-        })?;
-        io::copy(&mut decoder, &mut io::sink()).map_err(|e| Error::Decode {
-            object: stored.key.clone(),
-            reason: e.to_string(),
-        })?;
-        let (digest, _) = decoder.finish();
-        if digest != stored.sha256 {
-            return Err(Error::ChecksumMismatch {
-                object: stored.key.clone(),
-                expected: stored.sha256.to_hex(),
-                actual: digest.to_hex(),
-            });
-        }
-        Ok(())
+        self.read_verified(
+            &stored.key,
+            stored.spec,
+            &stored.sha256,
+            None,
+            &mut io::sink(),
+            "nowhere",
+        )
+        .map(|_| ())
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn metadata() -> BackupMetadata {
+    pub(crate) fn metadata() -> BackupMetadata {
         BackupMetadata {
             format: 1,
             backup_name: "db_full_20261124_033519".into(),

@@ -15,6 +15,11 @@ pub mod names {
     pub const COMPRESSION_LEVEL: &str = "sc_backup.compression_level";
     pub const ENCRYPTION: &str = "sc_backup.encryption";
     pub const ENCRYPTION_PASSPHRASE: &str = "sc_backup.encryption_passphrase";
+    pub const S3_REGION: &str = "sc_backup.s3_region";
+    pub const S3_ENDPOINT: &str = "sc_backup.s3_endpoint";
+    pub const S3_URI_STYLE: &str = "sc_backup.s3_uri_style";
+    pub const S3_ACCESS_KEY_ID: &str = "sc_backup.s3_access_key_id";
+    pub const S3_SECRET_ACCESS_KEY: &str = "sc_backup.s3_secret_access_key";
 
     /// Every setting the CLI looks up in a cluster's configuration files.
     pub const ALL: &[&str] = &[
@@ -23,6 +28,11 @@ pub mod names {
         COMPRESSION_LEVEL,
         ENCRYPTION,
         ENCRYPTION_PASSPHRASE,
+        S3_REGION,
+        S3_ENDPOINT,
+        S3_URI_STYLE,
+        S3_ACCESS_KEY_ID,
+        S3_SECRET_ACCESS_KEY,
     ];
 }
 
@@ -55,6 +65,9 @@ pub enum ConfigError {
         value: String,
     },
 
+    #[error("no S3 credentials for {repository}")]
+    MissingS3Credentials { repository: String },
+
     #[error("sc_backup.encryption is \"age\" but sc_backup.encryption_passphrase is empty")]
     MissingPassphrase,
 }
@@ -76,6 +89,11 @@ impl ConfigError {
             ConfigError::NotAnInteger { .. } | ConfigError::InvalidCompressionLevel { .. } => {
                 "Use 0 for the algorithm's default level.".into()
             }
+            ConfigError::MissingS3Credentials { .. } => format!(
+                "Set {} and {} (readable only by superusers), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the server's and the CLI's environment.",
+                names::S3_ACCESS_KEY_ID,
+                names::S3_SECRET_ACCESS_KEY
+            ),
             ConfigError::MissingPassphrase => format!(
                 "Set {} (readable only by superusers), or set {} = none.",
                 names::ENCRYPTION_PASSPHRASE,
@@ -90,6 +108,8 @@ impl ConfigError {
 pub enum RepositoryLocation {
     /// A directory on a local (or mounted) file system.
     Local(PathBuf),
+    /// `s3://bucket/prefix`
+    S3 { bucket: String, prefix: String },
 }
 
 impl FromStr for RepositoryLocation {
@@ -103,6 +123,32 @@ impl FromStr for RepositoryLocation {
         let trimmed = value.trim();
         if trimmed.is_empty() {
             return Err(ConfigError::MissingRepository);
+        }
+        if let Some(rest) = trimmed.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let valid_bucket = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !valid_bucket {
+                return Err(invalid(
+                    "an S3 bucket name has 3 to 63 lowercase letters, digits, dots or hyphens",
+                ));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
+                && !prefix.is_empty()
+            {
+                return Err(invalid(
+                    "the key prefix must not contain empty, \".\" or \"..\" parts",
+                ));
+            }
+            return Ok(RepositoryLocation::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
         }
         let path = if let Some(rest) = trimmed.strip_prefix("file://") {
             if !rest.starts_with('/') {
@@ -132,6 +178,10 @@ impl fmt::Display for RepositoryLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RepositoryLocation::Local(path) => write!(f, "{}", path.display()),
+            RepositoryLocation::S3 { bucket, prefix } if prefix.is_empty() => {
+                write!(f, "s3://{bucket}")
+            }
+            RepositoryLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
     }
 }
@@ -309,6 +359,11 @@ pub struct RawSettings {
     pub compression_level: Option<String>,
     pub encryption: Option<String>,
     pub encryption_passphrase: Option<Secret>,
+    pub s3_region: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_uri_style: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
 }
 
 impl RawSettings {
@@ -322,6 +377,11 @@ impl RawSettings {
             encryption_passphrase: self
                 .encryption_passphrase
                 .or(fallback.encryption_passphrase),
+            s3_region: self.s3_region.or(fallback.s3_region),
+            s3_endpoint: self.s3_endpoint.or(fallback.s3_endpoint),
+            s3_uri_style: self.s3_uri_style.or(fallback.s3_uri_style),
+            s3_access_key_id: self.s3_access_key_id.or(fallback.s3_access_key_id),
+            s3_secret_access_key: self.s3_secret_access_key.or(fallback.s3_secret_access_key),
         }
     }
 
@@ -333,6 +393,11 @@ impl RawSettings {
             names::COMPRESSION_LEVEL => self.compression_level = Some(value),
             names::ENCRYPTION => self.encryption = Some(value),
             names::ENCRYPTION_PASSPHRASE => self.encryption_passphrase = Some(Secret::new(value)),
+            names::S3_REGION => self.s3_region = Some(value),
+            names::S3_ENDPOINT => self.s3_endpoint = Some(value),
+            names::S3_URI_STYLE => self.s3_uri_style = Some(value),
+            names::S3_ACCESS_KEY_ID => self.s3_access_key_id = Some(value),
+            names::S3_SECRET_ACCESS_KEY => self.s3_secret_access_key = Some(Secret::new(value)),
             _ => {}
         }
     }
@@ -345,9 +410,76 @@ pub struct Settings {
     pub compression: Compression,
     pub encryption: EncryptionMode,
     pub encryption_passphrase: Option<Secret>,
+    /// How to reach the bucket, for an `s3://` repository.
+    pub s3: Option<crate::storage::S3Config>,
+}
+
+/// Non-empty values only: an empty GUC means "not set".
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|v| !v.trim().is_empty())
+}
+
+fn env_var(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
 impl Settings {
+    /// The S3 client configuration: settings first, then the standard AWS environment.
+    fn s3_config(
+        raw: &RawSettings,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<crate::storage::S3Config, ConfigError> {
+        let endpoint = non_empty(&raw.s3_endpoint)
+            .or_else(|| env_var(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]));
+        let path_style = match non_empty(&raw.s3_uri_style)
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("auto") => endpoint.is_some(),
+            Some("path") => true,
+            Some("host") => false,
+            Some(other) => {
+                return Err(ConfigError::InvalidChoice {
+                    setting: names::S3_URI_STYLE,
+                    value: other.to_string(),
+                    valid: &["auto", "path", "host"],
+                })
+            }
+        };
+        let access_key_id =
+            non_empty(&raw.s3_access_key_id).or_else(|| env_var(&["AWS_ACCESS_KEY_ID"]));
+        let secret_access_key = raw
+            .s3_secret_access_key
+            .clone()
+            .filter(|s| !s.expose().is_empty())
+            .or_else(|| env_var(&["AWS_SECRET_ACCESS_KEY"]).map(Secret::new));
+        let (Some(access_key_id), Some(secret_access_key)) = (access_key_id, secret_access_key)
+        else {
+            return Err(ConfigError::MissingS3Credentials {
+                repository: format!("s3://{bucket}"),
+            });
+        };
+        Ok(crate::storage::S3Config {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            region: non_empty(&raw.s3_region)
+                .or_else(|| env_var(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
+                .unwrap_or_else(|| "us-east-1".into()),
+            endpoint,
+            path_style,
+            access_key_id,
+            secret_access_key,
+            session_token: env_var(&["AWS_SESSION_TOKEN"]).map(Secret::new),
+            part_size: crate::storage::S3Config::DEFAULT_PART_SIZE,
+            max_attempts: 5,
+            request_timeout: std::time::Duration::from_secs(120),
+        })
+    }
+
     /// Validates raw settings; unset values take their documented defaults
     /// (compression zstd at its default level, no encryption).
     pub fn from_raw(raw: &RawSettings) -> Result<Settings, ConfigError> {
@@ -371,11 +503,18 @@ impl Settings {
             .encryption_passphrase
             .clone()
             .filter(|secret| !secret.expose().is_empty());
+        let s3 = match &repository {
+            RepositoryLocation::S3 { bucket, prefix } => {
+                Some(Settings::s3_config(raw, bucket, prefix)?)
+            }
+            RepositoryLocation::Local(_) => None,
+        };
         Ok(Settings {
             repository,
             compression,
             encryption,
             encryption_passphrase,
+            s3,
         })
     }
 }
@@ -425,7 +564,31 @@ mod tests {
             "file:///srv/repo".parse::<RepositoryLocation>().unwrap(),
             RepositoryLocation::Local("/srv/repo".into())
         );
-        for bad in ["relative/dir", "file://relative", "/a/../b", "ftp://host/x"] {
+        assert_eq!(
+            "s3://my-bucket/pg/main/"
+                .parse::<RepositoryLocation>()
+                .unwrap(),
+            RepositoryLocation::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "pg/main".into()
+            }
+        );
+        assert_eq!(
+            "s3://my-bucket"
+                .parse::<RepositoryLocation>()
+                .unwrap()
+                .to_string(),
+            "s3://my-bucket"
+        );
+        for bad in [
+            "relative/dir",
+            "file://relative",
+            "/a/../b",
+            "ftp://host/x",
+            "s3://Upper",
+            "s3://b",
+            "s3://bucket/a//b",
+        ] {
             assert!(
                 matches!(
                     bad.parse::<RepositoryLocation>(),

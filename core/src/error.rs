@@ -85,6 +85,9 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    #[error("could not restore \"{path}\": {source}")]
+    RestoreFile { path: String, source: Box<Error> },
+
     #[error("{0}")]
     InvalidTarget(String),
 
@@ -120,6 +123,7 @@ impl Error {
             Error::WrongPassphrase { .. } => {
                 Some("Set sc_backup.encryption_passphrase to the passphrase the repository was created with.".into())
             }
+            Error::RestoreFile { source, .. } => source.hint(),
             Error::WrongKey { .. } => Some("The object does not belong to this repository.".into()),
             Error::Decode { .. } | Error::ChecksumMismatch { .. } => Some(
                 "The stored object is corrupt or truncated; restore it from another copy of the repository, or use an older backup."

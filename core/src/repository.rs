@@ -18,12 +18,12 @@ use std::io::{Read, Write};
 use std::sync::OnceLock;
 
 use crate::codec::keys::KeyError;
-use crate::codec::RepositoryKey;
+use crate::codec::{pump, CodecSpec, DecodeError, Decoder, PumpError, RepositoryKey, Sha256Digest};
 use crate::config::{
     Compression, ConfigError, EncryptionMode, RepositoryLocation, Secret, Settings,
 };
 use crate::error::{Error, Result};
-use crate::storage::{LocalStorage, Storage, StorageError};
+use crate::storage::{LocalStorage, S3Storage, Storage, StorageError};
 
 pub const INFO_KEY: &str = "repository.json";
 pub const KEY_KEY: &str = "keys/repository.key.age";
@@ -61,16 +61,23 @@ pub struct Repository {
     compression: Compression,
 }
 
-pub fn open_storage(location: &RepositoryLocation) -> Result<Box<dyn Storage>, StorageError> {
-    match location {
+pub fn open_storage(settings: &Settings) -> Result<Box<dyn Storage>, StorageError> {
+    match &settings.repository {
         RepositoryLocation::Local(path) => Ok(Box::new(LocalStorage::open(path)?)),
+        RepositoryLocation::S3 { .. } => {
+            let config = settings
+                .s3
+                .clone()
+                .expect("S3 settings are resolved with the location");
+            Ok(Box::new(S3Storage::new(config)?))
+        }
     }
 }
 
 impl Repository {
     /// Opens an existing repository for reading (wal-fetch, restore, verify).
     pub fn open(settings: &Settings) -> Result<Repository> {
-        let storage = open_storage(&settings.repository)?;
+        let storage = open_storage(settings)?;
         let info = read_info(storage.as_ref())?.ok_or_else(|| Error::NotARepository {
             location: storage.describe(),
             reason: format!("{INFO_KEY} is missing"),
@@ -81,7 +88,7 @@ impl Repository {
     /// Opens the repository for writing by `cluster`, creating it if the location is new.
     /// Refuses a repository of another cluster or of another encryption mode.
     pub fn open_for_cluster(settings: &Settings, cluster: &ClusterIdentity) -> Result<Repository> {
-        let storage = open_storage(&settings.repository)?;
+        let storage = open_storage(settings)?;
         let info = match read_info(storage.as_ref())? {
             Some(info) => info,
             None => create(storage.as_ref(), settings, cluster)?,
@@ -192,6 +199,72 @@ impl Repository {
 
     pub fn describe(&self) -> String {
         self.storage.describe()
+    }
+}
+
+impl Repository {
+    /// Streams object `key` through the decoder into `out`, and succeeds only when the decoded
+    /// bytes have the digest `expected` (and the size `expected_size`, when known). The one
+    /// place where stored data is verified on read: WAL fetch, restore and verify all use it.
+    /// `destination` names `out` in error messages.
+    pub fn read_verified(
+        &self,
+        key: &str,
+        spec: CodecSpec,
+        expected: &Sha256Digest,
+        expected_size: Option<u64>,
+        out: &mut dyn Write,
+        destination: &str,
+    ) -> Result<u64> {
+        let source = TaggedReader(self.storage().open(key)?);
+        let mut decoder = Decoder::new(source, spec, self.key()?).map_err(|e| match e {
+            DecodeError::WrongKey => Error::WrongKey { object: key.into() },
+            other => Error::Decode {
+                object: key.into(),
+                reason: other.to_string(),
+            },
+        })?;
+        match pump(&mut decoder, out) {
+            Ok(_) => {}
+            Err(PumpError::Read(e))
+                if e.get_ref()
+                    .is_some_and(|inner| inner.is::<StorageReadError>()) =>
+            {
+                return Err(Error::io("read", key, e))
+            }
+            Err(PumpError::Read(e)) => {
+                return Err(Error::Decode {
+                    object: key.into(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(PumpError::Write(e)) => return Err(Error::io("write", destination, e)),
+        }
+        let (digest, size) = decoder.finish();
+        if digest != *expected || expected_size.is_some_and(|expected| expected != size) {
+            return Err(Error::ChecksumMismatch {
+                object: key.into(),
+                expected: expected.to_hex(),
+                actual: digest.to_hex(),
+            });
+        }
+        Ok(size)
+    }
+}
+
+/// Marks errors of the storage read underneath a decoder, so that a failing disk or network
+/// is not reported as a corrupt object.
+struct TaggedReader<R>(R);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StorageReadError(std::io::Error);
+
+impl<R: Read> Read for TaggedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), StorageReadError(e)))
     }
 }
 

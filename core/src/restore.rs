@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backup::{open_decoded, BackupMetadata, EntryType, Manifest, ManifestEntry};
+use crate::backup::{read_backup_file, BackupMetadata, EntryType, Manifest, ManifestEntry};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::repository::Repository;
@@ -265,7 +265,13 @@ pub fn restore(
     if let Some(map) = manifest.entries.iter().find(|e| e.path == "tablespace_map") {
         // PostgreSQL recreates the pg_tblspc links from this file: point it at the new homes.
         let mut content = Vec::new();
-        decode_verified(repository, &metadata.backup_name, map, &mut content)?;
+        read_backup_file(
+            repository,
+            &metadata.backup_name,
+            map,
+            &mut content,
+            "memory",
+        )?;
         let rewritten =
             rewrite_tablespace_map(&String::from_utf8_lossy(&content), &options.tablespace_map);
         write_new_file(&pgdata.join("tablespace_map"), rewritten.as_bytes(), 0o600)?;
@@ -370,43 +376,6 @@ fn prepare_tablespace_directory(location: &Path, force: bool) -> Result<()> {
         .map_err(|e| Error::io("create directory", location.display(), e))
 }
 
-/// Decodes a stored file into `out`, checking its digest and size.
-fn decode_verified(
-    repository: &Repository,
-    backup: &str,
-    entry: &ManifestEntry,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let object = entry.object.as_deref().expect("files have objects");
-    let (key, mut decoder) = open_decoded(repository, backup, object)?;
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = match decoder.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Error::Decode {
-                    object: format!("{key} ({})", entry.path),
-                    reason: e.to_string(),
-                })
-            }
-        };
-        out.write_all(&buffer[..n])
-            .map_err(|e| Error::io("write", &entry.path, e))?;
-    }
-    let (digest, size) = decoder.finish();
-    let expected = entry.sha256.clone().unwrap_or_default();
-    if digest.to_hex() != expected || Some(size) != entry.size {
-        return Err(Error::ChecksumMismatch {
-            object: format!("{key} ({})", entry.path),
-            expected,
-            actual: digest.to_hex(),
-        });
-    }
-    Ok(())
-}
-
 fn restore_file(
     repository: &Repository,
     backup: &str,
@@ -430,7 +399,13 @@ fn restore_file(
             .open(&temporary)
             .map_err(|e| Error::io("create", temporary.display(), e))?;
         let mut writer = io::BufWriter::with_capacity(256 * 1024, &mut file);
-        decode_verified(repository, backup, entry, &mut writer)?;
+        read_backup_file(
+            repository,
+            backup,
+            entry,
+            &mut writer,
+            &temporary.display().to_string(),
+        )?;
         writer
             .flush()
             .map_err(|e| Error::io("write", temporary.display(), e))?;
@@ -444,10 +419,13 @@ fn restore_file(
         fs::rename(&temporary, &destination)
             .map_err(|e| Error::io("rename", destination.display(), e))
     })();
-    if result.is_err() {
+    result.map_err(|source| {
         let _ = fs::remove_file(&temporary);
-    }
-    result
+        Error::RestoreFile {
+            path: entry.path.clone(),
+            source: Box::new(source),
+        }
+    })
 }
 
 fn write_new_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
@@ -579,6 +557,58 @@ mod tests {
         assert!(parse_time("2026-11-24 10:41:00.123456+00").is_some());
         assert_eq!(parse_time("2026-11-24 10:41:00"), None);
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    fn backup(name: &str, stop_time: &str, stop_lsn: &str) -> BackupMetadata {
+        BackupMetadata {
+            backup_name: name.into(),
+            stop_time: stop_time.into(),
+            stop_lsn: stop_lsn.into(),
+            ..crate::backup::tests::metadata()
+        }
+    }
+
+    #[test]
+    fn latest_with_a_time_target_is_the_newest_that_ended_before_it() {
+        let backups = [
+            backup("a", "2026-11-24T01:00:00Z", "0/3000000"),
+            backup("b", "2026-11-24T02:00:00Z", "0/5000000"),
+            backup("c", "2026-11-24T03:00:00Z", "0/7000000"),
+        ];
+        let at = |t: &str| RecoveryTarget::Time(t.into());
+        let chosen = |name: &str, target: &RecoveryTarget| {
+            choose_backup(&backups, name, target).map(|b| b.backup_name)
+        };
+        assert_eq!(chosen("latest", &RecoveryTarget::EndOfWal).unwrap(), "c");
+        assert_eq!(
+            chosen("latest", &at("2026-11-24 02:30:00+00")).unwrap(),
+            "b"
+        );
+        assert_eq!(
+            chosen("latest", &at("2026-11-24 04:30:00+02")).unwrap(),
+            "b"
+        );
+        assert_eq!(chosen("b", &at("2026-11-24 02:30:00+00")).unwrap(), "b");
+        let err = chosen("latest", &at("2026-11-24 00:30:00+00"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no backup ended before"), "{err}");
+        let err = chosen("c", &at("2026-11-24 02:30:00+00"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no backup named c ended before"), "{err}");
+        assert!(chosen("latest", &at("next tuesday"))
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read --target-time"));
+        let err = chosen("latest", &RecoveryTarget::Lsn("0/6000000".parse().unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("before the end of backup c"), "{err}");
+        assert!(matches!(
+            chosen("nope", &RecoveryTarget::Immediate),
+            Err(Error::BackupNotFound(_))
+        ));
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! WAL archiving and fetching: what `archive_library` and `restore_command` do.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Seek};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::codec::{CodecSpec, DecodeError, Decoder, EncodeSummary, Encoder, Sha256Digest};
+use crate::codec::{pump, CodecSpec, EncodeSummary, Encoder, PumpError, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 use crate::storage::StorageError;
@@ -169,7 +169,10 @@ impl Repository {
         let writer = self.storage().create(&key)?;
         let mut encoder = Encoder::new(writer, self.compression(), repository_key)
             .map_err(|e| Error::io("encode", &key, e))?;
-        copy(&mut file, &mut encoder).map_err(|e| Error::io("archive", &display, e))?;
+        pump(&mut file, &mut encoder).map_err(|e| match e {
+            PumpError::Read(e) => Error::io("read", &display, e),
+            PumpError::Write(e) => Error::io("write", &key, e),
+        })?;
         let (writer, summary) = encoder.finish().map_err(|e| Error::io("write", &key, e))?;
         if summary.original_sha256 != digest {
             // The file changed under us; dropping the writer discards the object.
@@ -195,98 +198,20 @@ impl Repository {
         let stored = self
             .find_wal(&name)?
             .ok_or_else(|| Error::WalNotFound(name.as_str().to_string()))?;
-        let source = TaggedReader(self.storage().open(&stored.key)?);
-        let decode_error = |e: DecodeError| match e {
-            DecodeError::WrongKey => Error::WrongKey {
-                object: stored.key.clone(),
-            },
-            other => Error::Decode {
-                object: stored.key.clone(),
-                reason: other.to_string(),
-            },
-        };
-        let mut decoder = Decoder::new(source, stored.spec, self.key()?).map_err(decode_error)?;
         let temporary = TemporaryFile::create(destination)?;
         let mut output = temporary.file()?;
-        copy_decoded(&mut decoder, &mut output, &stored.key, &temporary.path)?;
-        let (digest, _) = decoder.finish();
-        if digest != stored.sha256 {
-            return Err(Error::ChecksumMismatch {
-                object: stored.key.clone(),
-                expected: stored.sha256.to_hex(),
-                actual: digest.to_hex(),
-            });
-        }
-        output
-            .flush()
-            .map_err(|e| Error::io("write", temporary.path.display(), e))?;
+        let label = temporary.path.display().to_string();
+        self.read_verified(
+            &stored.key,
+            stored.spec,
+            &stored.sha256,
+            None,
+            &mut output,
+            &label,
+        )?;
         drop(output);
         temporary.persist(destination)?;
         Ok(stored)
-    }
-}
-
-/// io::copy with a buffer sized for 16 MiB segments.
-fn copy(reader: &mut dyn Read, writer: &mut dyn Write) -> io::Result<u64> {
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut total = 0;
-    loop {
-        let n = match reader.read(&mut buffer) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        writer.write_all(&buffer[..n])?;
-        total += n as u64;
-    }
-}
-
-/// Marks errors of the storage read underneath a decoder, so that a failing disk or network
-/// is not reported as a corrupt object.
-struct TaggedReader<R>(R);
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct StorageReadError(io::Error);
-
-impl<R: Read> Read for TaggedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0
-            .read(buf)
-            .map_err(|e| io::Error::new(e.kind(), StorageReadError(e)))
-    }
-}
-
-/// Like [`copy`], telling a corrupt object from a failing read or a local write failure.
-fn copy_decoded(
-    decoder: &mut dyn Read,
-    output: &mut File,
-    object: &str,
-    path: &Path,
-) -> Result<()> {
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = match decoder.read(&mut buffer) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if e.get_ref()
-                    .is_some_and(|inner| inner.is::<StorageReadError>()) =>
-            {
-                return Err(Error::io("read", object, e))
-            }
-            Err(e) => {
-                return Err(Error::Decode {
-                    object: object.to_string(),
-                    reason: e.to_string(),
-                })
-            }
-        };
-        output
-            .write_all(&buffer[..n])
-            .map_err(|e| Error::io("write", path.display(), e))?;
     }
 }
 

@@ -42,6 +42,23 @@ pub static ENCRYPTION: GucSetting<EncryptionGuc> =
 pub static ENCRYPTION_PASSPHRASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static BACKUP_PARALLELISM: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static S3_URI_STYLE: GucSetting<S3UriStyleGuc> =
+    GucSetting::<S3UriStyleGuc>::new(S3UriStyleGuc::Auto);
+pub static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum S3UriStyleGuc {
+    #[name = c"auto"]
+    Auto,
+    #[name = c"path"]
+    Path,
+    #[name = c"host"]
+    Host,
+}
 
 pub fn register() {
     // Safety: the check hook is guarded by #[pg_guard] and never panics on any input.
@@ -49,7 +66,7 @@ pub fn register() {
         GucRegistry::define_string_guc_with_hooks(
             c"sc_backup.repository",
             c"Where WAL and backups are stored.",
-            c"An absolute directory path or a file:// URL. The directory must exist and be writable by the PostgreSQL OS user.",
+            c"An absolute directory path, a file:// URL, or s3://bucket/prefix.",
             &REPOSITORY,
             GucContext::Sighup,
             GucFlags::default(),
@@ -95,6 +112,46 @@ pub fn register() {
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
+        c"sc_backup.s3_region",
+        c"Region of an s3:// repository.",
+        c"Default: AWS_REGION or AWS_DEFAULT_REGION from the environment, else us-east-1.",
+        &S3_REGION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"sc_backup.s3_endpoint",
+        c"Endpoint of an S3-compatible store, like http://127.0.0.1:9000.",
+        c"Default: AWS_ENDPOINT_URL from the environment, else AWS.",
+        &S3_ENDPOINT,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"sc_backup.s3_uri_style",
+        c"S3 addressing: path (endpoint/bucket/key), host (bucket.endpoint/key) or auto.",
+        c"auto uses path style with a custom endpoint and host style on AWS.",
+        &S3_URI_STYLE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"sc_backup.s3_access_key_id",
+        c"Access key id for an s3:// repository (default: AWS_ACCESS_KEY_ID).",
+        c"",
+        &S3_ACCESS_KEY_ID,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"sc_backup.s3_secret_access_key",
+        c"Secret access key for an s3:// repository (default: AWS_SECRET_ACCESS_KEY).",
+        c"Readable only by superusers.",
+        &S3_SECRET_ACCESS_KEY,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_string_guc(
         c"sc_backup.encryption_passphrase",
         c"Passphrase protecting the repository key.",
         c"Readable only by superusers.",
@@ -130,6 +187,18 @@ pub fn settings() -> Result<Settings, ConfigError> {
         compression_level: Some(COMPRESSION_LEVEL.get().to_string()),
         encryption: Some(encryption.name().to_string()),
         encryption_passphrase: cstring_setting(&ENCRYPTION_PASSPHRASE).map(Secret::new),
+        s3_region: cstring_setting(&S3_REGION),
+        s3_endpoint: cstring_setting(&S3_ENDPOINT),
+        s3_uri_style: Some(
+            match S3_URI_STYLE.get() {
+                S3UriStyleGuc::Auto => "auto",
+                S3UriStyleGuc::Path => "path",
+                S3UriStyleGuc::Host => "host",
+            }
+            .to_string(),
+        ),
+        s3_access_key_id: cstring_setting(&S3_ACCESS_KEY_ID),
+        s3_secret_access_key: cstring_setting(&S3_SECRET_ACCESS_KEY).map(Secret::new),
     };
     Settings::from_raw(&raw).and_then(Settings::for_writing)
 }
@@ -175,4 +244,9 @@ pub const DEFINED: &[&str] = &[
     names::ENCRYPTION,
     names::ENCRYPTION_PASSPHRASE,
     "sc_backup.backup_parallelism",
+    names::S3_REGION,
+    names::S3_ENDPOINT,
+    names::S3_URI_STYLE,
+    names::S3_ACCESS_KEY_ID,
+    names::S3_SECRET_ACCESS_KEY,
 ];

@@ -86,7 +86,9 @@ mod tests {
                 "SELECT context FROM pg_settings WHERE name = $1",
                 &[(*name).into()],
             );
-            if *name == "sc_backup.encryption_passphrase" {
+            if *name == "sc_backup.encryption_passphrase"
+                || *name == "sc_backup.s3_secret_access_key"
+            {
                 // GUC_NO_SHOW_ALL: absent from pg_settings and SHOW ALL for everyone.
                 assert!(context.is_err(), "{name} is listed in pg_settings");
             } else {

@@ -145,6 +145,29 @@ fn shell_quote(word: &str) -> String {
     }
 }
 
+/// The restore_command for the restored cluster: where the repository is, explicitly (the
+/// restored configuration may predate a move); credentials stay in the configuration or the
+/// server's environment, never on a command line.
+fn wal_fetch_command(executable: &Path, settings: &Settings) -> String {
+    let mut command = format!(
+        "{} wal-fetch --repository {}",
+        shell_quote(&executable.display().to_string()),
+        shell_quote(&settings.repository.to_string())
+    );
+    if let Some(s3) = &settings.s3 {
+        command.push_str(&format!(" --s3-region {}", shell_quote(&s3.region)));
+        if let Some(endpoint) = &s3.endpoint {
+            command.push_str(&format!(" --s3-endpoint {}", shell_quote(endpoint)));
+        }
+        command.push_str(if s3.path_style {
+            " --s3-uri-style path"
+        } else {
+            " --s3-uri-style host"
+        });
+    }
+    command
+}
+
 pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Result<(), CliError> {
     let pgdata = pgdata.ok_or_else(|| {
         CliError::Message("restore needs --pgdata DIR (the data directory to create)".into())
@@ -185,11 +208,7 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
         tablespace_map,
         parallelism: args.parallel,
         archive_off: args.archive_mode == ArchiveMode::Off,
-        wal_fetch_command: format!(
-            "{} wal-fetch --repository {}",
-            shell_quote(&executable.display().to_string()),
-            shell_quote(&settings.repository.to_string())
-        ),
+        wal_fetch_command: wal_fetch_command(&executable, settings),
     };
     eprintln!(
         "restoring backup {} ({} files, {}) into {}",

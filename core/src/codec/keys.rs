@@ -96,19 +96,9 @@ impl RepositoryKey {
         reader
             .read_to_string(&mut text)
             .map_err(|e| KeyError::Damaged(e.to_string()))?;
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|line| line.starts_with("AGE-SECRET-KEY-"))
-            .ok_or_else(|| KeyError::Damaged("no AGE-SECRET-KEY line".into()))?;
-        let identity =
-            age::x25519::Identity::from_str(line).map_err(|e| KeyError::Damaged(e.to_string()))?;
-        let recipient = identity.to_public();
+        let key = RepositoryKey::from_identity_file(&text);
         crate::config::wipe(&mut text);
-        Ok(RepositoryKey {
-            identity,
-            recipient,
-        })
+        key
     }
 
     /// The private key in age's plain identity-file format (`age -d -i FILE` reads it).

@@ -102,6 +102,30 @@ impl fmt::Debug for Sha256Digest {
     }
 }
 
+/// Which side of a [`pump`] failed.
+#[derive(Debug)]
+pub enum PumpError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies everything from `reader` to `writer` in 256 KiB pieces (bounded memory whatever the
+/// size), telling a failed read from a failed write.
+pub fn pump(reader: &mut dyn Read, writer: &mut dyn Write) -> Result<u64, PumpError> {
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(PumpError::Read(e)),
+        };
+        writer.write_all(&buffer[..n]).map_err(PumpError::Write)?;
+        total += n as u64;
+    }
+}
+
 /// What an [`Encoder`] saw and produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodeSummary {

@@ -156,7 +156,7 @@ impl Drop for LocalObjectWriter {
 }
 
 impl Storage for LocalStorage {
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
         let final_path = self.path_of(key)?;
         self.ensure_dir(final_path.parent().expect("keys have a parent"))?;
         let temp_path = temporary_name(&final_path);
@@ -175,7 +175,7 @@ impl Storage for LocalStorage {
         }))
     }
 
-    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError> {
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
         let path = self.path_of(key)?;
         match File::open(&path) {
             Ok(file) => Ok(Box::new(file)),
@@ -250,6 +250,10 @@ impl Storage for LocalStorage {
 
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn atomic_create(&self) -> bool {
+        true // link(2) fails on an existing name
     }
 }
 

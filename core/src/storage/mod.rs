@@ -10,8 +10,10 @@ use std::io::{self, Read, Write};
 
 pub mod conformance;
 mod local;
+pub mod s3;
 
 pub use local::LocalStorage;
+pub use s3::{S3Config, S3Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -26,6 +28,17 @@ pub enum StorageError {
 
     #[error("repository directory {0} does not exist")]
     MissingRoot(String),
+
+    #[error("access to {store} was denied: {reason}")]
+    Denied { store: String, reason: String },
+
+    #[error("could not {operation} \"{key}\" in {store}: {reason}")]
+    Remote {
+        store: String,
+        operation: String,
+        key: String,
+        reason: String,
+    },
 
     #[error("could not {action} \"{path}\": {source}")]
     Io {
@@ -42,6 +55,13 @@ impl StorageError {
             StorageError::MissingRoot(_) => Some(
                 "Create the directory, owned by the PostgreSQL OS user with mode 0700; sc_backup does not create it, so that an unmounted volume is never filled by mistake."
                     .into(),
+            ),
+            StorageError::Denied { .. } => Some(
+                "Check the credentials (sc_backup.s3_access_key_id / sc_backup.s3_secret_access_key or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), the region, and the bucket policy."
+                    .into(),
+            ),
+            StorageError::Remote { .. } => Some(
+                "Check that the object store is reachable (sc_backup.s3_endpoint, network, TLS); PostgreSQL keeps the WAL and retries.".into(),
             ),
             StorageError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => Some(
                 "The repository must be writable by the PostgreSQL OS user.".into(),
@@ -73,10 +93,10 @@ pub trait ObjectWriter: Write + Send {
 
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Starts writing a new object.
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError>;
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError>;
 
     /// Opens an object for streaming reads.
-    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, StorageError>;
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError>;
 
     /// Every committed object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
@@ -86,6 +106,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Where this store is, for messages (never includes credentials).
     fn describe(&self) -> String;
+
+    /// Whether [`ObjectWriter::commit`] refuses an existing key atomically even against a
+    /// concurrent writer. Where it does not (S3-compatible servers without atomic conditional
+    /// writes), two racing writers may both succeed and the last one's object stays; callers
+    /// that write keys whose content is not fixed by the key read them back.
+    fn atomic_create(&self) -> bool;
 }
 
 /// Keys are relative, `/`-separated, without empty, `.` or `..` parts and without parts that

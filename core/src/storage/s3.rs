@@ -1,0 +1,673 @@
+//! S3 and S3-compatible object stores (MinIO, Ceph, R2, s3s).
+//!
+//! Requests are signed with SigV4 (`aws-sigv4`, no hand-rolled signing) over a blocking
+//! `reqwest` client. Objects up to one part are sent with a single PUT; larger ones are
+//! streamed as a multipart upload, one part in memory at a time, aborted if the writer is
+//! dropped without committing, so no orphan parts remain. Every PUT carries `Content-MD5` and
+//! the signed SHA-256 of its payload, which the server checks; a response is success only
+//! when the server says so for the whole object. Transient failures (connection errors,
+//! timeouts, 5xx, throttling) are retried with exponential backoff and jitter.
+//!
+//! "Never replace an object" is a HEAD before the PUT plus `If-None-Match: *`, which stores
+//! that support conditional writes enforce atomically. Repository keys of WAL and backup
+//! objects embed their content digest, so even without it two writers of one key write the
+//! same bytes.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use base64::Engine;
+use md5::{Digest as _, Md5};
+use rand::Rng;
+use reqwest::blocking::{Client, Response};
+use reqwest::{Method, StatusCode};
+
+use super::{validate_key, ObjectMeta, ObjectWriter, Storage, StorageError};
+use crate::config::Secret;
+
+/// How to reach one bucket.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    pub region: String,
+    /// `https://host[:port]`; `None` for AWS (`https://s3.<region>.amazonaws.com`).
+    pub endpoint: Option<String>,
+    /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`.
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+    /// Objects larger than this are uploaded in parts of this size (S3's minimum is 5 MiB).
+    pub part_size: usize,
+    pub max_attempts: u32,
+    pub request_timeout: Duration,
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Credentials stay out of logs: only the access key id's first characters.
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("path_style", &self.path_style)
+            .field(
+                "access_key_id",
+                &format!(
+                    "{}…",
+                    self.access_key_id.chars().take(4).collect::<String>()
+                ),
+            )
+            .finish()
+    }
+}
+
+impl S3Config {
+    pub const DEFAULT_PART_SIZE: usize = 16 << 20;
+}
+
+#[derive(Debug)]
+pub struct S3Storage {
+    config: S3Config,
+    client: Client,
+}
+
+/// Why a request failed, before retries are decided.
+enum Failure {
+    /// Worth another attempt: connection trouble, timeouts, 5xx, throttling.
+    Transient(String),
+    /// Final: the server answered with a client error.
+    Final(StorageError),
+}
+
+impl S3Storage {
+    pub fn new(config: S3Config) -> Result<Self, StorageError> {
+        let client = Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| StorageError::Io {
+                action: "create an HTTP client for",
+                path: format!("s3://{}", config.bucket),
+                source: io::Error::other(e),
+            })?;
+        Ok(S3Storage { config, client })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.config.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.config.prefix)
+        }
+    }
+
+    /// URL of the bucket (no trailing slash) in the configured addressing style.
+    fn bucket_url(&self) -> String {
+        let endpoint = self
+            .config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", self.config.region));
+        let endpoint = endpoint.trim_end_matches('/');
+        if self.config.path_style {
+            format!("{endpoint}/{}", self.config.bucket)
+        } else {
+            let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+            format!("{scheme}://{}.{host}", self.config.bucket)
+        }
+    }
+
+    fn object_url(&self, full_key: &str, query: &str) -> String {
+        let encoded: Vec<String> = full_key
+            .split('/')
+            .map(|part| uri_encode(part, true))
+            .collect();
+        let mut url = format!("{}/{}", self.bucket_url(), encoded.join("/"));
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(query);
+        }
+        url
+    }
+
+    /// Sends one signed request, retrying transient failures. `body` is resent as is.
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+        operation: &str,
+        key: &str,
+    ) -> Result<Response, StorageError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_request(&method, url, headers, body) {
+                Ok(response)
+                    if response.status().is_success()
+                        || response.status() == StatusCode::NOT_MODIFIED =>
+                {
+                    return Ok(response)
+                }
+                Ok(response) => match self.classify(response, operation, key) {
+                    Failure::Final(error) => return Err(error),
+                    Failure::Transient(reason) if attempt >= self.config.max_attempts => {
+                        return Err(self.gave_up(operation, key, attempt, reason))
+                    }
+                    Failure::Transient(_) => {}
+                },
+                Err(reason) if attempt >= self.config.max_attempts => {
+                    return Err(self.gave_up(operation, key, attempt, reason))
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(backoff(attempt));
+        }
+    }
+
+    fn gave_up(&self, operation: &str, key: &str, attempts: u32, reason: String) -> StorageError {
+        StorageError::Remote {
+            store: self.describe(),
+            operation: operation.to_string(),
+            key: key.to_string(),
+            reason: format!("{reason} (gave up after {attempts} attempts)"),
+        }
+    }
+
+    fn try_request(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Response, String> {
+        let mut settings = SigningSettings::default();
+        // S3 signs the path as sent (no double encoding, no normalization) and wants the
+        // payload hash in x-amz-content-sha256.
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let identity: Identity = Credentials::new(
+            self.config.access_key_id.clone(),
+            self.config.secret_access_key.expose().to_string(),
+            self.config
+                .session_token
+                .as_ref()
+                .map(|t| t.expose().to_string()),
+            None,
+            "sc_backup",
+        )
+        .into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.config.region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| format!("signing: {e}"))?
+            .into();
+        let signable = SignableRequest::new(
+            method.as_str(),
+            url,
+            headers.iter().map(|(n, v)| (*n, v.as_str())),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| format!("signing: {e}"))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| format!("signing: {e}"))?
+            .into_parts();
+        let mut request = self.client.request(method.clone(), url);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        for (name, value) in instructions.headers() {
+            request = request.header(name, value);
+        }
+        request
+            .body(body.to_vec())
+            .send()
+            .map_err(|e| describe_reqwest_error(&e))
+    }
+
+    fn classify(&self, response: Response, operation: &str, key: &str) -> Failure {
+        let status = response.status();
+        let body = response.text().unwrap_or_default();
+        let code = xml_text(&body, "Code").unwrap_or_default();
+        let message = xml_text(&body, "Message").unwrap_or_default();
+        let reason = if code.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status} {code}: {message}")
+        };
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || code == "SlowDown"
+            || code == "RequestTimeout"
+        {
+            return Failure::Transient(reason);
+        }
+        Failure::Final(match (status, code.as_str()) {
+            (StatusCode::NOT_FOUND, "NoSuchKey") | (StatusCode::NOT_FOUND, "") => {
+                StorageError::NotFound {
+                    store: self.describe(),
+                    key: key.to_string(),
+                }
+            }
+            (StatusCode::PRECONDITION_FAILED, _)
+            | (StatusCode::CONFLICT, "ConditionalRequestConflict") => StorageError::AlreadyExists {
+                store: self.describe(),
+                key: key.to_string(),
+            },
+            (StatusCode::FORBIDDEN, _) | (StatusCode::UNAUTHORIZED, _) => StorageError::Denied {
+                store: self.describe(),
+                reason,
+            },
+            _ => StorageError::Remote {
+                store: self.describe(),
+                operation: operation.to_string(),
+                key: key.to_string(),
+                reason,
+            },
+        })
+    }
+
+    fn exists(&self, full_key: &str, key: &str) -> Result<bool, StorageError> {
+        match self.request(
+            Method::HEAD,
+            &self.object_url(full_key, ""),
+            &[],
+            &[],
+            "check",
+            key,
+        ) {
+            Ok(_) => Ok(true),
+            Err(StorageError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// 200 ms, 400 ms, 800 ms ... up to 10 s, each scaled by a random factor in [0.5, 1).
+fn backoff(attempt: u32) -> Duration {
+    let base = 200u64.saturating_mul(1 << attempt.min(6)).min(10_000);
+    let jitter = rand::thread_rng().gen_range(0.5..1.0);
+    Duration::from_millis((base as f64 * jitter) as u64)
+}
+
+fn describe_reqwest_error(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        text.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    text
+}
+
+/// The text of the first `<tag>` in an S3 XML response.
+fn xml_text(body: &str, tag: &str) -> Option<String> {
+    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(xml_unescape(&body[start..end]))
+}
+
+/// Every `<tag>` text in a response, in order.
+fn xml_all(body: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut found = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        found.push(xml_unescape(&after[..end]));
+        rest = &after[end + close.len()..];
+    }
+    found
+}
+
+fn xml_unescape(text: &str) -> String {
+    quick_xml::escape::unescape(text)
+        .map(|t| t.into_owned())
+        .unwrap_or_else(|_| text.to_string())
+}
+
+/// RFC 3986 encoding as SigV4 expects (`/` kept in paths when `keep_slash`).
+fn uri_encode(text: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            b'/' if keep_slash => out.push('/'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+fn content_md5(body: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Md5::digest(body))
+}
+
+struct S3ObjectWriter<'s> {
+    storage: &'s S3Storage,
+    key: String,
+    full_key: String,
+    buffer: Vec<u8>,
+    upload_id: Option<String>,
+    /// (part number, ETag)
+    parts: Vec<(u32, String)>,
+    committed: bool,
+}
+
+impl S3ObjectWriter<'_> {
+    fn upload_part(&mut self) -> Result<(), StorageError> {
+        let storage = self.storage;
+        if self.upload_id.is_none() {
+            let response = storage.request(
+                Method::POST,
+                &storage.object_url(&self.full_key, "uploads="),
+                &[],
+                &[],
+                "start a multipart upload of",
+                &self.key,
+            )?;
+            let body = response.text().unwrap_or_default();
+            self.upload_id =
+                Some(
+                    xml_text(&body, "UploadId").ok_or_else(|| StorageError::Remote {
+                        store: storage.describe(),
+                        operation: "start a multipart upload of".into(),
+                        key: self.key.clone(),
+                        reason: "no UploadId in the response".into(),
+                    })?,
+                );
+        }
+        let number = self.parts.len() as u32 + 1;
+        let query = format!(
+            "partNumber={number}&uploadId={}",
+            uri_encode(self.upload_id.as_deref().expect("started above"), false)
+        );
+        let headers = [("content-md5", content_md5(&self.buffer))];
+        let response = storage.request(
+            Method::PUT,
+            &storage.object_url(&self.full_key, &query),
+            &headers,
+            &self.buffer,
+            "upload a part of",
+            &self.key,
+        )?;
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        self.parts.push((number, etag));
+        self.buffer.clear();
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        if let Some(upload_id) = self.upload_id.take() {
+            let query = format!("uploadId={}", uri_encode(&upload_id, false));
+            let _ = self.storage.request(
+                Method::DELETE,
+                &self.storage.object_url(&self.full_key, &query),
+                &[],
+                &[],
+                "abort the upload of",
+                &self.key,
+            );
+        }
+    }
+}
+
+impl Write for S3ObjectWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.storage.config.part_size - self.buffer.len();
+        let n = buf.len().min(room);
+        self.buffer.extend_from_slice(&buf[..n]);
+        if self.buffer.len() == self.storage.config.part_size {
+            self.upload_part().map_err(io::Error::other)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectWriter for S3ObjectWriter<'_> {
+    fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
+        let storage = self.storage;
+        if storage.exists(&self.full_key, &self.key)? {
+            self.abort();
+            self.committed = true;
+            return Err(StorageError::AlreadyExists {
+                store: storage.describe(),
+                key: self.key.clone(),
+            });
+        }
+        if self.upload_id.is_none() {
+            let headers = [
+                ("content-md5", content_md5(&self.buffer)),
+                ("if-none-match", "*".to_string()),
+            ];
+            storage.request(
+                Method::PUT,
+                &storage.object_url(&self.full_key, ""),
+                &headers,
+                &self.buffer,
+                "store",
+                &self.key,
+            )?;
+            self.committed = true;
+            return Ok(());
+        }
+        if !self.buffer.is_empty() {
+            self.upload_part()?;
+        }
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for (number, etag) in &self.parts {
+            xml.push_str(&format!(
+                "<Part><PartNumber>{number}</PartNumber><ETag>{}</ETag></Part>",
+                quick_xml::escape::escape(etag.as_str())
+            ));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        let query = format!(
+            "uploadId={}",
+            uri_encode(self.upload_id.as_deref().expect("started"), false)
+        );
+        let response = storage.request(
+            Method::POST,
+            &storage.object_url(&self.full_key, &query),
+            &[
+                ("content-md5", content_md5(xml.as_bytes())),
+                ("if-none-match", "*".to_string()),
+            ],
+            xml.as_bytes(),
+            "complete the upload of",
+            &self.key,
+        )?;
+        // S3 may answer 200 and still report an error in the body.
+        let body = response.text().unwrap_or_default();
+        if body.contains("<Error>") {
+            let reason = format!(
+                "{}: {}",
+                xml_text(&body, "Code").unwrap_or_default(),
+                xml_text(&body, "Message").unwrap_or_default()
+            );
+            return Err(StorageError::Remote {
+                store: storage.describe(),
+                operation: "complete the upload of".into(),
+                key: self.key.clone(),
+                reason,
+            });
+        }
+        self.upload_id = None;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for S3ObjectWriter<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.abort();
+        }
+    }
+}
+
+/// A GET response body that reports a short read as an error, never as the end.
+struct ObjectReader {
+    response: Response,
+    expected: Option<u64>,
+    read: u64,
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.response.read(buf)?;
+        self.read += n as u64;
+        if n == 0 && !buf.is_empty() {
+            if let Some(expected) = self.expected {
+                if self.read != expected {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the response ended after {} of {expected} bytes", self.read),
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Storage for S3Storage {
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
+        validate_key(key)?;
+        Ok(Box::new(S3ObjectWriter {
+            storage: self,
+            key: key.to_string(),
+            full_key: self.full_key(key),
+            buffer: Vec::new(),
+            upload_id: None,
+            parts: Vec::new(),
+            committed: false,
+        }))
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
+        validate_key(key)?;
+        let response = self.request(
+            Method::GET,
+            &self.object_url(&self.full_key(key), ""),
+            &[],
+            &[],
+            "read",
+            key,
+        )?;
+        let expected = response.content_length();
+        Ok(Box::new(ObjectReader {
+            response,
+            expected,
+            read: 0,
+        }))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let full_prefix = self.full_key(prefix);
+        let strip = if self.config.prefix.is_empty() {
+            0
+        } else {
+            self.config.prefix.len() + 1
+        };
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = format!("list-type=2&prefix={}", uri_encode(&full_prefix, false));
+            if let Some(token) = &token {
+                query = format!("continuation-token={}&{query}", uri_encode(token, false));
+            }
+            let url = format!("{}/?{query}", self.bucket_url());
+            let body = self
+                .request(Method::GET, &url, &[], &[], "list", prefix)?
+                .text()
+                .map_err(|e| StorageError::Remote {
+                    store: self.describe(),
+                    operation: "list".into(),
+                    key: prefix.into(),
+                    reason: describe_reqwest_error(&e),
+                })?;
+            for contents in xml_all(&body, "Contents") {
+                let (Some(key), Some(size)) =
+                    (xml_text(&contents, "Key"), xml_text(&contents, "Size"))
+                else {
+                    continue;
+                };
+                if key.len() >= strip && key.starts_with(&full_prefix) {
+                    found.push(ObjectMeta {
+                        key: key[strip..].to_string(),
+                        size: size.parse().unwrap_or(0),
+                    });
+                }
+            }
+            match (
+                xml_text(&body, "IsTruncated").as_deref(),
+                xml_text(&body, "NextContinuationToken"),
+            ) {
+                (Some("true"), Some(next)) => token = Some(next),
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        validate_key(key)?;
+        match self.request(
+            Method::DELETE,
+            &self.object_url(&self.full_key(key), ""),
+            &[],
+            &[],
+            "delete",
+            key,
+        ) {
+            Ok(_) | Err(StorageError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn atomic_create(&self) -> bool {
+        // AWS enforces If-None-Match atomically; S3-compatible servers may only check it.
+        false
+    }
+
+    fn describe(&self) -> String {
+        if self.config.prefix.is_empty() {
+            format!("s3://{}", self.config.bucket)
+        } else {
+            format!("s3://{}/{}", self.config.bucket, self.config.prefix)
+        }
+    }
+}
