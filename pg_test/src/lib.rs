@@ -270,15 +270,137 @@ impl Drop for Cluster {
     }
 }
 
+/// An `s3s-fs` server on loopback (crates.io's S3 server on a directory; it verifies SigV4
+/// signatures), started for one test and killed when dropped.
+pub struct S3Server {
+    child: std::process::Child,
+    pub endpoint: String,
+    pub root: PathBuf,
+}
+
+impl S3Server {
+    pub const ACCESS_KEY: &'static str = "sc-backup-test-access";
+    pub const SECRET_KEY: &'static str = "sc-backup-test-secret-key-0123456789";
+
+    pub fn start(dir: &TestDir, name: &str) -> S3Server {
+        let root = dir.subdir(name);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let binary = std::env::var("S3S_FS_BIN").unwrap_or_else(|_| "s3s-fs".into());
+        let child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--access-key",
+                Self::ACCESS_KEY,
+                "--secret-key",
+                Self::SECRET_KEY,
+            ])
+            .arg(&root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("could not start {binary} (installed by scripts/install-deps.sh): {e}")
+            });
+        let server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not start listening on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// s3s-fs keeps each bucket as a directory of its root.
+    pub fn create_bucket(&self, bucket: &str) {
+        fs::create_dir(self.root.join(bucket)).unwrap();
+        chown_to_postgres(&self.root.join(bucket));
+    }
+
+    pub fn config(&self, bucket: &str, prefix: &str) -> sc_backup_core::storage::S3Config {
+        sc_backup_core::storage::S3Config {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            region: "us-east-1".into(),
+            endpoint: Some(self.endpoint.clone()),
+            path_style: true,
+            access_key_id: Self::ACCESS_KEY.into(),
+            secret_access_key: sc_backup_core::config::Secret::new(Self::SECRET_KEY),
+            session_token: None,
+            part_size: sc_backup_core::storage::S3Config::DEFAULT_PART_SIZE,
+            max_attempts: 3,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// postgresql.conf lines with this server's endpoint and credentials.
+    pub fn conf(&self) -> String {
+        format!(
+            "sc_backup.s3_endpoint = '{}'\nsc_backup.s3_region = 'us-east-1'\n\
+             sc_backup.s3_access_key_id = '{}'\nsc_backup.s3_secret_access_key = '{}'\n",
+            self.endpoint,
+            Self::ACCESS_KEY,
+            Self::SECRET_KEY
+        )
+    }
+
+    /// Starts a server again on the same port and directory (after an outage).
+    pub fn restart(&mut self) {
+        let port = self.endpoint.rsplit(':').next().unwrap().to_string();
+        let binary = std::env::var("S3S_FS_BIN").unwrap_or_else(|_| "s3s-fs".into());
+        self.child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port])
+            .args([
+                "--access-key",
+                Self::ACCESS_KEY,
+                "--secret-key",
+                Self::SECRET_KEY,
+            ])
+            .arg(&self.root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not restart");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (an outage); [`S3Server::restart`] brings it back.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// postgresql.conf lines that archive into `repository` through the sc_backup library.
-pub fn archiving_conf(repository: &Path, extra: &str) -> String {
+pub fn archiving_conf(repository: impl AsRef<std::ffi::OsStr>, extra: &str) -> String {
+    let repository = repository.as_ref().to_string_lossy();
     format!(
         "shared_preload_libraries = 'sc_backup'\n\
          archive_mode = on\n\
          archive_library = 'sc_backup'\n\
-         sc_backup.repository = '{}'\n\
-         {extra}\n",
-        repository.display()
+         sc_backup.repository = '{repository}'\n\
+         {extra}\n"
     )
 }
 
@@ -291,6 +413,16 @@ impl Cluster {
             .get(0);
         self.wait_archived(client, &last);
         last
+    }
+
+    /// Waits until recovery has ended and the server accepts writes.
+    pub fn wait_promoted(&self, client: &mut postgres::Client) {
+        self.wait_until("the end of recovery", Duration::from_secs(120), || {
+            !client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .unwrap()
+                .get::<_, bool>(0)
+        });
     }
 
     pub fn wait_archived(&self, client: &mut postgres::Client, wal_file: &str) {

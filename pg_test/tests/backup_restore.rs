@@ -10,21 +10,19 @@ use std::time::Duration;
 
 use sc_backup_pg_test::postgres::Client;
 use sc_backup_pg_test::{
-    archiving_conf, as_postgres, pg_bindir, run_ok, sc_backup, Cluster, ClusterOptions, TestDir,
+    archiving_conf, as_postgres, pg_bindir, run_ok, sc_backup, Cluster, ClusterOptions, S3Server,
+    TestDir,
 };
 
 const PASSPHRASE: &str = "backup test passphrase";
 
-fn encrypted_conf(repository: &Path) -> String {
-    archiving_conf(
-        repository,
-        &format!(
-            "sc_backup.compression = zstd\n\
+fn encrypted_conf(repo: &Repo) -> String {
+    repo.archiving_conf(&format!(
+        "sc_backup.compression = zstd\n\
              sc_backup.encryption = age\n\
              sc_backup.encryption_passphrase = '{PASSPHRASE}'\n\
              max_wal_size = '512MB'"
-        ),
-    )
+    ))
 }
 
 fn start_primary(dir: &TestDir, conf: &str) -> (Cluster, Client) {
@@ -56,36 +54,66 @@ fn pgbench(cluster: &Cluster, args: &[&str]) -> Command {
     command
 }
 
-/// `sc-backup` with the repository and passphrase from the environment, as an operator would
-/// run it on a machine whose cluster is gone.
-fn cli(repository: &Path, cwd: &Path, args: &[&str]) -> Output {
-    sc_backup(cwd)
-        .env("SC_BACKUP_REPOSITORY", repository)
-        .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", PASSPHRASE)
-        .args(args)
-        .output()
-        .unwrap()
+/// A repository under test: its URL, and how the CLI reaches it (environment only, as an
+/// operator would on a machine whose cluster is gone).
+struct Repo {
+    url: String,
+    env: Vec<(&'static str, String)>,
+    /// postgresql.conf lines the server needs beyond `sc_backup.repository`.
+    conf: String,
 }
 
-fn cli_ok(repository: &Path, cwd: &Path, args: &[&str]) -> String {
-    let output = cli(repository, cwd, args);
-    assert!(
-        output.status.success(),
-        "sc-backup {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+impl Repo {
+    fn local(path: &Path) -> Repo {
+        Repo {
+            url: path.display().to_string(),
+            env: vec![],
+            conf: String::new(),
+        }
+    }
+
+    fn s3(server: &S3Server, bucket: &str, prefix: &str) -> Repo {
+        Repo {
+            url: format!("s3://{bucket}/{prefix}"),
+            env: vec![
+                ("SC_BACKUP_S3_ENDPOINT", server.endpoint.clone()),
+                ("AWS_ACCESS_KEY_ID", S3Server::ACCESS_KEY.into()),
+                ("AWS_SECRET_ACCESS_KEY", S3Server::SECRET_KEY.into()),
+            ],
+            conf: server.conf(),
+        }
+    }
+
+    fn archiving_conf(&self, extra: &str) -> String {
+        archiving_conf(&self.url, &format!("{}{extra}", self.conf))
+    }
+
+    fn cli(&self, cwd: &Path, args: &[&str]) -> Output {
+        let mut command = sc_backup(cwd);
+        command
+            .env("SC_BACKUP_REPOSITORY", &self.url)
+            .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", PASSPHRASE);
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        command.args(args).output().unwrap()
+    }
+
+    fn cli_ok(&self, cwd: &Path, args: &[&str]) -> String {
+        let output = self.cli(cwd, args);
+        assert!(
+            output.status.success(),
+            "sc-backup {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
 }
 
 /// Restores into `<dir>/<name>` with `extra` restore flags, starts it, waits until it is
 /// promoted and returns it with a client.
-fn restore_and_start(
-    dir: &TestDir,
-    repository: &Path,
-    name: &str,
-    extra: &[&str],
-) -> (Cluster, Client) {
+fn restore_and_start(dir: &TestDir, repo: &Repo, name: &str, extra: &[&str]) -> (Cluster, Client) {
     let pgdata = dir.path.join(name);
     let mut args = vec![
         "restore",
@@ -95,20 +123,11 @@ fn restore_and_start(
         "promote",
     ];
     args.extend_from_slice(extra);
-    cli_ok(repository, &dir.path, &args);
+    repo.cli_ok(&dir.path, &args);
     let mut cluster = Cluster::adopt(dir, name, pgdata);
     cluster.start();
     let mut client = cluster.connect();
-    cluster.wait_until(
-        &format!("{name} to be promoted"),
-        Duration::from_secs(120),
-        || {
-            !client
-                .query_one("SELECT pg_is_in_recovery()", &[])
-                .unwrap()
-                .get::<_, bool>(0)
-        },
-    );
+    cluster.wait_promoted(&mut client);
     (cluster, client)
 }
 
@@ -130,7 +149,28 @@ fn take_backup(client: &mut Client) -> String {
 fn pitr_drill_under_pgbench_load_recovers_exactly_the_target_state() {
     let dir = TestDir::new("pitr_drill");
     let repository = dir.subdir("repo");
-    let (mut primary, mut client) = start_primary(&dir, &encrypted_conf(&repository));
+    pitr_drill(&dir, &Repo::local(&repository), &|| {
+        files_under(&repository.join("restore-log"))
+    });
+}
+
+#[test]
+fn pitr_drill_on_s3() {
+    let dir = TestDir::new("pitr_drill_s3");
+    let server = S3Server::start(&dir, "s3");
+    server.create_bucket("backups");
+    let log = server.root.join("backups/clusters/main/restore-log");
+    pitr_drill(
+        &dir,
+        &Repo::s3(&server, "backups", "clusters/main"),
+        &|| files_under(&log),
+    );
+}
+
+/// Load, a marker row every 100 ms, a backup during the load, a target time with the exact
+/// state at that moment, more load; then restore to the target and compare.
+fn pitr_drill(dir: &TestDir, repo: &Repo, restore_log_entries: &dyn Fn() -> usize) {
+    let (mut primary, mut client) = start_primary(dir, &encrypted_conf(repo));
     run_ok(&mut pgbench(&primary, &["-i", "-s", "5", "-q"]));
     client
         .batch_execute("CREATE TABLE marker (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
@@ -188,10 +228,11 @@ fn pitr_drill_under_pgbench_load_recovers_exactly_the_target_state() {
     drop(client);
     primary.stop("fast");
 
-    let listed = cli_ok(&repository, &dir.path, &["list", "--json"]);
+    let listed = repo.cli_ok(&dir.path, &["list", "--json"]);
     assert!(listed.contains(&backup), "{listed}");
+    assert!(repo.cli_ok(&dir.path, &["verify"]).contains("OK"));
     let (_restored, mut restored_client) =
-        restore_and_start(&dir, &repository, "restored", &["--target-time", &target]);
+        restore_and_start(dir, repo, "restored", &["--target-time", &target]);
     let row = restored_client
         .query_one(
             "SELECT (SELECT sum(abalance) FROM pgbench_accounts)::int8, count(*), count(*) FILTER (WHERE at > $1::text::timestamptz) FROM marker",
@@ -214,20 +255,16 @@ fn pitr_drill_under_pgbench_load_recovers_exactly_the_target_state() {
     );
 
     // Every restore is recorded in the repository.
-    let log: Vec<_> = fs::read_dir(repository.join("restore-log"))
-        .unwrap()
-        .collect();
-    assert_eq!(log.len(), 1);
+    assert_eq!(restore_log_entries(), 1);
 }
 
 #[test]
 fn complete_loss_and_every_kind_of_target() {
     let dir = TestDir::new("restore_targets");
     let repository = dir.subdir("repo");
-    let (mut primary, mut client) = start_primary(
-        &dir,
-        &archiving_conf(&repository, "sc_backup.compression = gzip"),
-    );
+    let repo = Repo::local(&repository);
+    let (mut primary, mut client) =
+        start_primary(&dir, &repo.archiving_conf("sc_backup.compression = gzip"));
     let tablespace_dir = dir.subdir("tablespace");
     // (CREATE TABLESPACE refuses to run in a multi-statement batch.)
     client
@@ -306,8 +343,7 @@ fn complete_loss_and_every_kind_of_target() {
         let mapping = format!("{}={}", tablespace_oid(&primary), mapped.display());
         let mut flags = flags;
         flags.push(&mapping);
-        let (mut restored, mut restored_client) =
-            restore_and_start(&dir, &repository, name, &flags);
+        let (mut restored, mut restored_client) = restore_and_start(&dir, &repo, name, &flags);
         assert_eq!(count(&mut restored_client, "items"), expected, "--{name}");
         let location: String = restored_client
             .query_one(
@@ -329,15 +365,10 @@ fn complete_loss_and_every_kind_of_target() {
     fs::remove_dir_all(&primary.data).unwrap();
     fs::remove_dir_all(&tablespace_dir).unwrap();
     let data = primary.data.display().to_string();
-    cli_ok(&repository, &dir.path, &["restore", "--pgdata", &data]);
+    repo.cli_ok(&dir.path, &["restore", "--pgdata", &data]);
     primary.start();
     let mut client = primary.connect();
-    primary.wait_until("the end of recovery", Duration::from_secs(120), || {
-        !client
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .unwrap()
-            .get::<_, bool>(0)
-    });
+    primary.wait_promoted(&mut client);
     assert_eq!(count(&mut client, "items"), final_count);
     assert!(!primary.data.join("sc_backup_recovery.key").exists());
 }
@@ -372,7 +403,8 @@ fn stored_data_objects(repository: &Path, backup: &str) -> Vec<PathBuf> {
 fn verify_reports_corruption_and_missing_wal_and_restore_refuses_corrupt_files() {
     let dir = TestDir::new("verify_corruption");
     let repository = dir.subdir("repo");
-    let (mut primary, mut client) = start_primary(&dir, &encrypted_conf(&repository));
+    let repo = Repo::local(&repository);
+    let (mut primary, mut client) = start_primary(&dir, &encrypted_conf(&repo));
     client
         .batch_execute(
             "CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 100000) g",
@@ -381,7 +413,9 @@ fn verify_reports_corruption_and_missing_wal_and_restore_refuses_corrupt_files()
     let backup = take_backup(&mut client);
     let problems = client.query("SELECT * FROM sc_verify()", &[]).unwrap();
     assert!(problems.is_empty(), "a fresh backup has problems");
-    assert!(cli_ok(&repository, &dir.path, &["verify"]).contains(&format!("backup {backup}: OK")));
+    assert!(repo
+        .cli_ok(&dir.path, &["verify"])
+        .contains(&format!("backup {backup}: OK")));
 
     // One flipped byte in the largest stored file.
     let victim = stored_data_objects(&repository, &backup).remove(0);
@@ -397,14 +431,13 @@ fn verify_reports_corruption_and_missing_wal_and_restore_refuses_corrupt_files()
     let (object, problem): (String, String) = (rows[0].get(0), rows[0].get(1));
     assert!(object.contains(&object_name), "{object}");
     assert!(problem.contains("integrity check failed"), "{problem}");
-    let output = cli(&repository, &dir.path, &["verify", &backup]);
+    let output = repo.cli(&dir.path, &["verify", &backup]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stdout).contains(&object_name));
 
     // Restore refuses the file, says which, and leaves a directory that cannot start.
     let pgdata = dir.path.join("restored");
-    let output = cli(
-        &repository,
+    let output = repo.cli(
         &dir.path,
         &["restore", "--pgdata", pgdata.to_str().unwrap()],
     );
@@ -419,8 +452,7 @@ fn verify_reports_corruption_and_missing_wal_and_restore_refuses_corrupt_files()
         "a corrupt restore must not be startable"
     );
     // Non-empty now: a second attempt needs --force.
-    let output = cli(
-        &repository,
+    let output = repo.cli(
         &dir.path,
         &["restore", "--pgdata", pgdata.to_str().unwrap()],
     );

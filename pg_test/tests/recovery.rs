@@ -91,12 +91,7 @@ fn point_in_time_recovery_replays_archived_wal_up_to_the_target() {
     sc_backup_pg_test::write_as_postgres(&base.join("recovery.signal"), b"");
     restored.start();
     let mut client = restored.connect();
-    restored.wait_until("promotion", Duration::from_secs(60), || {
-        !client
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .unwrap()
-            .get::<_, bool>(0)
-    });
+    restored.wait_promoted(&mut client);
     let (count, max): (i64, Option<i32>) = {
         let row = client
             .query_one("SELECT count(*), max(id) FROM marker", &[])

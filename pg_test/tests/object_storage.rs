@@ -1,0 +1,111 @@
+//! Archiving and backups against an object store that goes away and comes back.
+
+use std::fs;
+use std::time::Duration;
+
+use sc_backup_pg_test::{archiving_conf, sc_backup, Cluster, ClusterOptions, S3Server, TestDir};
+
+#[test]
+fn s3_outage_keeps_the_wal_fails_backups_cleanly_and_catches_up() {
+    let dir = TestDir::new("s3_outage");
+    let mut server = S3Server::start(&dir, "s3");
+    server.create_bucket("wal");
+    let mut primary = Cluster::init(
+        &dir,
+        "primary",
+        ClusterOptions {
+            conf: &archiving_conf(
+                "s3://wal/main",
+                &format!("{}wal_keep_size = '1GB'", server.conf()),
+            ),
+            ..Default::default()
+        },
+    );
+    primary.start();
+    let mut client = primary.connect();
+    client
+        .batch_execute("CREATE EXTENSION sc_backup; CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000)")
+        .unwrap();
+    primary.switch_and_wait_archived(&mut client);
+
+    server.stop();
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 1000)")
+        .unwrap();
+    let during: String = client
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0);
+    primary.wait_until("archiving to fail", Duration::from_secs(120), || {
+        let row = client
+            .query_one(
+                "SELECT failed_count, last_failed_wal FROM pg_stat_archiver",
+                &[],
+            )
+            .unwrap();
+        row.get::<_, i64>(0) > 0
+            && row.get::<_, Option<String>>(1).as_deref() == Some(during.as_str())
+    });
+    assert!(primary
+        .data
+        .join(format!("pg_wal/archive_status/{during}.ready"))
+        .exists());
+
+    // A backup during the outage fails with a clear error and leaves nothing listed.
+    let err = client.query("SELECT * FROM sc_backup()", &[]).unwrap_err();
+    let message = err.as_db_error().unwrap().message().to_string();
+    assert!(
+        message.contains("s3://wal/main") && message.contains("gave up after"),
+        "{message}"
+    );
+
+    // One line per failed attempt, no flood, and the archiver never died.
+    let failed: i64 = client
+        .query_one("SELECT failed_count FROM pg_stat_archiver", &[])
+        .unwrap()
+        .get(0);
+    let log = primary.log_text();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains(&format!("sc_backup: could not archive \"{during}\"")))
+        .count() as i64;
+    assert!(
+        lines >= 1 && lines <= failed + 1,
+        "{lines} log lines for {failed} failures"
+    );
+    assert!(!log.contains("FATAL"), "{log}");
+
+    // The store returns: archiving catches up without losing anything.
+    server.restart();
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 10)")
+        .unwrap();
+    primary.switch_and_wait_archived(&mut client);
+    let fetched = dir.path.join("fetched");
+    let output = sc_backup(&primary.data)
+        .args(["wal-fetch", &during])
+        .arg(&fetched)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        fs::read(&fetched).unwrap() == fs::read(primary.data.join("pg_wal").join(&during)).unwrap()
+    );
+    assert!(client
+        .query("SELECT * FROM sc_list_backups()", &[])
+        .unwrap()
+        .is_empty());
+    // And backups work again.
+    client.query("SELECT * FROM sc_backup()", &[]).unwrap();
+    assert_eq!(
+        client
+            .query("SELECT * FROM sc_list_backups()", &[])
+            .unwrap()
+            .len(),
+        1
+    );
+}
