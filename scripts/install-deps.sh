@@ -38,6 +38,12 @@ if ! cargo pgrx --version 2>/dev/null | grep -q ' 0\.18\.'; then
   cargo install cargo-pgrx --version '~0.18' --locked --quiet
 fi
 
+# The S3 server the tests run on loopback (it verifies SigV4 signatures).
+if ! s3s-fs --version 2>/dev/null | grep -q '0\.14\.1'; then
+  echo "install-deps: installing s3s-fs 0.14.1 (a few minutes)"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
+fi
+
 PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
 if ! grep -q "^pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
   echo "install-deps: cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
