@@ -45,6 +45,14 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "SC_BACKUP_S3_URI_STYLE")]
     pub s3_uri_style: Option<String>,
 
+    /// Endpoint of a gs:// repository, for emulators (default: STORAGE_EMULATOR_HOST)
+    #[arg(long, global = true, env = "SC_BACKUP_GCS_ENDPOINT")]
+    pub gcs_endpoint: Option<String>,
+
+    /// Service account JSON key file (default: GOOGLE_APPLICATION_CREDENTIALS)
+    #[arg(long, global = true, env = "SC_BACKUP_GCS_CREDENTIALS")]
+    pub gcs_credentials: Option<String>,
+
     /// Data directory whose configuration supplies unset settings (default: $PGDATA, or the
     /// current directory when it is a data directory, as for restore_command)
     #[arg(short = 'D', long, global = true, env = "PGDATA")]
@@ -80,6 +88,8 @@ impl SettingsArgs {
             s3_secret_access_key: std::env::var("SC_BACKUP_S3_SECRET_ACCESS_KEY")
                 .ok()
                 .map(Secret::new),
+            gcs_endpoint: self.gcs_endpoint.clone(),
+            gcs_credentials: self.gcs_credentials.clone(),
         };
         let from_cluster = match self.data_directory() {
             Some(data_directory) => cluster_settings(&data_directory, self.config_file.as_deref())?,

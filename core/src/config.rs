@@ -20,6 +20,8 @@ pub mod names {
     pub const S3_URI_STYLE: &str = "sc_backup.s3_uri_style";
     pub const S3_ACCESS_KEY_ID: &str = "sc_backup.s3_access_key_id";
     pub const S3_SECRET_ACCESS_KEY: &str = "sc_backup.s3_secret_access_key";
+    pub const GCS_ENDPOINT: &str = "sc_backup.gcs_endpoint";
+    pub const GCS_CREDENTIALS: &str = "sc_backup.gcs_credentials";
 
     /// Every setting the CLI looks up in a cluster's configuration files.
     pub const ALL: &[&str] = &[
@@ -33,6 +35,8 @@ pub mod names {
         S3_URI_STYLE,
         S3_ACCESS_KEY_ID,
         S3_SECRET_ACCESS_KEY,
+        GCS_ENDPOINT,
+        GCS_CREDENTIALS,
     ];
 }
 
@@ -68,6 +72,12 @@ pub enum ConfigError {
     #[error("no S3 credentials for {repository}")]
     MissingS3Credentials { repository: String },
 
+    #[error("no GCS credentials for {repository}")]
+    MissingGcsCredentials { repository: String },
+
+    #[error("invalid GCS credentials: {0}")]
+    InvalidGcsCredentials(String),
+
     #[error("sc_backup.encryption is \"age\" but sc_backup.encryption_passphrase is empty")]
     MissingPassphrase,
 }
@@ -76,11 +86,11 @@ impl ConfigError {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             ConfigError::MissingRepository => format!(
-                "Set {} in postgresql.conf (or ALTER SYSTEM) to an absolute directory path or a file:// URL, then reload.",
+                "Set {} in postgresql.conf (or ALTER SYSTEM) to an absolute directory path, a file:// URL, s3://bucket/prefix or gs://bucket/prefix, then reload.",
                 names::REPOSITORY
             ),
             ConfigError::InvalidRepository { .. } => {
-                "Use an absolute directory path such as /var/lib/sc_backup or a URL such as file:///var/lib/sc_backup."
+                "Use an absolute directory path such as /var/lib/sc_backup, or a URL such as file:///var/lib/sc_backup, s3://bucket/prefix or gs://bucket/prefix."
                     .into()
             }
             ConfigError::InvalidChoice { valid, .. } => {
@@ -93,6 +103,10 @@ impl ConfigError {
                 "Set {} and {} (readable only by superusers), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the server's and the CLI's environment.",
                 names::S3_ACCESS_KEY_ID,
                 names::S3_SECRET_ACCESS_KEY
+            ),
+            ConfigError::MissingGcsCredentials { .. } | ConfigError::InvalidGcsCredentials(_) => format!(
+                "Set {} (or GOOGLE_APPLICATION_CREDENTIALS) to a service account's JSON key file, readable by the PostgreSQL OS user.",
+                names::GCS_CREDENTIALS
             ),
             ConfigError::MissingPassphrase => format!(
                 "Set {} (readable only by superusers), or set {} = none.",
@@ -110,6 +124,8 @@ pub enum RepositoryLocation {
     Local(PathBuf),
     /// `s3://bucket/prefix`
     S3 { bucket: String, prefix: String },
+    /// `gs://bucket/prefix`
+    Gcs { bucket: String, prefix: String },
 }
 
 impl FromStr for RepositoryLocation {
@@ -124,7 +140,11 @@ impl FromStr for RepositoryLocation {
         if trimmed.is_empty() {
             return Err(ConfigError::MissingRepository);
         }
-        if let Some(rest) = trimmed.strip_prefix("s3://") {
+        let object_store = trimmed
+            .strip_prefix("s3://")
+            .map(|rest| (rest, true))
+            .or_else(|| trimmed.strip_prefix("gs://").map(|rest| (rest, false)));
+        if let Some((rest, is_s3)) = object_store {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let valid_bucket = (3..=63).contains(&bucket.len())
                 && bucket.bytes().all(|b| {
@@ -145,9 +165,11 @@ impl FromStr for RepositoryLocation {
                     "the key prefix must not contain empty, \".\" or \"..\" parts",
                 ));
             }
-            return Ok(RepositoryLocation::S3 {
-                bucket: bucket.to_string(),
-                prefix: prefix.to_string(),
+            let (bucket, prefix) = (bucket.to_string(), prefix.to_string());
+            return Ok(if is_s3 {
+                RepositoryLocation::S3 { bucket, prefix }
+            } else {
+                RepositoryLocation::Gcs { bucket, prefix }
             });
         }
         let path = if let Some(rest) = trimmed.strip_prefix("file://") {
@@ -182,6 +204,10 @@ impl fmt::Display for RepositoryLocation {
                 write!(f, "s3://{bucket}")
             }
             RepositoryLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            RepositoryLocation::Gcs { bucket, prefix } if prefix.is_empty() => {
+                write!(f, "gs://{bucket}")
+            }
+            RepositoryLocation::Gcs { bucket, prefix } => write!(f, "gs://{bucket}/{prefix}"),
         }
     }
 }
@@ -364,6 +390,8 @@ pub struct RawSettings {
     pub s3_uri_style: Option<String>,
     pub s3_access_key_id: Option<String>,
     pub s3_secret_access_key: Option<Secret>,
+    pub gcs_endpoint: Option<String>,
+    pub gcs_credentials: Option<String>,
 }
 
 impl RawSettings {
@@ -382,6 +410,8 @@ impl RawSettings {
             s3_uri_style: self.s3_uri_style.or(fallback.s3_uri_style),
             s3_access_key_id: self.s3_access_key_id.or(fallback.s3_access_key_id),
             s3_secret_access_key: self.s3_secret_access_key.or(fallback.s3_secret_access_key),
+            gcs_endpoint: self.gcs_endpoint.or(fallback.gcs_endpoint),
+            gcs_credentials: self.gcs_credentials.or(fallback.gcs_credentials),
         }
     }
 
@@ -398,6 +428,8 @@ impl RawSettings {
             names::S3_URI_STYLE => self.s3_uri_style = Some(value),
             names::S3_ACCESS_KEY_ID => self.s3_access_key_id = Some(value),
             names::S3_SECRET_ACCESS_KEY => self.s3_secret_access_key = Some(Secret::new(value)),
+            names::GCS_ENDPOINT => self.gcs_endpoint = Some(value),
+            names::GCS_CREDENTIALS => self.gcs_credentials = Some(value),
             _ => {}
         }
     }
@@ -412,6 +444,8 @@ pub struct Settings {
     pub encryption_passphrase: Option<Secret>,
     /// How to reach the bucket, for an `s3://` repository.
     pub s3: Option<crate::storage::S3Config>,
+    /// How to reach the bucket, for a `gs://` repository.
+    pub gcs: Option<crate::storage::GcsConfig>,
 }
 
 /// Non-empty values only: an empty GUC means "not set".
@@ -480,6 +514,47 @@ impl Settings {
         })
     }
 
+    /// The GCS client configuration: settings first, then the standard environment
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`, `STORAGE_EMULATOR_HOST`).
+    fn gcs_config(
+        raw: &RawSettings,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<crate::storage::GcsConfig, ConfigError> {
+        let emulator = env_var(&["STORAGE_EMULATOR_HOST"]).map(|host| {
+            if host.contains("://") {
+                host
+            } else {
+                format!("http://{host}")
+            }
+        });
+        let endpoint = non_empty(&raw.gcs_endpoint).or(emulator);
+        let credentials_file = non_empty(&raw.gcs_credentials)
+            .or_else(|| env_var(&["GOOGLE_APPLICATION_CREDENTIALS"]));
+        let credentials = match credentials_file {
+            Some(path) => Some(
+                crate::storage::gcs::ServiceAccount::from_file(std::path::Path::new(&path))
+                    .map_err(ConfigError::InvalidGcsCredentials)?,
+            ),
+            // Emulators take unauthenticated requests; Google does not.
+            None if endpoint.is_some() => None,
+            None => {
+                return Err(ConfigError::MissingGcsCredentials {
+                    repository: format!("gs://{bucket}"),
+                })
+            }
+        };
+        Ok(crate::storage::GcsConfig {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            endpoint: endpoint.unwrap_or_else(|| "https://storage.googleapis.com".into()),
+            credentials,
+            chunk_size: crate::storage::GcsConfig::DEFAULT_CHUNK_SIZE,
+            max_attempts: 5,
+            request_timeout: std::time::Duration::from_secs(120),
+        })
+    }
+
     /// Validates raw settings; unset values take their documented defaults
     /// (compression zstd at its default level, no encryption).
     pub fn from_raw(raw: &RawSettings) -> Result<Settings, ConfigError> {
@@ -507,7 +582,13 @@ impl Settings {
             RepositoryLocation::S3 { bucket, prefix } => {
                 Some(Settings::s3_config(raw, bucket, prefix)?)
             }
-            RepositoryLocation::Local(_) => None,
+            _ => None,
+        };
+        let gcs = match &repository {
+            RepositoryLocation::Gcs { bucket, prefix } => {
+                Some(Settings::gcs_config(raw, bucket, prefix)?)
+            }
+            _ => None,
         };
         Ok(Settings {
             repository,
@@ -515,6 +596,7 @@ impl Settings {
             encryption,
             encryption_passphrase,
             s3,
+            gcs,
         })
     }
 }

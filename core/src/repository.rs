@@ -23,7 +23,7 @@ use crate::config::{
     Compression, ConfigError, EncryptionMode, RepositoryLocation, Secret, Settings,
 };
 use crate::error::{Error, Result};
-use crate::storage::{LocalStorage, S3Storage, Storage, StorageError};
+use crate::storage::{GcsStorage, LocalStorage, S3Storage, Storage, StorageError};
 
 pub const INFO_KEY: &str = "repository.json";
 pub const KEY_KEY: &str = "keys/repository.key.age";
@@ -70,6 +70,13 @@ pub fn open_storage(settings: &Settings) -> Result<Box<dyn Storage>, StorageErro
                 .clone()
                 .expect("S3 settings are resolved with the location");
             Ok(Box::new(S3Storage::new(config)?))
+        }
+        RepositoryLocation::Gcs { .. } => {
+            let config = settings
+                .gcs
+                .clone()
+                .expect("GCS settings are resolved with the location");
+            Ok(Box::new(GcsStorage::new(config)?))
         }
     }
 }

@@ -49,6 +49,8 @@ pub static S3_URI_STYLE: GucSetting<S3UriStyleGuc> =
 pub static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+pub static GCS_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static GCS_CREDENTIALS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum S3UriStyleGuc {
@@ -66,7 +68,7 @@ pub fn register() {
         GucRegistry::define_string_guc_with_hooks(
             c"sc_backup.repository",
             c"Where WAL and backups are stored.",
-            c"An absolute directory path, a file:// URL, or s3://bucket/prefix.",
+            c"An absolute directory path, a file:// URL, s3://bucket/prefix or gs://bucket/prefix.",
             &REPOSITORY,
             GucContext::Sighup,
             GucFlags::default(),
@@ -152,6 +154,22 @@ pub fn register() {
         GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
     );
     GucRegistry::define_string_guc(
+        c"sc_backup.gcs_endpoint",
+        c"Endpoint of a gs:// repository, for emulators.",
+        c"Default: STORAGE_EMULATOR_HOST from the environment, else https://storage.googleapis.com.",
+        &GCS_ENDPOINT,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"sc_backup.gcs_credentials",
+        c"Service account JSON key file of a gs:// repository (default: GOOGLE_APPLICATION_CREDENTIALS).",
+        c"Readable only by superusers.",
+        &GCS_CREDENTIALS,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
         c"sc_backup.encryption_passphrase",
         c"Passphrase protecting the repository key.",
         c"Readable only by superusers.",
@@ -199,6 +217,8 @@ pub fn settings() -> Result<Settings, ConfigError> {
         ),
         s3_access_key_id: cstring_setting(&S3_ACCESS_KEY_ID),
         s3_secret_access_key: cstring_setting(&S3_SECRET_ACCESS_KEY).map(Secret::new),
+        gcs_endpoint: cstring_setting(&GCS_ENDPOINT),
+        gcs_credentials: cstring_setting(&GCS_CREDENTIALS),
     };
     Settings::from_raw(&raw).and_then(Settings::for_writing)
 }
@@ -249,4 +269,6 @@ pub const DEFINED: &[&str] = &[
     names::S3_URI_STYLE,
     names::S3_ACCESS_KEY_ID,
     names::S3_SECRET_ACCESS_KEY,
+    names::GCS_ENDPOINT,
+    names::GCS_CREDENTIALS,
 ];

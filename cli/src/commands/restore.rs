@@ -165,6 +165,9 @@ fn wal_fetch_command(executable: &Path, settings: &Settings) -> String {
             " --s3-uri-style host"
         });
     }
+    if let Some(gcs) = &settings.gcs {
+        command.push_str(&format!(" --gcs-endpoint {}", shell_quote(&gcs.endpoint)));
+    }
     command
 }
 

@@ -9,9 +9,12 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 pub mod conformance;
+pub mod gcs;
+mod http;
 mod local;
 pub mod s3;
 
+pub use gcs::{GcsConfig, GcsStorage};
 pub use local::LocalStorage;
 pub use s3::{S3Config, S3Storage};
 

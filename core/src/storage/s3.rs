@@ -26,10 +26,10 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use base64::Engine;
 use md5::{Digest as _, Md5};
-use rand::Rng;
 use reqwest::blocking::{Client, Response};
 use reqwest::{Method, StatusCode};
 
+use super::http::{client, describe_reqwest_error, is_transient, with_retries, Attempt};
 use super::{validate_key, ObjectMeta, ObjectWriter, Storage, StorageError};
 use crate::config::Secret;
 
@@ -93,15 +93,11 @@ enum Failure {
 
 impl S3Storage {
     pub fn new(config: S3Config) -> Result<Self, StorageError> {
-        let client = Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(|e| StorageError::Io {
-                action: "create an HTTP client for",
-                path: format!("s3://{}", config.bucket),
-                source: io::Error::other(e),
-            })?;
+        let client = client(config.request_timeout).map_err(|e| StorageError::Io {
+            action: "create an HTTP client for",
+            path: format!("s3://{}", config.bucket),
+            source: io::Error::other(e),
+        })?;
         Ok(S3Storage { config, client })
     }
 
@@ -152,39 +148,29 @@ impl S3Storage {
         operation: &str,
         key: &str,
     ) -> Result<Response, StorageError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let outcome = with_retries(self.config.max_attempts, || {
             match self.try_request(&method, url, headers, body) {
+                Err(reason) => Attempt::Transient(reason),
                 Ok(response)
                     if response.status().is_success()
                         || response.status() == StatusCode::NOT_MODIFIED =>
                 {
-                    return Ok(response)
+                    Attempt::Done(Ok(response))
                 }
                 Ok(response) => match self.classify(response, operation, key) {
-                    Failure::Final(error) => return Err(error),
-                    Failure::Transient(reason) if attempt >= self.config.max_attempts => {
-                        return Err(self.gave_up(operation, key, attempt, reason))
-                    }
-                    Failure::Transient(_) => {}
+                    Failure::Transient(reason) => Attempt::Transient(reason),
+                    Failure::Final(error) => Attempt::Done(Err(error)),
                 },
-                Err(reason) if attempt >= self.config.max_attempts => {
-                    return Err(self.gave_up(operation, key, attempt, reason))
-                }
-                Err(_) => {}
             }
-            std::thread::sleep(backoff(attempt));
-        }
-    }
-
-    fn gave_up(&self, operation: &str, key: &str, attempts: u32, reason: String) -> StorageError {
-        StorageError::Remote {
-            store: self.describe(),
-            operation: operation.to_string(),
-            key: key.to_string(),
-            reason: format!("{reason} (gave up after {attempts} attempts)"),
-        }
+        });
+        outcome.unwrap_or_else(|reason| {
+            Err(StorageError::Remote {
+                store: self.describe(),
+                operation: operation.to_string(),
+                key: key.to_string(),
+                reason,
+            })
+        })
     }
 
     fn try_request(
@@ -253,11 +239,7 @@ impl S3Storage {
         } else {
             format!("HTTP {status} {code}: {message}")
         };
-        if status.is_server_error()
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || code == "SlowDown"
-            || code == "RequestTimeout"
-        {
+        if is_transient(status) || code == "SlowDown" || code == "RequestTimeout" {
             return Failure::Transient(reason);
         }
         Failure::Final(match (status, code.as_str()) {
@@ -299,23 +281,6 @@ impl S3Storage {
             Err(e) => Err(e),
         }
     }
-}
-
-/// 200 ms, 400 ms, 800 ms ... up to 10 s, each scaled by a random factor in [0.5, 1).
-fn backoff(attempt: u32) -> Duration {
-    let base = 200u64.saturating_mul(1 << attempt.min(6)).min(10_000);
-    let jitter = rand::thread_rng().gen_range(0.5..1.0);
-    Duration::from_millis((base as f64 * jitter) as u64)
-}
-
-fn describe_reqwest_error(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        text.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    text
 }
 
 /// The text of the first `<tag>` in an S3 XML response.

@@ -1,0 +1,64 @@
+//! What the HTTP object-store backends share: the retry policy and error descriptions.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// Why one attempt at a request failed.
+pub(crate) enum Attempt<T> {
+    /// Worth another attempt: connection trouble, timeouts, 5xx, throttling.
+    Transient(String),
+    /// Final: success, or an answer that retrying cannot change.
+    Done(T),
+}
+
+/// Runs `attempt` up to `max_attempts` times with exponential backoff and jitter between
+/// transient failures; `Err` carries the last reason and the attempt count.
+pub(crate) fn with_retries<T>(
+    max_attempts: u32,
+    mut attempt: impl FnMut() -> Attempt<T>,
+) -> Result<T, String> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt() {
+            Attempt::Done(value) => return Ok(value),
+            Attempt::Transient(reason) if tries >= max_attempts => {
+                return Err(format!("{reason} (gave up after {tries} attempts)"))
+            }
+            Attempt::Transient(_) => std::thread::sleep(backoff(tries)),
+        }
+    }
+}
+
+/// 400 ms, 800 ms, 1.6 s ... up to 10 s, each scaled by a random factor in [0.5, 1).
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = 200u64.saturating_mul(1 << attempt.min(6)).min(10_000);
+    let jitter = rand::thread_rng().gen_range(0.5..1.0);
+    Duration::from_millis((base as f64 * jitter) as u64)
+}
+
+/// Whether an HTTP status is worth retrying.
+pub(crate) fn is_transient(status: reqwest::StatusCode) -> bool {
+    status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+}
+
+/// A reqwest error with its chain of causes ("connection refused" is in a source).
+pub(crate) fn describe_reqwest_error(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        text.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    text
+}
+
+pub(crate) fn client(timeout: Duration) -> Result<reqwest::blocking::Client, reqwest::Error> {
+    reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(timeout)
+        .build()
+}
