@@ -3,7 +3,9 @@
 use std::fs;
 use std::time::Duration;
 
-use sc_backup_pg_test::{archiving_conf, sc_backup, Cluster, ClusterOptions, S3Server, TestDir};
+use sc_backup_pg_test::{
+    archiving_conf, sc_backup, Cluster, ClusterOptions, GcsServer, S3Server, TestDir,
+};
 
 #[test]
 fn s3_outage_keeps_the_wal_fails_backups_cleanly_and_catches_up() {
@@ -108,4 +110,93 @@ fn s3_outage_keeps_the_wal_fails_backups_cleanly_and_catches_up() {
             .len(),
         1
     );
+}
+
+#[test]
+fn gcs_repository_archives_backs_up_and_restores() {
+    let dir = TestDir::new("gcs_end_to_end");
+    let server = GcsServer::start(&dir, "gcs");
+    server.create_bucket("pg-backups");
+    let mut primary = Cluster::init(
+        &dir,
+        "primary",
+        ClusterOptions {
+            conf: &archiving_conf(
+                "gs://pg-backups/main",
+                &format!(
+                    "{}sc_backup.encryption = age\nsc_backup.encryption_passphrase = 'gcs passphrase'\nwal_keep_size = '1GB'",
+                    server.conf()
+                ),
+            ),
+            ..Default::default()
+        },
+    );
+    primary.start();
+    let mut client = primary.connect();
+    client
+        .batch_execute(
+            "CREATE EXTENSION sc_backup; CREATE TABLE t AS SELECT generate_series(1, 1000) AS x",
+        )
+        .unwrap();
+    client.query("SELECT * FROM sc_backup()", &[]).unwrap();
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(1001, 2000)")
+        .unwrap();
+    let last = primary.switch_and_wait_archived(&mut client);
+    drop(client);
+    primary.stop("fast");
+
+    // wal-fetch as restore_command would run it: settings from the data directory.
+    let fetched = dir.path.join("fetched");
+    let output = sc_backup(&primary.data)
+        .args(["wal-fetch", &last])
+        .arg(&fetched)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        fs::read(&fetched).unwrap() == fs::read(primary.data.join("pg_wal").join(&last)).unwrap()
+    );
+
+    // Restore from the bucket alone, as after losing the machine.
+    let pgdata = dir.path.join("restored");
+    let output = sc_backup(&dir.path)
+        .env("SC_BACKUP_REPOSITORY", "gs://pg-backups/main")
+        .env("SC_BACKUP_GCS_ENDPOINT", &server.endpoint)
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &server.credentials_file)
+        .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", "gcs passphrase")
+        .args([
+            "restore",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+            "--target-action",
+            "promote",
+            "--archive-mode",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut restored = Cluster::adopt(&dir, "restored", pgdata);
+    restored.start();
+    let mut client = restored.connect();
+    restored.wait_promoted(&mut client);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2000);
+    assert!(client
+        .query("SELECT * FROM sc_verify()", &[])
+        .unwrap()
+        .is_empty());
+    assert!(server.tokens_issued() >= 1);
 }

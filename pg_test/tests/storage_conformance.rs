@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use sc_backup_core::storage::conformance;
-use sc_backup_core::storage::{S3Storage, Storage, StorageError};
-use sc_backup_pg_test::{S3Server, TestDir};
+use sc_backup_core::storage::{GcsStorage, S3Storage, Storage, StorageError};
+use sc_backup_pg_test::{GcsServer, S3Server, TestDir};
 
 #[test]
 fn s3_backend_conforms() {
@@ -65,4 +65,40 @@ fn s3_server_down_is_retried_then_reported() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn gcs_backend_conforms_with_the_oauth_jwt_flow() {
+    let dir = TestDir::new("gcs_conformance");
+    let server = GcsServer::start(&dir, "gcs");
+    server.create_bucket("conformance");
+    let mut config = server.config("conformance", "repo/one");
+    // Small chunks so that the large-object case exercises resumable uploads.
+    config.chunk_size = 4 << 20;
+    let store = GcsStorage::new(config).unwrap();
+    conformance::run_all(&store);
+    // One token, signed by the service account and verified by the token endpoint, served
+    // every request (it is cached until it nears its expiry).
+    assert_eq!(server.tokens_issued(), 1);
+}
+
+#[test]
+fn gcs_wrong_service_account_key_is_refused_by_name_without_key_material() {
+    let dir = TestDir::new("gcs_credentials");
+    let server = GcsServer::start(&dir, "gcs");
+    server.create_bucket("creds");
+    let mut config = server.config("creds", "");
+    // A key the token endpoint does not know.
+    let other = GcsServer::start(&dir, "other");
+    let account = config.credentials.as_mut().unwrap();
+    account.private_key_pem = other.config("x", "").credentials.unwrap().private_key_pem;
+    let store = GcsStorage::new(config).unwrap();
+    let err = store.list("wal/").unwrap_err();
+    let text = format!("{err} {:?}", err.hint());
+    assert!(matches!(err, StorageError::Denied { .. }), "{text}");
+    assert!(
+        text.contains(&server.client_email) && text.contains("invalid_grant"),
+        "{text}"
+    );
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
 }
