@@ -102,3 +102,82 @@ fn gcs_wrong_service_account_key_is_refused_by_name_without_key_material() {
     );
     assert!(!text.contains("PRIVATE KEY"), "{text}");
 }
+
+/// A loopback HTTP server that misbehaves on every request: `status` answers with that status,
+/// `None` accepts the connection and never answers (a hung store). Counts requests.
+fn misbehaving_server(
+    status: Option<u16>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    std::thread::spawn(move || {
+        let mut hung = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 65536];
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+            let _ = stream.read(&mut buffer);
+            counter.fetch_add(1, Ordering::SeqCst);
+            match status {
+                Some(code) => {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {code} Failing\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+                None => hung.push(stream),
+            }
+        }
+    });
+    (endpoint, requests)
+}
+
+#[test]
+fn server_errors_and_hung_servers_are_retried_then_reported_clearly() {
+    use std::sync::atomic::Ordering;
+    let dir = TestDir::new("misbehaving_store");
+    let s3 = S3Server::start(&dir, "s3");
+    let gcs = GcsServer::start(&dir, "gcs");
+    for (status, expect) in [
+        (Some(500), "HTTP 500"),
+        (Some(503), "HTTP 503"),
+        (None, "timed out"),
+    ] {
+        let (endpoint, requests) = misbehaving_server(status);
+        let mut s3_config = s3.config("bucket", "");
+        s3_config.endpoint = Some(endpoint.clone());
+        s3_config.request_timeout = std::time::Duration::from_secs(1);
+        let mut gcs_config = gcs.config("bucket", "");
+        gcs_config.endpoint = endpoint.clone();
+        // The token endpoint still works: only the store misbehaves.
+        gcs_config.request_timeout = std::time::Duration::from_secs(1);
+        let stores: Vec<Box<dyn Storage>> = vec![
+            Box::new(S3Storage::new(s3_config).unwrap()),
+            Box::new(GcsStorage::new(gcs_config).unwrap()),
+        ];
+        for store in stores {
+            requests.store(0, Ordering::SeqCst);
+            let err = store
+                .open("wal/x")
+                .err()
+                .expect("a failing store succeeded");
+            let text = err.to_string();
+            assert!(matches!(err, StorageError::Remote { .. }), "{text}");
+            assert!(
+                text.contains("gave up after 3 attempts") && text.contains(expect),
+                "{text}"
+            );
+            assert!(text.contains(&store.describe()), "{text}");
+            assert_eq!(
+                requests.load(Ordering::SeqCst),
+                3,
+                "{}: {text}",
+                store.describe()
+            );
+        }
+    }
+}
