@@ -284,11 +284,15 @@ impl S3Server {
 
     pub fn start(dir: &TestDir, name: &str) -> S3Server {
         let root = dir.subdir(name);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
+        S3Server {
+            child: Self::spawn(&root, port),
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+        }
+    }
+
+    fn spawn(root: &Path, port: u16) -> std::process::Child {
         let binary = std::env::var("S3S_FS_BIN").unwrap_or_else(|_| "s3s-fs".into());
         let child = Command::new(&binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -298,27 +302,19 @@ impl S3Server {
                 "--secret-key",
                 Self::SECRET_KEY,
             ])
-            .arg(&root)
+            .arg(root)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("could not start {binary} (installed by scripts/install-deps.sh): {e}")
             });
-        let server = S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            root,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "s3s-fs did not start listening on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+        wait_for_port(port, "s3s-fs");
+        child
+    }
+
+    fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     /// s3s-fs keeps each bucket as a directory of its root.
@@ -356,26 +352,7 @@ impl S3Server {
 
     /// Starts a server again on the same port and directory (after an outage).
     pub fn restart(&mut self) {
-        let port = self.endpoint.rsplit(':').next().unwrap().to_string();
-        let binary = std::env::var("S3S_FS_BIN").unwrap_or_else(|_| "s3s-fs".into());
-        self.child = Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &port])
-            .args([
-                "--access-key",
-                Self::ACCESS_KEY,
-                "--secret-key",
-                Self::SECRET_KEY,
-            ])
-            .arg(&self.root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not restart");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.child = Self::spawn(&self.root, self.port());
     }
 
     /// Stops the server (an outage); [`S3Server::restart`] brings it back.

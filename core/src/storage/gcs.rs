@@ -21,7 +21,9 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::http::{client, describe_reqwest_error, is_transient, with_retries, Attempt};
+use super::http::{
+    client, describe_reqwest_error, is_transient, with_retries, Attempt, LengthCheckedBody,
+};
 use super::{validate_key, ObjectMeta, ObjectWriter, Storage, StorageError};
 use crate::config::Secret;
 
@@ -550,32 +552,6 @@ impl Drop for GcsObjectWriter<'_> {
     }
 }
 
-/// A download body that reports a short read as an error, never as the end.
-struct ObjectReader {
-    response: Response,
-    expected: Option<u64>,
-    read: u64,
-}
-
-impl Read for ObjectReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.response.read(buf)?;
-        self.read += n as u64;
-        if n == 0 && !buf.is_empty() && self.expected.is_some_and(|expected| expected != self.read)
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "the response ended after {} of {} bytes",
-                    self.read,
-                    self.expected.unwrap_or(0)
-                ),
-            ));
-        }
-        Ok(n)
-    }
-}
-
 impl Storage for GcsStorage {
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
         validate_key(key)?;
@@ -602,12 +578,7 @@ impl Storage for GcsStorage {
         let response = self.send("read", key, &|client| client.get(&url), &|status| {
             status.is_success()
         })?;
-        let expected = response.content_length();
-        Ok(Box::new(ObjectReader {
-            response,
-            expected,
-            read: 0,
-        }))
+        Ok(Box::new(LengthCheckedBody::new(response)))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {

@@ -1,5 +1,6 @@
 //! What the HTTP object-store backends share: the retry policy and error descriptions.
 
+use std::io::{self, Read};
 use std::time::Duration;
 
 use rand::Rng;
@@ -61,4 +62,39 @@ pub(crate) fn client(timeout: Duration) -> Result<reqwest::blocking::Client, req
         .connect_timeout(Duration::from_secs(10))
         .timeout(timeout)
         .build()
+}
+
+/// A response body that reports a short read (a connection cut mid-body) as an error, never
+/// as the end of the object.
+pub(crate) struct LengthCheckedBody {
+    response: reqwest::blocking::Response,
+    expected: Option<u64>,
+    read: u64,
+}
+
+impl LengthCheckedBody {
+    pub(crate) fn new(response: reqwest::blocking::Response) -> Self {
+        let expected = response.content_length();
+        LengthCheckedBody {
+            response,
+            expected,
+            read: 0,
+        }
+    }
+}
+
+impl Read for LengthCheckedBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.response.read(buf)?;
+        self.read += n as u64;
+        if n == 0 && !buf.is_empty() {
+            if let Some(expected) = self.expected.filter(|expected| *expected != self.read) {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the response ended after {} of {expected} bytes", self.read),
+                ));
+            }
+        }
+        Ok(n)
+    }
 }

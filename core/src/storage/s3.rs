@@ -29,7 +29,9 @@ use md5::{Digest as _, Md5};
 use reqwest::blocking::{Client, Response};
 use reqwest::{Method, StatusCode};
 
-use super::http::{client, describe_reqwest_error, is_transient, with_retries, Attempt};
+use super::http::{
+    client, describe_reqwest_error, is_transient, with_retries, Attempt, LengthCheckedBody,
+};
 use super::{validate_key, ObjectMeta, ObjectWriter, Storage, StorageError};
 use crate::config::Secret;
 
@@ -502,31 +504,6 @@ impl Drop for S3ObjectWriter<'_> {
     }
 }
 
-/// A GET response body that reports a short read as an error, never as the end.
-struct ObjectReader {
-    response: Response,
-    expected: Option<u64>,
-    read: u64,
-}
-
-impl Read for ObjectReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.response.read(buf)?;
-        self.read += n as u64;
-        if n == 0 && !buf.is_empty() {
-            if let Some(expected) = self.expected {
-                if self.read != expected {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("the response ended after {} of {expected} bytes", self.read),
-                    ));
-                }
-            }
-        }
-        Ok(n)
-    }
-}
-
 impl Storage for S3Storage {
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
         validate_key(key)?;
@@ -551,12 +528,7 @@ impl Storage for S3Storage {
             "read",
             key,
         )?;
-        let expected = response.content_length();
-        Ok(Box::new(ObjectReader {
-            response,
-            expected,
-            read: 0,
-        }))
+        Ok(Box::new(LengthCheckedBody::new(response)))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
