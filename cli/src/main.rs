@@ -49,6 +49,23 @@ enum Command {
     },
     /// Restore a base backup into a new data directory and configure point-in-time recovery
     Restore(commands::restore::RestoreArgs),
+    /// Delete backups past the retention period, and the WAL that no kept backup needs
+    Expire {
+        /// Keep backups that ended less than this many days ago
+        #[arg(long, default_value_t = 30)]
+        retention_days: u32,
+        /// Keep at least this many of the newest backups, whatever their age (at least 1)
+        #[arg(long, default_value_t = 1)]
+        retention_full: u32,
+        /// Show what would be deleted, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete one backup on purpose (an erasure request, say)
+    Delete {
+        /// Backup name
+        backup: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +108,19 @@ fn main() -> ExitCode {
             }
             Command::List { json } => commands::list::run(&settings, *json),
             Command::Verify { backup } => commands::verify::run(&settings, backup),
+            Command::Expire {
+                retention_days,
+                retention_full,
+                dry_run,
+            } => commands::expire::run_expire(
+                &settings,
+                sc_backup_core::retention::RetentionPolicy {
+                    days: *retention_days,
+                    min_backups: *retention_full,
+                },
+                *dry_run,
+            ),
+            Command::Delete { backup } => commands::expire::run_delete(&settings, backup),
             Command::Restore(args) => {
                 commands::restore::run(&settings, cli.settings.pgdata.as_deref(), args)
             }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod lsn;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 pub mod wal;
 

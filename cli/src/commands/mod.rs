@@ -1,3 +1,4 @@
+pub mod expire;
 pub mod list;
 pub mod restore;
 pub mod verify;

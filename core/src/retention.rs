@@ -1,0 +1,311 @@
+//! Retention: which backups and WAL files may go.
+//!
+//! A backup is kept while it is younger than the retention period, and the newest
+//! `min_backups` are kept whatever their age (at least one: the newest backup is never
+//! expired). WAL is kept from the start of the oldest kept backup onwards, because
+//! point-in-time recovery from that backup needs every WAL file after it; older segments go.
+//! Timeline history files are always kept (they are tiny, and recovery follows them).
+
+use chrono::{DateTime, Utc};
+
+use crate::backup::{backup_prefix, list_backups, BackupMetadata};
+use crate::error::Result;
+use crate::restore::parse_time;
+use crate::Repository;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub days: u32,
+    /// Keep at least this many of the newest backups (values below 1 count as 1).
+    pub min_backups: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpiryPlan {
+    pub expired_backups: Vec<String>,
+    pub kept_backups: Vec<String>,
+    /// Keys of WAL objects older than what the oldest kept backup needs.
+    pub expired_wal: Vec<String>,
+    pub expired_wal_bytes: u64,
+}
+
+/// `(timeline, segment number)` of a WAL object key, for segments, .backup and .partial files.
+fn segment_position(key: &str) -> Option<(u32, u64)> {
+    let name = key.rsplit('/').next()?;
+    let hex = name.get(..24)?;
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let timeline = u32::from_str_radix(&hex[..8], 16).ok()?;
+    let high = u64::from_str_radix(&hex[8..16], 16).ok()?;
+    let low = u64::from_str_radix(&hex[16..24], 16).ok()?;
+    // Comparable within one segment size: high * 2^32 / segment size + low, kept as a pair.
+    Some((timeline, (high << 32) | low))
+}
+
+fn start_position(backup: &BackupMetadata) -> Result<(u32, u64)> {
+    let segment = backup.wal_segment_size.max(1);
+    let per_id = 0x1_0000_0000 / segment;
+    let number = backup.start_lsn()?.0 / segment;
+    Ok((
+        backup.timeline,
+        ((number / per_id) << 32) | (number % per_id),
+    ))
+}
+
+/// Computes what `policy` expires at `now`, without changing anything.
+pub fn plan_expiry(
+    repository: &Repository,
+    policy: RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Result<ExpiryPlan> {
+    let backups = list_backups(repository)?;
+    if backups.is_empty() {
+        return Ok(ExpiryPlan::default());
+    }
+    let cutoff = now - chrono::Duration::days(i64::from(policy.days));
+    let protected_from = backups
+        .len()
+        .saturating_sub(policy.min_backups.max(1) as usize);
+    let mut plan = ExpiryPlan::default();
+    let mut oldest_kept: Option<&BackupMetadata> = None;
+    for (index, backup) in backups.iter().enumerate() {
+        // A stop time we cannot read is treated as recent: when in doubt, keep.
+        let recent = parse_time(&backup.stop_time).is_none_or(|stop| stop >= cutoff);
+        if recent || index >= protected_from {
+            plan.kept_backups.push(backup.backup_name.clone());
+            oldest_kept.get_or_insert(backup);
+        } else {
+            plan.expired_backups.push(backup.backup_name.clone());
+        }
+    }
+    let oldest_kept = oldest_kept.expect("the newest backup is always kept");
+    let (keep_timeline, keep_from) = start_position(oldest_kept)?;
+    for object in repository.storage().list("wal/")? {
+        if object.key.starts_with("wal/history/") {
+            continue;
+        }
+        if let Some((timeline, position)) = segment_position(&object.key) {
+            if timeline <= keep_timeline && position < keep_from {
+                plan.expired_wal_bytes += object.size;
+                plan.expired_wal.push(object.key);
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Deletes one backup: its metadata first (from then on it is not listed), then its objects.
+pub fn delete_backup(repository: &Repository, name: &str) -> Result<()> {
+    crate::backup::read_metadata(repository, name)?;
+    let prefix = backup_prefix(name);
+    let metadata_key = format!("{prefix}backup.json");
+    repository.storage().delete(&metadata_key)?;
+    for object in repository.storage().list(&prefix)? {
+        repository.storage().delete(&object.key)?;
+    }
+    Ok(())
+}
+
+/// Carries out a plan: backups first, then the WAL only they needed.
+pub fn expire(repository: &Repository, plan: &ExpiryPlan) -> Result<()> {
+    for name in &plan.expired_backups {
+        delete_backup(repository, name)?;
+    }
+    for key in &plan.expired_wal {
+        repository.storage().delete(key)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{BackupWriter, SourceEntry, SourceKind};
+    use crate::config::{RawSettings, Settings};
+    use crate::repository::ClusterIdentity;
+    use std::path::Path;
+
+    const SEGMENT: u64 = 16 << 20;
+
+    fn repository(dir: &Path) -> Repository {
+        let settings = Settings::from_raw(&RawSettings {
+            repository: Some(dir.display().to_string()),
+            ..Default::default()
+        })
+        .unwrap();
+        Repository::open_for_cluster(
+            &settings,
+            &ClusterIdentity {
+                system_identifier: 1,
+                pg_version_num: 150000,
+            },
+        )
+        .unwrap()
+    }
+
+    fn archive_segment(repo: &Repository, work: &Path, number: u64) {
+        let name = crate::lsn::segment_name(1, crate::lsn::Lsn(number * SEGMENT), SEGMENT);
+        let path = work.join(&name);
+        std::fs::write(&path, format!("segment {number}")).unwrap();
+        repo.archive_wal(&path, &name).unwrap();
+    }
+
+    /// A backup covering segment `segment`, finished `age_days` before `now`.
+    fn backup(
+        repo: &Repository,
+        work: &Path,
+        name: &str,
+        segment: u64,
+        age_days: i64,
+        now: DateTime<Utc>,
+    ) {
+        let file = work.join(format!("{name}.data"));
+        std::fs::write(&file, name).unwrap();
+        let writer = BackupWriter::new(repo, name).unwrap();
+        let entries = writer
+            .store_files(
+                vec![SourceEntry {
+                    path: "PG_VERSION".into(),
+                    source: file,
+                    kind: SourceKind::File,
+                }],
+                1,
+                &mut || Ok(()),
+            )
+            .unwrap();
+        let at = (now - chrono::Duration::days(age_days)).to_rfc3339();
+        let lsn = |offset: u64| crate::lsn::Lsn(segment * SEGMENT + offset).to_string();
+        let metadata = BackupMetadata {
+            backup_name: name.into(),
+            start_lsn: lsn(0x28),
+            stop_lsn: lsn(0x100),
+            start_time: at.clone(),
+            stop_time: at,
+            wal_segment_size: SEGMENT,
+            ..crate::backup::tests::metadata()
+        };
+        writer.finish(entries, metadata).unwrap();
+    }
+
+    #[test]
+    fn expires_old_backups_and_the_wal_only_they_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path());
+        let now = Utc::now();
+        for segment in 1..=9 {
+            archive_segment(&repo, work.path(), segment);
+        }
+        backup(&repo, work.path(), "a_full", 2, 40, now);
+        backup(&repo, work.path(), "b_full", 4, 35, now);
+        backup(&repo, work.path(), "c_full", 6, 10, now);
+        backup(&repo, work.path(), "d_full", 8, 1, now);
+
+        let plan = plan_expiry(
+            &repo,
+            RetentionPolicy {
+                days: 30,
+                min_backups: 1,
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(plan.expired_backups, ["a_full", "b_full"]);
+        assert_eq!(plan.kept_backups, ["c_full", "d_full"]);
+        let expired_segments: Vec<&str> = plan
+            .expired_wal
+            .iter()
+            .map(|k| &k.rsplit('/').next().unwrap()[..24])
+            .collect();
+        assert_eq!(
+            expired_segments,
+            [
+                "000000010000000000000001",
+                "000000010000000000000002",
+                "000000010000000000000003",
+                "000000010000000000000004",
+                "000000010000000000000005"
+            ]
+        );
+
+        // At least three backups: b_full stays, and with it the WAL from segment 4.
+        let plan3 = plan_expiry(
+            &repo,
+            RetentionPolicy {
+                days: 30,
+                min_backups: 3,
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(plan3.expired_backups, ["a_full"]);
+        assert_eq!(plan3.expired_wal.len(), 3);
+
+        expire(&repo, &plan).unwrap();
+        let left: Vec<String> = list_backups(&repo)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.backup_name)
+            .collect();
+        assert_eq!(left, ["c_full", "d_full"]);
+        assert!(repo.storage().list("backups/a_full/").unwrap().is_empty());
+        // What the kept backups need is intact.
+        for name in ["c_full", "d_full"] {
+            let (_, problems) = crate::backup::verify_backup(&repo, name).unwrap();
+            assert!(problems.is_empty(), "{name}: {problems:?}");
+        }
+        assert!(repo
+            .find_wal(&crate::wal::WalFileName::parse("000000010000000000000006").unwrap())
+            .unwrap()
+            .is_some());
+        assert!(repo
+            .find_wal(&crate::wal::WalFileName::parse("000000010000000000000005").unwrap())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn the_newest_backup_is_never_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path());
+        let now = Utc::now();
+        for segment in 1..=4 {
+            archive_segment(&repo, work.path(), segment);
+        }
+        backup(&repo, work.path(), "old_full", 2, 400, now);
+        backup(&repo, work.path(), "older_full", 1, 500, now);
+        let plan = plan_expiry(
+            &repo,
+            RetentionPolicy {
+                days: 30,
+                min_backups: 0,
+            },
+            now,
+        )
+        .unwrap();
+        // Sorted by start time, "old_full" is the newest of the two.
+        assert_eq!(plan.kept_backups, ["old_full"]);
+        assert_eq!(plan.expired_backups, ["older_full"]);
+        assert_eq!(plan.expired_wal.len(), 1);
+    }
+
+    #[test]
+    fn nothing_expires_without_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path());
+        archive_segment(&repo, work.path(), 1);
+        let plan = plan_expiry(
+            &repo,
+            RetentionPolicy {
+                days: 0,
+                min_backups: 1,
+            },
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(plan, ExpiryPlan::default());
+    }
+}
