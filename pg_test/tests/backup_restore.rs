@@ -642,3 +642,69 @@ fn cancelled_backup_leaves_nothing_and_functions_need_the_operator_role() {
     );
     assert_eq!(db.hint(), Some("Valid kinds are: full."));
 }
+
+#[test]
+fn expire_removes_old_backups_and_their_wal_but_never_what_a_kept_backup_needs() {
+    let dir = TestDir::new("expire");
+    let repository = dir.subdir("repo");
+    let repo = Repo::local(&repository);
+    let (mut primary, mut client) = start_primary(&dir, &encrypted_conf(&repo));
+    client
+        .batch_execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS x")
+        .unwrap();
+    let first = take_backup(&mut client);
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 1000)")
+        .unwrap();
+    primary.switch_and_wait_archived(&mut client);
+    std::thread::sleep(Duration::from_secs(1)); // distinct backup names (second resolution)
+    let second = take_backup(&mut client);
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 1000)")
+        .unwrap();
+    primary.switch_and_wait_archived(&mut client);
+    let wal_objects = || files_under(&repository.join("wal"));
+    let before = wal_objects();
+
+    let dry = repo.cli_ok(&dir.path, &["expire", "--retention-days", "0", "--dry-run"]);
+    assert!(
+        dry.contains(&format!("would expire backup {first}")),
+        "{dry}"
+    );
+    assert_eq!(
+        client
+            .query("SELECT * FROM sc_list_backups()", &[])
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(wal_objects(), before);
+
+    let done = repo.cli_ok(&dir.path, &["expire", "--retention-days", "0"]);
+    assert!(done.contains(&format!("expired backup {first}")), "{done}");
+    let names: Vec<String> = client
+        .query("SELECT backup_name FROM sc_list_backups()", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, [second.clone()]);
+    assert!(wal_objects() < before, "no WAL was expired");
+    assert!(client
+        .query("SELECT * FROM sc_verify()", &[])
+        .unwrap()
+        .is_empty());
+    let expected = count(&mut client, "t");
+    drop(client);
+    primary.stop("fast");
+
+    // Everything after the kept backup is still there: a full restore reaches the end.
+    let (_restored, mut restored_client) =
+        restore_and_start(&dir, &repo, "restored", &["--archive-mode", "off"]);
+    assert_eq!(count(&mut restored_client, "t"), expected);
+
+    // Deleting on purpose removes the backup and its objects.
+    repo.cli_ok(&dir.path, &["delete", &second]);
+    assert!(repo.cli_ok(&dir.path, &["list"]).contains("no backups"));
+    assert_eq!(files_under(&repository.join("backups")), 0);
+}
