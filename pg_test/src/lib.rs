@@ -632,6 +632,23 @@ impl Cluster {
         last
     }
 
+    /// Runs `sc-backup wal-fetch` the way PostgreSQL runs restore_command (as the postgres OS
+    /// user, in the data directory, no flags: the settings come from the cluster's
+    /// configuration), asserts that it succeeded, and returns what it wrote to `destination`.
+    pub fn wal_fetch(&self, wal_file: &str, destination: &Path) -> Vec<u8> {
+        let output = sc_backup(&self.data)
+            .args(["wal-fetch", wal_file])
+            .arg(destination)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "wal-fetch {wal_file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        fs::read(destination).unwrap()
+    }
+
     /// Waits until recovery has ended and the server accepts writes.
     pub fn wait_promoted(&self, client: &mut postgres::Client) {
         self.wait_until("the end of recovery", Duration::from_secs(120), || {

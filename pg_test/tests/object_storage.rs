@@ -83,20 +83,8 @@ fn s3_outage_keeps_the_wal_fails_backups_cleanly_and_catches_up() {
         .batch_execute("INSERT INTO t SELECT generate_series(1, 10)")
         .unwrap();
     primary.switch_and_wait_archived(&mut client);
-    let fetched = dir.path.join("fetched");
-    let output = sc_backup(&primary.data)
-        .args(["wal-fetch", &during])
-        .arg(&fetched)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        fs::read(&fetched).unwrap() == fs::read(primary.data.join("pg_wal").join(&during)).unwrap()
-    );
+    let fetched = primary.wal_fetch(&during, &dir.path.join("fetched"));
+    assert!(fetched == fs::read(primary.data.join("pg_wal").join(&during)).unwrap());
     assert!(client
         .query("SELECT * FROM sc_list_backups()", &[])
         .unwrap()
@@ -147,20 +135,8 @@ fn gcs_repository_archives_backs_up_and_restores() {
     primary.stop("fast");
 
     // wal-fetch as restore_command would run it: settings from the data directory.
-    let fetched = dir.path.join("fetched");
-    let output = sc_backup(&primary.data)
-        .args(["wal-fetch", &last])
-        .arg(&fetched)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        fs::read(&fetched).unwrap() == fs::read(primary.data.join("pg_wal").join(&last)).unwrap()
-    );
+    let fetched = primary.wal_fetch(&last, &dir.path.join("fetched"));
+    assert!(fetched == fs::read(primary.data.join("pg_wal").join(&last)).unwrap());
 
     // Restore from the bucket alone, as after losing the machine.
     let pgdata = dir.path.join("restored");

@@ -109,25 +109,12 @@ fn archived_segments_come_back_byte_identical_and_corruption_is_caught() {
         "expected several archived segments, got {archived:?}"
     );
     for name in &archived {
-        let destination = restored.join(name);
         // No flags: the CLI finds the settings in the data directory's postgresql.conf,
         // exactly as it does when PostgreSQL runs it as restore_command.
-        let output = sc_backup(&cluster.data)
-            .args(["wal-fetch", name])
-            .arg(&destination)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "wal-fetch {name}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let fetched = cluster.wal_fetch(name, &restored.join(name));
         let original = fs::read(cluster.data.join("pg_wal").join(name)).unwrap();
         assert_eq!(original.len(), 16 << 20);
-        assert!(
-            fs::read(&destination).unwrap() == original,
-            "{name} differs from the original"
-        );
+        assert!(fetched == original, "{name} differs from the original");
     }
 
     // What the repository holds is not WAL: every object is an age file.
@@ -248,19 +235,7 @@ fn re_archiving_identical_content_succeeds_and_different_content_is_refused() {
         let _ = fs::remove_file(status.join(format!("{history}.done")));
         write_as_postgres(&status.join(format!("{history}.ready")), b"");
     };
-    let fetch = |destination: &Path| -> Vec<u8> {
-        let output = sc_backup(&cluster.data)
-            .args(["wal-fetch", history])
-            .arg(destination)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        fs::read(destination).unwrap()
-    };
+    let fetch = |destination: &Path| cluster.wal_fetch(history, destination);
     // Wakes the archiver, which otherwise rests up to a minute after failures.
     let nudge = |client: &mut sc_backup_pg_test::postgres::Client| {
         client.batch_execute("CREATE TABLE IF NOT EXISTS nudge (x int); INSERT INTO nudge VALUES (1); SELECT pg_switch_wal();").unwrap();
@@ -391,16 +366,7 @@ fn missing_configuration_is_explained_and_archiving_catches_up_after_reload() {
     // The segment that waited for the configuration is in the repository now (its `.done`
     // may already be gone: a checkpoint recycles archived segments).
     // The CLI reads postgresql.auto.conf too.
-    let output = sc_backup(&cluster.data)
-        .args(["wal-fetch", &first])
-        .arg(dir.path.join("fetched"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    cluster.wal_fetch(&first, &dir.path.join("fetched"));
 }
 
 fn archiver_rss_kib(client: &mut sc_backup_pg_test::postgres::Client) -> u64 {
