@@ -51,12 +51,14 @@ enum Command {
     Restore(commands::restore::RestoreArgs),
     /// Delete backups past the retention period, and the WAL that no kept backup needs
     Expire {
-        /// Keep backups that ended less than this many days ago
-        #[arg(long, default_value_t = 30)]
-        retention_days: u32,
-        /// Keep at least this many of the newest backups, whatever their age (at least 1)
-        #[arg(long, default_value_t = 1)]
-        retention_full: u32,
+        /// Keep backups that ended less than this many days ago (default:
+        /// sc_backup.retention_days of the cluster, else 30)
+        #[arg(long)]
+        retention_days: Option<u32>,
+        /// Keep at least this many of the newest backups, whatever their age (default:
+        /// sc_backup.retention_full of the cluster, else 1)
+        #[arg(long)]
+        retention_full: Option<u32>,
         /// Show what would be deleted, delete nothing
         #[arg(long)]
         dry_run: bool,
@@ -115,8 +117,8 @@ fn main() -> ExitCode {
             } => commands::expire::run_expire(
                 &settings,
                 sc_backup_core::retention::RetentionPolicy {
-                    days: *retention_days,
-                    min_backups: *retention_full,
+                    days: retention_days.unwrap_or(settings.retention.days),
+                    min_backups: retention_full.unwrap_or(settings.retention.min_backups),
                 },
                 *dry_run,
             ),

@@ -90,6 +90,9 @@ impl SettingsArgs {
                 .map(Secret::new),
             gcs_endpoint: self.gcs_endpoint.clone(),
             gcs_credentials: self.gcs_credentials.clone(),
+            // Flags of `expire` override these; otherwise the cluster's settings apply.
+            retention_days: None,
+            retention_full: None,
         };
         let from_cluster = match self.data_directory() {
             Some(data_directory) => cluster_settings(&data_directory, self.config_file.as_deref())?,

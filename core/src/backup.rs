@@ -649,7 +649,12 @@ pub fn list_backups(repository: &Repository) -> Result<Vec<BackupMetadata>> {
         if name.contains('/') {
             continue;
         }
-        backups.push(read_metadata(repository, name)?);
+        match read_metadata(repository, name) {
+            Ok(metadata) => backups.push(metadata),
+            // Deleted since it was listed (an expiry running meanwhile): gone, not an error.
+            Err(Error::BackupNotFound(_)) => continue,
+            Err(error) => return Err(error),
+        }
     }
     backups.sort_by(|a, b| (&a.start_time, &a.backup_name).cmp(&(&b.start_time, &b.backup_name)));
     Ok(backups)

@@ -22,6 +22,18 @@ pub mod names {
     pub const S3_SECRET_ACCESS_KEY: &str = "sc_backup.s3_secret_access_key";
     pub const GCS_ENDPOINT: &str = "sc_backup.gcs_endpoint";
     pub const GCS_CREDENTIALS: &str = "sc_backup.gcs_credentials";
+    pub const RETENTION_DAYS: &str = "sc_backup.retention_days";
+    pub const RETENTION_FULL: &str = "sc_backup.retention_full";
+    // The scheduler's settings, read only by the extension's worker.
+    pub const SCHEDULER: &str = "sc_backup.scheduler";
+    pub const DATABASE: &str = "sc_backup.database";
+    pub const HOURLY_INTERVAL: &str = "sc_backup.hourly_interval";
+    pub const DAILY_TIME: &str = "sc_backup.daily_time";
+    pub const WEEKLY_DAY: &str = "sc_backup.weekly_day";
+    pub const WEEKLY_TIME: &str = "sc_backup.weekly_time";
+    pub const SCHEDULE: &str = "sc_backup.schedule";
+    pub const RETRY_DELAY: &str = "sc_backup.retry_delay";
+    pub const METRICS_LISTEN: &str = "sc_backup.metrics_listen";
 
     /// Every setting the CLI looks up in a cluster's configuration files.
     pub const ALL: &[&str] = &[
@@ -37,6 +49,8 @@ pub mod names {
         S3_SECRET_ACCESS_KEY,
         GCS_ENDPOINT,
         GCS_CREDENTIALS,
+        RETENTION_DAYS,
+        RETENTION_FULL,
     ];
 }
 
@@ -80,6 +94,13 @@ pub enum ConfigError {
 
     #[error("sc_backup.encryption is \"age\" but sc_backup.encryption_passphrase is empty")]
     MissingPassphrase,
+
+    #[error("invalid value for {setting}: \"{value}\": {reason}")]
+    InvalidSchedule {
+        setting: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -96,8 +117,15 @@ impl ConfigError {
             ConfigError::InvalidChoice { valid, .. } => {
                 format!("Valid values are: {}.", valid.join(", "))
             }
-            ConfigError::NotAnInteger { .. } | ConfigError::InvalidCompressionLevel { .. } => {
+            ConfigError::NotAnInteger { setting, .. } if *setting == names::COMPRESSION_LEVEL => {
                 "Use 0 for the algorithm's default level.".into()
+            }
+            ConfigError::InvalidCompressionLevel { .. } => {
+                "Use 0 for the algorithm's default level.".into()
+            }
+            ConfigError::NotAnInteger { .. } => "Use a whole number.".into(),
+            ConfigError::InvalidSchedule { .. } => {
+                "An empty value turns that schedule off; the README's scheduler section lists the formats.".into()
             }
             ConfigError::MissingS3Credentials { .. } => format!(
                 "Set {} and {} (readable only by superusers), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the server's and the CLI's environment.",
@@ -392,6 +420,8 @@ pub struct RawSettings {
     pub s3_secret_access_key: Option<Secret>,
     pub gcs_endpoint: Option<String>,
     pub gcs_credentials: Option<String>,
+    pub retention_days: Option<String>,
+    pub retention_full: Option<String>,
 }
 
 impl RawSettings {
@@ -412,6 +442,8 @@ impl RawSettings {
             s3_secret_access_key: self.s3_secret_access_key.or(fallback.s3_secret_access_key),
             gcs_endpoint: self.gcs_endpoint.or(fallback.gcs_endpoint),
             gcs_credentials: self.gcs_credentials.or(fallback.gcs_credentials),
+            retention_days: self.retention_days.or(fallback.retention_days),
+            retention_full: self.retention_full.or(fallback.retention_full),
         }
     }
 
@@ -430,6 +462,8 @@ impl RawSettings {
             names::S3_SECRET_ACCESS_KEY => self.s3_secret_access_key = Some(Secret::new(value)),
             names::GCS_ENDPOINT => self.gcs_endpoint = Some(value),
             names::GCS_CREDENTIALS => self.gcs_credentials = Some(value),
+            names::RETENTION_DAYS => self.retention_days = Some(value),
+            names::RETENTION_FULL => self.retention_full = Some(value),
             _ => {}
         }
     }
@@ -446,6 +480,8 @@ pub struct Settings {
     pub s3: Option<crate::storage::S3Config>,
     /// How to reach the bucket, for a `gs://` repository.
     pub gcs: Option<crate::storage::GcsConfig>,
+    /// What `expire` keeps.
+    pub retention: crate::retention::RetentionPolicy,
 }
 
 /// Non-empty values only: an empty GUC means "not set".
@@ -590,6 +626,10 @@ impl Settings {
             }
             _ => None,
         };
+        let retention = crate::retention::RetentionPolicy {
+            days: parse_count(names::RETENTION_DAYS, &raw.retention_days, 30)?,
+            min_backups: parse_count(names::RETENTION_FULL, &raw.retention_full, 1)?,
+        };
         Ok(Settings {
             repository,
             compression,
@@ -597,7 +637,23 @@ impl Settings {
             encryption_passphrase,
             s3,
             gcs,
+            retention,
         })
+    }
+}
+
+/// A non-negative whole number, or `default` when unset.
+fn parse_count(
+    setting: &'static str,
+    value: &Option<String>,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(text) => text.parse::<u32>().map_err(|_| ConfigError::NotAnInteger {
+            setting,
+            value: text.to_string(),
+        }),
     }
 }
 

@@ -3,14 +3,17 @@
 //! Nothing here knows PostgreSQL's C API. The extension, the archive module and the CLI are
 //! thin front ends over these functions.
 
+pub mod audit;
 pub mod backup;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod lsn;
+pub mod metrics;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+pub mod schedule;
 pub mod storage;
 pub mod wal;
 

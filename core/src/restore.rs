@@ -12,9 +12,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::{Deserialize, Serialize};
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::backup::{read_backup_file, BackupMetadata, EntryType, Manifest, ManifestEntry};
 use crate::error::{Error, Result};
@@ -505,38 +503,6 @@ fn append_recovery_settings(
         .map_err(|e| Error::io("write", path.display(), e))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io("set permissions on", path.display(), e))
-}
-
-/// One line of the repository's restore log (`restore-log/`), kept in the repository so it
-/// survives the loss of the database.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RestoreRecord {
-    pub time: String,
-    pub user: String,
-    pub host: String,
-    pub backup: String,
-    pub target: String,
-    pub pgdata: String,
-    pub outcome: String,
-    pub duration_seconds: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-pub fn record_restore(repository: &Repository, record: &RestoreRecord) -> Result<()> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let key = format!("restore-log/{nanos:024}-{}.json", std::process::id());
-    let mut writer = repository.storage().create(&key)?;
-    let mut line = serde_json::to_vec(record).expect("record serializes");
-    line.push(b'\n');
-    writer
-        .write_all(&line)
-        .map_err(|e| Error::io("write", &key, e))?;
-    writer.commit()?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -29,6 +29,23 @@ pub struct ExpiryPlan {
     pub expired_wal_bytes: u64,
 }
 
+impl ExpiryPlan {
+    /// For the audit trail: what went.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "{} backup(s), {} WAL file(s) ({} bytes)",
+            self.expired_backups.len(),
+            self.expired_wal.len(),
+            self.expired_wal_bytes
+        );
+        if !self.expired_backups.is_empty() {
+            text.push_str(": ");
+            text.push_str(&self.expired_backups.join(", "));
+        }
+        text
+    }
+}
+
 /// `(timeline, segment number)` of a WAL object key, for segments, .backup and .partial files.
 fn segment_position(key: &str) -> Option<(u32, u64)> {
     let name = key.rsplit('/').next()?;

@@ -18,7 +18,8 @@ use sc_backup_core::backup::{self, BackupMetadata, BackupWriter, Interrupted, Ta
 use sc_backup_core::repository::ClusterIdentity;
 use sc_backup_core::{Error, Repository};
 
-use crate::guc;
+use crate::{audit, guc};
+use sc_backup_core::audit::AuditTimer;
 
 /// Key of the transaction-level advisory lock that serializes sc_backup backups (manual and
 /// scheduled): 'scbackup' in ASCII.
@@ -34,7 +35,7 @@ pub fn raise(error: &Error, code: PgSqlErrorCode) -> ! {
     unreachable!("ERROR does not return")
 }
 
-fn raise_message(message: String, hint: &str, code: PgSqlErrorCode) -> ! {
+pub fn raise_message(message: String, hint: &str, code: PgSqlErrorCode) -> ! {
     let mut report = ErrorReport::new(code, message, "sc_backup");
     if !hint.is_empty() {
         report = report.set_hint(hint.to_string());
@@ -43,12 +44,12 @@ fn raise_message(message: String, hint: &str, code: PgSqlErrorCode) -> ! {
     unreachable!("ERROR does not return")
 }
 
-fn settings() -> sc_backup_core::Settings {
+pub fn settings() -> sc_backup_core::Settings {
     guc::settings()
         .unwrap_or_else(|e| raise(&Error::Config(e), PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR))
 }
 
-fn cluster_identity() -> ClusterIdentity {
+pub fn cluster_identity() -> ClusterIdentity {
     ClusterIdentity {
         // Safety: reads the control file copy in shared memory.
         system_identifier: unsafe { pg_sys::GetSystemIdentifier() },
@@ -66,12 +67,6 @@ fn spi_text(query: &str) -> String {
             )
         })
         .unwrap_or_default()
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// "START TIMELINE: 1" from a backup label.
@@ -154,6 +149,31 @@ fn sc_backup(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         );
     }
+    let mut timer = audit::start("backup", sc_backup_core::audit::source::SQL);
+    timer.details().backup_type = Some("full".into());
+    let metadata = audit::audited(&mut timer, |timer| {
+        take_backup("full", fast_checkpoint, timer)
+    });
+    TableIterator::once((
+        metadata.backup_name,
+        metadata.start_lsn,
+        metadata.stop_lsn,
+        metadata.file_count as i64,
+        metadata.size_bytes as i64,
+        metadata.stored_bytes as i64,
+        metadata.duration_seconds,
+    ))
+}
+
+/// Takes one base backup labelled `backup_type` in the current transaction, one at a time
+/// (a transaction-level advisory lock, also taken by the scheduler). Raises an ERROR on
+/// failure, after aborting the backup in PostgreSQL and removing what was stored; the lock
+/// being taken is ERRCODE_OBJECT_IN_USE.
+pub fn take_backup(
+    backup_type: &str,
+    fast_checkpoint: bool,
+    timer: &mut AuditTimer,
+) -> BackupMetadata {
     let settings = settings();
     check_archiving_is_ours();
     let locked = Spi::get_one_with_args::<bool>(
@@ -175,7 +195,8 @@ fn sc_backup(
     let database = spi_text("SELECT current_database()::text");
     let started_at = chrono_now();
     let started = Instant::now();
-    let name = backup::backup_name(&database, "full", started_at);
+    let name = backup::backup_name(&database, backup_type, started_at);
+    timer.details().backup = Some(name.clone());
     let writer = BackupWriter::new(&repository, &name)
         .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT));
     let tablespaces = tablespaces();
@@ -216,10 +237,10 @@ fn sc_backup(
     let metadata = BackupMetadata {
         format: 0,
         backup_name: name.clone(),
-        backup_type: "full".into(),
+        backup_type: backup_type.into(),
         timestamp: rfc3339(started_at),
         database,
-        host: host_name(),
+        host: sc_backup_core::audit::host_name(),
         size_bytes: 0,
         stored_bytes: 0,
         checksum: String::new(),
@@ -243,15 +264,8 @@ fn sc_backup(
     let metadata = writer
         .finish(entries, metadata)
         .unwrap_or_else(|e| fail(Failure::Core(e)));
-    TableIterator::once((
-        metadata.backup_name,
-        metadata.start_lsn,
-        metadata.stop_lsn,
-        metadata.file_count as i64,
-        metadata.size_bytes as i64,
-        metadata.stored_bytes as i64,
-        metadata.duration_seconds,
-    ))
+    timer.details().size_bytes = Some(metadata.size_bytes);
+    metadata
 }
 
 /// Copies the data directory, stops the backup (waiting until its WAL is archived) and stores
@@ -290,12 +304,12 @@ fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// PostgreSQL's timestamptz: microseconds since 2000-01-01 UTC.
-fn timestamptz(text: &str) -> Option<TimestampWithTimeZone> {
+pub fn timestamptz(text: &str) -> Option<TimestampWithTimeZone> {
     let at = sc_backup_core::restore::parse_time(text)?;
     TimestampWithTimeZone::try_from(at.timestamp_micros() - 946_684_800_000_000).ok()
 }
 
-fn open_repository() -> Repository {
+pub fn open_repository() -> Repository {
     Repository::open(&settings())
         .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION))
 }
@@ -350,16 +364,26 @@ fn sc_verify(
         name!(problem, String),
     ),
 > {
-    let repository = open_repository();
-    let (metadata, problems) = backup::verify_backup(&repository, name.unwrap_or("latest"))
-        .unwrap_or_else(|e| {
-            let code = if matches!(e, Error::BackupNotFound(_)) {
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT
-            } else {
-                PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
-            };
-            raise(&e, code)
-        });
+    let mut timer = audit::start("verify", sc_backup_core::audit::source::SQL);
+    timer.details().backup = name.map(str::to_string);
+    let (metadata, problems) = audit::audited(&mut timer, |timer| {
+        let repository = open_repository();
+        let (metadata, problems) = backup::verify_backup(&repository, name.unwrap_or("latest"))
+            .unwrap_or_else(|e| {
+                let code = if matches!(e, Error::BackupNotFound(_)) {
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT
+                } else {
+                    PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
+                };
+                raise(&e, code)
+            });
+        timer.details().backup = Some(metadata.backup_name.clone());
+        if !problems.is_empty() {
+            // Not an ERROR (the rows are the answer), but a failure for the record.
+            timer.details().error = Some(format!("{} problem(s) found", problems.len()));
+        }
+        (metadata, problems)
+    });
     TableIterator::new(
         problems
             .into_iter()
@@ -376,13 +400,23 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON ROLE sc_backup_operator IS 'May take, list and verify sc_backup backups';
+COMMENT ON ROLE sc_backup_operator IS 'May take, list, verify and expire sc_backup backups, and read the audit trail';
 REVOKE ALL ON FUNCTION sc_backup(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sc_list_backups() FROM PUBLIC;
 REVOKE ALL ON FUNCTION sc_verify(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sc_backup(text, boolean) TO sc_backup_operator;
 GRANT EXECUTE ON FUNCTION sc_list_backups() TO sc_backup_operator;
 GRANT EXECUTE ON FUNCTION sc_verify(text) TO sc_backup_operator;
+REVOKE ALL ON FUNCTION sc_expire(boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sc_delete_backup(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sc_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION sc_schedule() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sc_expire(boolean) TO sc_backup_operator;
+GRANT EXECUTE ON FUNCTION sc_delete_backup(text) TO sc_backup_operator;
+GRANT EXECUTE ON FUNCTION sc_status() TO sc_backup_operator;
+GRANT EXECUTE ON FUNCTION sc_schedule() TO sc_backup_operator;
+GRANT USAGE ON SCHEMA sc_backup TO sc_backup_operator;
+GRANT SELECT ON sc_backup.audit TO sc_backup_operator;
 "#,
     name = "privileges",
     finalize

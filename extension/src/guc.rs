@@ -14,6 +14,7 @@ use sc_backup_core::config::{
     names, CompressionAlgorithm, ConfigError, EncryptionMode, RawSettings, RepositoryLocation,
     Secret, Settings,
 };
+use sc_backup_core::schedule::{self, ScheduleSettings};
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum CompressionGuc {
@@ -51,6 +52,20 @@ pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static GCS_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static GCS_CREDENTIALS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static RETENTION_FULL: GucSetting<i32> = GucSetting::<i32>::new(1);
+pub static SCHEDULER: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static HOURLY_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static DAILY_TIME: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"02:00"));
+pub static WEEKLY_DAY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static WEEKLY_TIME: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"02:00"));
+pub static SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static RETRY_DELAY: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static METRICS_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum S3UriStyleGuc {
@@ -179,9 +194,223 @@ pub fn register() {
         // (and pg_read_all_settings), and left out of SHOW ALL and postgresql.conf.sample.
         GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
     );
+    register_retention_and_scheduler();
 }
 
-fn cstring_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
+fn register_retention_and_scheduler() {
+    GucRegistry::define_int_guc(
+        c"sc_backup.retention_days",
+        c"Backups that ended less than this many days ago are kept by expiry.",
+        c"sc_expire(), sc-backup expire and the scheduler use it; the newest backup is never expired.",
+        &RETENTION_DAYS,
+        0,
+        36_500,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"sc_backup.retention_full",
+        c"Expiry keeps at least this many of the newest backups, whatever their age.",
+        c"",
+        &RETENTION_FULL,
+        1,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"sc_backup.scheduler",
+        c"Whether the scheduler worker takes scheduled backups.",
+        c"Off: the worker only serves metrics and keeps the audit table up to date.",
+        &SCHEDULER,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"sc_backup.database",
+        c"Database the scheduler worker connects to; CREATE EXTENSION sc_backup there.",
+        c"A change restarts the worker.",
+        &DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"sc_backup.hourly_interval",
+        c"Interval between hourly backups; 0 turns them off.",
+        c"Counted from the start of the last successful hourly backup.",
+        &HOURLY_INTERVAL,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"sc_backup.retry_delay",
+        c"Delay before retrying a failed scheduled backup; doubles per failure, at most 1h.",
+        c"",
+        &RETRY_DELAY,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    // Safety: the check hooks are guarded by #[pg_guard] and never panic on any input.
+    unsafe {
+        for (name, short, long, setting, hook) in [
+            (
+                c"sc_backup.daily_time",
+                c"UTC time of the daily backup, HH:MM; empty turns it off.",
+                c"",
+                &DAILY_TIME,
+                check_daily_time as StringCheckHook,
+            ),
+            (
+                c"sc_backup.weekly_day",
+                c"Day of the weekly backup (sunday..saturday); empty (the default) turns it off.",
+                c"",
+                &WEEKLY_DAY,
+                check_weekly_day,
+            ),
+            (
+                c"sc_backup.weekly_time",
+                c"UTC time of the weekly backup, HH:MM.",
+                c"",
+                &WEEKLY_TIME,
+                check_weekly_time,
+            ),
+            (
+                c"sc_backup.schedule",
+                c"A cron expression (minute hour day month weekday, UTC); when set it replaces the hourly, daily and weekly schedules.",
+                c"Like '0 2 * * *'. Empty (the default): the built-in schedules apply.",
+                &SCHEDULE,
+                check_schedule,
+            ),
+            (
+                c"sc_backup.metrics_listen",
+                c"Address the scheduler worker serves Prometheus metrics on, like 127.0.0.1:9187; empty turns it off.",
+                c"",
+                &METRICS_LISTEN,
+                check_metrics_listen,
+            ),
+        ] {
+            GucRegistry::define_string_guc_with_hooks(
+                name,
+                short,
+                long,
+                setting,
+                GucContext::Sighup,
+                GucFlags::default(),
+                Some(hook),
+                None,
+                None,
+            );
+        }
+    }
+}
+
+type StringCheckHook = unsafe extern "C-unwind" fn(
+    *mut *mut c_char,
+    *mut *mut c_void,
+    pg_sys::GucSource::Type,
+) -> bool;
+
+/// The scheduler's settings, as the core computes schedules from them.
+pub fn schedule_settings() -> ScheduleSettings {
+    ScheduleSettings {
+        hourly_interval_seconds: HOURLY_INTERVAL.get().max(0) as u64,
+        daily_time: cstring_setting(&DAILY_TIME).unwrap_or_default(),
+        weekly_day: cstring_setting(&WEEKLY_DAY).unwrap_or_default(),
+        weekly_time: cstring_setting(&WEEKLY_TIME).unwrap_or_else(|| "02:00".into()),
+        cron: cstring_setting(&SCHEDULE).unwrap_or_default(),
+        retry_delay: std::time::Duration::from_secs(RETRY_DELAY.get().max(1) as u64),
+    }
+}
+
+/// Runs `validate` on a string setting's new value (empty always passes: "off"), and turns
+/// its error into PostgreSQL's "invalid value for parameter" detail and hint.
+unsafe fn check_string(
+    newval: *mut *mut c_char,
+    validate: impl Fn(&str) -> Result<(), ConfigError>,
+) -> bool {
+    if newval.is_null() || (*newval).is_null() {
+        return true;
+    }
+    let value = CStr::from_ptr(*newval).to_string_lossy().into_owned();
+    if value.trim().is_empty() {
+        return true;
+    }
+    match validate(&value) {
+        Ok(()) => true,
+        Err(error) => {
+            set_check_error(&error.to_string(), error.hint().as_deref());
+            false
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_daily_time(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_string(newval, |v| {
+        schedule::parse_time_of_day(names::DAILY_TIME, v).map(drop)
+    })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_weekly_time(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_string(newval, |v| {
+        schedule::parse_time_of_day(names::WEEKLY_TIME, v).map(drop)
+    })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_weekly_day(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_string(newval, |v| {
+        schedule::parse_weekday(names::WEEKLY_DAY, v).map(drop)
+    })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_schedule(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_string(newval, |v| {
+        schedule::parse_cron(names::SCHEDULE, v).map(drop)
+    })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_metrics_listen(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_string(newval, |v| {
+        v.trim()
+            .parse::<std::net::SocketAddr>()
+            .map(drop)
+            .map_err(|_| ConfigError::InvalidSchedule {
+                setting: names::METRICS_LISTEN,
+                value: v.to_string(),
+                reason: "expected an IP address and port, like 127.0.0.1:9187".into(),
+            })
+    })
+}
+
+pub fn cstring_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
     setting
         .get()
         .map(|value| value.to_string_lossy().into_owned())
@@ -219,6 +448,8 @@ pub fn settings() -> Result<Settings, ConfigError> {
         s3_secret_access_key: cstring_setting(&S3_SECRET_ACCESS_KEY).map(Secret::new),
         gcs_endpoint: cstring_setting(&GCS_ENDPOINT),
         gcs_credentials: cstring_setting(&GCS_CREDENTIALS),
+        retention_days: Some(RETENTION_DAYS.get().to_string()),
+        retention_full: Some(RETENTION_FULL.get().to_string()),
     };
     Settings::from_raw(&raw).and_then(Settings::for_writing)
 }
@@ -271,4 +502,15 @@ pub const DEFINED: &[&str] = &[
     names::S3_SECRET_ACCESS_KEY,
     names::GCS_ENDPOINT,
     names::GCS_CREDENTIALS,
+    names::RETENTION_DAYS,
+    names::RETENTION_FULL,
+    names::SCHEDULER,
+    names::DATABASE,
+    names::HOURLY_INTERVAL,
+    names::DAILY_TIME,
+    names::WEEKLY_DAY,
+    names::WEEKLY_TIME,
+    names::SCHEDULE,
+    names::RETRY_DELAY,
+    names::METRICS_LISTEN,
 ];

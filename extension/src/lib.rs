@@ -1,22 +1,30 @@
 //! The `sc_backup` extension library.
 //!
 //! One shared library serves both roles, so the repository is configured once:
-//! `shared_preload_libraries = 'sc_backup'` registers the `sc_backup.*` settings (and, later,
-//! the scheduler worker), and `archive_library = 'sc_backup'` makes the same library the
+//! `shared_preload_libraries = 'sc_backup'` registers the `sc_backup.*` settings and the
+//! scheduler worker, and `archive_library = 'sc_backup'` makes the same library the
 //! archive module, whose code lives in the `sc-backup-archive-module` crate. The archiver
 //! inherits the already-loaded library from the postmaster, so `_PG_init` (and with it every
 //! GUC definition) runs once per process whichever way the library was loaded.
 
+// pgrx's CaughtError is large and carried by value through every PgTryBuilder; the SQL
+// functions' row types are spelled out where PostgreSQL sees them.
+#![allow(clippy::result_large_err, clippy::type_complexity)]
+
 use pgrx::prelude::*;
 
+pub mod audit;
 pub mod backup;
 pub mod guc;
+pub mod scheduler;
+pub mod status;
 
 ::pgrx::pg_module_magic!(name, version);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    scheduler::register();
 }
 
 /// The archive module entry point (PostgreSQL 15 ABI).

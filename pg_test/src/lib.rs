@@ -610,10 +610,13 @@ impl Drop for GcsServer {
 }
 
 /// postgresql.conf lines that archive into `repository` through the sc_backup library.
+/// Scheduled backups are off unless `extra` turns them on (later lines win): a test that
+/// counts backups must not meet the default 02:00 UTC daily one.
 pub fn archiving_conf(repository: impl AsRef<std::ffi::OsStr>, extra: &str) -> String {
     let repository = repository.as_ref().to_string_lossy();
     format!(
         "shared_preload_libraries = 'sc_backup'\n\
+         sc_backup.scheduler = off\n\
          archive_mode = on\n\
          archive_library = 'sc_backup'\n\
          sc_backup.repository = '{repository}'\n\

@@ -150,7 +150,7 @@ fn pitr_drill_under_pgbench_load_recovers_exactly_the_target_state() {
     let dir = TestDir::new("pitr_drill");
     let repository = dir.subdir("repo");
     pitr_drill(&dir, &Repo::local(&repository), &|| {
-        files_under(&repository.join("restore-log"))
+        restore_records(&repository.join("audit"))
     });
 }
 
@@ -159,17 +159,17 @@ fn pitr_drill_on_s3() {
     let dir = TestDir::new("pitr_drill_s3");
     let server = S3Server::start(&dir, "s3");
     server.create_bucket("backups");
-    let log = server.root.join("backups/clusters/main/restore-log");
+    let log = server.root.join("backups/clusters/main/audit");
     pitr_drill(
         &dir,
         &Repo::s3(&server, "backups", "clusters/main"),
-        &|| files_under(&log),
+        &|| restore_records(&log),
     );
 }
 
 /// Load, a marker row every 100 ms, a backup during the load, a target time with the exact
 /// state at that moment, more load; then restore to the target and compare.
-fn pitr_drill(dir: &TestDir, repo: &Repo, restore_log_entries: &dyn Fn() -> usize) {
+fn pitr_drill(dir: &TestDir, repo: &Repo, restore_records: &dyn Fn() -> usize) {
     let (mut primary, mut client) = start_primary(dir, &encrypted_conf(repo));
     run_ok(&mut pgbench(&primary, &["-i", "-s", "5", "-q"]));
     client
@@ -255,7 +255,7 @@ fn pitr_drill(dir: &TestDir, repo: &Repo, restore_log_entries: &dyn Fn() -> usiz
     );
 
     // Every restore is recorded in the repository.
-    assert_eq!(restore_log_entries(), 1);
+    assert_eq!(restore_records(), 1);
 }
 
 #[test]
@@ -501,6 +501,26 @@ fn verify_reports_corruption_and_missing_wal_and_restore_refuses_corrupt_files()
     primary.stop("fast");
 }
 
+/// Successful restores in the repository's audit trail (a directory of JSON records).
+fn restore_records(dir: &Path) -> usize {
+    let mut count = 0;
+    for day in fs::read_dir(dir).into_iter().flatten() {
+        for record in fs::read_dir(day.unwrap().path()).unwrap() {
+            let text = fs::read_to_string(record.unwrap().path()).unwrap();
+            let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if record["operation"] == "restore" && record["outcome"] == "succeeded" {
+                assert_eq!(record["source"], "cli");
+                assert!(
+                    record["target"].as_str().unwrap().contains(" into "),
+                    "{record}"
+                );
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
 fn files_under(dir: &Path) -> usize {
     match fs::read_dir(dir) {
         Err(_) => 0,
@@ -688,7 +708,7 @@ fn expire_removes_old_backups_and_their_wal_but_never_what_a_kept_backup_needs()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(names, [second.clone()]);
+    assert_eq!(names, std::slice::from_ref(&second));
     assert!(wal_objects() < before, "no WAL was expired");
     assert!(client
         .query("SELECT * FROM sc_verify()", &[])

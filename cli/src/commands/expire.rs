@@ -4,6 +4,7 @@ use sc_backup_core::retention::{delete_backup, expire, plan_expiry, RetentionPol
 use sc_backup_core::{Repository, Settings};
 
 use super::list::human_bytes;
+use super::{audit_start, audited};
 use crate::CliError;
 
 pub fn run_expire(
@@ -13,12 +14,20 @@ pub fn run_expire(
 ) -> Result<(), CliError> {
     let repository = Repository::open(settings)?;
     let plan = plan_expiry(&repository, policy, chrono::Utc::now())?;
+    if dry_run {
+        return report(&plan, true);
+    }
+    let mut timer = audit_start("expire");
+    timer.details().target = Some(plan.describe());
+    let result = expire(&repository, &plan).map_err(CliError::from);
+    audited(&repository, &timer, result)?;
+    report(&plan, false)
+}
+
+fn report(plan: &sc_backup_core::retention::ExpiryPlan, dry_run: bool) -> Result<(), CliError> {
     let verb = if dry_run { "would expire" } else { "expired" };
     for name in &plan.expired_backups {
         println!("{verb} backup {name}");
-    }
-    if !dry_run {
-        expire(&repository, &plan)?;
     }
     println!(
         "{verb} {} backup{} and {} WAL file{} ({}); kept {} backup{}",
@@ -43,7 +52,13 @@ pub fn run_expire(
 
 pub fn run_delete(settings: &Settings, backup: &str) -> Result<(), CliError> {
     let repository = Repository::open(settings)?;
-    delete_backup(&repository, backup)?;
+    let mut timer = audit_start("delete");
+    timer.details().backup = Some(backup.to_string());
+    audited(
+        &repository,
+        &timer,
+        delete_backup(&repository, backup).map_err(CliError::from),
+    )?;
     println!("deleted backup {backup} (the WAL stays until `sc-backup expire`)");
     Ok(())
 }

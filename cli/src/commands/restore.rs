@@ -10,12 +10,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sc_backup_core::backup::{list_backups, read_manifest};
 use sc_backup_core::lsn::Lsn;
 use sc_backup_core::restore::{
-    choose_backup, record_restore, restore, RecoveryTarget, RestoreOptions, RestoreProgress,
-    RestoreRecord,
+    choose_backup, restore, RecoveryTarget, RestoreOptions, RestoreProgress,
 };
 use sc_backup_core::{Repository, Settings};
 
 use super::list::human_bytes;
+use super::{audit_start, audited};
 use crate::CliError;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -183,23 +183,10 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
     let repository = Repository::open(settings)?;
     let backups = list_backups(&repository)?;
     let metadata = choose_backup(&backups, &args.backup, &target)?;
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", current_uid()));
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    let record = |outcome: &str, error: Option<String>| RestoreRecord {
-        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        user: user.clone(),
-        host: host.clone(),
-        backup: metadata.backup_name.clone(),
-        target: target.describe(),
-        pgdata: pgdata.display().to_string(),
-        outcome: outcome.to_string(),
-        duration_seconds: started.elapsed().as_secs_f64(),
-        error,
-    };
+    let mut timer = audit_start("restore");
+    timer.details().backup = Some(metadata.backup_name.clone());
+    timer.details().backup_type = Some(metadata.backup_type.clone());
+    timer.details().target = Some(format!("{} into {}", target.describe(), pgdata.display()));
     let executable = std::env::current_exe()
         .map_err(|e| CliError::Message(format!("cannot find my own executable: {e}")))?;
     let options = RestoreOptions {
@@ -229,36 +216,24 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
     let result = read_manifest(&repository, &metadata)
         .and_then(|manifest| restore(&repository, &metadata, &manifest, &options, &progress));
     bar.finish_and_clear();
-    match result {
-        Ok(summary) => {
-            record_restore(&repository, &record("restored", None))?;
-            eprintln!(
-                "restored {} files ({}) in {:.1}s; recovery target: {}",
-                summary.files,
-                human_bytes(summary.bytes),
-                started.elapsed().as_secs_f64(),
-                target.describe()
-            );
-            eprintln!(
-                "next: start the server, e.g. pg_ctl -D {} start",
-                shell_quote(&pgdata.display().to_string())
-            );
-            eprintln!("      it replays WAL from the repository; check its log for \"recovery stopping\" and \"archive recovery complete\"");
-            Ok(())
-        }
-        Err(error) => {
-            // Best effort: the log records failures too, unless the repository is what failed.
-            let _ = record_restore(&repository, &record("failed", Some(error.to_string())));
-            Err(CliError::Message(format!(
-                "{error}; the data directory {} is incomplete and cannot be started (global/pg_control is restored last)",
-                pgdata.display()
-            )))
-        }
-    }
-}
-
-fn current_uid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(0)
+    let result = result.map_err(|error| {
+        CliError::Message(format!(
+            "{error}; the data directory {} is incomplete and cannot be started (global/pg_control is restored last)",
+            pgdata.display()
+        ))
+    });
+    let summary = audited(&repository, &timer, result)?;
+    eprintln!(
+        "restored {} files ({}) in {:.1}s; recovery target: {}",
+        summary.files,
+        human_bytes(summary.bytes),
+        started.elapsed().as_secs_f64(),
+        target.describe()
+    );
+    eprintln!(
+        "next: start the server, e.g. pg_ctl -D {} start",
+        shell_quote(&pgdata.display().to_string())
+    );
+    eprintln!("      it replays WAL from the repository; check its log for \"recovery stopping\" and \"archive recovery complete\"");
+    Ok(())
 }

@@ -227,10 +227,13 @@ impl Storage for LocalStorage {
                         pending.push((entry.path(), key));
                     }
                 } else if key.starts_with(prefix) {
-                    let size = entry
-                        .metadata()
-                        .map_err(|e| io_error("stat", &entry.path(), e))?
-                        .len();
+                    let size = match entry.metadata() {
+                        Ok(metadata) => metadata.len(),
+                        // Deleted between readdir and stat (an expiry running meanwhile): an
+                        // object that no longer exists is not listed, as on object stores.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(io_error("stat", &entry.path(), e)),
+                    };
                     found.push(ObjectMeta { key, size });
                 }
             }

@@ -1,0 +1,354 @@
+//! The figures behind `sc_status()` and the Prometheus endpoint: one struct, two renderings,
+//! so SQL and monitoring never disagree.
+//!
+//! The front end gathers the figures (the audit table for backups, `pg_stat_archiver` for
+//! archiving, `pg_wal/archive_status` for the backlog); this module only shapes them.
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// Backups of one type (manual `full`, or a schedule's name).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackupFigures {
+    pub backup_type: String,
+    /// End of the last successful backup, seconds since the epoch.
+    pub last_success_timestamp: Option<f64>,
+    pub last_duration_seconds: Option<f64>,
+    /// Data directory bytes of the last successful backup.
+    pub last_size_bytes: Option<f64>,
+    pub failures_total: u64,
+}
+
+/// WAL archiving, as PostgreSQL's archiver reports it plus the backlog on disk.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WalFigures {
+    pub archived_total: u64,
+    pub last_archived_segment: Option<String>,
+    pub last_archived_timestamp: Option<f64>,
+    pub archive_failures_total: u64,
+    pub last_failure_timestamp: Option<f64>,
+    pub backlog: ArchiveBacklog,
+}
+
+/// Segments waiting to be archived (`.ready` files), and how long the oldest has waited: the
+/// WAL a crash of this machine would lose right now, beyond the segment being written.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ArchiveBacklog {
+    pub ready_segments: u64,
+    pub oldest_ready_age_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    pub backups: Vec<BackupFigures>,
+    pub wal: WalFigures,
+    /// Whether the scheduler worker is running.
+    pub scheduler_running: bool,
+}
+
+/// Counts `.ready` files in `<data directory>/pg_wal/archive_status` and ages the oldest by
+/// its modification time (set when the segment was completed).
+pub fn archive_backlog(data_directory: &Path, now: SystemTime) -> std::io::Result<ArchiveBacklog> {
+    let mut backlog = ArchiveBacklog::default();
+    for entry in fs::read_dir(data_directory.join("pg_wal/archive_status"))? {
+        let entry = entry?;
+        if !entry.file_name().to_string_lossy().ends_with(".ready") {
+            continue;
+        }
+        // A file archived (renamed to .done) between listing and stat is simply skipped.
+        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        backlog.ready_segments += 1;
+        let age = now
+            .duration_since(modified)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        backlog.oldest_ready_age_seconds = backlog.oldest_ready_age_seconds.max(age);
+    }
+    Ok(backlog)
+}
+
+/// One figure: its Prometheus name, the backup type it is about (if any), its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    pub metric: &'static str,
+    pub backup_type: Option<String>,
+    pub value: f64,
+}
+
+pub const LAST_SUCCESS: &str = "sc_backup_last_success_timestamp_seconds";
+pub const DURATION: &str = "sc_backup_duration_seconds";
+pub const SIZE: &str = "sc_backup_size_bytes";
+pub const FAILURES: &str = "sc_backup_failures_total";
+pub const WAL_ARCHIVED: &str = "sc_backup_wal_archived_total";
+pub const WAL_LAST_ARCHIVED: &str = "sc_backup_wal_last_archived_timestamp_seconds";
+pub const WAL_FAILURES: &str = "sc_backup_wal_archive_failures_total";
+pub const WAL_LAST_FAILURE: &str = "sc_backup_wal_last_failure_timestamp_seconds";
+pub const WAL_READY: &str = "sc_backup_wal_ready_segments";
+pub const WAL_OLDEST_READY_AGE: &str = "sc_backup_wal_oldest_unarchived_age_seconds";
+pub const SCHEDULER_UP: &str = "sc_backup_scheduler_up";
+
+impl Status {
+    /// Every figure, in a fixed order (the rows of `sc_status()`).
+    pub fn figures(&self) -> Vec<Figure> {
+        let mut figures = Vec::new();
+        for backup in &self.backups {
+            let typed = |metric, value: Option<f64>| {
+                value.map(|value| Figure {
+                    metric,
+                    backup_type: Some(backup.backup_type.clone()),
+                    value,
+                })
+            };
+            figures.extend(typed(LAST_SUCCESS, backup.last_success_timestamp));
+            figures.extend(typed(DURATION, backup.last_duration_seconds));
+            figures.extend(typed(SIZE, backup.last_size_bytes));
+            figures.extend(typed(FAILURES, Some(backup.failures_total as f64)));
+        }
+        let wal = &self.wal;
+        let plain = |metric, value: Option<f64>| {
+            value.map(|value| Figure {
+                metric,
+                backup_type: None,
+                value,
+            })
+        };
+        figures.extend(plain(WAL_ARCHIVED, Some(wal.archived_total as f64)));
+        figures.extend(plain(WAL_LAST_ARCHIVED, wal.last_archived_timestamp));
+        figures.extend(plain(WAL_FAILURES, Some(wal.archive_failures_total as f64)));
+        figures.extend(plain(WAL_LAST_FAILURE, wal.last_failure_timestamp));
+        figures.extend(plain(WAL_READY, Some(wal.backlog.ready_segments as f64)));
+        figures.extend(plain(
+            WAL_OLDEST_READY_AGE,
+            Some(wal.backlog.oldest_ready_age_seconds),
+        ));
+        figures.extend(plain(
+            SCHEDULER_UP,
+            Some(if self.scheduler_running { 1.0 } else { 0.0 }),
+        ));
+        figures
+    }
+
+    /// The Prometheus/OpenMetrics text exposition of the figures.
+    pub fn render(&self) -> String {
+        type TypeLabel = Vec<(String, String)>;
+        type TypedGauge = Family<TypeLabel, Gauge<f64, AtomicU64>>;
+        let mut registry = Registry::default();
+        let gauges: Vec<(&str, &str, TypedGauge)> = vec![
+            (
+                LAST_SUCCESS,
+                "End of the last successful backup, by type",
+                Family::default(),
+            ),
+            (
+                DURATION,
+                "Duration of the last successful backup, by type",
+                Family::default(),
+            ),
+            (
+                SIZE,
+                "Data directory bytes of the last successful backup, by type",
+                Family::default(),
+            ),
+        ];
+        let failures = Family::<TypeLabel, Counter>::default();
+        for backup in &self.backups {
+            let label = vec![("type".to_string(), backup.backup_type.clone())];
+            let values = [
+                backup.last_success_timestamp,
+                backup.last_duration_seconds,
+                backup.last_size_bytes,
+            ];
+            for ((_, _, family), value) in gauges.iter().zip(values) {
+                if let Some(value) = value {
+                    family.get_or_create(&label).set(value);
+                }
+            }
+            failures.get_or_create(&label).inc_by(backup.failures_total);
+        }
+        for (name, help, family) in gauges {
+            registry.register(name, help, family);
+        }
+        // OpenMetrics appends _total to counters itself.
+        registry.register(
+            FAILURES.trim_end_matches("_total"),
+            "Failed backups, by type",
+            failures,
+        );
+
+        let wal = &self.wal;
+        let counter = |value: u64| {
+            let counter = Counter::<u64>::default();
+            counter.inc_by(value);
+            counter
+        };
+        let gauge = |value: f64| {
+            let gauge = Gauge::<f64, AtomicU64>::default();
+            gauge.set(value);
+            gauge
+        };
+        registry.register(
+            WAL_ARCHIVED.trim_end_matches("_total"),
+            "WAL files archived since the archiver's statistics were reset",
+            counter(wal.archived_total),
+        );
+        registry.register(
+            WAL_FAILURES.trim_end_matches("_total"),
+            "Failed WAL archiving attempts since the archiver's statistics were reset",
+            counter(wal.archive_failures_total),
+        );
+        if let Some(at) = wal.last_archived_timestamp {
+            registry.register(
+                WAL_LAST_ARCHIVED,
+                "When the last WAL file was archived",
+                gauge(at),
+            );
+        }
+        if let Some(segment) = &wal.last_archived_segment {
+            registry.register(
+                "sc_backup_wal_last_archived",
+                "The last WAL file archived",
+                Info::new(vec![("segment".to_string(), segment.clone())]),
+            );
+        }
+        if let Some(at) = wal.last_failure_timestamp {
+            registry.register(
+                WAL_LAST_FAILURE,
+                "When WAL archiving last failed",
+                gauge(at),
+            );
+        }
+        registry.register(
+            WAL_READY,
+            "WAL segments waiting to be archived (.ready files)",
+            gauge(wal.backlog.ready_segments as f64),
+        );
+        registry.register(
+            WAL_OLDEST_READY_AGE,
+            "Age of the oldest WAL segment waiting to be archived: the live RPO exposure",
+            gauge(wal.backlog.oldest_ready_age_seconds),
+        );
+        registry.register(
+            SCHEDULER_UP,
+            "1 while the sc_backup scheduler worker runs",
+            gauge(if self.scheduler_running { 1.0 } else { 0.0 }),
+        );
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// The content type of [`Status::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        Status {
+            backups: vec![
+                BackupFigures {
+                    backup_type: "hourly".into(),
+                    last_success_timestamp: Some(1_795_000_000.5),
+                    last_duration_seconds: Some(12.25),
+                    last_size_bytes: Some(1_073_741_824.0),
+                    failures_total: 2,
+                },
+                BackupFigures {
+                    backup_type: "full".into(),
+                    failures_total: 1,
+                    ..Default::default()
+                },
+            ],
+            wal: WalFigures {
+                archived_total: 40,
+                last_archived_segment: Some("000000010000000000000028".into()),
+                last_archived_timestamp: Some(1_795_000_100.0),
+                archive_failures_total: 3,
+                last_failure_timestamp: None,
+                backlog: ArchiveBacklog {
+                    ready_segments: 4,
+                    oldest_ready_age_seconds: 61.0,
+                },
+            },
+            scheduler_running: true,
+        }
+    }
+
+    #[test]
+    fn renders_labelled_openmetrics_text() {
+        let text = status().render();
+        for line in [
+            "sc_backup_last_success_timestamp_seconds{type=\"hourly\"} 1795000000.5",
+            "sc_backup_duration_seconds{type=\"hourly\"} 12.25",
+            "sc_backup_size_bytes{type=\"hourly\"} 1073741824.0",
+            "sc_backup_failures_total{type=\"hourly\"} 2",
+            "sc_backup_failures_total{type=\"full\"} 1",
+            "sc_backup_wal_archived_total 40",
+            "sc_backup_wal_archive_failures_total 3",
+            "sc_backup_wal_last_archived_info{segment=\"000000010000000000000028\"} 1",
+            "sc_backup_wal_ready_segments 4.0",
+            "sc_backup_wal_oldest_unarchived_age_seconds 61.0",
+            "sc_backup_scheduler_up 1.0",
+            "# TYPE sc_backup_failures counter",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("sc_backup_last_success_timestamp_seconds{type=\"full\"}"));
+        assert!(!text.contains("sc_backup_wal_last_failure_timestamp_seconds"));
+    }
+
+    #[test]
+    fn figures_match_the_rendering() {
+        let figures = status().figures();
+        let failures: Vec<_> = figures.iter().filter(|f| f.metric == FAILURES).collect();
+        assert_eq!(failures.len(), 2);
+        assert!(figures.contains(&Figure {
+            metric: WAL_OLDEST_READY_AGE,
+            backup_type: None,
+            value: 61.0
+        }));
+        assert!(figures.contains(&Figure {
+            metric: SIZE,
+            backup_type: Some("hourly".into()),
+            value: 1_073_741_824.0
+        }));
+    }
+
+    #[test]
+    fn backlog_counts_ready_files_and_ages_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let status_dir = dir.path().join("pg_wal/archive_status");
+        fs::create_dir_all(&status_dir).unwrap();
+        for name in [
+            "000000010000000000000001.done",
+            "000000010000000000000002.ready",
+            "000000010000000000000003.ready",
+        ] {
+            fs::write(status_dir.join(name), b"").unwrap();
+        }
+        let later = SystemTime::now() + std::time::Duration::from_secs(30);
+        let backlog = archive_backlog(dir.path(), later).unwrap();
+        assert_eq!(backlog.ready_segments, 2);
+        assert!(
+            (29.0..40.0).contains(&backlog.oldest_ready_age_seconds),
+            "{backlog:?}"
+        );
+    }
+}

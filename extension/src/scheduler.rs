@@ -1,0 +1,436 @@
+//! The scheduler background worker: scheduled backups, retries, expiry after each success,
+//! the audit table kept complete, and the Prometheus endpoint.
+//!
+//! Shaped like PostgreSQL's own workers: SIGTERM is `die` (so a fast shutdown, or
+//! pg_terminate_backend, ends it at the next CHECK_FOR_INTERRUPTS, mid-backup included, which
+//! then aborts cleanly), SIGHUP sets ConfigReloadPending, and all waiting is on the latch.
+//! Its state lives in the audit table, so a restarted worker picks up where it left off and
+//! `sc_schedule()` shows exactly what it will do. The metrics thread never calls PostgreSQL:
+//! it renders the last snapshot the worker took (refreshed every few seconds) plus the live
+//! archive backlog from the file system.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use sc_backup_core::audit::{source, AuditTimer};
+use sc_backup_core::metrics::{self, Status};
+use sc_backup_core::retention::{expire, plan_expiry};
+use sc_backup_core::schedule::{ScheduleKind, Scheduler};
+use sc_backup_core::Repository;
+
+use crate::status::{self, SCHEDULER_BACKEND_TYPE};
+use crate::{audit, backup, guc};
+
+/// How often the worker refreshes the figures behind the metrics.
+const REFRESH: Duration = Duration::from_secs(5);
+/// How often it copies the repository's audit records the table lacks.
+const IMPORT_EVERY: Duration = Duration::from_secs(15);
+
+/// Registers the worker; only while shared_preload_libraries is being processed (the archiver
+/// and backends load this library too, and must not).
+pub fn register() {
+    // Safety: a plain flag set by the postmaster.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    BackgroundWorkerBuilder::new(SCHEDULER_BACKEND_TYPE)
+        .set_type(SCHEDULER_BACKEND_TYPE)
+        .set_library("sc_backup")
+        .set_function("sc_backup_scheduler_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(10)))
+        .load();
+}
+
+/// Runs `body` in its own transaction: committed if it returns, rolled back (and the error
+/// handed back, already logged by nobody) if it raises.
+fn in_transaction<T>(body: impl FnOnce() -> T) -> Result<T, CaughtError> {
+    // Safety: the worker is connected and between transactions.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let outcome = PgTryBuilder::new(AssertUnwindSafe(|| Ok(body())))
+        .catch_others(Err)
+        .execute();
+    // Safety: ends the transaction started above, either way.
+    unsafe {
+        match outcome {
+            Ok(value) => {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+                pg_sys::pgstat_report_stat(false);
+                Ok(value)
+            }
+            Err(caught) => {
+                pg_sys::AbortCurrentTransaction();
+                Err(caught)
+            }
+        }
+    }
+}
+
+fn report_activity(what: &str) {
+    let text = std::ffi::CString::new(what).unwrap_or_default();
+    // Safety: copies the string into shared memory.
+    unsafe {
+        pg_sys::pgstat_report_activity(
+            if what.is_empty() {
+                pg_sys::BackendState::STATE_IDLE
+            } else {
+                pg_sys::BackendState::STATE_RUNNING
+            },
+            text.as_ptr(),
+        )
+    };
+}
+
+/// Logs a message once until it changes, so an idle misconfigured worker does not flood the
+/// log every few seconds.
+#[derive(Default)]
+struct LogOnce(Option<String>);
+
+impl LogOnce {
+    fn log(&mut self, message: String) {
+        if self.0.as_deref() != Some(message.as_str()) {
+            pgrx::log!("{message}");
+            self.0 = Some(message);
+        }
+    }
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// PostgreSQL's signal handlers themselves: pgrx's pg_sys wraps C functions in Rust
+/// functions, and a signal handler must be the C symbol.
+mod postgres_handlers {
+    unsafe extern "C-unwind" {
+        pub fn SignalHandlerForConfigReload(signal: std::ffi::c_int);
+        pub fn die(signal: std::ffi::c_int);
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
+    // Safety: installs PostgreSQL's own handlers, as its built-in workers do.
+    unsafe {
+        pg_sys::pqsignal(
+            pg_sys::SIGHUP as i32,
+            Some(postgres_handlers::SignalHandlerForConfigReload),
+        );
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_handlers::die));
+        pg_sys::BackgroundWorkerUnblockSignals();
+    }
+    let database = guc::cstring_setting(&guc::DATABASE).unwrap_or_else(|| "postgres".into());
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    pgrx::log!("sc_backup scheduler started (database \"{database}\")");
+
+    let started = Utc::now();
+    let snapshot = Arc::new(Mutex::new(Status::default()));
+    let mut metrics_server = MetricsServer::default();
+    metrics_server.configure(&guc_listen(), &snapshot);
+    let mut last_import: Option<Instant> = None;
+    let mut last_attempt: Option<Instant> = None;
+    let mut notice = LogOnce::default();
+
+    loop {
+        let state = in_transaction(|| {
+            status::extension_installed().then(|| {
+                (
+                    status::gather_status(true),
+                    status::schedule_history(),
+                    audit::session_user(),
+                )
+            })
+        });
+        let mut next_wakeup = REFRESH;
+        match state {
+            Err(caught) => pgrx::warning!(
+                "sc_backup scheduler: could not read its state: {}",
+                audit::caught_message(&caught)
+            ),
+            Ok(None) => notice.log(format!(
+                "sc_backup scheduler: the extension is not installed in database \"{database}\"; run CREATE EXTENSION sc_backup there, or set sc_backup.database"
+            )),
+            Ok(Some((status, history, user))) => {
+                *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = status;
+                if last_import.is_none_or(|at| at.elapsed() >= IMPORT_EVERY) {
+                    import_audit_records(last_import.is_none());
+                    last_import = Some(Instant::now());
+                }
+                let scheduler = Scheduler::new(&guc::schedule_settings());
+                let repository_set = guc::cstring_setting(&guc::REPOSITORY).is_some();
+                match scheduler {
+                    Err(error) => notice.log(format!("sc_backup scheduler: {error}")),
+                    Ok(_) if !guc::SCHEDULER.get() => {
+                        notice.log("sc_backup scheduler: scheduled backups are off (sc_backup.scheduler = off)".into())
+                    }
+                    Ok(_) if !repository_set => notice.log(
+                        "sc_backup scheduler: sc_backup.repository is not set; no scheduled backups".into(),
+                    ),
+                    Ok(scheduler) => {
+                        notice.clear();
+                        let now = Utc::now();
+                        let due = scheduler.due(&history, started, now);
+                        // Never two attempts within the retry delay, even if the audit trail
+                        // failed to record the last one.
+                        let resting = last_attempt
+                            .is_some_and(|at| at.elapsed() < scheduler.retry_delay);
+                        if !due.is_empty() && !resting {
+                            last_attempt = Some(Instant::now());
+                            run_scheduled_backup(&due, &user);
+                            continue;
+                        }
+                        if let Some(at) = scheduler.next_wakeup(&history, started) {
+                            let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
+                            next_wakeup = next_wakeup.min(wait.max(Duration::from_millis(100)));
+                        }
+                    }
+                }
+            }
+        }
+        report_activity("");
+        wait(next_wakeup);
+        // Safety: reads and clears a flag set by the SIGHUP handler.
+        if unsafe { pg_sys::ConfigReloadPending } != 0 {
+            unsafe {
+                pg_sys::ConfigReloadPending = 0;
+                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+            }
+            let now_database =
+                guc::cstring_setting(&guc::DATABASE).unwrap_or_else(|| "postgres".into());
+            if now_database != database {
+                pgrx::log!(
+                    "sc_backup scheduler: sc_backup.database changed to \"{now_database}\"; restarting"
+                );
+                // Exit code 1: the postmaster starts the worker again, connected anew.
+                unsafe { pg_sys::proc_exit(1) };
+            }
+            metrics_server.configure(&guc_listen(), &snapshot);
+            notice.clear();
+        }
+    }
+}
+
+/// Sleeps on the latch; SIGTERM (die) ends the process in CHECK_FOR_INTERRUPTS.
+fn wait(timeout: Duration) {
+    // Safety: the worker's own latch; WL_EXIT_ON_PM_DEATH exits if the postmaster dies.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            timeout.as_millis().min(i64::MAX as u128) as i64,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    check_for_interrupts!();
+}
+
+fn guc_listen() -> String {
+    guc::cstring_setting(&guc::METRICS_LISTEN).unwrap_or_default()
+}
+
+/// One backup for all the schedules due, labelled with the rarest; then expiry.
+fn run_scheduled_backup(due: &[ScheduleKind], user: &str) {
+    let kind = due[0];
+    let mut timer = AuditTimer::start("backup", source::SCHEDULER, user);
+    timer.details().backup_type = Some(kind.name().into());
+    timer.details().schedules = due.iter().map(|k| k.name().to_string()).collect();
+    report_activity(&format!("taking a scheduled {kind} backup"));
+    pgrx::log!("sc_backup scheduler: starting a scheduled {kind} backup");
+    let outcome = in_transaction(|| {
+        let metadata = backup::take_backup(kind.name(), true, &mut timer);
+        // Recorded in the backup's own transaction: both or neither.
+        audit::store(&timer.finish(None), true);
+        metadata
+    });
+    match outcome {
+        Ok(metadata) => {
+            pgrx::log!(
+                "sc_backup scheduler: {kind} backup {} done: {} files, {} bytes in {:.1} s",
+                metadata.backup_name,
+                metadata.file_count,
+                metadata.size_bytes,
+                metadata.duration_seconds
+            );
+            expire_after_backup(user);
+        }
+        Err(caught) => {
+            let message = audit::caught_message(&caught);
+            if audit::caught_report(&caught).sql_error_code()
+                == PgSqlErrorCode::ERRCODE_OBJECT_IN_USE
+            {
+                // A manual sc_backup() is running: not a failure, try again shortly.
+                pgrx::log!("sc_backup scheduler: {message}; the scheduled {kind} backup waits");
+                return;
+            }
+            pgrx::warning!("sc_backup scheduler: the scheduled {kind} backup failed: {message}");
+            let record = timer.finish(Some(message));
+            if let Err(caught) = in_transaction(|| audit::store(&record, true)) {
+                pgrx::warning!(
+                    "sc_backup scheduler: could not record the failure: {}",
+                    audit::caught_message(&caught)
+                );
+            }
+        }
+    }
+}
+
+fn expire_after_backup(user: &str) {
+    report_activity("expiring backups past sc_backup.retention_days");
+    let mut timer = AuditTimer::start("expire", source::SCHEDULER, user);
+    let outcome = in_transaction(|| {
+        audit::audited(&mut timer, |timer| {
+            let settings = backup::settings();
+            let repository = backup::open_repository();
+            let plan =
+                plan_expiry(&repository, settings.retention, Utc::now()).unwrap_or_else(|e| {
+                    backup::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
+                });
+            timer.details().target = Some(plan.describe());
+            expire(&repository, &plan).unwrap_or_else(|e| {
+                backup::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
+            });
+            plan
+        })
+    });
+    match outcome {
+        Ok(plan) if !plan.expired_backups.is_empty() || !plan.expired_wal.is_empty() => {
+            pgrx::log!("sc_backup scheduler: expired {}", plan.describe())
+        }
+        Ok(_) => {}
+        Err(caught) => pgrx::warning!(
+            "sc_backup scheduler: expiry failed: {}",
+            audit::caught_message(&caught)
+        ),
+    }
+}
+
+/// Copies the repository's audit records the table lacks: all of them at start, then those
+/// of today and yesterday (UTC).
+fn import_audit_records(everything: bool) {
+    let outcome = in_transaction(|| {
+        let Ok(settings) = guc::settings() else {
+            return Ok(0);
+        };
+        let repository = Repository::open(&settings)?;
+        let today = Utc::now().date_naive();
+        let recent = [today.pred_opt().unwrap_or(today), today];
+        audit::import_from_repository(&repository, (!everything).then_some(&recent[..]))
+    });
+    match outcome {
+        Ok(Ok(0)) => {}
+        Ok(Ok(count)) => pgrx::log!(
+            "sc_backup scheduler: copied {count} audit record(s) from the repository into sc_backup.audit"
+        ),
+        // A repository that is not there yet (nothing archived) has nothing to import.
+        Ok(Err(sc_backup_core::Error::NotARepository { .. })) => {}
+        Ok(Err(error)) => pgrx::warning!("sc_backup scheduler: reading the audit records: {error}"),
+        Err(caught) => pgrx::warning!(
+            "sc_backup scheduler: copying audit records: {}",
+            audit::caught_message(&caught)
+        ),
+    }
+}
+
+/// The Prometheus endpoint: a tiny_http server on its own thread, rebound when
+/// sc_backup.metrics_listen changes.
+#[derive(Default)]
+struct MetricsServer {
+    listen: String,
+    server: Option<Arc<tiny_http::Server>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    fn configure(&mut self, listen: &str, snapshot: &Arc<Mutex<Status>>) {
+        if listen == self.listen && (self.server.is_some() || listen.is_empty()) {
+            return;
+        }
+        if let Some(server) = self.server.take() {
+            server.unblock();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.listen = listen.to_string();
+        if listen.is_empty() {
+            return;
+        }
+        let server = match tiny_http::Server::http(listen) {
+            Ok(server) => Arc::new(server),
+            Err(error) => {
+                pgrx::warning!("sc_backup scheduler: cannot serve metrics on {listen}: {error}");
+                return;
+            }
+        };
+        let data_directory = status::data_directory();
+        let serving = Arc::clone(&server);
+        let snapshot = Arc::clone(snapshot);
+        let thread = without_signals(move || {
+            std::thread::Builder::new()
+                .name("sc_backup metrics".into())
+                .spawn(move || serve(&serving, &snapshot, data_directory))
+        });
+        match thread {
+            Ok(thread) => {
+                pgrx::log!(
+                    "sc_backup scheduler: serving Prometheus metrics on http://{listen}/metrics"
+                );
+                self.server = Some(server);
+                self.thread = Some(thread);
+            }
+            Err(error) => {
+                pgrx::warning!("sc_backup scheduler: cannot start the metrics thread: {error}")
+            }
+        }
+    }
+}
+
+/// Spawns with every signal blocked, so PostgreSQL's handlers only ever run on the worker's
+/// own thread; the new thread inherits the mask.
+fn without_signals<T>(spawn: impl FnOnce() -> T) -> T {
+    // Safety: plain POSIX signal-mask calls on this thread.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut previous);
+        let spawned = spawn();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        spawned
+    }
+}
+
+/// The metrics thread: no PostgreSQL calls here.
+fn serve(server: &tiny_http::Server, snapshot: &Mutex<Status>, data_directory: PathBuf) {
+    for request in server.incoming_requests() {
+        let path = request.url().split('?').next().unwrap_or("");
+        let response = if path == "/metrics" || path == "/" {
+            let mut status = snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Ok(backlog) =
+                metrics::archive_backlog(&data_directory, std::time::SystemTime::now())
+            {
+                status.wal.backlog = backlog;
+            }
+            let header = tiny_http::Header::from_bytes("Content-Type", metrics::CONTENT_TYPE)
+                .expect("a valid header");
+            tiny_http::Response::from_string(status.render()).with_header(header)
+        } else {
+            tiny_http::Response::from_string("not found; try /metrics\n").with_status_code(404)
+        };
+        let _ = request.respond(response);
+    }
+}

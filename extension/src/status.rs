@@ -1,0 +1,278 @@
+//! `sc_status()`, `sc_schedule()`, `sc_expire()` and `sc_delete_backup()`, and the queries
+//! the scheduler worker shares with them: the figures come from the audit table,
+//! `pg_stat_archiver` and `pg_wal/archive_status`; schedules from the GUCs and the audit table.
+
+use std::collections::BTreeMap;
+use std::ffi::CStr;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use sc_backup_core::metrics::{archive_backlog, BackupFigures, Status, WalFigures};
+use sc_backup_core::retention::{delete_backup, expire, plan_expiry};
+use sc_backup_core::schedule::{ScheduleHistory, ScheduleKind, Scheduler};
+use sc_backup_core::Error;
+
+use crate::backup::{open_repository, raise, raise_message};
+use crate::{audit, guc};
+
+/// The worker's name in `pg_stat_activity.backend_type`.
+pub const SCHEDULER_BACKEND_TYPE: &str = "sc_backup scheduler";
+
+pub fn data_directory() -> PathBuf {
+    // Safety: DataDir is set for the postmaster's lifetime.
+    PathBuf::from(
+        unsafe { CStr::from_ptr(pg_sys::DataDir) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+fn spi_error(context: &str, error: impl std::fmt::Display) -> ! {
+    raise_message(
+        format!("sc_backup: {context}: {error}"),
+        "",
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+    )
+}
+
+/// Whether `CREATE EXTENSION sc_backup` has run in this database.
+pub fn extension_installed() -> bool {
+    Spi::get_one::<bool>("SELECT to_regclass('sc_backup.audit') IS NOT NULL")
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Gathers every figure. Needs a transaction (SPI).
+pub fn gather_status(scheduler_running: bool) -> Status {
+    let backups = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT backup_type,
+                        extract(epoch FROM max(finished_at) FILTER (WHERE outcome = 'succeeded'))::float8,
+                        (array_agg(duration_seconds ORDER BY started_at DESC) FILTER (WHERE outcome = 'succeeded'))[1],
+                        (array_agg(size_bytes ORDER BY started_at DESC) FILTER (WHERE outcome = 'succeeded'))[1]::float8,
+                        count(*) FILTER (WHERE outcome = 'failed')
+                   FROM sc_backup.audit
+                  WHERE operation = 'backup' AND backup_type IS NOT NULL
+                  GROUP BY backup_type ORDER BY backup_type",
+                None,
+                &[],
+            )
+            .map(|rows| {
+                rows.map(|row| BackupFigures {
+                    backup_type: row.get::<String>(1).ok().flatten().unwrap_or_default(),
+                    last_success_timestamp: row.get::<f64>(2).ok().flatten(),
+                    last_duration_seconds: row.get::<f64>(3).ok().flatten(),
+                    last_size_bytes: row.get::<f64>(4).ok().flatten(),
+                    failures_total: row.get::<i64>(5).ok().flatten().unwrap_or(0) as u64,
+                })
+                .collect::<Vec<_>>()
+            })
+    })
+    .unwrap_or_else(|e| spi_error("reading sc_backup.audit", e));
+    let wal = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT archived_count, last_archived_wal, extract(epoch FROM last_archived_time)::float8,
+                        failed_count, extract(epoch FROM last_failed_time)::float8
+                   FROM pg_stat_archiver",
+                None,
+                &[],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>(WalFigures {
+            archived_total: row.get::<i64>(1)?.unwrap_or(0) as u64,
+            last_archived_segment: row.get::<String>(2)?,
+            last_archived_timestamp: row.get::<f64>(3)?,
+            archive_failures_total: row.get::<i64>(4)?.unwrap_or(0) as u64,
+            last_failure_timestamp: row.get::<f64>(5)?,
+            backlog: Default::default(),
+        })
+    })
+    .unwrap_or_else(|e| spi_error("reading pg_stat_archiver", e));
+    let mut status = Status {
+        backups,
+        wal,
+        scheduler_running,
+    };
+    status.wal.backlog =
+        archive_backlog(&data_directory(), std::time::SystemTime::now()).unwrap_or_default();
+    status
+}
+
+/// The scheduler's start time, when it runs.
+fn scheduler_started() -> Option<DateTime<Utc>> {
+    Spi::get_one_with_args::<String>(
+        "SELECT to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM pg_stat_activity WHERE backend_type = $1",
+        &[SCHEDULER_BACKEND_TYPE.into()],
+    )
+    .ok()
+    .flatten()
+    .and_then(|text| sc_backup_core::restore::parse_time(&text))
+}
+
+/// Each schedule's past, from the audit table (scheduled backups, oldest first).
+pub fn schedule_history() -> BTreeMap<ScheduleKind, ScheduleHistory> {
+    let runs: Vec<(String, String, bool, Option<String>)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT s, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), outcome = 'succeeded', error
+                   FROM sc_backup.audit, unnest(schedules) AS s
+                  WHERE operation = 'backup' AND source = 'scheduler'
+                  ORDER BY started_at",
+                None,
+                &[],
+            )
+            .map(|rows| {
+                rows.filter_map(|row| {
+                    Some((
+                        row.get::<String>(1).ok().flatten()?,
+                        row.get::<String>(2).ok().flatten()?,
+                        row.get::<bool>(3).ok().flatten()?,
+                        row.get::<String>(4).ok().flatten(),
+                    ))
+                })
+                .collect()
+            })
+    })
+    .unwrap_or_else(|e| spi_error("reading sc_backup.audit", e));
+    let mut history: BTreeMap<ScheduleKind, ScheduleHistory> = BTreeMap::new();
+    for (schedule, started, succeeded, error) in runs {
+        let (Some(kind), Some(started)) = (
+            ScheduleKind::from_name(&schedule),
+            sc_backup_core::restore::parse_time(&started),
+        ) else {
+            continue;
+        };
+        history
+            .entry(kind)
+            .or_default()
+            .record(started, succeeded, error);
+    }
+    history
+}
+
+fn to_timestamptz(at: DateTime<Utc>) -> Option<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(at.timestamp_micros() - 946_684_800_000_000).ok()
+}
+
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn sc_status() -> TableIterator<
+    'static,
+    (
+        name!(metric, String),
+        name!(backup_type, Option<String>),
+        name!(value, f64),
+    ),
+> {
+    let status = gather_status(scheduler_started().is_some());
+    TableIterator::new(
+        status
+            .figures()
+            .into_iter()
+            .map(|figure| (figure.metric.to_string(), figure.backup_type, figure.value)),
+    )
+}
+
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn sc_schedule() -> TableIterator<
+    'static,
+    (
+        name!(schedule, String),
+        name!(rule, String),
+        name!(next_run, Option<TimestampWithTimeZone>),
+        name!(last_success, Option<TimestampWithTimeZone>),
+        name!(last_outcome, Option<String>),
+        name!(consecutive_failures, i32),
+        name!(last_error, Option<String>),
+    ),
+> {
+    let scheduler = Scheduler::new(&guc::schedule_settings())
+        .unwrap_or_else(|e| raise(&Error::Config(e), PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR));
+    let running = scheduler_started();
+    let history = schedule_history();
+    let upcoming = scheduler.upcoming(&history, running.unwrap_or_else(Utc::now));
+    let enabled = guc::SCHEDULER.get() && running.is_some();
+    let rows: Vec<_> = scheduler
+        .schedules
+        .iter()
+        .zip(upcoming)
+        .map(|(schedule, (_, next))| {
+            let past = history.get(&schedule.kind).cloned().unwrap_or_default();
+            (
+                schedule.kind.name().to_string(),
+                schedule.description.clone(),
+                // No next run while the worker is off or not running.
+                enabled.then(|| to_timestamptz(next)).flatten(),
+                past.last_success.and_then(to_timestamptz),
+                past.last_outcome,
+                past.consecutive_failures as i32,
+                past.last_error,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn sc_expire(
+    dry_run: default!(bool, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(expired_backups, Vec<String>),
+        name!(kept_backups, Vec<String>),
+        name!(expired_wal_files, i64),
+        name!(expired_wal_bytes, i64),
+    ),
+> {
+    let settings = crate::backup::settings();
+    let mut timer = audit::start("expire", sc_backup_core::audit::source::SQL);
+    let run = |timer: &mut sc_backup_core::audit::AuditTimer| {
+        let repository = open_repository();
+        let plan = plan_expiry(&repository, settings.retention, Utc::now())
+            .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+        timer.details().target = Some(plan.describe());
+        if !dry_run {
+            expire(&repository, &plan)
+                .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+        }
+        plan
+    };
+    // A dry run changes nothing and is not recorded.
+    let plan = if dry_run {
+        run(&mut timer)
+    } else {
+        audit::audited(&mut timer, run)
+    };
+    TableIterator::once((
+        plan.expired_backups,
+        plan.kept_backups,
+        plan.expired_wal.len() as i64,
+        plan.expired_wal_bytes as i64,
+    ))
+}
+
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn sc_delete_backup(name: &str) {
+    let mut timer = audit::start("delete", sc_backup_core::audit::source::SQL);
+    timer.details().backup = Some(name.to_string());
+    audit::audited(&mut timer, |_| {
+        let repository = open_repository();
+        delete_backup(&repository, name).unwrap_or_else(|e| {
+            let code = if matches!(e, Error::BackupNotFound(_)) {
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT
+            } else {
+                PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
+            };
+            raise(&e, code)
+        })
+    });
+}
