@@ -12,6 +12,7 @@ APT_PACKAGES=(
   sudo                              # not needed by our scripts (they use runuser), expected by pgrx users
   age zstd                          # the standard tools the README's manual recovery uses (tested)
   python3 python3-venv openssl curl # the GCS emulator's venv; the tests' service account and buckets
+  prometheus                        # promtool, which checks and unit-tests docs/alerts.yml (not started)
 )
 
 missing=()

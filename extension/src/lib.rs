@@ -153,6 +153,37 @@ mod tests {
     }
 
     #[pg_test]
+    fn schedule_settings_are_validated_when_set() {
+        let err = validate_as_in_config_file("sc_backup.daily_time", "2am").unwrap_err();
+        assert!(
+            err.contains("invalid value for parameter \"sc_backup.daily_time\": \"2am\""),
+            "{err}"
+        );
+        assert!(err.contains("HH:MM"), "{err}");
+        let err = validate_as_in_config_file("sc_backup.schedule", "0 25 * * *").unwrap_err();
+        assert!(err.contains("not a cron expression"), "{err}");
+        let err = validate_as_in_config_file("sc_backup.weekly_day", "caturday").unwrap_err();
+        assert!(err.contains("day of the week"), "{err}");
+        let err = validate_as_in_config_file("sc_backup.metrics_listen", "localhost").unwrap_err();
+        assert!(err.contains("127.0.0.1:9187"), "{err}");
+        let err = validate_as_in_config_file("sc_backup.hourly_interval", "-1").unwrap_err();
+        assert!(err.contains("outside the valid range"), "{err}");
+        for (name, good) in [
+            ("sc_backup.daily_time", "23:59"),
+            ("sc_backup.daily_time", ""),
+            ("sc_backup.weekly_day", "sun"),
+            ("sc_backup.weekly_time", "03:30"),
+            ("sc_backup.schedule", "*/15 9-17 * * mon-fri"),
+            ("sc_backup.metrics_listen", "127.0.0.1:9187"),
+            ("sc_backup.hourly_interval", "20s"),
+            ("sc_backup.retention_days", "0"),
+        ] {
+            validate_as_in_config_file(name, good)
+                .unwrap_or_else(|e| panic!("{name} = {good}: {e}"));
+        }
+    }
+
+    #[pg_test]
     fn passphrase_is_hidden_from_non_superusers() {
         Spi::run("CREATE ROLE sc_backup_test_nobody NOLOGIN").unwrap();
         Spi::run("SET ROLE sc_backup_test_nobody").unwrap();
