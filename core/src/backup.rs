@@ -660,6 +660,26 @@ pub fn list_backups(repository: &Repository) -> Result<Vec<BackupMetadata>> {
     Ok(backups)
 }
 
+/// Names of backups with objects but no metadata: interrupted, or still being written.
+pub fn unfinished_backups(repository: &Repository) -> Result<Vec<String>> {
+    let mut seen = std::collections::BTreeMap::<String, bool>::new();
+    for object in repository.storage().list(BACKUPS_PREFIX)? {
+        let Some((name, rest)) = object
+            .key
+            .strip_prefix(BACKUPS_PREFIX)
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            continue;
+        };
+        *seen.entry(name.to_string()).or_default() |= rest == METADATA_NAME;
+    }
+    Ok(seen
+        .into_iter()
+        .filter(|(_, finished)| !finished)
+        .map(|(name, _)| name)
+        .collect())
+}
+
 pub fn read_metadata(repository: &Repository, name: &str) -> Result<BackupMetadata> {
     let key = metadata_key(name);
     let data = read_small_object(repository.storage(), &key)?

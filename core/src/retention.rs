@@ -27,6 +27,10 @@ pub struct ExpiryPlan {
     /// Keys of WAL objects older than what the oldest kept backup needs.
     pub expired_wal: Vec<String>,
     pub expired_wal_bytes: u64,
+    /// Backups whose objects exist but whose metadata was never written: interrupted (a crash,
+    /// kill -9) or still running. Only a caller that knows no backup is running may remove
+    /// them ([`expire`] with `remove_unfinished`).
+    pub unfinished_backups: Vec<String>,
 }
 
 impl ExpiryPlan {
@@ -41,6 +45,12 @@ impl ExpiryPlan {
         if !self.expired_backups.is_empty() {
             text.push_str(": ");
             text.push_str(&self.expired_backups.join(", "));
+        }
+        if !self.unfinished_backups.is_empty() {
+            text.push_str(&format!(
+                "; unfinished: {}",
+                self.unfinished_backups.join(", ")
+            ));
         }
         text
     }
@@ -77,14 +87,21 @@ pub fn plan_expiry(
     now: DateTime<Utc>,
 ) -> Result<ExpiryPlan> {
     let backups = list_backups(repository)?;
+    let unfinished_backups = crate::backup::unfinished_backups(repository)?;
     if backups.is_empty() {
-        return Ok(ExpiryPlan::default());
+        return Ok(ExpiryPlan {
+            unfinished_backups,
+            ..Default::default()
+        });
     }
     let cutoff = now - chrono::Duration::days(i64::from(policy.days));
     let protected_from = backups
         .len()
         .saturating_sub(policy.min_backups.max(1) as usize);
-    let mut plan = ExpiryPlan::default();
+    let mut plan = ExpiryPlan {
+        unfinished_backups,
+        ..Default::default()
+    };
     let mut oldest_kept: Option<&BackupMetadata> = None;
     for (index, backup) in backups.iter().enumerate() {
         // A stop time we cannot read is treated as recent: when in doubt, keep.
@@ -124,10 +141,19 @@ pub fn delete_backup(repository: &Repository, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Carries out a plan: backups first, then the WAL only they needed.
-pub fn expire(repository: &Repository, plan: &ExpiryPlan) -> Result<()> {
+/// Carries out a plan: backups first, then the WAL only they needed. With
+/// `remove_unfinished` (only when no backup can be running: the caller holds the backup lock)
+/// also the objects of unfinished backups.
+pub fn expire(repository: &Repository, plan: &ExpiryPlan, remove_unfinished: bool) -> Result<()> {
     for name in &plan.expired_backups {
         delete_backup(repository, name)?;
+    }
+    if remove_unfinished {
+        for name in &plan.unfinished_backups {
+            for object in repository.storage().list(&backup_prefix(name))? {
+                repository.storage().delete(&object.key)?;
+            }
+        }
     }
     for key in &plan.expired_wal {
         repository.storage().delete(key)?;
@@ -259,7 +285,37 @@ mod tests {
         assert_eq!(plan3.expired_backups, ["a_full"]);
         assert_eq!(plan3.expired_wal.len(), 3);
 
-        expire(&repo, &plan).unwrap();
+        // An interrupted backup: objects, no metadata. Listed as unfinished, never as a backup,
+        // and removed only when the caller says no backup can be running.
+        let mut orphan = repo
+            .storage()
+            .create("backups/e_full/data/000001.zst")
+            .unwrap();
+        orphan.write_all(b"partial").unwrap();
+        orphan.commit().unwrap();
+        let plan = plan_expiry(
+            &repo,
+            RetentionPolicy {
+                days: 30,
+                min_backups: 2,
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(plan.unfinished_backups, ["e_full"]);
+        expire(
+            &repo,
+            &ExpiryPlan {
+                unfinished_backups: plan.unfinished_backups.clone(),
+                ..Default::default()
+            },
+            false,
+        )
+        .unwrap();
+        assert_eq!(repo.storage().list("backups/e_full/").unwrap().len(), 1);
+
+        expire(&repo, &plan, true).unwrap();
+        assert!(repo.storage().list("backups/e_full/").unwrap().is_empty());
         let left: Vec<String> = list_backups(&repo)
             .unwrap()
             .into_iter()

@@ -25,6 +25,17 @@ use sc_backup_core::audit::AuditTimer;
 /// scheduled): 'scbackup' in ASCII.
 const BACKUP_LOCK_KEY: i64 = 0x7363_6261_636b_7570;
 
+/// Takes the backup lock until the end of the transaction, if no backup holds it.
+pub fn try_backup_lock() -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT pg_try_advisory_xact_lock($1)",
+        &[BACKUP_LOCK_KEY.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
 /// Raises `error` as a PostgreSQL ERROR with its hint.
 pub fn raise(error: &Error, code: PgSqlErrorCode) -> ! {
     let mut report = ErrorReport::new(code, format!("sc_backup: {error}"), "sc_backup");
@@ -176,14 +187,7 @@ pub fn take_backup(
 ) -> BackupMetadata {
     let settings = settings();
     check_archiving_is_ours();
-    let locked = Spi::get_one_with_args::<bool>(
-        "SELECT pg_try_advisory_xact_lock($1)",
-        &[BACKUP_LOCK_KEY.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false);
-    if !locked {
+    if !try_backup_lock() {
         raise_message(
             "sc_backup: another sc_backup backup is running".into(),
             "Wait for it to finish; sc_backup takes one backup at a time.",

@@ -300,7 +300,13 @@ fn expire_after_backup(user: &str) {
                     backup::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
                 });
             timer.details().target = Some(plan.describe());
-            expire(&repository, &plan).unwrap_or_else(|e| {
+            expire(
+                &repository,
+                &plan,
+                // No backup can be running while we hold its lock: unfinished ones are debris.
+                crate::backup::try_backup_lock(),
+            )
+            .unwrap_or_else(|e| {
                 backup::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
             });
             plan

@@ -240,8 +240,13 @@ fn sc_expire(
             .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
         timer.details().target = Some(plan.describe());
         if !dry_run {
-            expire(&repository, &plan)
-                .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+            expire(
+                &repository,
+                &plan,
+                // No backup can be running while we hold its lock: unfinished ones are debris.
+                crate::backup::try_backup_lock(),
+            )
+            .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
         }
         plan
     };

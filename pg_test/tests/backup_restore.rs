@@ -627,19 +627,32 @@ fn cancelled_backup_leaves_nothing_and_functions_need_the_operator_role() {
         "SELECT * FROM sc_list_backups()",
         "SELECT * FROM sc_verify()",
         "SELECT * FROM sc_backup()",
+        "SELECT * FROM sc_expire()",
+        "SELECT sc_delete_backup('x')",
+        "SELECT * FROM sc_status()",
+        "SELECT * FROM sc_schedule()",
+        "SELECT * FROM sc_backup.audit",
     ] {
         let err = alice.query(query, &[]).unwrap_err();
+        let message = err.as_db_error().unwrap().message();
         assert!(
-            err.as_db_error()
-                .unwrap()
-                .message()
-                .contains("permission denied for function"),
+            message.contains("permission denied for function")
+                || message.contains("permission denied for schema sc_backup"),
             "{query}: {err:?}"
         );
     }
     client
         .batch_execute("GRANT sc_backup_operator TO alice")
         .unwrap();
+    // The operator reads the audit trail: the backups above, by the session user.
+    let audited: i64 = alice
+        .query_one(
+            "SELECT count(*) FROM sc_backup.audit WHERE operation = 'backup' AND outcome = 'succeeded' AND user_name = 'postgres' AND source = 'sql'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
     assert_eq!(
         alice
             .query("SELECT * FROM sc_list_backups()", &[])

@@ -19,12 +19,21 @@ pub fn run_expire(
     }
     let mut timer = audit_start("expire");
     timer.details().target = Some(plan.describe());
-    let result = expire(&repository, &plan).map_err(CliError::from);
+    // The CLI cannot know whether a backup is running right now, so unfinished backups stay;
+    // sc_expire() and the scheduler remove them while holding the backup lock.
+    let result = expire(&repository, &plan, false).map_err(CliError::from);
     audited(&repository, &timer, result)?;
     report(&plan, false)
 }
 
 fn report(plan: &sc_backup_core::retention::ExpiryPlan, dry_run: bool) -> Result<(), CliError> {
+    if !plan.unfinished_backups.is_empty() {
+        println!(
+            "left {} unfinished backup(s) (interrupted, or running now): {}; SELECT sc_expire() removes them when no backup runs",
+            plan.unfinished_backups.len(),
+            plan.unfinished_backups.join(", ")
+        );
+    }
     let verb = if dry_run { "would expire" } else { "expired" };
     for name in &plan.expired_backups {
         println!("{verb} backup {name}");
