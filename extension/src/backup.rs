@@ -36,6 +36,16 @@ pub fn try_backup_lock() -> bool {
     .unwrap_or(false)
 }
 
+/// Raises an error about a named backup: "no such backup" is ERRCODE_UNDEFINED_OBJECT.
+pub fn raise_for_backup(error: &Error) -> ! {
+    let code = if matches!(error, Error::BackupNotFound(_)) {
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT
+    } else {
+        PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
+    };
+    raise(error, code)
+}
+
 /// Raises `error` as a PostgreSQL ERROR with its hint.
 pub fn raise(error: &Error, code: PgSqlErrorCode) -> ! {
     let mut report = ErrorReport::new(code, format!("sc_backup: {error}"), "sc_backup");
@@ -373,14 +383,7 @@ fn sc_verify(
     let (metadata, problems) = audit::audited(&mut timer, |timer| {
         let repository = open_repository();
         let (metadata, problems) = backup::verify_backup(&repository, name.unwrap_or("latest"))
-            .unwrap_or_else(|e| {
-                let code = if matches!(e, Error::BackupNotFound(_)) {
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT
-                } else {
-                    PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
-                };
-                raise(&e, code)
-            });
+            .unwrap_or_else(|e| raise_for_backup(&e));
         timer.details().backup = Some(metadata.backup_name.clone());
         if !problems.is_empty() {
             // Not an ERROR (the rows are the answer), but a failure for the record.

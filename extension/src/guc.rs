@@ -348,67 +348,46 @@ unsafe fn check_string(
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn check_daily_time(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_string(newval, |v| {
-        schedule::parse_time_of_day(names::DAILY_TIME, v).map(drop)
-    })
+/// A GUC check hook (C ABI, guarded) that runs `check_string` with `validate`.
+macro_rules! string_check_hook {
+    ($name:ident, $validate:expr) => {
+        #[pg_guard]
+        unsafe extern "C-unwind" fn $name(
+            newval: *mut *mut c_char,
+            _extra: *mut *mut c_void,
+            _source: pg_sys::GucSource::Type,
+        ) -> bool {
+            check_string(newval, $validate)
+        }
+    };
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn check_weekly_time(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_string(newval, |v| {
-        schedule::parse_time_of_day(names::WEEKLY_TIME, v).map(drop)
-    })
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn check_weekly_day(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_string(newval, |v| {
-        schedule::parse_weekday(names::WEEKLY_DAY, v).map(drop)
-    })
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn check_schedule(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_string(newval, |v| {
-        schedule::parse_cron(names::SCHEDULE, v).map(drop)
-    })
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn check_metrics_listen(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_string(newval, |v| {
-        v.trim()
-            .parse::<std::net::SocketAddr>()
-            .map(drop)
-            .map_err(|_| ConfigError::InvalidSchedule {
-                setting: names::METRICS_LISTEN,
-                value: v.to_string(),
-                reason: "expected an IP address and port, like 127.0.0.1:9187".into(),
-            })
-    })
-}
+string_check_hook!(check_daily_time, |v| {
+    schedule::parse_time_of_day(names::DAILY_TIME, v).map(drop)
+});
+string_check_hook!(check_weekly_time, |v| {
+    schedule::parse_time_of_day(names::WEEKLY_TIME, v).map(drop)
+});
+string_check_hook!(check_weekly_day, |v| {
+    schedule::parse_weekday(names::WEEKLY_DAY, v).map(drop)
+});
+string_check_hook!(check_schedule, |v| {
+    schedule::parse_cron(names::SCHEDULE, v).map(drop)
+});
+string_check_hook!(check_metrics_listen, |v| {
+    v.trim()
+        .parse::<std::net::SocketAddr>()
+        .map(drop)
+        .map_err(|_| ConfigError::InvalidSchedule {
+            setting: names::METRICS_LISTEN,
+            value: v.to_string(),
+            reason: "expected an IP address and port, like 127.0.0.1:9187".into(),
+        })
+});
+// Empty means "not configured" and passes; the message is the CLI's.
+string_check_hook!(check_repository, |v| v
+    .parse::<RepositoryLocation>()
+    .map(drop));
 
 pub fn cstring_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
     setting
@@ -452,28 +431,6 @@ pub fn settings() -> Result<Settings, ConfigError> {
         retention_full: Some(RETENTION_FULL.get().to_string()),
     };
     Settings::from_raw(&raw).and_then(Settings::for_writing)
-}
-
-/// Rejects a malformed repository when it is set (postgresql.conf, ALTER SYSTEM, reload), with
-/// the same message the CLI would give. Empty means "not configured" and is accepted.
-#[pg_guard]
-unsafe extern "C-unwind" fn check_repository(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    let value = if newval.is_null() || (*newval).is_null() {
-        return true;
-    } else {
-        CStr::from_ptr(*newval).to_string_lossy().into_owned()
-    };
-    match value.parse::<RepositoryLocation>() {
-        Ok(_) | Err(ConfigError::MissingRepository) => true,
-        Err(error) => {
-            set_check_error(&error.to_string(), error.hint().as_deref());
-            false
-        }
-    }
 }
 
 /// What GUC_check_errdetail()/GUC_check_errhint() do in C: PostgreSQL adds these to its

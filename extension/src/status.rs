@@ -271,13 +271,6 @@ fn sc_delete_backup(name: &str) {
     timer.details().backup = Some(name.to_string());
     audit::audited(&mut timer, |_| {
         let repository = open_repository();
-        delete_backup(&repository, name).unwrap_or_else(|e| {
-            let code = if matches!(e, Error::BackupNotFound(_)) {
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT
-            } else {
-                PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
-            };
-            raise(&e, code)
-        })
+        delete_backup(&repository, name).unwrap_or_else(|e| crate::backup::raise_for_backup(&e))
     });
 }

@@ -381,7 +381,8 @@ pub struct GcsServer {
     tokens_issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-fn free_port() -> u16 {
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

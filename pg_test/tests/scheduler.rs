@@ -8,18 +8,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sc_backup_pg_test::postgres::Client;
-use sc_backup_pg_test::{archiving_conf, sc_backup, Cluster, ClusterOptions, TestDir};
+use sc_backup_pg_test::{archiving_conf, free_port, sc_backup, Cluster, ClusterOptions, TestDir};
 
 /// The advisory lock key sc_backup() and the scheduler take ('scbackup').
 const BACKUP_LOCK_KEY: i64 = 0x7363_6261_636b_7570;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn scrape(port: u16) -> prometheus_parse::Scrape {
     let response = reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics")).unwrap();
@@ -264,23 +256,31 @@ fn scheduled_backups_retries_expiry_audit_metrics_and_shutdown() {
 
     // Expiry after each backup (keep 2, age 0): exactly the two newest backups remain, and
     // exactly the WAL before the oldest kept backup's start is gone.
+    let expired_exactly = |client: &mut Client| {
+        let succeeded = scheduled_backups(client, "succeeded");
+        if succeeded.len() < done.max(3) {
+            return false;
+        }
+        let listed = listed_backups(client);
+        let names: Vec<&String> = listed.iter().map(|(name, _)| name).collect();
+        // Expiry deletes the backups first, then their WAL.
+        names == succeeded[succeeded.len() - 2..].iter().collect::<Vec<_>>()
+            && archived_segments(&repository)
+                .iter()
+                .all(|segment| segment >= &listed[0].1)
+    };
     primary.wait_until(
         "a third scheduled backup and its expiry",
         Duration::from_secs(90),
-        || {
-            let succeeded = scheduled_backups(&mut client, "succeeded");
-            if succeeded.len() < done.max(3) {
-                return false;
-            }
-            let listed = listed_backups(&mut client);
-            let names: Vec<&String> = listed.iter().map(|(name, _)| name).collect();
-            // Expiry deletes the backups first, then their WAL.
-            names == succeeded[succeeded.len() - 2..].iter().collect::<Vec<_>>()
-                && archived_segments(&repository)
-                    .iter()
-                    .all(|segment| segment >= &listed[0].1)
-        },
+        || expired_exactly(&mut client),
     );
+    // Hold the backup lock so that no further backup (and expiry) runs while we look.
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&BACKUP_LOCK_KEY])
+        .unwrap();
+    primary.wait_until("a settled expiry", Duration::from_secs(30), || {
+        expired_exactly(&mut client)
+    });
     let listed = listed_backups(&mut client);
     let oldest_kept_start = &listed[0].1;
     let segments = archived_segments(&repository);
@@ -309,6 +309,9 @@ fn scheduled_backups_retries_expiry_audit_metrics_and_shutdown() {
         expired, 1,
         "the expiry of {first} is not in the audit trail"
     );
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&BACKUP_LOCK_KEY])
+        .unwrap();
 
     // The audit trail: a CLI run and a failed SQL call (rolled back) reach the table through
     // the repository.
