@@ -11,6 +11,10 @@
 //!
 //! The settings are read through a function the extension passes in, so that the `sc_backup.*`
 //! GUCs are defined exactly once, by the extension.
+//!
+//! With `sc_backup.archive_parallelism` > 0 the work happens on worker threads that look ahead
+//! at the archiver's `.ready` files (`sc_backup_core::archive_pipeline`); the callback still
+//! reports a file archived only once that file's own object is durable.
 
 use std::ffi::{c_char, CStr};
 use std::path::Path;
@@ -20,6 +24,7 @@ use std::time::Instant;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use sc_backup_core::archive_pipeline::ArchivePipeline;
 use sc_backup_core::config::{ConfigError, Settings};
 use sc_backup_core::repository::ClusterIdentity;
 use sc_backup_core::wal::ArchiveOutcome;
@@ -27,13 +32,28 @@ use sc_backup_core::{Error, Repository};
 
 /// Returns the current, validated `sc_backup.*` settings.
 pub type SettingsSource = fn() -> Result<Settings, ConfigError>;
+/// Returns how many worker threads archive ahead (0: none, work in the callback).
+pub type ParallelismSource = fn() -> usize;
+
+/// Where files go: straight to the repository, or through the look-ahead workers.
+enum Archiver {
+    InCallback(Repository),
+    Pipelined(ArchivePipeline),
+}
+
+struct Open {
+    settings: Settings,
+    parallelism: usize,
+    archiver: Archiver,
+}
 
 struct State {
     settings_source: SettingsSource,
+    parallelism_source: ParallelismSource,
     /// The repository opened for the current settings. Opening an encrypted repository
     /// unwraps its key with the passphrase (about a second of scrypt), so it is done once per
     /// archiver process and again only when a reload changes the settings.
-    open: Option<(Settings, Repository)>,
+    open: Option<Open>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -46,19 +66,21 @@ static STATE: Mutex<Option<State>> = Mutex::new(None);
 pub unsafe fn init_pg15(
     callbacks: *mut pg_sys::ArchiveModuleCallbacks,
     settings_source: SettingsSource,
+    parallelism_source: ParallelismSource,
 ) {
-    install(settings_source);
+    install(settings_source, parallelism_source);
     (*callbacks).check_configured_cb = Some(check_configured_pg15);
     (*callbacks).archive_file_cb = Some(archive_file_pg15);
     (*callbacks).shutdown_cb = None;
 }
 
-fn install(settings_source: SettingsSource) {
+fn install(settings_source: SettingsSource, parallelism_source: ParallelismSource) {
     let mut state = STATE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     *state = Some(State {
         settings_source,
+        parallelism_source,
         open: None,
     });
 }
@@ -113,8 +135,11 @@ pub mod pg16 {
         shutdown_cb: None,
     };
 
-    pub fn init(settings_source: SettingsSource) -> *const ArchiveModuleCallbacks {
-        install(settings_source);
+    pub fn init(
+        settings_source: SettingsSource,
+        parallelism_source: ParallelismSource,
+    ) -> *const ArchiveModuleCallbacks {
+        install(settings_source, parallelism_source);
         &CALLBACKS
     }
 
@@ -223,16 +248,34 @@ fn archive(file: &str, path: &str) -> Result<ArchiveOutcome, Error> {
         .as_mut()
         .expect("callbacks are installed before they are called");
     let settings = (state.settings_source)()?;
-    let reuse = matches!(&state.open, Some((open_settings, _)) if *open_settings == settings);
+    let parallelism = (state.parallelism_source)();
+    let reuse = matches!(&state.open, Some(open)
+        if open.settings == settings && open.parallelism == parallelism);
     if !reuse {
-        // Drop the old repository (and its key) before opening the new one.
+        // Stop the old workers (they finish their current file) and drop the old repository
+        // and its key before opening the new one.
         state.open = None;
         let repository = Repository::open_for_cluster(&settings, &cluster_identity())?;
-        state.open = Some((settings, repository));
+        let archiver = if parallelism == 0 {
+            Archiver::InCallback(repository)
+        } else {
+            // The archiver runs with the data directory as its working directory.
+            let pipeline = ArchivePipeline::start(repository, "pg_wal", parallelism)
+                .map_err(|e| Error::io("start worker threads for", "archiving", e))?;
+            Archiver::Pipelined(pipeline)
+        };
+        state.open = Some(Open {
+            settings,
+            parallelism,
+            archiver,
+        });
     }
-    let (_, repository) = state.open.as_ref().expect("opened above");
-    // The archiver runs with the data directory as its working directory; `path` is relative.
-    repository.archive_wal(Path::new(path), file)
+    let open = state.open.as_ref().expect("opened above");
+    // `path` is relative to the data directory, the archiver's working directory.
+    match &open.archiver {
+        Archiver::InCallback(repository) => repository.archive_wal(Path::new(path), file),
+        Archiver::Pipelined(pipeline) => pipeline.archive(file, Path::new(path)),
+    }
 }
 
 fn cluster_identity() -> ClusterIdentity {

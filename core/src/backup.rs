@@ -427,6 +427,11 @@ impl<'r> BackupWriter<'r> {
                 }),
             }
         }
+        // Largest first, so that a big relation segment does not start last and leave the
+        // other workers idle while it is copied.
+        files.sort_by_cached_key(|(_, entry)| {
+            std::cmp::Reverse(fs::metadata(&entry.source).map(|m| m.len()).unwrap_or(0))
+        });
         let key = self.repository.key()?;
         let queue = Mutex::new(files.into_iter());
         let stop = AtomicBool::new(false);
@@ -444,17 +449,20 @@ impl<'r> BackupWriter<'r> {
             for _ in 0..parallelism.max(1) {
                 let results = results.clone();
                 let (queue, stop) = (&queue, &stop);
-                scope.spawn(move || loop {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Some((index, entry)) = queue.lock().unwrap().next() else {
-                        return;
-                    };
-                    let result = self.store_file(index, &entry, key);
-                    if results.send(result).is_err() {
-                        return;
-                    }
+                // The caller is a PostgreSQL backend: its signals must reach its own thread.
+                crate::threads::with_signals_blocked(|| {
+                    scope.spawn(move || loop {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let Some((index, entry)) = queue.lock().unwrap().next() else {
+                            return;
+                        };
+                        let result = self.store_file(index, &entry, key);
+                        if results.send(result).is_err() {
+                            return;
+                        }
+                    })
                 });
             }
             drop(results);

@@ -3,6 +3,7 @@
 //! Nothing here knows PostgreSQL's C API. The extension, the archive module and the CLI are
 //! thin front ends over these functions.
 
+pub mod archive_pipeline;
 pub mod audit;
 pub mod backup;
 pub mod codec;
@@ -15,6 +16,7 @@ pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod storage;
+pub mod threads;
 pub mod wal;
 
 pub use config::{RawSettings, Settings};

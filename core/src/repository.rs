@@ -96,8 +96,9 @@ impl Repository {
     /// Refuses a repository of another cluster or of another encryption mode.
     pub fn open_for_cluster(settings: &Settings, cluster: &ClusterIdentity) -> Result<Repository> {
         let storage = open_storage(settings)?;
-        let info = match read_info(storage.as_ref())? {
-            Some(info) => info,
+        // A new repository's key was just generated: no need to unwrap it again (a second).
+        let (info, new_key) = match read_info(storage.as_ref())? {
+            Some(info) => (info, None),
             None => create(storage.as_ref(), settings, cluster)?,
         };
         let location = storage.describe();
@@ -123,6 +124,11 @@ impl Repository {
             });
         }
         let repository = Repository::from_parts(storage, info, settings)?;
+        if let Some(key) = new_key {
+            if repository.info.key_recipient.as_deref() == Some(key.recipient_string().as_str()) {
+                let _ = repository.key.set(key);
+            }
+        }
         // A writer checks the passphrase now rather than at its first object.
         repository.key()?;
         Ok(repository)
@@ -350,8 +356,8 @@ fn create(
     storage: &dyn Storage,
     settings: &Settings,
     cluster: &ClusterIdentity,
-) -> Result<RepositoryInfo> {
-    let key_recipient = match settings.encryption {
+) -> Result<(RepositoryInfo, Option<RepositoryKey>)> {
+    let key = match settings.encryption {
         EncryptionMode::None => None,
         EncryptionMode::Age => {
             let passphrase = settings
@@ -365,14 +371,14 @@ fn create(
                     object: KEY_KEY.into(),
                     reason: e.to_string(),
                 })?;
-            let key = if write_new_object(storage, KEY_KEY, &wrapped)? {
-                key
+            if write_new_object(storage, KEY_KEY, &wrapped)? {
+                Some(key)
             } else {
-                load_key(storage, passphrase)?
-            };
-            Some(key.recipient_string())
+                Some(load_key(storage, passphrase)?)
+            }
         }
     };
+    let key_recipient = key.as_ref().map(RepositoryKey::recipient_string);
     let info = RepositoryInfo {
         format: FORMAT_VERSION,
         system_identifier: cluster.system_identifier.to_string(),
@@ -386,12 +392,14 @@ fn create(
     };
     let json = serde_json::to_vec_pretty(&info).expect("repository info serializes");
     if write_new_object(storage, INFO_KEY, &json)? {
-        Ok(info)
+        Ok((info, key))
     } else {
-        read_info(storage)?.ok_or_else(|| Error::NotARepository {
+        // Another writer created the repository first; its key is the one that counts.
+        let info = read_info(storage)?.ok_or_else(|| Error::NotARepository {
             location: storage.describe(),
             reason: format!("{INFO_KEY} vanished while the repository was being created"),
-        })
+        })?;
+        Ok((info, None))
     }
 }
 

@@ -43,6 +43,7 @@ pub static ENCRYPTION: GucSetting<EncryptionGuc> =
 pub static ENCRYPTION_PASSPHRASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static BACKUP_PARALLELISM: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static ARCHIVE_PARALLELISM: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_URI_STYLE: GucSetting<S3UriStyleGuc> =
@@ -125,6 +126,17 @@ pub fn register() {
         &BACKUP_PARALLELISM,
         1,
         64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"sc_backup.archive_parallelism",
+        c"WAL files the archive module works on at once.",
+        c"Worker threads compress, encrypt and store the next ready WAL files while the archiver \
+          waits for the current one. 0 archives each file inside the archiver's callback.",
+        &ARCHIVE_PARALLELISM,
+        0,
+        16,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -397,6 +409,11 @@ pub fn cstring_setting(setting: &GucSetting<Option<CString>>) -> Option<String> 
 }
 
 /// The current settings, validated. Called in the archiver and in backends.
+/// Worker threads for the archive module (`sc_backup.archive_parallelism`).
+pub fn archive_parallelism() -> usize {
+    ARCHIVE_PARALLELISM.get().max(0) as usize
+}
+
 pub fn settings() -> Result<Settings, ConfigError> {
     let compression = match COMPRESSION.get() {
         CompressionGuc::None => CompressionAlgorithm::None,
@@ -452,6 +469,7 @@ pub const DEFINED: &[&str] = &[
     names::ENCRYPTION,
     names::ENCRYPTION_PASSPHRASE,
     "sc_backup.backup_parallelism",
+    "sc_backup.archive_parallelism",
     names::S3_REGION,
     names::S3_ENDPOINT,
     names::S3_URI_STYLE,

@@ -36,7 +36,7 @@ pub extern "C-unwind" fn _PG_init() {
 pub unsafe extern "C-unwind" fn _PG_archive_module_init(
     callbacks: *mut pg_sys::ArchiveModuleCallbacks,
 ) {
-    sc_backup_archive_module::init_pg15(callbacks, guc::settings);
+    sc_backup_archive_module::init_pg15(callbacks, guc::settings, guc::archive_parallelism);
 }
 
 /// The archive module entry point (PostgreSQL 16+ ABI: returns the callbacks).
@@ -44,7 +44,7 @@ pub unsafe extern "C-unwind" fn _PG_archive_module_init(
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn _PG_archive_module_init(
 ) -> *const sc_backup_archive_module::pg16::ArchiveModuleCallbacks {
-    sc_backup_archive_module::pg16::init(guc::settings)
+    sc_backup_archive_module::pg16::init(guc::settings, guc::archive_parallelism)
 }
 
 #[cfg(any(test, feature = "pg_test"))]

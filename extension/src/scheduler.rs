@@ -385,11 +385,10 @@ impl MetricsServer {
         let data_directory = status::data_directory();
         let serving = Arc::clone(&server);
         let snapshot = Arc::clone(snapshot);
-        let thread = without_signals(move || {
-            std::thread::Builder::new()
-                .name("sc_backup metrics".into())
-                .spawn(move || serve(&serving, &snapshot, data_directory))
-        });
+        let thread =
+            sc_backup_core::threads::spawn_without_signals("sc_backup metrics".into(), move || {
+                serve(&serving, &snapshot, data_directory)
+            });
         match thread {
             Ok(thread) => {
                 pgrx::log!(
@@ -402,21 +401,6 @@ impl MetricsServer {
                 pgrx::warning!("sc_backup scheduler: cannot start the metrics thread: {error}")
             }
         }
-    }
-}
-
-/// Spawns with every signal blocked, so PostgreSQL's handlers only ever run on the worker's
-/// own thread; the new thread inherits the mask.
-fn without_signals<T>(spawn: impl FnOnce() -> T) -> T {
-    // Safety: plain POSIX signal-mask calls on this thread.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut previous);
-        let spawned = spawn();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
-        spawned
     }
 }
 
