@@ -1,0 +1,1129 @@
+//! sc_backup's benchmark: WAL archiving, base backup and restore, side by side with cp,
+//! basic_archive, pg_basebackup and pgBackRest, on this machine and in one run.
+//!
+//! Machines like ours are noisy, so every figure is reported next to the others measured in
+//! the same run, and the comparison is made as a ratio. Run through `bench/run.sh`, which
+//! builds the release binaries first.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use sc_backup_pg_test::postgres::Client;
+use sc_backup_pg_test::{
+    as_postgres, pg_bindir, run_ok, sc_backup, Cluster, ClusterOptions, S3Server, TestDir,
+};
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks sc_backup against pgBackRest and PostgreSQL's own tools")]
+struct Args {
+    /// WAL segments (16 MiB) in the archive backlog
+    #[arg(long, default_value_t = 128)]
+    segments: u32,
+    /// pgbench scale of the large database (about 15 MiB per unit)
+    #[arg(long, default_value_t = 200)]
+    scale: u32,
+    /// pgbench scale of the small database (peak memory must not grow with size)
+    #[arg(long, default_value_t = 50)]
+    small_scale: u32,
+    /// Seconds of light load for the RPO figure (archive_timeout = 60)
+    #[arg(long, default_value_t = 130)]
+    rpo_seconds: u64,
+    /// Small sizes everywhere: checks the harness in a few minutes
+    #[arg(long)]
+    quick: bool,
+    /// Phases to run (default all): wal, backup, drill, s3
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where results.md and results.json go
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+const PASSPHRASE: &str = "bench-passphrase-not-secret";
+const MIB: f64 = 1024.0 * 1024.0;
+
+type Figures = Vec<(&'static str, Value)>;
+
+/// One row of a result table.
+struct Row {
+    method: String,
+    figures: BTreeMap<&'static str, Value>,
+}
+
+struct Table {
+    title: String,
+    columns: Vec<&'static str>,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+impl Table {
+    fn new(title: &str, columns: &[&'static str]) -> Table {
+        Table {
+            title: title.into(),
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, method: &str, figures: &[(&'static str, Value)]) {
+        let row = Row {
+            method: method.into(),
+            figures: figures.iter().cloned().collect(),
+        };
+        println!("  {:<44} {}", row.method, render_figures(&row.figures));
+        self.rows.push(row);
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = format!("### {}\n\n| method |", self.title);
+        for column in &self.columns {
+            out.push_str(&format!(" {column} |"));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|".repeat(self.columns.len()));
+        out.push('\n');
+        for row in &self.rows {
+            out.push_str(&format!("| {} |", row.method));
+            for column in &self.columns {
+                let cell = row.figures.get(column).map(cell).unwrap_or_default();
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push('\n');
+        }
+        for note in &self.notes {
+            out.push_str(&format!("\n{note}\n"));
+        }
+        out
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "title": self.title,
+            "notes": self.notes,
+            "rows": self.rows.iter().map(|row| {
+                let mut object = serde_json::Map::new();
+                object.insert("method".into(), json!(row.method));
+                for (name, value) in &row.figures {
+                    object.insert((*name).into(), value.clone());
+                }
+                Value::Object(object)
+            }).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() != 0.0 && f.abs() < 10.0 => format!("{f:.2}"),
+            Some(f) if f.fract() != 0.0 => format!("{f:.1}"),
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn render_figures(figures: &BTreeMap<&'static str, Value>) -> String {
+    figures
+        .iter()
+        .map(|(name, value)| format!("{name}={}", cell(value)))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+fn round1(x: f64) -> Value {
+    json!((x * 10.0).round() / 10.0)
+}
+
+fn round2(x: f64) -> Value {
+    json!((x * 100.0).round() / 100.0)
+}
+
+/// Bytes of the regular files under `path`.
+fn du(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_file() {
+        return meta.len();
+    }
+    if !meta.is_dir() {
+        return 0;
+    }
+    fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| du(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// Wall time and peak resident memory of a command and everything it waited for.
+struct Measured {
+    seconds: f64,
+    peak_rss_mib: f64,
+}
+
+// The child is reaped by wait4, which also reports its peak memory.
+#[allow(clippy::zombie_processes)]
+fn measure(what: &str, command: &mut Command, log: &Path) -> Measured {
+    let log_file = fs::File::create(log).unwrap();
+    let started = Instant::now();
+    let child = command
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: could not start {command:?}: {e}"));
+    let mut status = 0;
+    // Safety: plain wait4 on our own child; its rusage covers the descendants it waited for
+    // (runuser's child, pgBackRest's local processes), and ru_maxrss is their maximum.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(waited > 0, "{what}: wait4 failed");
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        panic!(
+            "{what} failed (status {status}): {}",
+            fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    Measured {
+        seconds,
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+    }
+}
+
+/// RssAnon + RssFile of a process, in KiB (0 once it is gone).
+fn private_rss_kib(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("RssAnon:") || l.starts_with("RssFile:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+fn query_i64(client: &mut Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).unwrap().get(0)
+}
+
+fn ready_files(data: &Path) -> usize {
+    fs::read_dir(data.join("pg_wal/archive_status"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The pgBackRest configuration for one stanza, written where the postgres user can read it.
+fn pgbackrest_conf(dir: &TestDir, name: &str, cluster: &Cluster, async_push: bool) -> PathBuf {
+    let base = dir.subdir(name);
+    for sub in ["repo", "log", "lock", "spool"] {
+        dir.subdir(&format!("{name}/{sub}"));
+    }
+    let conf = base.join("pgbackrest.conf");
+    sc_backup_pg_test::write_as_postgres(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={base}/repo\nlog-path={base}/log\nlock-path={base}/lock\n\
+             spool-path={base}/spool\ncompress-type=zst\ncompress-level=1\nprocess-max=2\n\
+             archive-async={async_push}\nstart-fast=y\nlog-level-console=warn\n\
+             log-level-file=off\n\n[bench]\npg1-path={data}\npg1-socket-path={socket}\n",
+            base = base.display(),
+            async_push = if async_push { "y" } else { "n" },
+            data = cluster.data.display(),
+            socket = cluster.socket_dir.display(),
+        )
+        .as_bytes(),
+    );
+    conf
+}
+
+fn pgbackrest(conf: &Path) -> Command {
+    let mut command = as_postgres("pgbackrest");
+    command.arg(format!("--config={}", conf.display()));
+    command.arg("--stanza=bench");
+    command
+}
+
+/// postgresql.conf lines shared by every benchmark cluster: sc_backup loaded (its settings
+/// exist), archiving on but paused, and enough WAL room that no checkpoint interferes.
+const BASE_CONF: &str = "shared_preload_libraries = 'sc_backup'\n\
+    sc_backup.scheduler = off\n\
+    archive_mode = on\n\
+    archive_command = ''\n\
+    archive_library = ''\n\
+    max_wal_size = '64GB'\n\
+    checkpoint_timeout = '1h'\n\
+    shared_buffers = '512MB'\n\
+    sc_backup.compression = 'zstd'\n\
+    sc_backup.compression_level = 1\n";
+
+fn ours_conf(repository: &str, parallelism: u32, encrypted: bool) -> String {
+    let mut conf = format!(
+        "archive_library = 'sc_backup'\nsc_backup.repository = '{repository}'\n\
+         sc_backup.archive_parallelism = {parallelism}\n"
+    );
+    if encrypted {
+        conf.push_str(&format!(
+            "sc_backup.encryption = 'age'\nsc_backup.encryption_passphrase = '{PASSPHRASE}'\n"
+        ));
+    }
+    conf
+}
+
+struct Bench {
+    args: Args,
+    dir: TestDir,
+    tables: Vec<Table>,
+}
+
+fn main() {
+    let mut args = Args::parse();
+    if args.quick {
+        args.segments = args.segments.min(24);
+        args.scale = args.scale.min(20);
+        args.small_scale = args.small_scale.min(5);
+        args.rpo_seconds = args.rpo_seconds.min(70);
+    }
+    let phases: Vec<String> = if args.only.is_empty() {
+        ["wal", "backup", "drill", "s3"].map(String::from).to_vec()
+    } else {
+        args.only.clone()
+    };
+    let mut bench = Bench {
+        dir: TestDir::new("bench"),
+        args,
+        tables: Vec::new(),
+    };
+    let started = Instant::now();
+    let machine = machine_description();
+    println!("sc_backup benchmark on {machine}");
+    if phases.iter().any(|p| p == "wal") {
+        bench.wal_drain();
+    }
+    if phases.iter().any(|p| p == "backup") {
+        bench.backup_restore();
+    }
+    if phases.iter().any(|p| p == "drill") {
+        bench.drill();
+    }
+    if phases.iter().any(|p| p == "s3") {
+        bench.s3();
+    }
+    bench.write(&machine, started.elapsed());
+}
+
+fn machine_description() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let memory_gib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let pg = run_ok(Command::new(pg_bindir().join("postgres")).arg("--version"));
+    format!(
+        "{} × {cpu}, {memory_gib:.0} GiB RAM, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        String::from_utf8_lossy(&pg.stdout).trim()
+    )
+}
+
+impl Bench {
+    /// A cluster with archiving paused and `segments` ready WAL segments of table churn with
+    /// full-page images (updates right after checkpoints), stopped cleanly.
+    fn wal_backlog(&self, name: &str, segments: u32) -> (PathBuf, u64) {
+        println!("\n== building a backlog of {segments} WAL segments");
+        let mut cluster = Cluster::init(
+            &self.dir,
+            name,
+            ClusterOptions {
+                conf: BASE_CONF,
+                ..ClusterOptions::default()
+            },
+        );
+        cluster.start();
+        let mut client = cluster.connect();
+        client
+            .batch_execute(
+                "CREATE TABLE churn (id bigint PRIMARY KEY, counter int, payload text);
+                 INSERT INTO churn SELECT g, 0, repeat(md5(g::text), 3)
+                   FROM generate_series(1, 400000) g;
+                 CHECKPOINT;",
+            )
+            .unwrap();
+        let mut round = 0;
+        while (ready_files(&cluster.data) as u32) < segments {
+            // After each checkpoint the first change to every page logs the whole page.
+            client
+                .batch_execute(&format!(
+                    "UPDATE churn SET counter = counter + 1, payload = md5(payload) || \
+                     substr(payload, 33) WHERE id % 4 = {};",
+                    round % 4
+                ))
+                .unwrap();
+            if round % 2 == 1 {
+                client.batch_execute("CHECKPOINT").unwrap();
+            }
+            round += 1;
+        }
+        client.batch_execute("SELECT pg_switch_wal()").unwrap();
+        drop(client);
+        cluster.stop("fast");
+        let ready = ready_files(&cluster.data) as u64;
+        let data = cluster.data.clone();
+        std::mem::forget(cluster); // stopped; the copies are what run
+        (data, ready)
+    }
+
+    /// Copies the backlog cluster, lets `prepare` set up on the running copy (archiving still
+    /// paused) and return the method's settings, then restarts the copy with them and times
+    /// the drain of every `.ready` from `pg_ctl start`. (Changing `archive_library` by reload
+    /// would restart the archiver only at the postmaster's next idle wake-up, up to a minute
+    /// later, and that wait is not the method's.)
+    fn drain(
+        &self,
+        source: &Path,
+        name: &str,
+        prepare: impl FnOnce(&Cluster, &mut Client) -> String,
+    ) -> f64 {
+        let data = self.dir.path.join(name);
+        let _ = fs::remove_dir_all(&data);
+        run_ok(Command::new("cp").arg("-a").arg(source).arg(&data));
+        let mut cluster = Cluster::adopt(&self.dir, name, data.clone());
+        cluster.start();
+        // The copy's dirty pages must not be written back during someone's drain.
+        run_ok(&mut Command::new("sync"));
+        let conf = {
+            let mut client = cluster.connect();
+            prepare(&cluster, &mut client)
+        };
+        cluster.stop("fast");
+        cluster.append_conf(&conf);
+        let backlog = ready_files(&data);
+        let started = Instant::now();
+        cluster.start();
+        let deadline = started + Duration::from_secs(1800);
+        while ready_files(&data) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: the backlog did not drain\n{}",
+                cluster.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let mut client = cluster.connect();
+        let failed = query_i64(&mut client, "SELECT failed_count FROM pg_stat_archiver");
+        assert_eq!(
+            failed,
+            0,
+            "{name}: archiving failed\n{}",
+            cluster.log_text()
+        );
+        println!("  ({name}: {backlog} files in {seconds:.1} s)");
+        drop(client);
+        cluster.stop("fast");
+        let _ = fs::remove_dir_all(&data);
+        seconds
+    }
+
+    fn wal_drain(&mut self) {
+        let (source, ready) = self.wal_backlog("wal-source", self.args.segments);
+        let wal_mib = ready as f64 * 16.0;
+        let mut table = Table::new(
+            &format!("WAL archive drain: {ready} ready segments ({wal_mib:.0} MiB of WAL)"),
+            &[
+                "segments/s",
+                "WAL MB/s",
+                "seconds",
+                "repository MiB",
+                "vs pgBackRest async",
+            ],
+        );
+        let mut results: Vec<(String, f64, u64)> = Vec::new();
+        let mut run = |bench: &Bench,
+                       label: &str,
+                       name: &str,
+                       repo: PathBuf,
+                       prepare: &dyn Fn(&Cluster, &mut Client) -> String| {
+            let seconds = bench.drain(&source, name, |c, client| prepare(c, client));
+            let size = du(&repo);
+            let _ = fs::remove_dir_all(&repo);
+            results.push((label.to_string(), seconds, size));
+        };
+
+        let repo = self.dir.subdir("cp-archive");
+        let target = repo.clone();
+        run(
+            self,
+            "cp archive_command (no fsync)",
+            "wal-cp",
+            repo,
+            &|_, _| {
+                format!(
+                    "archive_command = 'test ! -f {0}/%f && cp %p {0}/%f'\n",
+                    target.display()
+                )
+            },
+        );
+
+        let repo = self.dir.subdir("basic-archive");
+        let target = repo.clone();
+        run(self, "basic_archive (fsync)", "wal-basic", repo, &|_, _| {
+            format!(
+                "archive_library = 'basic_archive'\nbasic_archive.archive_directory = '{}'\n",
+                target.display()
+            )
+        });
+
+        for async_push in [false, true] {
+            let name = if async_push {
+                "wal-pgbr-async"
+            } else {
+                "wal-pgbr-sync"
+            };
+            let label = if async_push {
+                "pgBackRest archive-push async (zst 1, process-max 2)"
+            } else {
+                "pgBackRest archive-push (zst 1)"
+            };
+            let conf_dir = self.dir.path.join(format!("{name}-pgbackrest"));
+            let dir = &self.dir;
+            run(self, label, name, conf_dir.join("repo"), &|cluster, _| {
+                let conf = pgbackrest_conf(dir, &format!("{name}-pgbackrest"), cluster, async_push);
+                run_ok(pgbackrest(&conf).arg("stanza-create"));
+                format!(
+                    "archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'\n",
+                    conf.display()
+                )
+            });
+        }
+
+        for (parallelism, encrypted) in [(0, false), (2, false), (2, true)] {
+            let name = format!("wal-ours-{parallelism}-{encrypted}");
+            let label = format!(
+                "sc_backup (zstd 1{}, {})",
+                if encrypted { ", age" } else { "" },
+                if parallelism == 0 {
+                    "in the callback".to_string()
+                } else {
+                    format!("{parallelism} look-ahead workers")
+                }
+            );
+            let repo = self.dir.subdir(&format!("{name}-repo"));
+            let url = repo.display().to_string();
+            run(self, &label, &name, repo, &|_, _| {
+                ours_conf(&url, parallelism, encrypted)
+            });
+        }
+
+        let anchor = results
+            .iter()
+            .find(|(label, _, _)| label.contains("async"))
+            .map(|(_, seconds, _)| *seconds);
+        for (label, seconds, size) in &results {
+            let mut figures = vec![
+                ("segments/s", round1(ready as f64 / seconds)),
+                ("WAL MB/s", round1(wal_mib * MIB / 1e6 / seconds)),
+                ("seconds", round2(*seconds)),
+                ("repository MiB", round1(*size as f64 / MIB)),
+            ];
+            if let Some(anchor) = anchor {
+                figures.push((
+                    "vs pgBackRest async",
+                    json!(format!("{:.2}×", anchor / seconds)),
+                ));
+            }
+            table.add(label, &figures);
+        }
+        table.notes.push(
+            "Each method starts from a copy of the same stopped cluster whose `.ready` backlog \
+             was written with archiving paused (`archive_command = ''`); the clock runs from \
+             `pg_ctl start` with the method's settings (about 0.2 s of start-up, the same for \
+             all) until no `.ready` file is left. Durable methods fsync every file; `cp` does \
+             not. The encrypted run includes creating the repository key (one scrypt, ~1 s)."
+                .into(),
+        );
+        self.tables.push(table);
+        let _ = fs::remove_dir_all(&source);
+    }
+
+    fn pgbench_init(&self, cluster: &Cluster, scale: u32) {
+        println!("\n== pgbench -i -s {scale}");
+        run_ok(
+            as_postgres(pg_bindir().join("pgbench"))
+                .arg("-h")
+                .arg(&cluster.socket_dir)
+                .args([
+                    "-U",
+                    "postgres",
+                    "-i",
+                    "-q",
+                    "-s",
+                    &scale.to_string(),
+                    "postgres",
+                ]),
+        );
+        let mut client = cluster.connect();
+        client.batch_execute("CHECKPOINT").unwrap();
+    }
+
+    /// PGDATA without pg_wal: what every method copies.
+    fn pgdata_bytes(cluster: &Cluster) -> u64 {
+        du(&cluster.data) - du(&cluster.data.join("pg_wal"))
+    }
+
+    /// `SELECT sc_backup()` timed, with the backend's peak private memory (anonymous plus
+    /// file-backed resident pages, sampled every 10 ms; shared buffers are not ours).
+    fn ours_backup(cluster: &Cluster) -> (String, f64, f64, u64) {
+        let mut client = cluster.connect();
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let done = std::sync::Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut peak_kib = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak_kib = peak_kib.max(private_rss_kib(pid));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                peak_kib
+            })
+        };
+        let started = Instant::now();
+        let row = client
+            .query_one("SELECT backup_name, stored_bytes FROM sc_backup()", &[])
+            .unwrap();
+        let seconds = started.elapsed().as_secs_f64();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak_kib = sampler.join().unwrap();
+        let name: String = row.get(0);
+        let stored: i64 = row.get(1);
+        (name, seconds, peak_kib as f64 / 1024.0, stored as u64)
+    }
+
+    fn ours_restore(&self, repository: &str, target: &Path, name: &str) -> Measured {
+        let mut command = sc_backup(&self.dir.path);
+        command
+            .env("SC_BACKUP_REPOSITORY", repository)
+            .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", PASSPHRASE)
+            .args(["restore", "--backup", name, "--parallel", "2", "--pgdata"])
+            .arg(target);
+        measure(
+            "sc-backup restore",
+            &mut command,
+            &self.dir.path.join("restore.log"),
+        )
+    }
+
+    fn backup_restore(&mut self) {
+        let mut table = Table::new(
+            "Base backup and restore (pgbench database)",
+            &[
+                "PGDATA MiB",
+                "backup s",
+                "backup MB/s",
+                "restore s",
+                "restore MB/s",
+                "stored MiB",
+                "backup peak RSS MiB",
+                "restore peak RSS MiB",
+                "backup vs pgBackRest",
+            ],
+        );
+        let repo = self.dir.subdir("backup-repo");
+        let repo_url = repo.display().to_string();
+        let mut cluster = Cluster::init(
+            &self.dir,
+            "db",
+            ClusterOptions {
+                conf: BASE_CONF,
+                ..ClusterOptions::default()
+            },
+        );
+        // Unencrypted first: pgBackRest and pg_basebackup do not encrypt either.
+        cluster.append_conf(&ours_conf(&repo_url, 2, false));
+        cluster.append_conf("sc_backup.backup_parallelism = 2");
+        cluster.start();
+        cluster
+            .connect()
+            .batch_execute("CREATE EXTENSION sc_backup")
+            .unwrap();
+
+        // (method, figures, backup seconds)
+        let mut rows: Vec<(String, Figures, f64)> = Vec::new();
+        for scale in [self.args.small_scale, self.args.scale] {
+            self.pgbench_init(&cluster, scale);
+            let pgdata = Self::pgdata_bytes(&cluster);
+            let pgdata_mib = pgdata as f64 / MIB;
+            let mb = pgdata as f64 / 1e6;
+            println!("== sc_backup at scale {scale} ({pgdata_mib:.0} MiB)");
+            let (name, backup_s, backup_rss, stored) = Self::ours_backup(&cluster);
+            let target = self.dir.path.join("restored-ours");
+            let restore = self.ours_restore(&repo_url, &target, &name);
+            let _ = fs::remove_dir_all(&target);
+            rows.push((
+                format!("sc_backup (zstd 1, 2 workers), scale {scale}"),
+                vec![
+                    ("PGDATA MiB", round1(pgdata_mib)),
+                    ("backup s", round2(backup_s)),
+                    ("backup MB/s", round1(mb / backup_s)),
+                    ("restore s", round2(restore.seconds)),
+                    ("restore MB/s", round1(mb / restore.seconds)),
+                    ("stored MiB", round1(stored as f64 / MIB)),
+                    ("backup peak RSS MiB", round1(backup_rss)),
+                    ("restore peak RSS MiB", round1(restore.peak_rss_mib)),
+                ],
+                backup_s,
+            ));
+        }
+        // The others at the large size only.
+        let pgdata = Self::pgdata_bytes(&cluster);
+        let pgdata_mib = pgdata as f64 / MIB;
+        let mb = pgdata as f64 / 1e6;
+        {
+            println!("== sc_backup with encryption at scale {}", self.args.scale);
+            let encrypted_repo = self.dir.subdir("backup-repo-age");
+            let url = encrypted_repo.display().to_string();
+            let mut client = cluster.connect();
+            cluster.append_conf(&ours_conf(&url, 2, true));
+            client.execute("SELECT pg_reload_conf()", &[]).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            let (name, backup_s, backup_rss, stored) = Self::ours_backup(&cluster);
+            let target = self.dir.path.join("restored-ours");
+            let restore = self.ours_restore(&url, &target, &name);
+            let _ = fs::remove_dir_all(&target);
+            rows.push((
+                format!(
+                    "sc_backup (zstd 1, age, 2 workers), scale {}",
+                    self.args.scale
+                ),
+                vec![
+                    ("PGDATA MiB", round1(pgdata_mib)),
+                    ("backup s", round2(backup_s)),
+                    ("backup MB/s", round1(mb / backup_s)),
+                    ("restore s", round2(restore.seconds)),
+                    ("restore MB/s", round1(mb / restore.seconds)),
+                    ("stored MiB", round1(stored as f64 / MIB)),
+                    ("backup peak RSS MiB", round1(backup_rss)),
+                    ("restore peak RSS MiB", round1(restore.peak_rss_mib)),
+                ],
+                backup_s,
+            ));
+        }
+        for (label, compress, suffix) in [
+            ("pg_basebackup -Ft -z (gzip 6) + tar -x", true, ".tar.gz"),
+            ("pg_basebackup -Ft + tar -x", false, ".tar"),
+        ] {
+            println!("== {label}");
+            let out = self.dir.subdir("basebackup");
+            let mut command = as_postgres(pg_bindir().join("pg_basebackup"));
+            command
+                .arg("-h")
+                .arg(&cluster.socket_dir)
+                .args(["-U", "postgres", "-c", "fast", "-Ft", "-D"])
+                .arg(&out);
+            if compress {
+                command.arg("-z");
+            }
+            let backup = measure(label, &mut command, &self.dir.path.join("basebackup.log"));
+            let stored = du(&out);
+            let target = self.dir.subdir("restored-basebackup");
+            let script = format!(
+                "tar -xf {out}/base{suffix} -C {t} && tar -xf {out}/pg_wal{suffix} -C {t}/pg_wal",
+                out = out.display(),
+                t = target.display()
+            );
+            let restore = measure(
+                "tar -x",
+                as_postgres("bash").args(["-c", &script]),
+                &self.dir.path.join("tar.log"),
+            );
+            let _ = fs::remove_dir_all(&out);
+            let _ = fs::remove_dir_all(&target);
+            rows.push((
+                label.to_string(),
+                vec![
+                    ("PGDATA MiB", round1(pgdata_mib)),
+                    ("backup s", round2(backup.seconds)),
+                    ("backup MB/s", round1(mb / backup.seconds)),
+                    ("restore s", round2(restore.seconds)),
+                    ("restore MB/s", round1(mb / restore.seconds)),
+                    ("stored MiB", round1(stored as f64 / MIB)),
+                    ("backup peak RSS MiB", round1(backup.peak_rss_mib)),
+                    ("restore peak RSS MiB", round1(restore.peak_rss_mib)),
+                ],
+                backup.seconds,
+            ));
+        }
+
+        println!("== pgBackRest backup / restore");
+        let conf = pgbackrest_conf(&self.dir, "pgbackrest-backup", &cluster, true);
+        // pgBackRest checks that its own archive receives the backup's WAL. A restart, not a
+        // reload: the postmaster would restart the archiver only at its next idle wake-up.
+        cluster.stop("fast");
+        cluster.append_conf(&format!(
+            "archive_library = ''\narchive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'\n",
+            conf.display()
+        ));
+        cluster.start();
+        run_ok(pgbackrest(&conf).arg("stanza-create"));
+        let backup = measure(
+            "pgbackrest backup",
+            pgbackrest(&conf).args(["--type=full", "backup"]),
+            &self.dir.path.join("pgbackrest-backup.log"),
+        );
+        let stored = du(&self.dir.path.join("pgbackrest-backup/repo/backup"));
+        let target = self.dir.subdir("restored-pgbackrest");
+        let restore = measure(
+            "pgbackrest restore",
+            pgbackrest(&conf)
+                .arg(format!("--pg1-path={}", target.display()))
+                .arg("restore"),
+            &self.dir.path.join("pgbackrest-restore.log"),
+        );
+        let _ = fs::remove_dir_all(&target);
+        let anchor = backup.seconds;
+        rows.push((
+            "pgBackRest backup / restore (zst 1, process-max 2)".into(),
+            vec![
+                ("PGDATA MiB", round1(pgdata_mib)),
+                ("backup s", round2(backup.seconds)),
+                ("backup MB/s", round1(mb / backup.seconds)),
+                ("restore s", round2(restore.seconds)),
+                ("restore MB/s", round1(mb / restore.seconds)),
+                ("stored MiB", round1(stored as f64 / MIB)),
+                ("backup peak RSS MiB", round1(backup.peak_rss_mib)),
+                ("restore peak RSS MiB", round1(restore.peak_rss_mib)),
+            ],
+            backup.seconds,
+        ));
+        let large = format!("scale {}", self.args.scale);
+        for (label, mut figures, seconds) in rows {
+            // Ratios only between runs over the same data.
+            if label.contains(&large) || !label.starts_with("sc_backup") {
+                figures.push((
+                    "backup vs pgBackRest",
+                    json!(format!("{:.2}×", anchor / seconds)),
+                ));
+            }
+            table.add(&label, &figures);
+        }
+        table.notes.push(format!(
+            "sc_backup's backup peak RSS is the backend's private resident memory (RssAnon + \
+             RssFile, sampled every 10 ms during `SELECT sc_backup()`; the shared buffers it \
+             maps are not counted); the others' are wait4's ru_maxrss of the command and its \
+             children. The database is the same cluster, grown from scale {} to {} between \
+             the first two rows. With encryption, opening the repository unwraps its key with \
+             scrypt (age's work factor, calibrated to about a second), whose memory cost is \
+             most of that row's peak.",
+            self.args.small_scale, self.args.scale
+        ));
+        cluster.stop("fast");
+        self.tables.push(table);
+    }
+
+    /// RTO: restore + replay of 1 GiB of WAL to a promoted, queryable cluster; RPO: the age of
+    /// the newest archived WAL over a window of light load with `archive_timeout = 60`.
+    fn drill(&mut self) {
+        let mut table = Table::new("Recovery drill", &["figure", "seconds"]);
+        let repo = self.dir.subdir("drill-repo");
+        let repo_url = repo.display().to_string();
+        let mut cluster = Cluster::init(
+            &self.dir,
+            "drill",
+            ClusterOptions {
+                conf: BASE_CONF,
+                ..ClusterOptions::default()
+            },
+        );
+        cluster.append_conf(&ours_conf(&repo_url, 2, true));
+        cluster.append_conf("archive_timeout = 60");
+        cluster.start();
+        cluster
+            .connect()
+            .batch_execute("CREATE EXTENSION sc_backup")
+            .unwrap();
+        let (scale, wal_bytes) = if self.args.quick {
+            (5, 128 << 20)
+        } else {
+            (70, 1u64 << 30)
+        };
+        self.pgbench_init(&cluster, scale);
+        let data_mib = Self::pgdata_bytes(&cluster) as f64 / MIB;
+        let mut client = cluster.connect();
+        let (name, _, _, _) = Self::ours_backup(&cluster);
+        println!("== {} MiB of WAL after the backup", wal_bytes >> 20);
+        let start_lsn: String = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .unwrap()
+            .get(0);
+        loop {
+            run_ok(
+                as_postgres(pg_bindir().join("pgbench"))
+                    .arg("-h")
+                    .arg(&cluster.socket_dir)
+                    .args(["-U", "postgres", "-n", "-c", "2", "-T", "10", "postgres"]),
+            );
+            let written: i64 = client
+                .query_one(
+                    "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::bigint",
+                    &[&start_lsn],
+                )
+                .unwrap()
+                .get(0);
+            if written as u64 >= wal_bytes {
+                break;
+            }
+        }
+        let expected = query_i64(
+            &mut client,
+            "SELECT sum(abalance)::bigint FROM pgbench_accounts",
+        );
+        cluster.switch_and_wait_archived(&mut client);
+
+        println!(
+            "== RPO: light load for {} s with archive_timeout = 60",
+            self.args.rpo_seconds
+        );
+        let mut load = as_postgres(pg_bindir().join("pgbench"))
+            .arg("-h")
+            .arg(&cluster.socket_dir)
+            .args(["-U", "postgres", "-n", "-c", "1", "-R", "20", "-T"])
+            .arg((self.args.rpo_seconds + 30).to_string())
+            .arg("postgres")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let rpo_started = Instant::now();
+        let mut worst = 0.0f64;
+        let mut at_crash = 0.0f64;
+        while rpo_started.elapsed() < Duration::from_secs(self.args.rpo_seconds) {
+            std::thread::sleep(Duration::from_secs(1));
+            let age: f64 = client
+                .query_one(
+                    "SELECT coalesce(extract(epoch FROM now() - last_archived_time), 0)::float8 \
+                     FROM pg_stat_archiver",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            // The first minute may still see the drain of the RTO WAL finishing.
+            if rpo_started.elapsed() > Duration::from_secs(5) {
+                worst = worst.max(age);
+            }
+            at_crash = age;
+        }
+        let _ = load.kill();
+        let _ = load.wait();
+        drop(client);
+        // The crash: kill -9 of the postmaster. What is archived is what a restore gets.
+        let pid: i32 = fs::read_to_string(cluster.data.join("postmaster.pid"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &cluster.data.display().to_string()])
+            .status();
+        std::mem::forget(cluster);
+
+        println!("== RTO: restore the backup and replay the archived WAL");
+        let target = self.dir.path.join("drill-restored");
+        let started = Instant::now();
+        let restore = self.ours_restore(&repo_url, &target, &name);
+        let mut restored = Cluster::adopt(&self.dir, "drill-restored", target.clone());
+        restored.append_conf("archive_mode = off\nsc_backup.scheduler = off\narchive_timeout = 0");
+        let replay_started = Instant::now();
+        restored.start();
+        let mut client = restored.connect();
+        restored.wait_promoted(&mut client);
+        let replay = replay_started.elapsed().as_secs_f64();
+        let rto = started.elapsed().as_secs_f64();
+        let restored_sum = query_i64(
+            &mut client,
+            "SELECT sum(abalance)::bigint FROM pgbench_accounts",
+        );
+        // The RPO load ran after `expected` was read: the restored state includes at least it.
+        assert!(
+            restored_sum != 0 || expected == 0,
+            "the restored cluster has data"
+        );
+        table.add(
+            &format!(
+                "RTO: restore + replay of {} MiB WAL ({data_mib:.0} MiB data)",
+                wal_bytes >> 20
+            ),
+            &[
+                ("figure", json!("to a promoted, queryable cluster")),
+                ("seconds", round1(rto)),
+            ],
+        );
+        table.add(
+            "  of which sc-backup restore",
+            &[
+                ("figure", json!("files laid down")),
+                ("seconds", round1(restore.seconds)),
+            ],
+        );
+        table.add(
+            "  of which start + WAL replay + promotion",
+            &[
+                ("figure", json!("restore_command = sc-backup wal-fetch")),
+                ("seconds", round1(replay)),
+            ],
+        );
+        table.add(
+            "RPO: newest archived WAL age, worst over the window",
+            &[
+                ("figure", json!("archive_timeout = 60, pgbench -R 20")),
+                ("seconds", round1(worst)),
+            ],
+        );
+        table.add(
+            "RPO: newest archived WAL age at the kill -9",
+            &[
+                ("figure", json!("what a restore would lose")),
+                ("seconds", round1(at_crash)),
+            ],
+        );
+        drop(client);
+        restored.stop("fast");
+        self.tables.push(table);
+    }
+
+    /// The same archive drain and a backup, into s3s-fs on loopback.
+    fn s3(&mut self) {
+        let server = S3Server::start(&self.dir, "s3");
+        server.create_bucket("bench");
+        let segments = (self.args.segments / 2).max(8);
+        let (source, ready) = self.wal_backlog("s3-wal-source", segments);
+        let wal_mib = ready as f64 * 16.0;
+        let mut table = Table::new(
+            &format!("S3 (s3s-fs on loopback): archive drain of {ready} segments, then a backup"),
+            &["segments/s", "WAL MB/s", "seconds", "backup MB/s"],
+        );
+        for parallelism in [0u32, 2] {
+            let url = format!("s3://bench/wal-{parallelism}");
+            let conf = format!("{}{}", server.conf(), ours_conf(&url, parallelism, true));
+            let seconds = self.drain(&source, &format!("s3-wal-{parallelism}"), |_, _| {
+                conf.clone()
+            });
+            table.add(
+                &format!(
+                    "sc_backup archive (zstd 1, age, {})",
+                    if parallelism == 0 {
+                        "in the callback".into()
+                    } else {
+                        format!("{parallelism} look-ahead workers")
+                    }
+                ),
+                &[
+                    ("segments/s", round1(ready as f64 / seconds)),
+                    ("WAL MB/s", round1(wal_mib * MIB / 1e6 / seconds)),
+                    ("seconds", round2(seconds)),
+                ],
+            );
+        }
+        let _ = fs::remove_dir_all(&source);
+        let mut cluster = Cluster::init(
+            &self.dir,
+            "s3-db",
+            ClusterOptions {
+                conf: BASE_CONF,
+                ..ClusterOptions::default()
+            },
+        );
+        cluster.append_conf(&server.conf());
+        cluster.append_conf(&ours_conf("s3://bench/backup", 2, true));
+        cluster.start();
+        cluster
+            .connect()
+            .batch_execute("CREATE EXTENSION sc_backup")
+            .unwrap();
+        self.pgbench_init(&cluster, self.args.small_scale);
+        let pgdata = Self::pgdata_bytes(&cluster);
+        let (_, seconds, _, _) = Self::ours_backup(&cluster);
+        table.add(
+            &format!(
+                "sc_backup() to S3, scale {} ({:.0} MiB)",
+                self.args.small_scale,
+                pgdata as f64 / MIB
+            ),
+            &[
+                ("backup MB/s", round1(pgdata as f64 / 1e6 / seconds)),
+                ("seconds", round2(seconds)),
+            ],
+        );
+        table.notes.push(
+            "pgBackRest is not in this table: its S3 client requires TLS, which s3s-fs does not \
+             serve. basic_archive and cp write only to local directories."
+                .into(),
+        );
+        cluster.stop("fast");
+        self.tables.push(table);
+    }
+
+    fn write(&self, machine: &str, elapsed: Duration) {
+        fs::create_dir_all(&self.args.out).unwrap();
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let mut markdown = format!(
+            "## sc_backup benchmark, {}\n\nMachine: {machine}. Whole run: {:.1} min.\n\n",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+            elapsed.as_secs_f64() / 60.0
+        );
+        for table in &self.tables {
+            markdown.push_str(&table.markdown());
+            markdown.push('\n');
+        }
+        let json = json!({
+            "machine": machine,
+            "command": command,
+            "minutes": elapsed.as_secs_f64() / 60.0,
+            "tables": self.tables.iter().map(Table::json).collect::<Vec<_>>(),
+        });
+        fs::write(self.args.out.join("results.md"), &markdown).unwrap();
+        fs::write(
+            self.args.out.join("results.json"),
+            serde_json::to_string_pretty(&json).unwrap(),
+        )
+        .unwrap();
+        println!("\n{markdown}");
+        println!(
+            "written to {} and {}",
+            self.args.out.join("results.md").display(),
+            self.args.out.join("results.json").display()
+        );
+    }
+}
