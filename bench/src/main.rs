@@ -139,6 +139,27 @@ fn render_figures(figures: &BTreeMap<&'static str, Value>) -> String {
         .join("  ")
 }
 
+/// One backup-and-restore row's figures; `mb` is PGDATA in MB (10^6 bytes).
+fn backup_figures(
+    pgdata_mib: f64,
+    mb: f64,
+    backup: (f64, f64),
+    restore: &Measured,
+    stored_bytes: u64,
+) -> Figures {
+    let (backup_seconds, backup_peak_mib) = backup;
+    vec![
+        ("PGDATA MiB", round1(pgdata_mib)),
+        ("backup s", round2(backup_seconds)),
+        ("backup MB/s", round1(mb / backup_seconds)),
+        ("restore s", round2(restore.seconds)),
+        ("restore MB/s", round1(mb / restore.seconds)),
+        ("stored MiB", round1(stored_bytes as f64 / MIB)),
+        ("backup peak RSS MiB", round1(backup_peak_mib)),
+        ("restore peak RSS MiB", round1(restore.peak_rss_mib)),
+    ]
+}
+
 fn round1(x: f64) -> Value {
     json!((x * 10.0).round() / 10.0)
 }
@@ -570,6 +591,25 @@ impl Bench {
         let _ = fs::remove_dir_all(&source);
     }
 
+    /// A cluster with the benchmark's base settings plus `conf`, started, with the extension.
+    fn ours_cluster(&self, name: &str, conf: &str) -> Cluster {
+        let mut cluster = Cluster::init(
+            &self.dir,
+            name,
+            ClusterOptions {
+                conf: BASE_CONF,
+                ..ClusterOptions::default()
+            },
+        );
+        cluster.append_conf(conf);
+        cluster.start();
+        cluster
+            .connect()
+            .batch_execute("CREATE EXTENSION sc_backup")
+            .unwrap();
+        cluster
+    }
+
     fn pgbench_init(&self, cluster: &Cluster, scale: u32) {
         println!("\n== pgbench -i -s {scale}");
         run_ok(
@@ -658,22 +698,14 @@ impl Bench {
         );
         let repo = self.dir.subdir("backup-repo");
         let repo_url = repo.display().to_string();
-        let mut cluster = Cluster::init(
-            &self.dir,
-            "db",
-            ClusterOptions {
-                conf: BASE_CONF,
-                ..ClusterOptions::default()
-            },
-        );
         // Unencrypted first: pgBackRest and pg_basebackup do not encrypt either.
-        cluster.append_conf(&ours_conf(&repo_url, 2, false));
-        cluster.append_conf("sc_backup.backup_parallelism = 2");
-        cluster.start();
-        cluster
-            .connect()
-            .batch_execute("CREATE EXTENSION sc_backup")
-            .unwrap();
+        let mut cluster = self.ours_cluster(
+            "db",
+            &format!(
+                "{}sc_backup.backup_parallelism = 2\n",
+                ours_conf(&repo_url, 2, false)
+            ),
+        );
 
         // (method, figures, backup seconds)
         let mut rows: Vec<(String, Figures, f64)> = Vec::new();
@@ -689,16 +721,7 @@ impl Bench {
             let _ = fs::remove_dir_all(&target);
             rows.push((
                 format!("sc_backup (zstd 1, 2 workers), scale {scale}"),
-                vec![
-                    ("PGDATA MiB", round1(pgdata_mib)),
-                    ("backup s", round2(backup_s)),
-                    ("backup MB/s", round1(mb / backup_s)),
-                    ("restore s", round2(restore.seconds)),
-                    ("restore MB/s", round1(mb / restore.seconds)),
-                    ("stored MiB", round1(stored as f64 / MIB)),
-                    ("backup peak RSS MiB", round1(backup_rss)),
-                    ("restore peak RSS MiB", round1(restore.peak_rss_mib)),
-                ],
+                backup_figures(pgdata_mib, mb, (backup_s, backup_rss), &restore, stored),
                 backup_s,
             ));
         }
@@ -723,16 +746,7 @@ impl Bench {
                     "sc_backup (zstd 1, age, 2 workers), scale {}",
                     self.args.scale
                 ),
-                vec![
-                    ("PGDATA MiB", round1(pgdata_mib)),
-                    ("backup s", round2(backup_s)),
-                    ("backup MB/s", round1(mb / backup_s)),
-                    ("restore s", round2(restore.seconds)),
-                    ("restore MB/s", round1(mb / restore.seconds)),
-                    ("stored MiB", round1(stored as f64 / MIB)),
-                    ("backup peak RSS MiB", round1(backup_rss)),
-                    ("restore peak RSS MiB", round1(restore.peak_rss_mib)),
-                ],
+                backup_figures(pgdata_mib, mb, (backup_s, backup_rss), &restore, stored),
                 backup_s,
             ));
         }
@@ -768,16 +782,13 @@ impl Bench {
             let _ = fs::remove_dir_all(&target);
             rows.push((
                 label.to_string(),
-                vec![
-                    ("PGDATA MiB", round1(pgdata_mib)),
-                    ("backup s", round2(backup.seconds)),
-                    ("backup MB/s", round1(mb / backup.seconds)),
-                    ("restore s", round2(restore.seconds)),
-                    ("restore MB/s", round1(mb / restore.seconds)),
-                    ("stored MiB", round1(stored as f64 / MIB)),
-                    ("backup peak RSS MiB", round1(backup.peak_rss_mib)),
-                    ("restore peak RSS MiB", round1(restore.peak_rss_mib)),
-                ],
+                backup_figures(
+                    pgdata_mib,
+                    mb,
+                    (backup.seconds, backup.peak_rss_mib),
+                    &restore,
+                    stored,
+                ),
                 backup.seconds,
             ));
         }
@@ -811,16 +822,13 @@ impl Bench {
         let anchor = backup.seconds;
         rows.push((
             "pgBackRest backup / restore (zst 1, process-max 2)".into(),
-            vec![
-                ("PGDATA MiB", round1(pgdata_mib)),
-                ("backup s", round2(backup.seconds)),
-                ("backup MB/s", round1(mb / backup.seconds)),
-                ("restore s", round2(restore.seconds)),
-                ("restore MB/s", round1(mb / restore.seconds)),
-                ("stored MiB", round1(stored as f64 / MIB)),
-                ("backup peak RSS MiB", round1(backup.peak_rss_mib)),
-                ("restore peak RSS MiB", round1(restore.peak_rss_mib)),
-            ],
+            backup_figures(
+                pgdata_mib,
+                mb,
+                (backup.seconds, backup.peak_rss_mib),
+                &restore,
+                stored,
+            ),
             backup.seconds,
         ));
         let large = format!("scale {}", self.args.scale);
@@ -854,21 +862,10 @@ impl Bench {
         let mut table = Table::new("Recovery drill", &["figure", "seconds"]);
         let repo = self.dir.subdir("drill-repo");
         let repo_url = repo.display().to_string();
-        let mut cluster = Cluster::init(
-            &self.dir,
+        let cluster = self.ours_cluster(
             "drill",
-            ClusterOptions {
-                conf: BASE_CONF,
-                ..ClusterOptions::default()
-            },
+            &format!("{}archive_timeout = 60\n", ours_conf(&repo_url, 2, true)),
         );
-        cluster.append_conf(&ours_conf(&repo_url, 2, true));
-        cluster.append_conf("archive_timeout = 60");
-        cluster.start();
-        cluster
-            .connect()
-            .batch_execute("CREATE EXTENSION sc_backup")
-            .unwrap();
         let (scale, wal_bytes) = if self.args.quick {
             (5, 128 << 20)
         } else {
@@ -1057,21 +1054,14 @@ impl Bench {
             );
         }
         let _ = fs::remove_dir_all(&source);
-        let mut cluster = Cluster::init(
-            &self.dir,
+        let mut cluster = self.ours_cluster(
             "s3-db",
-            ClusterOptions {
-                conf: BASE_CONF,
-                ..ClusterOptions::default()
-            },
+            &format!(
+                "{}{}",
+                server.conf(),
+                ours_conf("s3://bench/backup", 2, true)
+            ),
         );
-        cluster.append_conf(&server.conf());
-        cluster.append_conf(&ours_conf("s3://bench/backup", 2, true));
-        cluster.start();
-        cluster
-            .connect()
-            .batch_execute("CREATE EXTENSION sc_backup")
-            .unwrap();
         self.pgbench_init(&cluster, self.args.small_scale);
         let pgdata = Self::pgdata_bytes(&cluster);
         let (_, seconds, _, _) = Self::ours_backup(&cluster);

@@ -144,6 +144,9 @@ pub fn delete_backup(repository: &Repository, name: &str) -> Result<()> {
 /// Carries out a plan: backups first, then the WAL only they needed. With
 /// `remove_unfinished` (only when no backup can be running: the caller holds the backup lock)
 /// also the objects of unfinished backups.
+/// How old a temporary file must be before expiry takes it for a dead writer's.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub fn expire(repository: &Repository, plan: &ExpiryPlan, remove_unfinished: bool) -> Result<()> {
     for name in &plan.expired_backups {
         delete_backup(repository, name)?;
@@ -154,6 +157,9 @@ pub fn expire(repository: &Repository, plan: &ExpiryPlan, remove_unfinished: boo
                 repository.storage().delete(&object.key)?;
             }
         }
+        // Temporary files of writers killed mid-write. An hour old at least: a live writer
+        // (the archiver's workers, say) touches its file far more often than that.
+        repository.storage().remove_abandoned(ABANDONED_AFTER)?;
     }
     for key in &plan.expired_wal {
         repository.storage().delete(key)?;

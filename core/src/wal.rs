@@ -38,7 +38,11 @@ fn is_upper_hex(text: &str, len: usize) -> bool {
 
 impl WalFileName {
     pub fn parse(name: &str) -> Result<WalFileName> {
-        let kind = if is_upper_hex(name, 24) {
+        // Every valid name is ASCII; checking first keeps the byte slicing below on character
+        // boundaries (a 16-byte name with a multi-byte character once panicked here).
+        let kind = if !name.is_ascii() {
+            return Err(Error::InvalidWalFileName(name.to_string()));
+        } else if is_upper_hex(name, 24) {
             WalFileKind::Segment
         } else if name.len() == 16 && is_upper_hex(&name[..8], 8) && &name[8..] == ".history" {
             WalFileKind::History

@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 pub mod audit;
 pub mod backup;
 pub mod guc;
+pub mod redact;
 pub mod scheduler;
 pub mod status;
 
@@ -24,6 +25,7 @@ pub mod status;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    redact::install();
     scheduler::register();
 }
 

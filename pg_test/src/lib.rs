@@ -610,6 +610,125 @@ impl Drop for GcsServer {
     }
 }
 
+/// A cluster initialised with `conf`, started, with the extension created: most tests' primary.
+pub fn start_primary(dir: &TestDir, conf: &str) -> (Cluster, postgres::Client) {
+    let mut primary = Cluster::init(
+        dir,
+        "primary",
+        ClusterOptions {
+            conf,
+            ..Default::default()
+        },
+    );
+    primary.start();
+    let mut client = primary.connect();
+    client.batch_execute("CREATE EXTENSION sc_backup").unwrap();
+    (primary, client)
+}
+
+/// `SELECT sc_backup()`, returning the new backup's name.
+pub fn take_backup(client: &mut postgres::Client) -> String {
+    client
+        .query_one("SELECT backup_name FROM sc_backup()", &[])
+        .unwrap()
+        .get(0)
+}
+
+impl Cluster {
+    /// pgbench against this cluster's `postgres` database (`args` before the database name).
+    pub fn pgbench(&self, args: &[&str]) -> Command {
+        let mut command = as_postgres(pg_bindir().join("pgbench"));
+        command
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args(["-U", "postgres"])
+            .args(args)
+            .arg("postgres");
+        command
+    }
+
+    /// WAL files PostgreSQL considers archived (`archive_status/*.done`), sorted.
+    pub fn done_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.data.join("pg_wal/archive_status"))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".done").map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn postmaster_pid(&self) -> i32 {
+        fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no postmaster.pid in {}", self.data.display()))
+    }
+
+    /// A power-loss-like stop: kill -9 of the postmaster and all of its children at once.
+    /// The cluster is left stopped; [`Cluster::start`] runs crash recovery.
+    pub fn crash(&mut self) {
+        let postmaster = self.postmaster_pid();
+        // Stopped first, so that it cannot fork a child we would miss (a child outliving the
+        // postmaster keeps its shared memory attached and the next start refuses to run).
+        // Safety: kill(2) on this cluster's postmaster.
+        unsafe { libc::kill(postmaster, libc::SIGSTOP) };
+        let mut victims = vec![postmaster];
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The parent pid is the second field after the parenthesised command name.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if parent == Some(postmaster) {
+                victims.push(pid);
+            }
+        }
+        for pid in &victims {
+            // Safety: kill(2) on processes of this cluster.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while victims
+            .iter()
+            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        {
+            assert!(Instant::now() < deadline, "processes survived kill -9");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.running = false;
+    }
+
+    /// Connects, waiting while the server restarts (after a crash of one of its processes).
+    pub fn reconnect(&self) -> postgres::Client {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let attempt = postgres::Config::new()
+                .host_path(&self.socket_dir)
+                .user("postgres")
+                .dbname("postgres")
+                .connect(postgres::NoTls);
+            if let Ok(mut client) = attempt {
+                if client.simple_query("SELECT 1").is_ok() {
+                    return client;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the server did not come back\nserver log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// postgresql.conf lines that archive into `repository` through the sc_backup library.
 /// Scheduled backups are off unless `extra` turns them on (later lines win): a test that
 /// counts backups must not meet the default 02:00 UTC daily one.

@@ -3,15 +3,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sc_backup_pg_test::postgres::Client;
 use sc_backup_pg_test::{
-    archiving_conf, as_postgres, pg_bindir, run_ok, sc_backup, Cluster, ClusterOptions, S3Server,
-    TestDir,
+    archiving_conf, run_ok, sc_backup, start_primary, take_backup, Cluster, S3Server, TestDir,
 };
 
 const PASSPHRASE: &str = "backup test passphrase";
@@ -23,35 +22,6 @@ fn encrypted_conf(repo: &Repo) -> String {
              sc_backup.encryption_passphrase = '{PASSPHRASE}'\n\
              max_wal_size = '512MB'"
     ))
-}
-
-fn start_primary(dir: &TestDir, conf: &str) -> (Cluster, Client) {
-    let mut primary = Cluster::init(
-        dir,
-        "primary",
-        ClusterOptions {
-            conf,
-            ..Default::default()
-        },
-    );
-    primary.start();
-    let mut client = primary.connect();
-    client.batch_execute("CREATE EXTENSION sc_backup").unwrap();
-    (primary, client)
-}
-
-fn pgbench(cluster: &Cluster, args: &[&str]) -> Command {
-    let mut command = as_postgres(pg_bindir().join("pgbench"));
-    command
-        .arg("-h")
-        .arg(&cluster.socket_dir)
-        .args(["-U", "postgres"])
-        .args(args)
-        .arg("postgres");
-    command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    command
 }
 
 /// A repository under test: its URL, and how the CLI reaches it (environment only, as an
@@ -138,13 +108,6 @@ fn count(client: &mut Client, table: &str) -> i64 {
         .get(0)
 }
 
-fn take_backup(client: &mut Client) -> String {
-    client
-        .query_one("SELECT backup_name FROM sc_backup()", &[])
-        .unwrap()
-        .get(0)
-}
-
 #[test]
 fn pitr_drill_under_pgbench_load_recovers_exactly_the_target_state() {
     let dir = TestDir::new("pitr_drill");
@@ -171,13 +134,16 @@ fn pitr_drill_on_s3() {
 /// state at that moment, more load; then restore to the target and compare.
 fn pitr_drill(dir: &TestDir, repo: &Repo, restore_records: &dyn Fn() -> usize) {
     let (mut primary, mut client) = start_primary(dir, &encrypted_conf(repo));
-    run_ok(&mut pgbench(&primary, &["-i", "-s", "5", "-q"]));
+    run_ok(&mut primary.pgbench(&["-i", "-s", "5", "-q"]));
     client
         .batch_execute("CREATE TABLE marker (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
         .unwrap();
 
     // Load: pgbench, plus a marker row every 100 ms.
-    let mut load = pgbench(&primary, &["-T", "18", "-c", "2", "-j", "2"])
+    let mut load = primary
+        .pgbench(&["-T", "18", "-c", "2", "-j", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let stop_markers = Arc::new(AtomicBool::new(false));

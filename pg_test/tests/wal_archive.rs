@@ -67,18 +67,6 @@ fn churn(client: &mut sc_backup_pg_test::postgres::Client, rows: i32) -> String 
         .get(0)
 }
 
-fn done_files(data: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(data.join("pg_wal/archive_status"))
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".done").map(str::to_string)
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn archived_segments_come_back_byte_identical_and_corruption_is_caught() {
     let dir = TestDir::new("archive_round_trip");
@@ -103,7 +91,7 @@ fn archived_segments_come_back_byte_identical_and_corruption_is_caught() {
     let last = churn(&mut client, 150_000);
     wait_archived(&cluster, &last);
 
-    let archived = done_files(&cluster.data);
+    let archived = cluster.done_files();
     assert!(
         archived.len() >= 3,
         "expected several archived segments, got {archived:?}"

@@ -258,6 +258,38 @@ impl Storage for LocalStorage {
     fn atomic_create(&self) -> bool {
         true // link(2) fails on an existing name
     }
+
+    fn remove_abandoned(&self, older_than: std::time::Duration) -> Result<u64, StorageError> {
+        let cutoff = std::time::SystemTime::now() - older_than;
+        let mut removed = 0;
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error("list directory", &dir, e)),
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(metadata) = entry.metadata() else {
+                    continue;
+                };
+                if metadata.is_dir() {
+                    pending.push(entry.path());
+                } else if name.starts_with('.')
+                    && name.contains(".tmp.")
+                    && metadata.modified().is_ok_and(|modified| modified < cutoff)
+                {
+                    match fs::remove_file(entry.path()) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_error("remove", &entry.path(), e)),
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]
@@ -291,6 +323,29 @@ mod tests {
         assert_eq!(mode(&dir.path().join("wal")), 0o700);
         assert_eq!(mode(&dir.path().join("wal/0000000100000000")), 0o700);
         assert_eq!(mode(&dir.path().join("wal/0000000100000000/obj")), 0o600);
+    }
+
+    #[test]
+    fn abandoned_temporary_files_are_removed_only_when_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let mut writer = storage.create("backups/b/data/000001").unwrap();
+        writer.write_all(b"half").unwrap();
+        // A writer killed here leaves its temporary file.
+        std::mem::forget(writer);
+        let mut done = storage.create("backups/b/data/000002").unwrap();
+        done.write_all(b"whole").unwrap();
+        done.commit().unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(storage.remove_abandoned(hour).unwrap(), 0);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let moment = std::time::Duration::from_millis(10);
+        assert_eq!(storage.remove_abandoned(moment).unwrap(), 1);
+        let left: Vec<_> = fs::read_dir(dir.path().join("backups/b/data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec!["000002".to_string()]);
     }
 
     #[test]

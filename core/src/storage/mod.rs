@@ -115,6 +115,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// writes), two racing writers may both succeed and the last one's object stays; callers
     /// that write keys whose content is not fixed by the key read them back.
     fn atomic_create(&self) -> bool;
+
+    /// Removes what writers killed mid-write left behind, once older than `older_than`, and
+    /// returns how many. Local directories keep such temporary files (never listed, never
+    /// read); object stores discard unfinished uploads themselves (abort-incomplete-multipart
+    /// lifecycle rules, expiring resumable sessions), so the default does nothing.
+    fn remove_abandoned(&self, _older_than: std::time::Duration) -> Result<u64, StorageError> {
+        Ok(0)
+    }
 }
 
 /// Keys are relative, `/`-separated, without empty, `.` or `..` parts and without parts that

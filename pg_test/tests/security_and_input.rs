@@ -1,0 +1,287 @@
+//! Nobody is let in, no secret leaks, and bad input is refused clearly with nothing changed.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sc_backup_pg_test::postgres::{self, Client};
+use sc_backup_pg_test::{
+    archiving_conf, sc_backup, start_primary, take_backup, Cluster, S3Server, TestDir,
+};
+
+const PASSPHRASE: &str = "security suite passphrase 7f3a";
+
+fn conf(extra: &str) -> String {
+    format!(
+        "sc_backup.compression = zstd\n\
+         sc_backup.encryption = age\n\
+         sc_backup.encryption_passphrase = '{PASSPHRASE}'\n\
+         log_min_messages = debug1\n\
+         log_statement = 'all'\n{extra}"
+    )
+}
+
+fn connect_as(cluster: &Cluster, user: &str) -> Client {
+    postgres::Config::new()
+        .host_path(&cluster.socket_dir)
+        .user(user)
+        .dbname("postgres")
+        .connect(postgres::NoTls)
+        .unwrap()
+}
+
+fn error_message(result: Result<impl std::fmt::Debug, postgres::Error>) -> String {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(error) => error
+            .as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_else(|| error.to_string()),
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        out.push(path.clone());
+        if path.is_dir() {
+            walk(&path, out);
+        }
+    }
+}
+
+#[test]
+fn secrets_stay_hidden_and_functions_need_the_operator_role() {
+    let dir = TestDir::new("security");
+    let server = S3Server::start(&dir, "s3");
+    let repository = dir.subdir("repo");
+    let (mut cluster, mut admin) =
+        start_primary(&dir, &archiving_conf(&repository, &conf(&server.conf())));
+    admin
+        .batch_execute("CREATE ROLE mallory LOGIN; CREATE ROLE olivia LOGIN; GRANT sc_backup_operator TO olivia;")
+        .unwrap();
+    let backup = take_backup(&mut admin);
+    let secrets = [
+        "sc_backup.encryption_passphrase",
+        "sc_backup.s3_secret_access_key",
+    ];
+    let mut refusals = 0;
+
+    for user in ["mallory", "olivia"] {
+        let mut client = connect_as(&cluster, user);
+        for secret in secrets {
+            let message = error_message(client.simple_query(&format!("SHOW {secret}")));
+            assert!(
+                message.contains("permission denied") || message.contains("must be superuser"),
+                "{user} SHOW {secret}: {message}"
+            );
+            let message = error_message(client.query_one("SELECT current_setting($1)", &[&secret]));
+            assert!(
+                message.contains("permission denied") || message.contains("must be superuser"),
+                "{message}"
+            );
+            let visible = client
+                .query(
+                    "SELECT setting FROM pg_settings WHERE name = $1 AND setting IS NOT NULL",
+                    &[&secret],
+                )
+                .unwrap();
+            assert!(visible.is_empty(), "{user} reads {secret} in pg_settings");
+            let all = client.simple_query("SHOW ALL").unwrap();
+            assert!(!format!("{all:?}").contains(PASSPHRASE));
+            assert!(!format!("{all:?}").contains(S3Server::SECRET_KEY));
+            refusals += 3;
+        }
+    }
+
+    // Without the operator role: no function, no audit table.
+    let mut mallory = connect_as(&cluster, "mallory");
+    for call in [
+        "SELECT * FROM sc_backup()",
+        "SELECT * FROM sc_list_backups()",
+        "SELECT * FROM sc_verify()",
+        "SELECT * FROM sc_status()",
+        "SELECT * FROM sc_schedule()",
+        "SELECT * FROM sc_expire(true)",
+        "SELECT * FROM sc_delete_backup('x')",
+        "SELECT * FROM sc_backup.audit",
+    ] {
+        let message = error_message(mallory.simple_query(call));
+        assert!(message.contains("permission denied"), "{call}: {message}");
+        refusals += 1;
+    }
+    // With it: allowed.
+    let mut olivia = connect_as(&cluster, "olivia");
+    olivia
+        .simple_query("SELECT * FROM sc_list_backups()")
+        .unwrap();
+    olivia
+        .simple_query("SELECT count(*) FROM sc_backup.audit")
+        .unwrap();
+
+    // Secrets appear nowhere: not in the server log (statements logged), the CLI's output,
+    // error messages, or any repository object.
+    let wrong = sc_backup(&dir.path)
+        .env("SC_BACKUP_REPOSITORY", &repository)
+        .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", "wrong passphrase 91c2")
+        .args(["verify", &backup])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let mut outputs = vec![wrong];
+    for args in [
+        vec!["list"],
+        vec!["verify", &backup],
+        vec!["expire", "--dry-run"],
+    ] {
+        outputs.push(sc_backup(&cluster.data).args(&args).output().unwrap());
+    }
+    cluster.stop("fast");
+    let mut searched = vec![("server log".to_string(), fs::read(&cluster.log).unwrap())];
+    for (index, output) in outputs.iter().enumerate() {
+        searched.push((
+            format!("CLI run {index}"),
+            [output.stdout.clone(), output.stderr.clone()].concat(),
+        ));
+    }
+    let mut objects = Vec::new();
+    walk(&repository, &mut objects);
+    for path in &objects {
+        if path.is_file() {
+            searched.push((path.display().to_string(), fs::read(path).unwrap()));
+        }
+    }
+    for (place, bytes) in &searched {
+        for secret in [PASSPHRASE, S3Server::SECRET_KEY, "wrong passphrase 91c2"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{place} contains a secret"
+            );
+        }
+    }
+
+    // Local repository files are private to the postgres user.
+    for path in &objects {
+        let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let expected = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, expected, "{} has mode {mode:o}", path.display());
+    }
+    println!(
+        "security: {refusals} refusals as expected, {} places searched for secrets, 0 found, {} repository paths 0600/0700",
+        searched.len(),
+        objects.len()
+    );
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_changes_nothing() {
+    let dir = TestDir::new("bad_input");
+    let repository = dir.subdir("repo");
+    let (mut cluster, mut client) = start_primary(&dir, &archiving_conf(&repository, &conf("")));
+    let backup = take_backup(&mut client);
+    let auto_conf = || fs::read_to_string(cluster.data.join("postgresql.auto.conf")).unwrap();
+    let before = auto_conf();
+    let mut refused = 0;
+
+    for (setting, value) in [
+        ("sc_backup.compression", "lz4"),
+        ("sc_backup.compression_level", "99"),
+        ("sc_backup.encryption", "rot13"),
+        ("sc_backup.repository", "ftp://nowhere"),
+        ("sc_backup.daily_time", "25:61"),
+        ("sc_backup.weekly_day", "someday"),
+        ("sc_backup.schedule", "every now and then"),
+        ("sc_backup.hourly_interval", "-5"),
+        ("sc_backup.metrics_listen", "not an address"),
+        ("sc_backup.retention_full", "-1"),
+    ] {
+        let message =
+            error_message(client.simple_query(&format!("ALTER SYSTEM SET {setting} = '{value}'")));
+        assert!(
+            message.contains("invalid value") || message.contains("outside the valid range"),
+            "{setting} = {value}: {message}"
+        );
+        refused += 1;
+    }
+    assert_eq!(auto_conf(), before, "a refused value was written");
+
+    for (call, expected) in [
+        ("SELECT * FROM sc_backup('bogus')", "bogus"),
+        (
+            "SELECT * FROM sc_verify('no-such-backup')",
+            "no-such-backup",
+        ),
+        (
+            "SELECT * FROM sc_delete_backup('no-such-backup')",
+            "no-such-backup",
+        ),
+    ] {
+        let message = error_message(client.simple_query(call));
+        assert!(message.contains(expected), "{call}: {message}");
+        refused += 1;
+    }
+    let listed: i64 = client
+        .query_one("SELECT count(*) FROM sc_list_backups()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(listed, 1, "bad calls changed the repository");
+
+    let target = dir.path.join("restored");
+    let target_arg = target.to_str().unwrap().to_string();
+    for args in [
+        vec![
+            "restore",
+            "--pgdata",
+            &target_arg,
+            "--target-time",
+            "2026-01-01 00:00:00+00",
+            "--target-lsn",
+            "0/3000000",
+        ],
+        vec![
+            "restore",
+            "--pgdata",
+            &target_arg,
+            "--target-time",
+            "yesterday-ish",
+        ],
+        vec!["restore", "--pgdata", &target_arg, "--target-lsn", "zz/zz"],
+        vec![
+            "restore",
+            "--pgdata",
+            &target_arg,
+            "--target-time",
+            "2001-01-01 00:00:00+00",
+        ],
+        vec![
+            "restore",
+            "--pgdata",
+            &target_arg,
+            "--backup",
+            "no-such-backup",
+        ],
+        vec![
+            "restore",
+            "--pgdata",
+            &target_arg,
+            "--tablespace-map",
+            "not-a-mapping",
+        ],
+        vec!["wal-fetch", "not-a-wal-file", "/tmp/x"],
+        vec!["expire", "--retention-days", "many"],
+        vec!["verify", "no-such-backup"],
+        vec!["delete", "no-such-backup"],
+    ] {
+        let output = sc_backup(&cluster.data).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(!stderr.trim().is_empty(), "{args:?}: no message");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!target.exists(), "{args:?} created the target directory");
+        refused += 1;
+    }
+    let output = sc_backup(&cluster.data).args(["list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&backup));
+    println!("bad input: {refused} refused with a message, 0 changes");
+    cluster.stop("fast");
+}
