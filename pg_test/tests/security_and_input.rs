@@ -119,6 +119,20 @@ fn secrets_stay_hidden_and_functions_need_the_operator_role() {
         .simple_query("SELECT count(*) FROM sc_backup.audit")
         .unwrap();
 
+    // A superuser setting a secret with ALTER SYSTEM, statements logged: the statement and
+    // the reload's "parameter changed" line must not carry the value.
+    for statement in [
+        format!(
+            "ALTER SYSTEM SET sc_backup.s3_secret_access_key = '{}'",
+            S3Server::SECRET_KEY
+        ),
+        "SELECT pg_reload_conf()".to_string(),
+        "ALTER SYSTEM RESET sc_backup.s3_secret_access_key".to_string(),
+        "SELECT pg_reload_conf()".to_string(),
+    ] {
+        admin.simple_query(&statement).unwrap();
+    }
+
     // Secrets appear nowhere: not in the server log (statements logged), the CLI's output,
     // error messages, or any repository object.
     let wrong = sc_backup(&dir.path)
@@ -137,7 +151,12 @@ fn secrets_stay_hidden_and_functions_need_the_operator_role() {
         outputs.push(sc_backup(&cluster.data).args(&args).output().unwrap());
     }
     cluster.stop("fast");
-    let mut searched = vec![("server log".to_string(), fs::read(&cluster.log).unwrap())];
+    let log = fs::read(&cluster.log).unwrap();
+    assert!(
+        String::from_utf8_lossy(&log).contains("statement hidden by sc_backup"),
+        "the ALTER SYSTEM statement was not logged at all: the check below would prove nothing"
+    );
+    let mut searched = vec![("server log".to_string(), log)];
     for (index, output) in outputs.iter().enumerate() {
         searched.push((
             format!("CLI run {index}"),
