@@ -19,5 +19,5 @@ fi
 echo "bench: building release binaries and installing the release extension"
 bash scripts/install-extension.sh --release
 cargo build --quiet --release -p sc-backup-bench
-SC_BACKUP_BIN="$PWD/target/release/sc-backup" exec target/release/sc-backup-bench \
-  --out target/bench "$@"
+# Results go to target/bench unless --out says otherwise.
+SC_BACKUP_BIN="$PWD/target/release/sc-backup" exec target/release/sc-backup-bench "$@"
