@@ -146,11 +146,15 @@ impl Repository {
         let name = WalFileName::parse(name)?;
         let display = source.display().to_string();
         let mut file = File::open(source).map_err(|e| Error::io("open", &display, e))?;
-        // The digest names the object, so it is needed before the upload starts (object stores
-        // take the key first). The second read below comes from the page cache.
-        let (digest, _) =
-            Sha256Digest::of_reader(&mut file).map_err(|e| Error::io("read", &display, e))?;
+        let digest_of_file = |file: &mut File| {
+            Sha256Digest::of_reader(file)
+                .map(|(digest, _)| digest)
+                .map_err(|e| Error::io("read", &display, e))
+        };
         if let Some(existing) = self.find_wal(&name)? {
+            // Archived before (PostgreSQL retries a file whose `.done` it lost in a crash):
+            // success only for the same content.
+            let digest = digest_of_file(&mut file)?;
             return if existing.sha256 == digest {
                 Ok(ArchiveOutcome::AlreadyArchived)
             } else {
@@ -161,33 +165,57 @@ impl Repository {
                 })
             };
         }
-        file.rewind().map_err(|e| Error::io("seek", &display, e))?;
+        // The object's key holds the digest of the segment. Object stores take the key before
+        // the first byte, so for them the segment is read twice: once for the digest, then to
+        // encode it (from the page cache). A local directory names the file when it links it
+        // into place, so there the encoder's own digest names it: one pass, a SHA-256 of
+        // 16 MiB (about a quarter of the work per segment) saved.
+        let digest_before = if self.storage().names_at_commit() {
+            None
+        } else {
+            let digest = digest_of_file(&mut file)?;
+            file.rewind().map_err(|e| Error::io("seek", &display, e))?;
+            Some(digest)
+        };
         let repository_key = self.key()?;
         let spec = Encoder::<io::Sink>::spec(self.compression(), repository_key);
-        let key = format!(
-            "{}{}{}",
-            name.object_prefix(),
-            digest.to_hex(),
-            spec.suffix()
-        );
-        let writer = self.storage().create(&key)?;
+        let key_for = |digest: &Sha256Digest| {
+            format!(
+                "{}{}{}",
+                name.object_prefix(),
+                digest.to_hex(),
+                spec.suffix()
+            )
+        };
+        // Never committed under this name when the digest is learnt at commit (see above).
+        let created_key = match &digest_before {
+            Some(digest) => key_for(digest),
+            None => format!("{}unnamed{}", name.object_prefix(), spec.suffix()),
+        };
+        let writer = self.storage().create(&created_key)?;
         let mut encoder = Encoder::new(writer, self.compression(), repository_key)
-            .map_err(|e| Error::io("encode", &key, e))?;
+            .map_err(|e| Error::io("encode", &created_key, e))?;
         pump(&mut file, &mut encoder).map_err(|e| match e {
             PumpError::Read(e) => Error::io("read", &display, e),
-            PumpError::Write(e) => Error::io("write", &key, e),
+            PumpError::Write(e) => Error::io("write", &created_key, e),
         })?;
-        let (writer, summary) = encoder.finish().map_err(|e| Error::io("write", &key, e))?;
-        if summary.original_sha256 != digest {
-            // The file changed under us; dropping the writer discards the object.
-            drop(writer);
-            return Err(Error::ChecksumMismatch {
-                object: display,
-                expected: digest.to_hex(),
-                actual: summary.original_sha256.to_hex(),
-            });
-        }
-        match writer.commit() {
+        let (writer, summary) = encoder
+            .finish()
+            .map_err(|e| Error::io("write", &created_key, e))?;
+        let committed = match digest_before {
+            Some(digest) if summary.original_sha256 != digest => {
+                // The file changed under us; dropping the writer discards the object.
+                drop(writer);
+                return Err(Error::ChecksumMismatch {
+                    object: display,
+                    expected: digest.to_hex(),
+                    actual: summary.original_sha256.to_hex(),
+                });
+            }
+            Some(_) => writer.commit(),
+            None => writer.commit_as(&key_for(&summary.original_sha256)),
+        };
+        match committed {
             Ok(()) => Ok(ArchiveOutcome::Stored(summary)),
             // Same key means same content: another writer got there first.
             Err(StorageError::AlreadyExists { .. }) => Ok(ArchiveOutcome::AlreadyArchived),

@@ -18,6 +18,7 @@ pub fn run_all(store: &dyn Storage) {
     // Over 100 MiB: several parts or chunks, never the whole object in memory.
     large_objects_stream(store, 104 << 20);
     concurrent_writers_to_one_key_leave_one_complete_object(store);
+    keys_chosen_at_commit(store);
 }
 
 fn put(store: &dyn Storage, key: &str, data: &[u8]) -> Result<(), StorageError> {
@@ -65,6 +66,42 @@ fn aborted_writes_leave_nothing(store: &dyn Storage) {
         .expect("aborted object visible")
         .is_not_found());
     assert!(store.list("conf/aborted/").unwrap().is_empty());
+}
+
+fn keys_chosen_at_commit(store: &dyn Storage) {
+    let commit_as = |created: &str, committed: &str, data: &[u8]| {
+        let mut writer = store.create(created).unwrap();
+        writer.write_all(data).unwrap();
+        writer.commit_as(committed)
+    };
+    if !store.names_at_commit() {
+        let err = commit_as("conf/late/placeholder", "conf/late/named", b"x").unwrap_err();
+        assert!(matches!(err, StorageError::Unsupported(_)), "{err}");
+        assert!(store.list("conf/late/").unwrap().is_empty(), "nothing kept");
+        return;
+    }
+    commit_as("conf/late/placeholder", "conf/late/named", b"content").unwrap();
+    assert_eq!(get(store, "conf/late/named").unwrap(), b"content");
+    assert!(store
+        .open("conf/late/placeholder")
+        .err()
+        .unwrap()
+        .is_not_found());
+    // Never over an existing object, and the refused content is discarded.
+    let err = commit_as("conf/late/placeholder", "conf/late/named", b"other").unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists { .. }), "{err}");
+    assert_eq!(get(store, "conf/late/named").unwrap(), b"content");
+    // Only within the created key's directory.
+    let err = commit_as("conf/late/placeholder", "conf/elsewhere/named", b"x").unwrap_err();
+    assert!(matches!(err, StorageError::InvalidKey(_)), "{err}");
+    let keys: Vec<String> = store
+        .list("conf/")
+        .unwrap()
+        .into_iter()
+        .map(|meta| meta.key)
+        .filter(|key| key.starts_with("conf/late/") || key.starts_with("conf/elsewhere/"))
+        .collect();
+    assert_eq!(keys, ["conf/late/named"]);
 }
 
 fn list_filters_by_prefix_and_sorts(store: &dyn Storage) {

@@ -99,6 +99,7 @@ fn temporary_name(final_path: &Path) -> PathBuf {
 
 struct LocalObjectWriter {
     file: Option<BufWriter<File>>,
+    root: PathBuf,
     temp_path: PathBuf,
     final_path: PathBuf,
     store: String,
@@ -115,7 +116,29 @@ impl Write for LocalObjectWriter {
 }
 
 impl ObjectWriter for LocalObjectWriter {
-    fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
+    fn commit(self: Box<Self>) -> Result<(), StorageError> {
+        self.commit_to_final_path()
+    }
+
+    fn commit_as(mut self: Box<Self>, key: &str) -> Result<(), StorageError> {
+        validate_key(key)?;
+        let final_path = self.root.join(key);
+        // The temporary file lives in the created key's directory: linking it elsewhere could
+        // cross a mount point, and that directory is the one fsynced below.
+        if final_path.parent() != self.final_path.parent() {
+            return Err(StorageError::InvalidKey(format!(
+                "{key} (not in the directory of {})",
+                self.key
+            )));
+        }
+        self.final_path = final_path;
+        self.key = key.to_string();
+        self.commit_to_final_path()
+    }
+}
+
+impl LocalObjectWriter {
+    fn commit_to_final_path(mut self: Box<Self>) -> Result<(), StorageError> {
         let file = self.file.take().expect("commit is called once");
         let file = file
             .into_inner()
@@ -168,6 +191,7 @@ impl Storage for LocalStorage {
             .map_err(|e| io_error("create", &temp_path, e))?;
         Ok(Box::new(LocalObjectWriter {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            root: self.root.clone(),
             temp_path,
             final_path,
             store: self.describe(),
@@ -253,6 +277,10 @@ impl Storage for LocalStorage {
 
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn names_at_commit(&self) -> bool {
+        true
     }
 
     fn atomic_create(&self) -> bool {

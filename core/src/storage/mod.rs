@@ -29,6 +29,9 @@ pub enum StorageError {
     #[error("invalid object key \"{0}\"")]
     InvalidKey(String),
 
+    #[error("this store does not support {0}")]
+    Unsupported(String),
+
     #[error("repository directory {0} does not exist")]
     MissingRoot(String),
 
@@ -92,6 +95,16 @@ pub trait ObjectWriter: Write + Send {
     /// [`StorageError::AlreadyExists`] (and leaves the existing object untouched) when the key
     /// already exists.
     fn commit(self: Box<Self>) -> Result<(), StorageError>;
+
+    /// Like [`commit`](ObjectWriter::commit), under `key` instead of the key the writer was
+    /// created with, which must name an object in the same directory. Only writers of a
+    /// backend whose [`Storage::names_at_commit`] is true support it; the others fail with
+    /// [`StorageError::Unsupported`] and discard what was written.
+    fn commit_as(self: Box<Self>, key: &str) -> Result<(), StorageError> {
+        Err(StorageError::Unsupported(format!(
+            "choosing the key of \"{key}\" at commit"
+        )))
+    }
 }
 
 pub trait Storage: Send + Sync + fmt::Debug {
@@ -115,6 +128,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// writes), two racing writers may both succeed and the last one's object stays; callers
     /// that write keys whose content is not fixed by the key read them back.
     fn atomic_create(&self) -> bool;
+
+    /// Whether writers accept [`ObjectWriter::commit_as`]. A local file gets its name when it
+    /// is linked into place, so the key may depend on the content written (a digest) and the
+    /// content need not be read twice; object stores take the key with the first byte.
+    fn names_at_commit(&self) -> bool {
+        false
+    }
 
     /// Removes what writers killed mid-write left behind, once older than `older_than`, and
     /// returns how many. Local directories keep such temporary files (never listed, never
