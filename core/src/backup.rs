@@ -645,32 +645,22 @@ fn delete_prefix(repository: &Repository, prefix: &str) {
 
 /// Every complete backup in the repository, oldest first.
 pub fn list_backups(repository: &Repository) -> Result<Vec<BackupMetadata>> {
-    let mut backups = Vec::new();
-    for object in repository.storage().list(BACKUPS_PREFIX)? {
-        let Some(name) = object
-            .key
-            .strip_prefix(BACKUPS_PREFIX)
-            .and_then(|rest| rest.strip_suffix(&format!("/{METADATA_NAME}")))
-        else {
-            continue;
-        };
-        if name.contains('/') {
-            continue;
-        }
-        match read_metadata(repository, name) {
-            Ok(metadata) => backups.push(metadata),
-            // Deleted since it was listed (an expiry running meanwhile): gone, not an error.
-            Err(Error::BackupNotFound(_)) => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    backups.sort_by(|a, b| (&a.start_time, &a.backup_name).cmp(&(&b.start_time, &b.backup_name)));
-    Ok(backups)
+    Ok(scan_backups(repository)?.finished)
 }
 
-/// Names of backups with objects but no metadata: interrupted, or still being written.
-pub fn unfinished_backups(repository: &Repository) -> Result<Vec<String>> {
-    let mut seen = std::collections::BTreeMap::<String, bool>::new();
+/// What one listing of `backups/` finds.
+pub struct BackupScan {
+    /// Complete backups (their metadata is there and valid), oldest first.
+    pub finished: Vec<BackupMetadata>,
+    /// Names of backups with objects but no metadata: interrupted, or still being written.
+    pub unfinished: Vec<String>,
+}
+
+/// Lists `backups/` once (on an object store that listing pages through every data file's
+/// key, so callers needing both halves must not list twice) and reads each finished
+/// backup's metadata.
+pub fn scan_backups(repository: &Repository) -> Result<BackupScan> {
+    let mut has_metadata = std::collections::BTreeMap::<String, bool>::new();
     for object in repository.storage().list(BACKUPS_PREFIX)? {
         let Some((name, rest)) = object
             .key
@@ -679,13 +669,27 @@ pub fn unfinished_backups(repository: &Repository) -> Result<Vec<String>> {
         else {
             continue;
         };
-        *seen.entry(name.to_string()).or_default() |= rest == METADATA_NAME;
+        *has_metadata.entry(name.to_string()).or_default() |= rest == METADATA_NAME;
     }
-    Ok(seen
-        .into_iter()
-        .filter(|(_, finished)| !finished)
-        .map(|(name, _)| name)
-        .collect())
+    let mut scan = BackupScan {
+        finished: Vec::new(),
+        unfinished: Vec::new(),
+    };
+    for (name, finished) in has_metadata {
+        if !finished {
+            scan.unfinished.push(name);
+            continue;
+        }
+        match read_metadata(repository, &name) {
+            Ok(metadata) => scan.finished.push(metadata),
+            // Deleted since it was listed (an expiry running meanwhile): gone, not an error.
+            Err(Error::BackupNotFound(_)) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    scan.finished
+        .sort_by(|a, b| (&a.start_time, &a.backup_name).cmp(&(&b.start_time, &b.backup_name)));
+    Ok(scan)
 }
 
 pub fn read_metadata(repository: &Repository, name: &str) -> Result<BackupMetadata> {

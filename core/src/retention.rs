@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::backup::{backup_prefix, list_backups, BackupMetadata};
+use crate::backup::{backup_prefix, BackupMetadata};
 use crate::error::Result;
 use crate::restore::parse_time;
 use crate::Repository;
@@ -86,8 +86,10 @@ pub fn plan_expiry(
     policy: RetentionPolicy,
     now: DateTime<Utc>,
 ) -> Result<ExpiryPlan> {
-    let backups = list_backups(repository)?;
-    let unfinished_backups = crate::backup::unfinished_backups(repository)?;
+    let crate::backup::BackupScan {
+        finished: backups,
+        unfinished: unfinished_backups,
+    } = crate::backup::scan_backups(repository)?;
     if backups.is_empty() {
         return Ok(ExpiryPlan {
             unfinished_backups,
@@ -170,7 +172,7 @@ pub fn expire(repository: &Repository, plan: &ExpiryPlan, remove_unfinished: boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::{BackupWriter, SourceEntry, SourceKind};
+    use crate::backup::{list_backups, BackupWriter, SourceEntry, SourceKind};
     use crate::config::{RawSettings, Settings};
     use crate::repository::ClusterIdentity;
     use std::path::Path;
