@@ -15,8 +15,11 @@
 //! With `sc_backup.archive_parallelism` > 0 the work happens on worker threads that look ahead
 //! at the archiver's `.ready` files (`sc_backup_core::archive_pipeline`); the callback still
 //! reports a file archived only once that file's own object is durable.
+//!
+//! Two ABIs: PostgreSQL 15 passes a callbacks struct to fill in (`pg15.rs`); 16 and later
+//! take a pointer to a static struct and hand every callback an `ArchiveModuleState`, and add
+//! a startup callback (`pg16.rs`). Both call the functions below.
 
-use std::ffi::{c_char, CStr};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -29,6 +32,13 @@ use sc_backup_core::config::{ConfigError, Settings};
 use sc_backup_core::repository::ClusterIdentity;
 use sc_backup_core::wal::ArchiveOutcome;
 use sc_backup_core::{Error, Repository};
+
+#[cfg(feature = "pg15")]
+mod pg15;
+#[cfg(feature = "pg15")]
+pub use pg15::init_pg15;
+#[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
+pub mod pg16;
 
 /// Returns the current, validated `sc_backup.*` settings.
 pub type SettingsSource = fn() -> Result<Settings, ConfigError>;
@@ -54,108 +64,26 @@ struct State {
     /// unwraps its key with the passphrase (about a second of scrypt), so it is done once per
     /// archiver process and again only when a reload changes the settings.
     open: Option<Open>,
+    /// Files this archiver process reported archived, for its shutdown line.
+    archived: u64,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 
-/// Installs the callbacks (PostgreSQL 15's `_PG_archive_module_init` ABI).
-///
-/// # Safety
-/// `callbacks` must be the pointer PostgreSQL passed to `_PG_archive_module_init`.
-#[cfg(feature = "pg15")]
-pub unsafe fn init_pg15(
-    callbacks: *mut pg_sys::ArchiveModuleCallbacks,
-    settings_source: SettingsSource,
-    parallelism_source: ParallelismSource,
-) {
-    install(settings_source, parallelism_source);
-    (*callbacks).check_configured_cb = Some(check_configured_pg15);
-    (*callbacks).archive_file_cb = Some(archive_file_pg15);
-    (*callbacks).shutdown_cb = None;
-}
-
 fn install(settings_source: SettingsSource, parallelism_source: ParallelismSource) {
-    let mut state = STATE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut state = lock_state();
     *state = Some(State {
         settings_source,
         parallelism_source,
         open: None,
+        archived: 0,
     });
 }
 
-#[cfg(feature = "pg15")]
-unsafe extern "C-unwind" fn check_configured_pg15() -> bool {
-    check_configured()
-}
-
-#[cfg(feature = "pg15")]
-unsafe extern "C-unwind" fn archive_file_pg15(file: *const c_char, path: *const c_char) -> bool {
-    let file = CStr::from_ptr(file).to_string_lossy().into_owned();
-    let path = CStr::from_ptr(path).to_string_lossy().into_owned();
-    archive_file(&file, &path)
-}
-
-/// PostgreSQL 16 changed the ABI: `_PG_archive_module_init` returns a pointer to a static
-/// callbacks struct and every callback receives an `ArchiveModuleState *` first. pgrx's
-/// bindings do not include these structs, so they are declared here, `#[repr(C)]`.
-/// Not built by CI (which runs PostgreSQL 15).
-#[cfg(any(feature = "pg16", feature = "pg17"))]
-pub mod pg16 {
-    use super::*;
-    use std::ffi::c_void;
-
-    #[repr(C)]
-    pub struct ArchiveModuleState {
-        pub private_data: *mut c_void,
-    }
-
-    #[repr(C)]
-    pub struct ArchiveModuleCallbacks {
-        pub startup_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState)>,
-        pub check_configured_cb:
-            Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState) -> bool>,
-        pub archive_file_cb: Option<
-            unsafe extern "C-unwind" fn(
-                *mut ArchiveModuleState,
-                *const c_char,
-                *const c_char,
-            ) -> bool,
-        >,
-        pub shutdown_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState)>,
-    }
-
-    unsafe impl Sync for ArchiveModuleCallbacks {}
-
-    static CALLBACKS: ArchiveModuleCallbacks = ArchiveModuleCallbacks {
-        startup_cb: None,
-        check_configured_cb: Some(check_configured_pg16),
-        archive_file_cb: Some(archive_file_pg16),
-        shutdown_cb: None,
-    };
-
-    pub fn init(
-        settings_source: SettingsSource,
-        parallelism_source: ParallelismSource,
-    ) -> *const ArchiveModuleCallbacks {
-        install(settings_source, parallelism_source);
-        &CALLBACKS
-    }
-
-    unsafe extern "C-unwind" fn check_configured_pg16(_state: *mut ArchiveModuleState) -> bool {
-        check_configured()
-    }
-
-    unsafe extern "C-unwind" fn archive_file_pg16(
-        _state: *mut ArchiveModuleState,
-        file: *const c_char,
-        path: *const c_char,
-    ) -> bool {
-        let file = CStr::from_ptr(file).to_string_lossy().into_owned();
-        let path = CStr::from_ptr(path).to_string_lossy().into_owned();
-        archive_file(&file, &path)
-    }
+fn lock_state() -> std::sync::MutexGuard<'static, Option<State>> {
+    STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs `body`, turning any Rust panic or PostgreSQL error into a logged `false`.
@@ -190,9 +118,10 @@ fn log_warning(message: &str, hint: Option<String>) {
     report.report(PgLogLevel::WARNING);
 }
 
+/// PostgreSQL asks before each archiving cycle whether archiving can proceed.
 fn check_configured() -> bool {
     guarded("check_configured", || {
-        let source = match STATE.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        let source = match lock_state().as_ref() {
             Some(state) => state.settings_source,
             None => return false,
         };
@@ -243,7 +172,7 @@ fn archive_file(file: &str, path: &str) -> bool {
 }
 
 fn archive(file: &str, path: &str) -> Result<ArchiveOutcome, Error> {
-    let mut guard = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = lock_state();
     let state = guard
         .as_mut()
         .expect("callbacks are installed before they are called");
@@ -272,10 +201,47 @@ fn archive(file: &str, path: &str) -> Result<ArchiveOutcome, Error> {
     }
     let open = state.open.as_ref().expect("opened above");
     // `path` is relative to the data directory, the archiver's working directory.
-    match &open.archiver {
+    let outcome = match &open.archiver {
         Archiver::InCallback(repository) => repository.archive_wal(Path::new(path), file),
         Archiver::Pipelined(pipeline) => pipeline.archive(file, Path::new(path)),
-    }
+    }?;
+    state.archived += 1;
+    Ok(outcome)
+}
+
+/// The archiver has loaded the module: say where WAL goes, or nothing (check_configured
+/// explains a configuration that is not usable, before every archiving cycle).
+fn startup() {
+    guarded("startup", || {
+        let source = match lock_state().as_ref() {
+            Some(state) => state.settings_source,
+            None => return false,
+        };
+        if let Ok(settings) = source() {
+            pgrx::log!(
+                "sc_backup: archive module started: WAL goes to {} ({}, encryption {})",
+                settings.repository,
+                settings.compression.algorithm,
+                settings.encryption
+            );
+        }
+        true
+    });
+}
+
+/// The archiver is exiting: stop the look-ahead workers (each finishes the file it is on,
+/// whose object is then either committed or discarded) and drop the unwrapped key now rather
+/// than at process exit.
+fn shutdown() {
+    guarded("shutdown", || {
+        let (open, archived) = match lock_state().as_mut() {
+            Some(state) => (state.open.take(), state.archived),
+            None => return true,
+        };
+        drop(open);
+        pgrx::log!("sc_backup: archive module stopped after archiving {archived} WAL file(s)");
+        true
+    });
 }
 
 fn cluster_identity() -> ClusterIdentity {

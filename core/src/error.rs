@@ -6,6 +6,7 @@
 use std::io;
 
 use crate::config::ConfigError;
+use crate::server_binaries::ServerBinariesError;
 use crate::storage::StorageError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -17,6 +18,9 @@ pub enum Error {
 
     #[error(transparent)]
     Storage(#[from] StorageError),
+
+    #[error(transparent)]
+    ServerBinaries(#[from] ServerBinariesError),
 
     #[error("no sc_backup repository at {location}: {reason}")]
     NotARepository { location: String, reason: String },
@@ -91,6 +95,14 @@ pub enum Error {
     #[error("{0}")]
     InvalidTarget(String),
 
+    #[error("data directory {pgdata} holds a PostgreSQL {found} cluster, but backup \"{backup}\" is from PostgreSQL {backup_major}; nothing was written")]
+    DataDirectoryOfAnotherVersion {
+        pgdata: String,
+        found: String,
+        backup: String,
+        backup_major: u32,
+    },
+
     #[error("invalid repository metadata \"{object}\": {reason}")]
     InvalidMetadata { object: String, reason: String },
 }
@@ -109,6 +121,7 @@ impl Error {
         match self {
             Error::Config(e) => e.hint(),
             Error::Storage(e) => e.hint(),
+            Error::ServerBinaries(e) => e.hint(),
             Error::NotARepository { .. } => Some(
                 "Check sc_backup.repository; a new repository is created by the first archived WAL file or backup."
                     .into(),
@@ -124,6 +137,10 @@ impl Error {
                 Some("Set sc_backup.encryption_passphrase to the passphrase the repository was created with.".into())
             }
             Error::RestoreFile { source, .. } => source.hint(),
+            Error::DataDirectoryOfAnotherVersion { .. } => Some(
+                "Restore into another directory; if this cluster really is to be replaced, remove its data directory first. A physical backup cannot change major version: use pg_upgrade after restoring, or a logical dump."
+                    .into(),
+            ),
             Error::WrongKey { .. } => Some("The object does not belong to this repository.".into()),
             Error::Decode { .. } | Error::ChecksumMismatch { .. } => Some(
                 "The stored object is corrupt or truncated; restore it from another copy of the repository, or use an older backup."

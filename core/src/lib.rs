@@ -15,6 +15,7 @@ pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod server_binaries;
 pub mod storage;
 pub mod threads;
 pub mod wal;

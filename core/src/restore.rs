@@ -18,6 +18,7 @@ use crate::backup::{read_backup_file, BackupMetadata, EntryType, Manifest, Manif
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::repository::Repository;
+use crate::server_binaries::major_of;
 
 /// The unwrapped repository key, written into the restored data directory for the duration of
 /// recovery so each `restore_command` call skips the passphrase derivation; removed by
@@ -166,6 +167,74 @@ pub struct RestoreSummary {
     pub bytes: u64,
 }
 
+/// The refusals that need nothing written: a server running on the data directory, a
+/// non-empty data or tablespace directory without `force`, and (even with `force`) a data
+/// directory holding a cluster of another major version than the backup's, which is far more
+/// likely a wrong path than a directory meant to be replaced.
+pub fn check_target(
+    metadata: &BackupMetadata,
+    manifest: &Manifest,
+    options: &RestoreOptions,
+) -> Result<()> {
+    let pgdata = &options.pgdata;
+    if let Ok(pid_file) = fs::read_to_string(pgdata.join("postmaster.pid")) {
+        if let Some(pid) = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(Error::InvalidTarget(format!(
+                    "a server (pid {pid}) may be running on {}; stop it first",
+                    pgdata.display()
+                )));
+            }
+        }
+    }
+    if let Ok(version) = fs::read_to_string(pgdata.join("PG_VERSION")) {
+        let found = version.trim();
+        let backup_major = major_of(metadata.pg_version_num);
+        if found != backup_major.to_string() {
+            return Err(Error::DataDirectoryOfAnotherVersion {
+                pgdata: pgdata.display().to_string(),
+                found: found.to_string(),
+                backup: metadata.backup_name.clone(),
+                backup_major,
+            });
+        }
+    }
+    if !options.force && !is_empty_dir(pgdata)? {
+        return Err(Error::InvalidTarget(format!(
+            "data directory {} is not empty; nothing was written. Empty it, or pass --force to replace its contents",
+            pgdata.display()
+        )));
+    }
+    for entry in &manifest.entries {
+        let Some(oid) = entry
+            .path
+            .strip_prefix("pg_tblspc/")
+            .and_then(|o| o.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if entry.entry_type != EntryType::Symlink {
+            continue;
+        }
+        let location = options
+            .tablespace_map
+            .get(&oid)
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(entry.link_target.clone().unwrap_or_default()));
+        if !options.force && !is_empty_dir(&location)? {
+            return Err(Error::InvalidTarget(format!(
+                "tablespace directory {} (OID {oid}) is not empty; nothing was written. Pass --tablespace-map {oid}=DIR to restore it elsewhere, or --force",
+                location.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Restores `metadata`'s backup into `options.pgdata` and writes the recovery configuration.
 pub fn restore(
     repository: &Repository,
@@ -174,6 +243,7 @@ pub fn restore(
     options: &RestoreOptions,
     progress: &(dyn Fn(RestoreProgress) + Sync),
 ) -> Result<RestoreSummary> {
+    check_target(metadata, manifest, options)?;
     prepare_data_directory(&options.pgdata, options.force)?;
     let pgdata = &options.pgdata;
 
@@ -195,7 +265,7 @@ pub fn restore(
                 if let Some(mapped) = options.tablespace_map.get(&oid) {
                     target = mapped.clone();
                 }
-                prepare_tablespace_directory(&target, options.force)?;
+                prepare_tablespace_directory(&target)?;
             }
             std::os::unix::fs::symlink(&target, &path)
                 .map_err(|e| Error::io("create link", path.display(), e))?;
@@ -315,28 +385,10 @@ fn is_empty_dir(path: &Path) -> Result<bool> {
     }
 }
 
+/// Empties (with `force`; [`check_target`] has refused otherwise) and creates the data
+/// directory, mode 0700 as PostgreSQL requires.
 fn prepare_data_directory(pgdata: &Path, force: bool) -> Result<()> {
-    if let Ok(pid_file) = fs::read_to_string(pgdata.join("postmaster.pid")) {
-        if let Some(pid) = pid_file
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-        {
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                return Err(Error::InvalidTarget(format!(
-                    "a server (pid {pid}) may be running on {}; stop it first",
-                    pgdata.display()
-                )));
-            }
-        }
-    }
-    if !is_empty_dir(pgdata)? {
-        if !force {
-            return Err(Error::InvalidTarget(format!(
-                "data directory {} is not empty; empty it or pass --force to replace its contents",
-                pgdata.display()
-            )));
-        }
+    if force && !is_empty_dir(pgdata)? {
         for entry in
             fs::read_dir(pgdata).map_err(|e| Error::io("read directory", pgdata.display(), e))?
         {
@@ -360,13 +412,9 @@ fn prepare_data_directory(pgdata: &Path, force: bool) -> Result<()> {
         .map_err(|e| Error::io("set permissions on", pgdata.display(), e))
 }
 
-fn prepare_tablespace_directory(location: &Path, force: bool) -> Result<()> {
-    if !is_empty_dir(location)? && !force {
-        return Err(Error::InvalidTarget(format!(
-            "tablespace directory {} is not empty; pass --tablespace-map OID=DIR to restore it elsewhere, or --force",
-            location.display()
-        )));
-    }
+/// Creates a tablespace's directory ([`check_target`] has refused a non-empty one without
+/// `force`).
+fn prepare_tablespace_directory(location: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

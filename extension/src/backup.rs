@@ -18,7 +18,7 @@ use sc_backup_core::backup::{self, BackupMetadata, BackupWriter, Interrupted, Ta
 use sc_backup_core::repository::ClusterIdentity;
 use sc_backup_core::{Error, Repository};
 
-use crate::{audit, guc};
+use crate::{archiving, audit, guc};
 use sc_backup_core::audit::AuditTimer;
 
 /// Key of the transaction-level advisory lock that serializes sc_backup backups (manual and
@@ -99,25 +99,6 @@ fn label_timeline(label: &str) -> u32 {
         .unwrap_or(1)
 }
 
-fn check_archiving_is_ours() {
-    let archive_mode = spi_text("SELECT current_setting('archive_mode')");
-    if archive_mode == "off" {
-        raise_message(
-            "sc_backup: WAL archiving is off".into(),
-            "Set archive_mode = on and archive_library = 'sc_backup' (a restart is needed): a base backup cannot be restored without the WAL written while it was taken.",
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        );
-    }
-    let library = spi_text("SELECT current_setting('archive_library')");
-    if library != "sc_backup" {
-        raise_message(
-            format!("sc_backup: archive_library is \"{library}\", not \"sc_backup\""),
-            "Set archive_library = 'sc_backup' so that the WAL a backup needs is archived into the same repository.",
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        );
-    }
-}
-
 fn tablespaces() -> Vec<Tablespace> {
     Spi::connect(|client| {
         client
@@ -196,7 +177,7 @@ pub fn take_backup(
     timer: &mut AuditTimer,
 ) -> BackupMetadata {
     let settings = settings();
-    check_archiving_is_ours();
+    archiving::require_sc_backup_archiving();
     if !try_backup_lock() {
         raise_message(
             "sc_backup: another sc_backup backup is running".into(),

@@ -13,6 +13,7 @@
 
 use pgrx::prelude::*;
 
+pub mod archiving;
 pub mod audit;
 pub mod backup;
 pub mod guc;
@@ -27,6 +28,12 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     redact::install();
     scheduler::register();
+    // Once, in the postmaster at server start (the configuration is loaded by then).
+    // Safety: plain reads of PostgreSQL's process flags.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress && !pg_sys::IsUnderPostmaster }
+    {
+        archiving::warn_about_command_conflict();
+    }
 }
 
 /// The archive module entry point (PostgreSQL 15 ABI).
@@ -41,8 +48,8 @@ pub unsafe extern "C-unwind" fn _PG_archive_module_init(
     sc_backup_archive_module::init_pg15(callbacks, guc::settings, guc::archive_parallelism);
 }
 
-/// The archive module entry point (PostgreSQL 16+ ABI: returns the callbacks).
-#[cfg(any(feature = "pg16", feature = "pg17"))]
+/// The archive module entry point (PostgreSQL 16, 17, 18 ABI: returns the callbacks).
+#[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn _PG_archive_module_init(
 ) -> *const sc_backup_archive_module::pg16::ArchiveModuleCallbacks {
@@ -192,20 +199,27 @@ mod tests {
         let shown = PgTryBuilder::new(|| {
             Spi::get_one::<String>("SELECT current_setting('sc_backup.encryption_passphrase')")
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| (PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, e.to_string()))
         })
         .catch_others(|caught| match caught {
             pg_sys::panic::CaughtError::PostgresError(report)
             | pg_sys::panic::CaughtError::ErrorReport(report)
             | pg_sys::panic::CaughtError::RustPanic {
                 ereport: report, ..
-            } => Err(report.message().to_string()),
+            } => Err((report.sql_error_code(), report.message().to_string())),
         })
         .execute();
-        let err = shown.unwrap_err();
+        // The wording changed in PostgreSQL 16 ("permission denied to examine ..."); the
+        // SQLSTATE and the setting's name did not.
+        let (code, message) = shown.unwrap_err();
+        assert_eq!(
+            code,
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "{message}"
+        );
         assert!(
-            err.contains("must be superuser or have privileges of pg_read_all_settings"),
-            "{err}"
+            message.contains("\"sc_backup.encryption_passphrase\""),
+            "{message}"
         );
         let listed = Spi::get_one::<i64>(
             "SELECT count(*) FROM pg_settings WHERE name = 'sc_backup.encryption_passphrase'",

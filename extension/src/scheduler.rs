@@ -114,9 +114,23 @@ impl LogOnce {
 /// PostgreSQL's signal handlers themselves: pgrx's pg_sys wraps C functions in Rust
 /// functions, and a signal handler must be the C symbol.
 mod postgres_handlers {
+    use pgrx::pg_sys;
+    use std::ffi::c_int;
+
     unsafe extern "C-unwind" {
-        pub fn SignalHandlerForConfigReload(signal: std::ffi::c_int);
-        pub fn die(signal: std::ffi::c_int);
+        pub fn SignalHandlerForConfigReload(signal: c_int);
+        pub fn die(signal: c_int);
+    }
+
+    /// `pqsignal`, which PostgreSQL 18 made a macro over `pqsignal_be` in the backend.
+    ///
+    /// # Safety
+    /// `handler` must be async-signal-safe, as PostgreSQL's own handlers are.
+    pub unsafe fn install(signal: c_int, handler: unsafe extern "C-unwind" fn(c_int)) {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(signal, Some(handler));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(signal, Some(handler));
     }
 }
 
@@ -125,11 +139,11 @@ mod postgres_handlers {
 pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
     // Safety: installs PostgreSQL's own handlers, as its built-in workers do.
     unsafe {
-        pg_sys::pqsignal(
+        postgres_handlers::install(
             pg_sys::SIGHUP as i32,
-            Some(postgres_handlers::SignalHandlerForConfigReload),
+            postgres_handlers::SignalHandlerForConfigReload,
         );
-        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_handlers::die));
+        postgres_handlers::install(pg_sys::SIGTERM as i32, postgres_handlers::die);
         pg_sys::BackgroundWorkerUnblockSignals();
     }
     let database = guc::cstring_setting(&guc::DATABASE).unwrap_or_else(|| "postgres".into());
@@ -143,6 +157,9 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
     let mut last_import: Option<Instant> = None;
     let mut last_attempt: Option<Instant> = None;
     let mut notice = LogOnce::default();
+    // The server start already warned about a leftover archive_command (in the postmaster);
+    // the worker repeats it when a reload brings one in.
+    let mut command_conflict = crate::archiving::command_conflict().map(|c| c.message);
 
     loop {
         let state = in_transaction(|| {
@@ -219,6 +236,11 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
             }
             metrics_server.configure(&guc_listen(), &snapshot);
             notice.clear();
+            let conflict = crate::archiving::command_conflict().map(|c| c.message);
+            if conflict.is_some() && conflict != command_conflict {
+                crate::archiving::warn_about_command_conflict();
+            }
+            command_conflict = conflict;
         }
     }
 }

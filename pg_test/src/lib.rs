@@ -58,6 +58,16 @@ pub fn pg_bindir() -> &'static Path {
     })
 }
 
+/// The major version under test (the server `PG_CONFIG` points at).
+pub fn pg_major() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        sc_backup_core::server_binaries::ServerBinaries::at(pg_bindir())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .major()
+    })
+}
+
 fn chown_to_postgres(path: &Path) {
     if is_root() {
         run_ok(Command::new("chown").arg("-R").arg(PG_USER).arg(path));
@@ -405,7 +415,7 @@ fn fake_gcs_server_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("FAKE_GCS_SERVER_BIN") {
         return PathBuf::from(path);
     }
-    let venv = Path::new("/opt/sc_backup_gcs/lib");
+    let venv = Path::new("/opt/sc_backup/venv/lib");
     let found = fs::read_dir(venv).ok().and_then(|pythons| {
         pythons.filter_map(Result::ok).find_map(|python| {
             let binary = python

@@ -10,8 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sc_backup_core::backup::{list_backups, read_manifest};
 use sc_backup_core::lsn::Lsn;
 use sc_backup_core::restore::{
-    choose_backup, restore, RecoveryTarget, RestoreOptions, RestoreProgress,
+    check_target, choose_backup, restore, RecoveryTarget, RestoreOptions, RestoreProgress,
 };
+use sc_backup_core::server_binaries::{major_of, ServerBinaries};
 use sc_backup_core::{Repository, Settings};
 
 use super::list::human_bytes;
@@ -83,6 +84,11 @@ pub struct RestoreArgs {
     /// the backup's setting (a replacement of the lost cluster)
     #[arg(long, value_enum, default_value = "preserve")]
     pub archive_mode: ArchiveMode,
+
+    /// Bin directory of the PostgreSQL server that will run the restored cluster (default:
+    /// the backup's major version, looked for where packages install it)
+    #[arg(long, env = "SC_BACKUP_PG_BINDIR")]
+    pub pg_bindir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -200,29 +206,41 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
         archive_off: args.archive_mode == ArchiveMode::Off,
         wal_fetch_command: wal_fetch_command(&executable, settings),
     };
-    eprintln!(
-        "restoring backup {} ({} files, {}) into {}",
-        metadata.backup_name,
-        metadata.file_count,
-        human_bytes(metadata.size_bytes),
-        pgdata.display()
-    );
-    let bar = ProgressBar::new(metadata.size_bytes);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template"),
-    );
-    let progress = |p: RestoreProgress| bar.set_position(p.bytes_done);
-    let result = read_manifest(&repository, &metadata)
-        .and_then(|manifest| restore(&repository, &metadata, &manifest, &options, &progress));
-    bar.finish_and_clear();
-    let result = result.map_err(|error| {
-        CliError::Message(format!(
-            "{error}; the data directory {} is incomplete and cannot be started (global/pg_control is restored last)",
+    let result = (|| {
+        // Refusals come first, while nothing is written: a backup only starts with the server
+        // of its own major version, and an occupied directory is not ours to fill.
+        let server =
+            ServerBinaries::find(major_of(metadata.pg_version_num), args.pg_bindir.as_deref())
+                .map_err(sc_backup_core::Error::from)?;
+        let manifest = read_manifest(&repository, &metadata)?;
+        check_target(&metadata, &manifest, &options)?;
+        eprintln!(
+            "restoring backup {} (PostgreSQL {}, {} files, {}) into {}",
+            metadata.backup_name,
+            server.major(),
+            metadata.file_count,
+            human_bytes(metadata.size_bytes),
             pgdata.display()
-        ))
-    });
-    let summary = audited(&repository, &timer, result)?;
+        );
+        let bar = ProgressBar::new(metadata.size_bytes);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        let progress = |p: RestoreProgress| bar.set_position(p.bytes_done);
+        let restored = restore(&repository, &metadata, &manifest, &options, &progress);
+        bar.finish_and_clear();
+        let summary = restored.map_err(|error| {
+            CliError::Message(format!(
+                "{error}; the data directory {} is incomplete and cannot be started (global/pg_control is restored last)",
+                pgdata.display()
+            ))
+        })?;
+        Ok::<_, CliError>((summary, server))
+    })();
+    let (summary, server) = audited(&repository, &timer, result)?;
     eprintln!(
         "restored {} files ({}) in {:.1}s; recovery target: {}",
         summary.files,
@@ -231,7 +249,8 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
         target.describe()
     );
     eprintln!(
-        "next: start the server, e.g. pg_ctl -D {} start",
+        "next: start the server with {server}, e.g. {} -D {} start",
+        shell_quote(&server.program("pg_ctl").display().to_string()),
         shell_quote(&pgdata.display().to_string())
     );
     eprintln!("      it replays WAL from the repository; check its log for \"recovery stopping\" and \"archive recovery complete\"");
