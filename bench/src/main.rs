@@ -12,9 +12,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use sc_backup_core::server_binaries::ServerBinaries;
 use sc_backup_pg_test::postgres::Client;
 use sc_backup_pg_test::{
-    as_postgres, pg_bindir, run_ok, sc_backup, Cluster, ClusterOptions, S3Server, TestDir,
+    as_postgres, pg_bindir, run_ok, sc_backup, use_pg_bindir, Cluster, ClusterOptions, S3Server,
+    TestDir,
 };
 use serde_json::{json, Value};
 
@@ -39,6 +41,10 @@ struct Args {
     /// Phases to run (default all): wal, backup, drill, s3
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// PostgreSQL majors, e.g. 15,18: every phase on the first, WAL drain and backup on the
+    /// others (the extension must be installed for each; bench/run.sh does that)
+    #[arg(long, value_delimiter = ',', default_value = "15")]
+    pg: Vec<u32>,
     /// Where results.md and results.json go
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -269,6 +275,33 @@ fn pgbackrest_conf(dir: &TestDir, name: &str, cluster: &Cluster, async_push: boo
     conf
 }
 
+/// `pgbackrest stanza-create`, or None when this pgBackRest does not support the server's
+/// major version (2.45, Debian bookworm's, stops at PostgreSQL 15).
+fn pgbackrest_stanza_create(conf: &Path) -> Option<()> {
+    let output = pgbackrest(conf).arg("stanza-create").output().unwrap();
+    if output.status.success() {
+        return Some(());
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if text.contains("VersionNotSupportedError") {
+        println!(
+            "  (pgBackRest: {})",
+            text.lines().next().unwrap_or("").trim()
+        );
+        return None;
+    }
+    panic!("pgbackrest stanza-create failed: {text}");
+}
+
+fn pgbackrest_version() -> String {
+    let output = run_ok(Command::new("pgbackrest").arg("version"));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 fn pgbackrest(conf: &Path) -> Command {
     let mut command = as_postgres("pgbackrest");
     command.arg(format!("--config={}", conf.display()));
@@ -306,6 +339,11 @@ struct Bench {
     args: Args,
     dir: TestDir,
     tables: Vec<Table>,
+    /// The server measured now.
+    server: ServerBinaries,
+    /// pgBackRest's seconds per table kind ("wal", "backup") and the major they were measured
+    /// on: the ratio's denominator on a major pgBackRest cannot run on.
+    pgbackrest_anchor: BTreeMap<&'static str, (u32, f64)>,
 }
 
 fn main() {
@@ -321,30 +359,46 @@ fn main() {
     } else {
         args.only.clone()
     };
+    let servers: Vec<ServerBinaries> = args
+        .pg
+        .iter()
+        .map(|major| ServerBinaries::find(*major, None).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
     let mut bench = Bench {
         dir: TestDir::new("bench"),
         args,
         tables: Vec::new(),
+        server: servers[0].clone(),
+        pgbackrest_anchor: BTreeMap::new(),
     };
     let started = Instant::now();
-    let machine = machine_description();
+    let machine = machine_description(&servers);
     println!("sc_backup benchmark on {machine}");
-    if phases.iter().any(|p| p == "wal") {
-        bench.wal_drain();
-    }
-    if phases.iter().any(|p| p == "backup") {
-        bench.backup_restore();
-    }
-    if phases.iter().any(|p| p == "drill") {
-        bench.drill();
-    }
-    if phases.iter().any(|p| p == "s3") {
-        bench.s3();
+    for (index, server) in servers.into_iter().enumerate() {
+        use_pg_bindir(server.bindir());
+        println!("\n=== PostgreSQL {}", server.version());
+        bench.server = server;
+        // Every phase on the first major; the others are compared on WAL and backups.
+        let runs = |phase: &str| {
+            phases.iter().any(|p| p == phase) && (index == 0 || phase == "wal" || phase == "backup")
+        };
+        if runs("wal") {
+            bench.wal_drain();
+        }
+        if runs("backup") {
+            bench.backup_restore();
+        }
+        if runs("drill") {
+            bench.drill();
+        }
+        if runs("s3") {
+            bench.s3();
+        }
     }
     bench.write(&machine, started.elapsed());
 }
 
-fn machine_description() -> String {
+fn machine_description(servers: &[ServerBinaries]) -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {
@@ -363,11 +417,14 @@ fn machine_description() -> String {
         })
         .map(|kb| kb / 1024.0 / 1024.0)
         .unwrap_or(0.0);
-    let pg = run_ok(Command::new(pg_bindir().join("postgres")).arg("--version"));
+    let versions: Vec<String> = servers
+        .iter()
+        .map(|server| format!("PostgreSQL {}", server.version()))
+        .collect();
     format!(
         "{} × {cpu}, {memory_gib:.0} GiB RAM, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        String::from_utf8_lossy(&pg.stdout).trim()
+        versions.join(" and ")
     )
 }
 
@@ -427,8 +484,8 @@ impl Bench {
         &self,
         source: &Path,
         name: &str,
-        prepare: impl FnOnce(&Cluster, &mut Client) -> String,
-    ) -> f64 {
+        prepare: impl FnOnce(&Cluster, &mut Client) -> Option<String>,
+    ) -> Option<f64> {
         let data = self.dir.path.join(name);
         let _ = fs::remove_dir_all(&data);
         run_ok(Command::new("cp").arg("-a").arg(source).arg(&data));
@@ -441,6 +498,10 @@ impl Bench {
             prepare(&cluster, &mut client)
         };
         cluster.stop("fast");
+        let Some(conf) = conf else {
+            let _ = fs::remove_dir_all(&data);
+            return None;
+        };
         cluster.append_conf(&conf);
         let backlog = ready_files(&data);
         let started = Instant::now();
@@ -467,14 +528,17 @@ impl Bench {
         drop(client);
         cluster.stop("fast");
         let _ = fs::remove_dir_all(&data);
-        seconds
+        Some(seconds)
     }
 
     fn wal_drain(&mut self) {
         let (source, ready) = self.wal_backlog("wal-source", self.args.segments);
         let wal_mib = ready as f64 * 16.0;
         let mut table = Table::new(
-            &format!("WAL archive drain: {ready} ready segments ({wal_mib:.0} MiB of WAL)"),
+            &format!(
+                "WAL archive drain, PostgreSQL {}: {ready} ready segments ({wal_mib:.0} MiB of WAL)",
+                self.server.version()
+            ),
             &[
                 "segments/s",
                 "WAL MB/s",
@@ -484,16 +548,19 @@ impl Bench {
             ],
         );
         let mut results: Vec<(String, f64, u64)> = Vec::new();
-        let mut run = |bench: &Bench,
-                       label: &str,
-                       name: &str,
-                       repo: PathBuf,
-                       prepare: &dyn Fn(&Cluster, &mut Client) -> String| {
-            let seconds = bench.drain(&source, name, |c, client| prepare(c, client));
-            let size = du(&repo);
-            let _ = fs::remove_dir_all(&repo);
-            results.push((label.to_string(), seconds, size));
-        };
+        let mut skipped: Vec<String> = Vec::new();
+        let mut run =
+            |bench: &Bench,
+             label: &str,
+             name: &str,
+             repo: PathBuf,
+             prepare: &dyn Fn(&Cluster, &mut Client) -> Option<String>| {
+                match bench.drain(&source, name, |c, client| prepare(c, client)) {
+                    Some(seconds) => results.push((label.to_string(), seconds, du(&repo))),
+                    None => skipped.push(label.to_string()),
+                }
+                let _ = fs::remove_dir_all(&repo);
+            };
 
         let repo = self.dir.subdir("cp-archive");
         let target = repo.clone();
@@ -503,20 +570,20 @@ impl Bench {
             "wal-cp",
             repo,
             &|_, _| {
-                format!(
+                Some(format!(
                     "archive_command = 'test ! -f {0}/%f && cp %p {0}/%f'\n",
                     target.display()
-                )
+                ))
             },
         );
 
         let repo = self.dir.subdir("basic-archive");
         let target = repo.clone();
         run(self, "basic_archive (fsync)", "wal-basic", repo, &|_, _| {
-            format!(
+            Some(format!(
                 "archive_library = 'basic_archive'\nbasic_archive.archive_directory = '{}'\n",
                 target.display()
-            )
+            ))
         });
 
         for async_push in [false, true] {
@@ -534,11 +601,11 @@ impl Bench {
             let dir = &self.dir;
             run(self, label, name, conf_dir.join("repo"), &|cluster, _| {
                 let conf = pgbackrest_conf(dir, &format!("{name}-pgbackrest"), cluster, async_push);
-                run_ok(pgbackrest(&conf).arg("stanza-create"));
-                format!(
+                pgbackrest_stanza_create(&conf)?;
+                Some(format!(
                     "archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'\n",
                     conf.display()
-                )
+                ))
             });
         }
 
@@ -556,14 +623,17 @@ impl Bench {
             let repo = self.dir.subdir(&format!("{name}-repo"));
             let url = repo.display().to_string();
             run(self, &label, &name, repo, &|_, _| {
-                ours_conf(&url, parallelism, encrypted)
+                Some(ours_conf(&url, parallelism, encrypted))
             });
         }
 
-        let anchor = results
-            .iter()
-            .find(|(label, _, _)| label.contains("async"))
-            .map(|(_, seconds, _)| *seconds);
+        let anchor = self.anchor(
+            "wal",
+            results
+                .iter()
+                .find(|(label, _, _)| label.contains("async"))
+                .map(|(_, seconds, _)| *seconds),
+        );
         for (label, seconds, size) in &results {
             let mut figures = vec![
                 ("segments/s", round1(ready as f64 / seconds)),
@@ -571,14 +641,12 @@ impl Bench {
                 ("seconds", round2(*seconds)),
                 ("repository MiB", round1(*size as f64 / MIB)),
             ];
-            if let Some(anchor) = anchor {
-                figures.push((
-                    "vs pgBackRest async",
-                    json!(format!("{:.2}×", anchor / seconds)),
-                ));
+            if let Some((major, anchor)) = anchor {
+                figures.push(("vs pgBackRest async", self.ratio(major, anchor / seconds)));
             }
             table.add(label, &figures);
         }
+        self.note_skipped(&mut table, &skipped, anchor);
         table.notes.push(
             "Each method starts from a copy of the same stopped cluster whose `.ready` backlog \
              was written with archiving paused (`archive_command = ''`); the clock runs from \
@@ -683,7 +751,10 @@ impl Bench {
 
     fn backup_restore(&mut self) {
         let mut table = Table::new(
-            "Base backup and restore (pgbench database)",
+            &format!(
+                "Base backup and restore, PostgreSQL {} (pgbench database)",
+                self.server.version()
+            ),
             &[
                 "PGDATA MiB",
                 "backup s",
@@ -795,52 +866,62 @@ impl Bench {
 
         println!("== pgBackRest backup / restore");
         let conf = pgbackrest_conf(&self.dir, "pgbackrest-backup", &cluster, true);
-        // pgBackRest checks that its own archive receives the backup's WAL. A restart, not a
-        // reload: the postmaster would restart the archiver only at its next idle wake-up.
-        cluster.stop("fast");
-        cluster.append_conf(&format!(
-            "archive_library = ''\narchive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'\n",
-            conf.display()
-        ));
-        cluster.start();
-        run_ok(pgbackrest(&conf).arg("stanza-create"));
-        let backup = measure(
-            "pgbackrest backup",
-            pgbackrest(&conf).args(["--type=full", "backup"]),
-            &self.dir.path.join("pgbackrest-backup.log"),
-        );
-        let stored = du(&self.dir.path.join("pgbackrest-backup/repo/backup"));
-        let target = self.dir.subdir("restored-pgbackrest");
-        let restore = measure(
-            "pgbackrest restore",
-            pgbackrest(&conf)
-                .arg(format!("--pg1-path={}", target.display()))
-                .arg("restore"),
-            &self.dir.path.join("pgbackrest-restore.log"),
-        );
-        let _ = fs::remove_dir_all(&target);
-        let anchor = backup.seconds;
-        rows.push((
-            "pgBackRest backup / restore (zst 1, process-max 2)".into(),
-            backup_figures(
-                pgdata_mib,
-                mb,
-                (backup.seconds, backup.peak_rss_mib),
-                &restore,
-                stored,
-            ),
-            backup.seconds,
-        ));
+        let mut measured_anchor = None;
+        if pgbackrest_stanza_create(&conf).is_some() {
+            // pgBackRest checks that its own archive receives the backup's WAL. A restart,
+            // not a reload: the postmaster would restart the archiver only at its next idle
+            // wake-up.
+            cluster.stop("fast");
+            cluster.append_conf(&format!(
+                "archive_library = ''\narchive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'\n",
+                conf.display()
+            ));
+            cluster.start();
+            let backup = measure(
+                "pgbackrest backup",
+                pgbackrest(&conf).args(["--type=full", "backup"]),
+                &self.dir.path.join("pgbackrest-backup.log"),
+            );
+            let stored = du(&self.dir.path.join("pgbackrest-backup/repo/backup"));
+            let target = self.dir.subdir("restored-pgbackrest");
+            let restore = measure(
+                "pgbackrest restore",
+                pgbackrest(&conf)
+                    .arg(format!("--pg1-path={}", target.display()))
+                    .arg("restore"),
+                &self.dir.path.join("pgbackrest-restore.log"),
+            );
+            let _ = fs::remove_dir_all(&target);
+            measured_anchor = Some(backup.seconds);
+            rows.push((
+                "pgBackRest backup / restore (zst 1, process-max 2)".into(),
+                backup_figures(
+                    pgdata_mib,
+                    mb,
+                    (backup.seconds, backup.peak_rss_mib),
+                    &restore,
+                    stored,
+                ),
+                backup.seconds,
+            ));
+        }
+        let anchor = self.anchor("backup", measured_anchor);
         let large = format!("scale {}", self.args.scale);
         for (label, mut figures, seconds) in rows {
             // Ratios only between runs over the same data.
-            if label.contains(&large) || !label.starts_with("sc_backup") {
-                figures.push((
-                    "backup vs pgBackRest",
-                    json!(format!("{:.2}×", anchor / seconds)),
-                ));
+            if let Some((major, anchor)) = anchor {
+                if label.contains(&large) || !label.starts_with("sc_backup") {
+                    figures.push(("backup vs pgBackRest", self.ratio(major, anchor / seconds)));
+                }
             }
             table.add(&label, &figures);
+        }
+        if measured_anchor.is_none() {
+            self.note_skipped(
+                &mut table,
+                &["pgBackRest backup / restore".to_string()],
+                anchor,
+            );
         }
         table.notes.push(format!(
             "sc_backup's backup peak RSS is the backend's private resident memory (RssAnon + \
@@ -859,7 +940,10 @@ impl Bench {
     /// RTO: restore + replay of 1 GiB of WAL to a promoted, queryable cluster; RPO: the age of
     /// the newest archived WAL over a window of light load with `archive_timeout = 60`.
     fn drill(&mut self) {
-        let mut table = Table::new("Recovery drill", &["figure", "seconds"]);
+        let mut table = Table::new(
+            &format!("Recovery drill, PostgreSQL {}", self.server.version()),
+            &["figure", "seconds"],
+        );
         let repo = self.dir.subdir("drill-repo");
         let repo_url = repo.display().to_string();
         let cluster = self.ours_cluster(
@@ -1028,15 +1112,20 @@ impl Bench {
         let (source, ready) = self.wal_backlog("s3-wal-source", segments);
         let wal_mib = ready as f64 * 16.0;
         let mut table = Table::new(
-            &format!("S3 (s3s-fs on loopback): archive drain of {ready} segments, then a backup"),
+            &format!(
+                "S3 (s3s-fs on loopback), PostgreSQL {}: archive drain of {ready} segments, then a backup",
+                self.server.version()
+            ),
             &["segments/s", "WAL MB/s", "seconds", "backup MB/s"],
         );
         for parallelism in [0u32, 2] {
             let url = format!("s3://bench/wal-{parallelism}");
             let conf = format!("{}{}", server.conf(), ours_conf(&url, parallelism, true));
-            let seconds = self.drain(&source, &format!("s3-wal-{parallelism}"), |_, _| {
-                conf.clone()
-            });
+            let seconds = self
+                .drain(&source, &format!("s3-wal-{parallelism}"), |_, _| {
+                    Some(conf.clone())
+                })
+                .expect("our own method always runs");
             table.add(
                 &format!(
                     "sc_backup archive (zstd 1, age, {})",
@@ -1083,6 +1172,44 @@ impl Bench {
         );
         cluster.stop("fast");
         self.tables.push(table);
+    }
+
+    /// The pgBackRest figure to compare with: this major's if measured (it becomes the
+    /// anchor for later majors of the run), else the one measured on an earlier major.
+    fn anchor(&mut self, kind: &'static str, measured: Option<f64>) -> Option<(u32, f64)> {
+        if let Some(seconds) = measured {
+            self.pgbackrest_anchor
+                .insert(kind, (self.server.major(), seconds));
+            return Some((self.server.major(), seconds));
+        }
+        self.pgbackrest_anchor.get(kind).copied()
+    }
+
+    /// "1.32×", or "1.32× (vs 15)" against pgBackRest measured on another major.
+    fn ratio(&self, anchor_major: u32, ratio: f64) -> Value {
+        if anchor_major == self.server.major() {
+            json!(format!("{ratio:.2}×"))
+        } else {
+            json!(format!("{ratio:.2}× (vs {anchor_major})"))
+        }
+    }
+
+    fn note_skipped(&self, table: &mut Table, skipped: &[String], anchor: Option<(u32, f64)>) {
+        if skipped.is_empty() {
+            return;
+        }
+        let compared = match anchor {
+            Some((major, _)) if major != self.server.major() => format!(
+                " Ratios marked \"(vs {major})\" compare with pgBackRest measured on PostgreSQL {major} in the same run."
+            ),
+            _ => String::new(),
+        };
+        table.notes.push(format!(
+            "Not run on PostgreSQL {}: {} ({}: this pgBackRest does not support the version).{compared}",
+            self.server.major(),
+            skipped.join(", "),
+            pgbackrest_version()
+        ));
     }
 
     fn write(&self, machine: &str, elapsed: Duration) {

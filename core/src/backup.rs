@@ -108,6 +108,23 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
+/// pg_wal's subdirectories, empty: WAL comes from the archive. `archive_status` always;
+/// `summaries` where it exists (PostgreSQL 17+, the WAL summarizer's), as pg_basebackup does.
+fn push_wal_subdirectories(pg_wal: &Path, relative: &str, out: &mut Vec<SourceEntry>) {
+    out.push(SourceEntry {
+        path: format!("{relative}/archive_status"),
+        source: pg_wal.join("archive_status"),
+        kind: SourceKind::Directory,
+    });
+    if pg_wal.join("summaries").is_dir() {
+        out.push(SourceEntry {
+            path: format!("{relative}/summaries"),
+            source: pg_wal.join("summaries"),
+            kind: SourceKind::Directory,
+        });
+    }
+}
+
 fn walk(dir: &Path, prefix: &str, is_data_root: bool, out: &mut Vec<SourceEntry>) -> Result<()> {
     let listing = match fs::read_dir(dir) {
         Ok(listing) => listing,
@@ -155,11 +172,7 @@ fn walk(dir: &Path, prefix: &str, is_data_root: bool, out: &mut Vec<SourceEntry>
                     source: path.clone(),
                     kind: SourceKind::Directory,
                 });
-                out.push(SourceEntry {
-                    path: format!("{relative}/archive_status"),
-                    source: path.join("archive_status"),
-                    kind: SourceKind::Directory,
-                });
+                push_wal_subdirectories(&path, &relative, out);
                 continue;
             }
             let target =
@@ -179,12 +192,7 @@ fn walk(dir: &Path, prefix: &str, is_data_root: bool, out: &mut Vec<SourceEntry>
                 continue;
             }
             if is_data_root && name == "pg_wal" {
-                // WAL comes from the archive; only the status directory is needed.
-                out.push(SourceEntry {
-                    path: format!("{relative}/archive_status"),
-                    source: path.join("archive_status"),
-                    kind: SourceKind::Directory,
-                });
+                push_wal_subdirectories(&path, &relative, out);
                 continue;
             }
             walk(&path, &relative, false, out)?;
@@ -1003,6 +1011,7 @@ pub(crate) mod tests {
             "base/5",
             "global",
             "pg_wal/archive_status",
+            "pg_wal/summaries",
             "pg_stat_tmp",
             "pg_replslot/slot",
             "pg_tblspc",
@@ -1022,6 +1031,7 @@ pub(crate) mod tests {
             "base/5/pg_internal.init",
             "base/pgsql_tmp/pgsql_tmp123.0",
             "pg_wal/000000010000000000000001",
+            "pg_wal/summaries/0000000100000000010000280000000001000060.summary",
             "pg_stat_tmp/global.stat",
             "pg_replslot/slot/state",
             "postmaster.pid",
@@ -1053,6 +1063,7 @@ pub(crate) mod tests {
                 "pg_tblspc",
                 "pg_wal",
                 "pg_wal/archive_status",
+                "pg_wal/summaries",
             ]
         );
     }

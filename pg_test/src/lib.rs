@@ -49,23 +49,31 @@ pub fn run_ok(command: &mut Command) -> Output {
     output
 }
 
-pub fn pg_bindir() -> &'static Path {
-    static BINDIR: OnceLock<PathBuf> = OnceLock::new();
-    BINDIR.get_or_init(|| {
-        let pg_config = std::env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".into());
-        let output = run_ok(Command::new(pg_config).arg("--bindir"));
-        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-    })
+/// The bin directory of the server under test: `pg_config --bindir` of `PG_CONFIG` (else of
+/// `pg_config` on PATH), unless [`use_pg_bindir`] chose another.
+pub fn pg_bindir() -> PathBuf {
+    let mut bindir = BINDIR.lock().unwrap_or_else(|e| e.into_inner());
+    bindir
+        .get_or_insert_with(|| {
+            let pg_config = std::env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".into());
+            let output = run_ok(Command::new(pg_config).arg("--bindir"));
+            PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+        })
+        .clone()
 }
 
-/// The major version under test (the server `PG_CONFIG` points at).
+static BINDIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Runs what follows on another server (the benchmark measures several majors in one run).
+pub fn use_pg_bindir(bindir: &Path) {
+    *BINDIR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bindir.to_path_buf());
+}
+
+/// The major version of the server under test.
 pub fn pg_major() -> u32 {
-    static MAJOR: OnceLock<u32> = OnceLock::new();
-    *MAJOR.get_or_init(|| {
-        sc_backup_core::server_binaries::ServerBinaries::at(pg_bindir())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .major()
-    })
+    sc_backup_core::server_binaries::ServerBinaries::at(&pg_bindir())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .major()
 }
 
 fn chown_to_postgres(path: &Path) {

@@ -260,7 +260,7 @@ fn restore_needs_the_server_of_the_backups_own_major() {
         "{stderr}"
     );
     assert_eq!(
-        ServerBinaries::at(pg_bindir()).unwrap().major(),
+        ServerBinaries::at(&pg_bindir()).unwrap().major(),
         expected.major()
     );
     let mut restored = Cluster::adopt(&dir, "restored", target);
