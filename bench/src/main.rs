@@ -145,6 +145,28 @@ fn render_figures(figures: &BTreeMap<&'static str, Value>) -> String {
         .join("  ")
 }
 
+/// A row of a tool timed with [`measure`]: (method, figures, backup seconds).
+fn measured_row(
+    label: &str,
+    pgdata_mib: f64,
+    mb: f64,
+    backup: &Measured,
+    restore: &Measured,
+    stored_bytes: u64,
+) -> (String, Figures, f64) {
+    (
+        label.to_string(),
+        backup_figures(
+            pgdata_mib,
+            mb,
+            (backup.seconds, backup.peak_rss_mib),
+            restore,
+            stored_bytes,
+        ),
+        backup.seconds,
+    )
+}
+
 /// One backup-and-restore row's figures; `mb` is PGDATA in MB (10^6 bytes).
 fn backup_figures(
     pgdata_mib: f64,
@@ -341,8 +363,9 @@ struct Bench {
     tables: Vec<Table>,
     /// The server measured now.
     server: ServerBinaries,
-    /// pgBackRest's seconds per table kind ("wal", "backup") and the major they were measured
-    /// on: the ratio's denominator on a major pgBackRest cannot run on.
+    /// pgBackRest's rate per table kind ("wal": segments/s, "backup": MB/s) and the major it
+    /// was measured on: the ratio's denominator on a major pgBackRest cannot run on. Rates,
+    /// not seconds, because each major's backlog and database differ a little in size.
     pgbackrest_anchor: BTreeMap<&'static str, (u32, f64)>,
 }
 
@@ -377,6 +400,11 @@ fn main() {
     for (index, server) in servers.into_iter().enumerate() {
         use_pg_bindir(server.bindir());
         println!("\n=== PostgreSQL {}", server.version());
+        if index > 0 {
+            // Clusters and repositories are named by phase: each major gets its own
+            // directory (replacing the previous one removes it).
+            bench.dir = TestDir::new(&format!("bench-pg{}", server.major()));
+        }
         bench.server = server;
         // Every phase on the first major; the others are compared on WAL and backups.
         let runs = |phase: &str| {
@@ -627,12 +655,13 @@ impl Bench {
             });
         }
 
+        let rate = |seconds: f64| ready as f64 / seconds;
         let anchor = self.anchor(
             "wal",
             results
                 .iter()
                 .find(|(label, _, _)| label.contains("async"))
-                .map(|(_, seconds, _)| *seconds),
+                .map(|(_, seconds, _)| rate(*seconds)),
         );
         for (label, seconds, size) in &results {
             let mut figures = vec![
@@ -642,7 +671,10 @@ impl Bench {
                 ("repository MiB", round1(*size as f64 / MIB)),
             ];
             if let Some((major, anchor)) = anchor {
-                figures.push(("vs pgBackRest async", self.ratio(major, anchor / seconds)));
+                figures.push((
+                    "vs pgBackRest async",
+                    self.ratio(major, rate(*seconds) / anchor),
+                ));
             }
             table.add(label, &figures);
         }
@@ -851,16 +883,8 @@ impl Bench {
             );
             let _ = fs::remove_dir_all(&out);
             let _ = fs::remove_dir_all(&target);
-            rows.push((
-                label.to_string(),
-                backup_figures(
-                    pgdata_mib,
-                    mb,
-                    (backup.seconds, backup.peak_rss_mib),
-                    &restore,
-                    stored,
-                ),
-                backup.seconds,
+            rows.push(measured_row(
+                label, pgdata_mib, mb, &backup, &restore, stored,
             ));
         }
 
@@ -893,25 +917,25 @@ impl Bench {
             );
             let _ = fs::remove_dir_all(&target);
             measured_anchor = Some(backup.seconds);
-            rows.push((
-                "pgBackRest backup / restore (zst 1, process-max 2)".into(),
-                backup_figures(
-                    pgdata_mib,
-                    mb,
-                    (backup.seconds, backup.peak_rss_mib),
-                    &restore,
-                    stored,
-                ),
-                backup.seconds,
+            rows.push(measured_row(
+                "pgBackRest backup / restore (zst 1, process-max 2)",
+                pgdata_mib,
+                mb,
+                &backup,
+                &restore,
+                stored,
             ));
         }
-        let anchor = self.anchor("backup", measured_anchor);
+        let anchor = self.anchor("backup", measured_anchor.map(|seconds| mb / seconds));
         let large = format!("scale {}", self.args.scale);
         for (label, mut figures, seconds) in rows {
             // Ratios only between runs over the same data.
             if let Some((major, anchor)) = anchor {
                 if label.contains(&large) || !label.starts_with("sc_backup") {
-                    figures.push(("backup vs pgBackRest", self.ratio(major, anchor / seconds)));
+                    figures.push((
+                        "backup vs pgBackRest",
+                        self.ratio(major, (mb / seconds) / anchor),
+                    ));
                 }
             }
             table.add(&label, &figures);
@@ -1174,13 +1198,13 @@ impl Bench {
         self.tables.push(table);
     }
 
-    /// The pgBackRest figure to compare with: this major's if measured (it becomes the
-    /// anchor for later majors of the run), else the one measured on an earlier major.
-    fn anchor(&mut self, kind: &'static str, measured: Option<f64>) -> Option<(u32, f64)> {
-        if let Some(seconds) = measured {
+    /// The pgBackRest rate to compare with: this major's if measured (it becomes the anchor
+    /// for later majors of the run), else the one measured on an earlier major.
+    fn anchor(&mut self, kind: &'static str, measured_rate: Option<f64>) -> Option<(u32, f64)> {
+        if let Some(rate) = measured_rate {
             self.pgbackrest_anchor
-                .insert(kind, (self.server.major(), seconds));
-            return Some((self.server.major(), seconds));
+                .insert(kind, (self.server.major(), rate));
+            return Some((self.server.major(), rate));
         }
         self.pgbackrest_anchor.get(kind).copied()
     }

@@ -89,6 +89,38 @@ pub fn write_as_postgres(path: &Path, content: &[u8]) {
     chown_to_postgres(path);
 }
 
+/// Every regular file under `dir`, recursively, sorted (temporary ones included). None if
+/// `dir` is missing.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in fs::read_dir(&next).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The repository objects under `dir`: [`files_under`] without the '.'-named temporary files
+/// of writers in flight, which no reader lists.
+pub fn objects_under(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| {
+            !path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+        })
+        .collect()
+}
+
 /// A fresh directory owned by the postgres OS user, removed when dropped (kept when the test
 /// panicked, for the post-mortem, or when SC_BACKUP_KEEP_TEST_DIRS is set).
 pub struct TestDir {

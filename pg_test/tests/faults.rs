@@ -18,8 +18,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sc_backup_pg_test::postgres::Client;
 use sc_backup_pg_test::{
-    archiving_conf, run_ok, sc_backup, start_primary, take_backup, Cluster, ClusterOptions,
-    S3Server, TestDir,
+    archiving_conf, objects_under, run_ok, sc_backup, start_primary, take_backup, Cluster,
+    ClusterOptions, S3Server, TestDir,
 };
 
 const PASSPHRASE: &str = "fault suite passphrase";
@@ -231,8 +231,7 @@ fn kill_9_of_archiver_postmaster_and_backup_backend_loses_nothing() {
     client.query("SELECT * FROM sc_expire()", &[]).unwrap();
     // No object of an unlisted backup is left. (Files a killed writer was writing stay under
     // their dot-names, which no reader lists, until expiry finds them an hour old.)
-    let mut stored = Vec::new();
-    files_under(&repository.join("backups"), &mut stored);
+    let stored = objects_under(&repository.join("backups"));
     let leftovers: Vec<&PathBuf> = stored
         .iter()
         .filter(|path| {
@@ -372,17 +371,6 @@ fn walk_all(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The objects under `dir`: what readers see (temporary dot-files excluded).
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files_under(&path, out);
-        } else if !entry.file_name().to_string_lossy().starts_with('.') {
-            out.push(path);
-        }
-    }
-}
-
 /// Seeded random corruption of every kind of object: each one is detected by `sc_verify()`
 /// or by restore / wal-fetch, with a message naming the object.
 #[test]
@@ -425,10 +413,8 @@ fn corruption_of_any_object_is_detected_and_named() {
     let mut client = cluster.connect();
 
     let backup_dir = repository.join("backups").join(&backup);
-    let mut data_objects = Vec::new();
-    files_under(&backup_dir.join("data"), &mut data_objects);
-    let mut wal_objects = Vec::new();
-    files_under(&repository.join("wal"), &mut wal_objects);
+    let data_objects = objects_under(&backup_dir.join("data"));
+    let wal_objects = objects_under(&repository.join("wal"));
     let (history_objects, segment_objects): (Vec<PathBuf>, Vec<PathBuf>) = wal_objects
         .into_iter()
         .partition(|p| p.to_string_lossy().contains("/history/"));
@@ -582,11 +568,7 @@ fn wrong_key_and_foreign_repository_are_refused_without_writing() {
         start_primary(&dir, &archiving_conf(&repository, &encrypted("")));
     let first = write_wal(&mut client, 1000);
     cluster.wait_archived(&mut client, &first);
-    let count_objects = || {
-        let mut all = Vec::new();
-        files_under(&repository, &mut all);
-        all.len()
-    };
+    let count_objects = || objects_under(&repository).len();
 
     // Wrong passphrase: refused, nothing written, WAL kept.
     cluster.append_conf("sc_backup.encryption_passphrase = 'not the passphrase'");
@@ -903,8 +885,7 @@ fn object_store_faults_lose_nothing_and_accept_nothing_truncated() {
             .output()
             .unwrap()
     };
-    let mut stored = Vec::new();
-    files_under(&server.root.join("faults"), &mut stored);
+    let stored = objects_under(&server.root.join("faults"));
     let object_size = stored
         .iter()
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&last))

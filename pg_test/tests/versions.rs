@@ -8,26 +8,9 @@ use std::time::Duration;
 use sc_backup_core::server_binaries::ServerBinaries;
 use sc_backup_pg_test::postgres::Client;
 use sc_backup_pg_test::{
-    archiving_conf, as_postgres, pg_bindir, pg_major, run_ok, sc_backup, start_primary,
-    take_backup, Cluster, TestDir,
+    archiving_conf, as_postgres, files_under, objects_under, pg_bindir, pg_major, run_ok,
+    sc_backup, start_primary, take_backup, Cluster, TestDir,
 };
-
-/// The files under `dir`, recursively (relative paths).
-fn files_under(dir: &std::path::Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(next) = stack.pop() {
-        for entry in fs::read_dir(&next).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    found
-}
 
 fn last_archived(client: &mut Client) -> Option<String> {
     client
@@ -72,11 +55,12 @@ fn archive_module_starts_archives_and_stops_through_this_majors_abi() {
         .unwrap_or_else(|| panic!("no shutdown line in the server log:\n{log}"));
     assert!(stopped >= 3, "only {stopped} files reported archived");
     // Nothing half-written is left behind by the workers (temporary names start with '.').
-    let leftovers: Vec<String> = files_under(&repository)
-        .into_iter()
-        .filter(|f| f.rsplit('/').next().unwrap().starts_with('.'))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let all = files_under(&repository);
+    assert_eq!(
+        all,
+        objects_under(&repository),
+        "temporary files left in the repository"
+    );
 }
 
 #[test]

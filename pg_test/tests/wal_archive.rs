@@ -6,25 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sc_backup_pg_test::{
-    archiving_conf, sc_backup, write_as_postgres, Cluster, ClusterOptions, TestDir,
+    archiving_conf, files_under, sc_backup, write_as_postgres, Cluster, ClusterOptions, TestDir,
 };
 
 /// Every object file in the repository's WAL area.
 fn stored_wal_objects(repository: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![repository.join("wal")];
-    while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
+    files_under(&repository.join("wal"))
 }
 
 fn archiver_stats(
