@@ -1229,10 +1229,10 @@ impl Bench {
             _ => String::new(),
         };
         table.notes.push(format!(
-            "Not run on PostgreSQL {}: {} ({}: this pgBackRest does not support the version).{compared}",
-            self.server.major(),
+            "Not run on PostgreSQL {major}: {} ({} does not support PostgreSQL {major}).{compared}",
             skipped.join(", "),
-            pgbackrest_version()
+            pgbackrest_version(),
+            major = self.server.major(),
         ));
     }
 
