@@ -19,6 +19,7 @@ pub mod server_binaries;
 pub mod storage;
 pub mod threads;
 pub mod wal;
+pub mod wal_scan;
 
 pub use config::{RawSettings, Settings};
 pub use error::{Error, Result};

@@ -235,6 +235,56 @@ pub fn check_target(
     Ok(())
 }
 
+/// Refuses a time or LSN target that the archived WAL cannot reach. PostgreSQL would replay
+/// everything archived and then refuse to start ("recovery ended before configured recovery
+/// target was reached"); saying so first spares a restore that cannot be started.
+pub fn check_target_reachable(
+    repository: &Repository,
+    metadata: &BackupMetadata,
+    target: &RecoveryTarget,
+) -> Result<()> {
+    if !matches!(target, RecoveryTarget::Time(_) | RecoveryTarget::Lsn(_)) {
+        return Ok(());
+    }
+    let first = crate::lsn::segment_name(
+        metadata.timeline,
+        metadata.start_lsn()?,
+        metadata.wal_segment_size,
+    );
+    let Some(end) = repository.archive_end(Some(&first))? else {
+        return Ok(()); // no WAL at all: the backup's own check reports that
+    };
+    let unarchived = "WAL the server has not archived yet (its current segment) is not in the repository: on the live server, SELECT pg_switch_wal() archives it";
+    match target {
+        RecoveryTarget::Time(text) => {
+            let wanted = parse_time(text).ok_or_else(|| {
+                Error::InvalidTarget(format!("cannot read --target-time \"{text}\""))
+            })?;
+            match &end.newest_transaction {
+                // Recovery stops only at a record later than the target (recovery_target_inclusive
+                // is on): a target at or after the newest one is never reached.
+                Some((newest, segment)) if *newest <= wanted => Err(Error::InvalidTarget(format!(
+                    "recovery cannot reach --target-time {text}: the newest transaction in the archived WAL ended at {} (segment {segment}), and PostgreSQL would replay everything and then refuse to start (\"recovery ended before configured recovery target was reached\"). Use a target before that time, or no target to recover everything archived; {unarchived}",
+                    newest.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                ))),
+                None if end.scanned_all => Err(Error::InvalidTarget(format!(
+                    "recovery cannot reach --target-time {text}: the archived WAL since backup {} holds no transaction at all (up to segment {}). Use no target to recover everything archived; {unarchived}",
+                    metadata.backup_name, end.segment
+                ))),
+                _ => Ok(()),
+            }
+        }
+        RecoveryTarget::Lsn(lsn) => match end.end_of_records {
+            Some(reachable) if reachable < *lsn => Err(Error::InvalidTarget(format!(
+                "recovery cannot reach --target-lsn {lsn}: the archived WAL ends at {reachable} (segment {}). Use a target at or before it, or no target; {unarchived}",
+                end.segment
+            ))),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
 /// Restores `metadata`'s backup into `options.pgdata` and writes the recovery configuration.
 pub fn restore(
     repository: &Repository,

@@ -5,10 +5,14 @@ use std::io::{self, Seek};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
+
 use crate::codec::{pump, CodecSpec, EncodeSummary, Encoder, PumpError, Sha256Digest};
 use crate::error::{Error, Result};
+use crate::lsn::Lsn;
 use crate::repository::Repository;
 use crate::storage::StorageError;
+use crate::wal_scan::{SegmentScan, SegmentScanner};
 
 /// The files PostgreSQL archives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +248,82 @@ impl Repository {
         drop(output);
         temporary.persist(destination)?;
         Ok(stored)
+    }
+}
+
+/// Where the archived WAL ends, as far as recovery is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveEnd {
+    /// The newest archived segment (highest position, then highest timeline).
+    pub segment: String,
+    /// The end of its last complete record: no recovery target beyond it can be reached.
+    pub end_of_records: Option<Lsn>,
+    /// The newest commit or abort time in the newest segments that hold one, and that
+    /// segment: a time target after it is never reached.
+    pub newest_transaction: Option<(DateTime<Utc>, String)>,
+    /// Whether every candidate segment was read (so no transaction at all means none).
+    pub scanned_all: bool,
+}
+
+/// How many segments [`Repository::archive_end`] reads back looking for a transaction.
+const SEGMENTS_SCANNED_BACK: usize = 16;
+
+impl Repository {
+    /// Reads the newest archived segments back (at most 16, none before `not_before`) to
+    /// establish where recovery from this archive can get to. `None` for an empty archive.
+    pub fn archive_end(&self, not_before: Option<&str>) -> Result<Option<ArchiveEnd>> {
+        let mut segments: Vec<String> = self
+            .storage()
+            .list("wal/")?
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.key.rsplit('/').next()?.split('-').next()?.to_string();
+                (WalFileName::parse(&name).ok()?.kind() == WalFileKind::Segment).then_some(name)
+            })
+            .filter(|name| not_before.is_none_or(|first| name[8..] >= first[8..]))
+            .collect();
+        // Position (log, segment) first, then timeline: after a promotion the new timeline's
+        // copy of a segment is the one recovery follows.
+        segments.sort_by(|a, b| (&b[8..], &b[..8]).cmp(&(&a[8..], &a[..8])));
+        segments.dedup();
+        let Some(newest) = segments.first().cloned() else {
+            return Ok(None);
+        };
+        let mut end = ArchiveEnd {
+            segment: newest,
+            end_of_records: None,
+            newest_transaction: None,
+            scanned_all: segments.len() <= SEGMENTS_SCANNED_BACK,
+        };
+        for (index, segment) in segments.iter().take(SEGMENTS_SCANNED_BACK).enumerate() {
+            let scan = self.scan_segment(segment)?;
+            if index == 0 {
+                end.end_of_records = scan.end_of_records;
+            }
+            if let Some(time) = scan.newest_transaction_time() {
+                end.newest_transaction = Some((time, segment.clone()));
+                break;
+            }
+        }
+        Ok(Some(end))
+    }
+
+    /// Decodes and verifies one archived segment through the WAL scanner.
+    pub fn scan_segment(&self, segment: &str) -> Result<SegmentScan> {
+        let name = WalFileName::parse(segment)?;
+        let stored = self
+            .find_wal(&name)?
+            .ok_or_else(|| Error::WalNotFound(segment.to_string()))?;
+        let mut scanner = SegmentScanner::new();
+        self.read_verified(
+            &stored.key,
+            stored.spec,
+            &stored.sha256,
+            None,
+            &mut scanner,
+            "the WAL scanner",
+        )?;
+        Ok(scanner.finish())
     }
 }
 

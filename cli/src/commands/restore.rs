@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sc_backup_core::backup::{list_backups, read_manifest};
 use sc_backup_core::lsn::Lsn;
 use sc_backup_core::restore::{
-    check_target, choose_backup, restore, RecoveryTarget, RestoreOptions, RestoreProgress,
+    check_target, check_target_reachable, choose_backup, restore, RecoveryTarget, RestoreOptions,
+    RestoreProgress,
 };
 use sc_backup_core::server_binaries::{major_of, ServerBinaries};
 use sc_backup_core::{Repository, Settings};
@@ -214,6 +215,7 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
                 .map_err(sc_backup_core::Error::from)?;
         let manifest = read_manifest(&repository, &metadata)?;
         check_target(&metadata, &manifest, &options)?;
+        check_target_reachable(&repository, &metadata, &target)?;
         eprintln!(
             "restoring backup {} (PostgreSQL {}, {} files, {}) into {}",
             metadata.backup_name,
