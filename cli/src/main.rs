@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod interrupt;
 mod pgconf;
 mod settings;
 
@@ -41,14 +42,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Re-read a backup's files and the WAL it needs, reporting every problem
+    /// Re-read a backup's files and the WAL it needs, reporting every problem; with --restore,
+    /// restore it into a sandbox and check every database (the restore test)
     Verify {
         /// Backup name, or "latest"
         #[arg(default_value = "latest")]
         backup: String,
+        /// Restore into a sandbox, start it, and check every index, table and database
+        #[arg(long)]
+        restore: bool,
+        /// With --restore: print the report as JSON
+        #[arg(long, requires = "restore")]
+        json: bool,
+        #[command(flatten)]
+        sandbox: commands::sandbox::SandboxArgs,
     },
     /// Restore a base backup into a new data directory and configure point-in-time recovery
     Restore(commands::restore::RestoreArgs),
+    /// Copy tables as of a recovery target into a new schema or database of the live cluster,
+    /// or into a dump file, through a sandbox
+    Extract(commands::extract::ExtractArgs),
+    /// DR drill: restore the newest backup into a sandbox, replay all archived WAL, promote,
+    /// and measure RTO and RPO against the objectives
+    Drill(commands::drill::DrillArgs),
     /// Delete backups past the retention period, and the WAL that no kept backup needs
     Expire {
         /// Keep backups that ended less than this many days ago (default:
@@ -109,7 +125,27 @@ fn main() -> ExitCode {
                 commands::wal_fetch::run(&settings, wal_file, destination, identity_file.as_deref())
             }
             Command::List { json } => commands::list::run(&settings, *json),
-            Command::Verify { backup } => commands::verify::run(&settings, backup),
+            Command::Verify {
+                backup,
+                restore: false,
+                ..
+            } => commands::verify::run(&settings, backup),
+            Command::Verify {
+                backup,
+                json,
+                sandbox,
+                ..
+            } => commands::verify::run_restore(
+                &settings,
+                backup,
+                *json,
+                sandbox,
+                &interrupt::install(),
+            ),
+            Command::Extract(args) => {
+                commands::extract::run(&settings, args, &interrupt::install())
+            }
+            Command::Drill(args) => commands::drill::run(&settings, args, &interrupt::install()),
             Command::Expire {
                 retention_days,
                 retention_full,
@@ -130,6 +166,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::QuietNotFound) => ExitCode::from(1),
+        Err(CliError::Core(sc_backup_core::Error::Interrupted)) => {
+            eprintln!("sc-backup: interrupted; nothing was left behind");
+            ExitCode::from(130)
+        }
         Err(error) => {
             // One line, for logs: the message, then what to do about it.
             match error.hint() {

@@ -1,5 +1,5 @@
-//! The audit trail: one record per backup, verify, restore, expire and delete, wherever it ran
-//! (SQL, the scheduler, the CLI).
+//! The audit trail: one record per backup, verify, restore test, restore, extract, drill,
+//! expire and delete, wherever it ran (SQL, the scheduler, the CLI).
 //!
 //! Records are kept in the repository as one small JSON object each, under
 //! `audit/<day>/<time>-<pid>-<random>.json`, so the trail survives the loss of the database
@@ -35,7 +35,8 @@ pub struct AuditRecord {
     pub host: String,
     /// `sql`, `scheduler` or `cli`.
     pub source: String,
-    /// `backup`, `verify`, `restore`, `expire` or `delete`.
+    /// `backup`, `verify`, `restore-test`, `restore`, `extract`, `drill`, `expire` or
+    /// `delete`.
     pub operation: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
@@ -53,6 +54,9 @@ pub struct AuditRecord {
     pub size_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Measured figures (a drill's RTO and RPO, a restore test's rows), by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub figures: std::collections::BTreeMap<String, f64>,
 }
 
 pub const SUCCEEDED: &str = "succeeded";
@@ -85,6 +89,7 @@ impl AuditTimer {
                 outcome: String::new(),
                 size_bytes: None,
                 error: None,
+                figures: Default::default(),
             },
         }
     }

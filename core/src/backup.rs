@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::codec::{pump, CodecSpec, Encoder, PumpError, Sha256Digest};
+use crate::codec::{pump, CodecSpec, EncodeSummary, Encoder, PumpError, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::lsn::{segments_between, Lsn};
 use crate::repository::{read_small_object, Repository};
@@ -245,6 +245,23 @@ pub struct Manifest {
     pub entries: Vec<ManifestEntry>,
 }
 
+/// The user tables of one database.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatabaseTables {
+    pub database: String,
+    /// `schema.table`, sorted.
+    pub tables: Vec<String>,
+}
+
+/// The user tables of every database, listed by `sc_backup()` just after `pg_backup_start`
+/// and again just before `pg_backup_stop`: what a restore of the backup must hold, apart from
+/// what changed between the two (verification by restore compares with it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CatalogSnapshot {
+    pub at_start: Vec<DatabaseTables>,
+    pub before_stop: Vec<DatabaseTables>,
+}
+
 /// The backup's metadata, in the shape of the playbook's `.meta` plus what restore needs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupMetadata {
@@ -274,6 +291,12 @@ pub struct BackupMetadata {
     pub wal_segment_size: u64,
     pub file_count: u64,
     pub manifest: String,
+    /// The catalog snapshot's object (`catalog<suffix>`), when one was taken.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub catalog: String,
+    /// `sha256:<digest of the catalog snapshot>`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub catalog_checksum: String,
     pub status: String,
     /// SHA-256 of this document serialized with this field empty.
     #[serde(default)]
@@ -572,33 +595,53 @@ impl<'r> BackupWriter<'r> {
         })
     }
 
-    /// Writes the manifest, checks that the WAL the backup needs is archived, then writes the
-    /// metadata: from that moment the backup is listed.
+    /// Encodes `content` into the backup's object `base` (plus the codec suffix); returns the
+    /// object's name and the encoder's summary.
+    fn store_document(&self, base: &str, content: &[u8]) -> Result<(String, EncodeSummary)> {
+        let key = self.repository.key()?;
+        let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
+        let object = format!("{base}{}", spec.suffix());
+        let full_key = format!("{}{object}", backup_prefix(&self.name));
+        let writer = self.repository.storage().create(&full_key)?;
+        let mut encoder = Encoder::new(writer, self.repository.compression(), key)
+            .map_err(|e| Error::io("encode", &full_key, e))?;
+        encoder
+            .write_all(content)
+            .map_err(|e| Error::io("write", &full_key, e))?;
+        let (writer, summary) = encoder
+            .finish()
+            .map_err(|e| Error::io("write", &full_key, e))?;
+        writer.commit()?;
+        Ok((object, summary))
+    }
+
+    /// Writes the manifest (and the catalog snapshot, if taken), checks that the WAL the
+    /// backup needs is archived, then writes the metadata: from that moment the backup is
+    /// listed.
     pub fn finish(
         &self,
         entries: Vec<ManifestEntry>,
+        catalog: Option<&CatalogSnapshot>,
         mut metadata: BackupMetadata,
     ) -> Result<BackupMetadata> {
         let key = self.repository.key()?;
+        let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
         let manifest = Manifest {
             format: FORMAT_VERSION,
             backup_name: self.name.clone(),
             entries,
         };
         let json = serde_json::to_vec(&manifest).expect("manifest serializes");
-        let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
-        let manifest_object = format!("manifest{}", spec.suffix());
-        let full_key = format!("{}{manifest_object}", backup_prefix(&self.name));
-        let writer = self.repository.storage().create(&full_key)?;
-        let mut encoder = Encoder::new(writer, self.repository.compression(), key)
-            .map_err(|e| Error::io("encode", &full_key, e))?;
-        encoder
-            .write_all(&json)
-            .map_err(|e| Error::io("write", &full_key, e))?;
-        let (writer, summary) = encoder
-            .finish()
-            .map_err(|e| Error::io("write", &full_key, e))?;
-        writer.commit()?;
+        let (manifest_object, summary) = self.store_document("manifest", &json)?;
+        let mut catalog_stored = 0;
+        if let Some(catalog) = catalog {
+            let json = serde_json::to_vec(catalog).expect("catalog serializes");
+            let (object, catalog_summary) = self.store_document("catalog", &json)?;
+            metadata.catalog = object;
+            metadata.catalog_checksum =
+                format!("sha256:{}", catalog_summary.original_sha256.to_hex());
+            catalog_stored = catalog_summary.stored_size;
+        }
 
         for wal_file in metadata.required_wal()? {
             if self
@@ -619,7 +662,7 @@ impl<'r> BackupWriter<'r> {
         metadata.file_count = files.clone().count() as u64;
         metadata.size_bytes = files.clone().filter_map(|e| e.size).sum();
         metadata.stored_bytes =
-            files.filter_map(|e| e.stored_size).sum::<u64>() + summary.stored_size;
+            files.filter_map(|e| e.stored_size).sum::<u64>() + summary.stored_size + catalog_stored;
         metadata.checksum = format!("sha256:{}", summary.original_sha256.to_hex());
         metadata.manifest = manifest_object;
         metadata.compression = spec.compression.name().to_string();
@@ -849,6 +892,37 @@ pub fn read_manifest(repository: &Repository, metadata: &BackupMetadata) -> Resu
     Ok(manifest)
 }
 
+/// The backup's catalog snapshot, verified against its recorded digest; `None` for backups
+/// taken without one.
+pub fn read_catalog(
+    repository: &Repository,
+    metadata: &BackupMetadata,
+) -> Result<Option<CatalogSnapshot>> {
+    if metadata.catalog.is_empty() {
+        return Ok(None);
+    }
+    let (key, spec) = backup_object(&metadata.backup_name, &metadata.catalog)?;
+    let expected = metadata
+        .catalog_checksum
+        .strip_prefix("sha256:")
+        .and_then(Sha256Digest::from_hex)
+        .ok_or_else(|| Error::InvalidMetadata {
+            object: metadata_key(&metadata.backup_name),
+            reason: format!("bad catalog checksum {:?}", metadata.catalog_checksum),
+        })?;
+    let mut buffer = CappedBuffer {
+        data: Vec::new(),
+        limit: MAX_MANIFEST_SIZE as usize,
+    };
+    repository.read_verified(&key, spec, &expected, None, &mut buffer, "memory")?;
+    serde_json::from_slice(&buffer.data)
+        .map(Some)
+        .map_err(|e| Error::InvalidMetadata {
+            object: key,
+            reason: e.to_string(),
+        })
+}
+
 /// One problem found by [`verify_backup`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -877,6 +951,16 @@ pub fn verify_backup(
             None
         }
     };
+    if let Err(e) = read_catalog(repository, &metadata) {
+        problems.push(Problem {
+            object: format!(
+                "{}{}",
+                backup_prefix(&metadata.backup_name),
+                metadata.catalog
+            ),
+            problem: e.to_string(),
+        });
+    }
     for entry in manifest.iter().flat_map(|m| m.entries.iter()) {
         let Some(object) = &entry.object else {
             continue;
@@ -966,6 +1050,8 @@ pub(crate) mod tests {
             wal_segment_size: 16 << 20,
             file_count: 970,
             manifest: "manifest.gz".into(),
+            catalog: String::new(),
+            catalog_checksum: String::new(),
             status: "complete".into(),
             metadata_sha256: String::new(),
         }

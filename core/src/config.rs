@@ -34,6 +34,8 @@ pub mod names {
     pub const SCHEDULE: &str = "sc_backup.schedule";
     pub const RETRY_DELAY: &str = "sc_backup.retry_delay";
     pub const METRICS_LISTEN: &str = "sc_backup.metrics_listen";
+    pub const VERIFY_SCHEDULE: &str = "sc_backup.verify_schedule";
+    pub const VERIFY_DIRECTORY: &str = "sc_backup.verify_directory";
 
     /// Every setting the CLI looks up in a cluster's configuration files.
     pub const ALL: &[&str] = &[

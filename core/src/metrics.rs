@@ -47,10 +47,24 @@ pub struct ArchiveBacklog {
     pub oldest_ready_age_seconds: f64,
 }
 
+/// Restore tests (verification by restore) and DR drills, from the audit trail.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecoveryFigures {
+    /// End of the last successful restore test.
+    pub last_verified_timestamp: Option<f64>,
+    /// Whether `sc_backup.verify_schedule` is set (the restore-test alert needs it).
+    pub verify_scheduled: bool,
+    /// End of the last drill, and its measurements.
+    pub last_drill_timestamp: Option<f64>,
+    pub drill_rto_seconds: Option<f64>,
+    pub drill_rpo_seconds: Option<f64>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
     pub backups: Vec<BackupFigures>,
     pub wal: WalFigures,
+    pub recovery: RecoveryFigures,
     /// Whether the scheduler worker is running.
     pub scheduler_running: bool,
 }
@@ -97,6 +111,30 @@ pub const WAL_LAST_FAILURE: &str = "sc_backup_wal_last_failure_timestamp_seconds
 pub const WAL_READY: &str = "sc_backup_wal_ready_segments";
 pub const WAL_OLDEST_READY_AGE: &str = "sc_backup_wal_oldest_unarchived_age_seconds";
 pub const SCHEDULER_UP: &str = "sc_backup_scheduler_up";
+pub const LAST_VERIFIED: &str = "sc_backup_last_verified_timestamp_seconds";
+pub const VERIFY_SCHEDULED: &str = "sc_backup_verify_scheduled";
+pub const LAST_DRILL: &str = "sc_backup_last_drill_timestamp_seconds";
+pub const DRILL_RTO: &str = "sc_backup_drill_rto_seconds";
+pub const DRILL_RPO: &str = "sc_backup_drill_rpo_seconds";
+
+/// The recovery figures' metrics, with their help text, in a fixed order.
+fn recovery_metrics(recovery: &RecoveryFigures) -> [(&'static str, &'static str, Option<f64>); 5] {
+    [
+        (
+            LAST_VERIFIED,
+            "End of the last successful restore test (sc-backup verify --restore, sc_backup.verify_schedule)",
+            recovery.last_verified_timestamp,
+        ),
+        (
+            VERIFY_SCHEDULED,
+            "1 when sc_backup.verify_schedule is set",
+            Some(if recovery.verify_scheduled { 1.0 } else { 0.0 }),
+        ),
+        (LAST_DRILL, "End of the last DR drill (sc-backup drill)", recovery.last_drill_timestamp),
+        (DRILL_RTO, "Recovery time measured by the last DR drill", recovery.drill_rto_seconds),
+        (DRILL_RPO, "Recovery point measured by the last DR drill", recovery.drill_rpo_seconds),
+    ]
+}
 
 impl Status {
     /// Every figure, in a fixed order (the rows of `sc_status()`).
@@ -136,6 +174,9 @@ impl Status {
             SCHEDULER_UP,
             Some(if self.scheduler_running { 1.0 } else { 0.0 }),
         ));
+        for (metric, _, value) in recovery_metrics(&self.recovery) {
+            figures.extend(plain(metric, value));
+        }
         figures
     }
 
@@ -243,6 +284,11 @@ impl Status {
             "1 while the sc_backup scheduler worker runs",
             gauge(if self.scheduler_running { 1.0 } else { 0.0 }),
         );
+        for (metric, help, value) in recovery_metrics(&self.recovery) {
+            if let Some(value) = value {
+                registry.register(metric, help, gauge(value));
+            }
+        }
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String cannot fail");
         text
@@ -283,6 +329,13 @@ mod tests {
                     oldest_ready_age_seconds: 61.0,
                 },
             },
+            recovery: RecoveryFigures {
+                last_verified_timestamp: Some(1_794_000_000.0),
+                verify_scheduled: true,
+                last_drill_timestamp: None,
+                drill_rto_seconds: None,
+                drill_rpo_seconds: None,
+            },
             scheduler_running: true,
         }
     }
@@ -302,6 +355,8 @@ mod tests {
             "sc_backup_wal_ready_segments 4.0",
             "sc_backup_wal_oldest_unarchived_age_seconds 61.0",
             "sc_backup_scheduler_up 1.0",
+            "sc_backup_last_verified_timestamp_seconds 1794000000.0",
+            "sc_backup_verify_scheduled 1.0",
             "# TYPE sc_backup_failures counter",
             "# EOF",
         ] {
@@ -312,6 +367,7 @@ mod tests {
         }
         assert!(!text.contains("sc_backup_last_success_timestamp_seconds{type=\"full\"}"));
         assert!(!text.contains("sc_backup_wal_last_failure_timestamp_seconds"));
+        assert!(!text.contains("sc_backup_drill_rto_seconds"));
     }
 
     #[test]

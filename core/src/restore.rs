@@ -146,11 +146,24 @@ pub struct RestoreOptions {
     /// Tablespace OID → new location.
     pub tablespace_map: BTreeMap<u32, PathBuf>,
     pub parallelism: usize,
-    /// The CLI invocation PostgreSQL should use to fetch WAL, without `%f %p`.
-    pub wal_fetch_command: String,
+    /// Where recovery gets its WAL.
+    pub wal_source: WalSource,
     /// Turn WAL archiving off in the restored cluster: a side copy (table-level recovery, a
     /// test restore) must not archive its new timeline into the production repository.
     pub archive_off: bool,
+    /// Set (by a signal handler, say) to stop between files with [`Error::Interrupted`].
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Where a restored cluster gets the WAL it replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalSource {
+    /// `restore_command` fetches it from the repository: this CLI invocation, without `%f %p`.
+    Command(String),
+    /// Only the WAL that makes the backup consistent, fetched (verified) into `pg_wal` by the
+    /// restore itself; `restore_command` finds nothing more. For a recovery to consistency,
+    /// which then needs neither the CLI nor the unwrapped key in the data directory.
+    BackupOnly,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -363,6 +376,17 @@ pub fn restore(
                 if first_error.lock().unwrap().is_some() {
                     return;
                 }
+                if options
+                    .cancel
+                    .as_ref()
+                    .is_some_and(|cancel| cancel.load(Ordering::SeqCst))
+                {
+                    first_error
+                        .lock()
+                        .unwrap()
+                        .get_or_insert(Error::Interrupted);
+                    return;
+                }
                 let Some(entry) = queue.lock().unwrap().next() else {
                     return;
                 };
@@ -396,7 +420,13 @@ pub fn restore(
         report(map);
     }
 
-    let key_written = match repository.key()? {
+    if options.wal_source == WalSource::BackupOnly {
+        for segment in metadata.required_wal()? {
+            repository.fetch_wal(&segment, &pgdata.join("pg_wal").join(&segment))?;
+        }
+    }
+    let key_needed = matches!(options.wal_source, WalSource::Command(_));
+    let key_written = match repository.key()?.filter(|_| key_needed) {
         Some(key) => {
             write_new_file(
                 &pgdata.join(RECOVERY_KEY_FILE),
@@ -568,7 +598,11 @@ fn append_recovery_settings(
     };
     settings.push((
         "restore_command",
-        format!("{}{key_flag} %f %p", options.wal_fetch_command),
+        match &options.wal_source {
+            WalSource::Command(command) => format!("{command}{key_flag} %f %p"),
+            // Archive recovery needs a restore_command; finding nothing, it reads pg_wal.
+            WalSource::BackupOnly => "false".to_string(),
+        },
     ));
     if key_written {
         settings.push(("recovery_end_command", format!("rm -f {RECOVERY_KEY_FILE}")));

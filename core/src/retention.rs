@@ -236,7 +236,7 @@ mod tests {
             wal_segment_size: SEGMENT,
             ..crate::backup::tests::metadata()
         };
-        writer.finish(entries, metadata).unwrap();
+        writer.finish(entries, None, metadata).unwrap();
     }
 
     #[test]

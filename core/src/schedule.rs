@@ -101,6 +101,17 @@ impl Schedule {
     }
 }
 
+/// When a cron-scheduled task (the restore test) is next due: the first occurrence after its
+/// last start, or after the scheduler started when it never ran. `None`: never.
+pub fn next_occurrence(
+    cron: &Cron,
+    last_start: Option<DateTime<Utc>>,
+    scheduler_started: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    cron.find_next_occurrence(&last_start.unwrap_or(scheduler_started), false)
+        .ok()
+}
+
 fn calendar(pattern: &str) -> Result<Cron, String> {
     pattern.parse::<Cron>().map_err(|e| e.to_string())
 }

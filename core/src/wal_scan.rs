@@ -370,7 +370,7 @@ mod tests {
         /// Appends data bytes, inserting a page header wherever a page begins.
         fn push(&mut self, mut data: &[u8]) {
             while !data.is_empty() {
-                if self.bytes.len() % PAGE == 0 {
+                if self.bytes.len().is_multiple_of(PAGE) {
                     let remaining = data.len() as u32;
                     self.continuation.push((self.bytes.len(), remaining));
                     self.bytes.extend_from_slice(&[0u8; SHORT_PAGE_HEADER]);
@@ -405,7 +405,7 @@ mod tests {
             let total = (RECORD_HEADER + body.len()) as u32;
             let padding = align8(self.bytes.len()) - self.bytes.len();
             self.bytes.extend(std::iter::repeat_n(0, padding));
-            if self.bytes.len() % PAGE == 0 {
+            if self.bytes.len().is_multiple_of(PAGE) {
                 self.bytes.extend_from_slice(&[0u8; SHORT_PAGE_HEADER]);
             }
             let lsn = self.start + self.bytes.len() as u64;

@@ -101,8 +101,8 @@ fn rand_u32() -> u32 {
 /// Inserts a row unless one with this id exists. Raises on SQL errors.
 pub fn insert(id: &str, record: &AuditRecord) {
     Spi::run_with_args(
-        "INSERT INTO sc_backup.audit (id, started_at, finished_at, duration_seconds, user_name, host, source, operation, backup_name, backup_type, schedules, target, outcome, size_bytes, error)
-         VALUES ($1, $2::timestamptz, $2::timestamptz + make_interval(secs => $3), $3, $4, $5, $6, $7, $8, $9, string_to_array(nullif($10, ''), ','), $11, $12, $13, $14)
+        "INSERT INTO sc_backup.audit (id, started_at, finished_at, duration_seconds, user_name, host, source, operation, backup_name, backup_type, schedules, target, outcome, size_bytes, error, figures)
+         VALUES ($1, $2::timestamptz, $2::timestamptz + make_interval(secs => $3), $3, $4, $5, $6, $7, $8, $9, string_to_array(nullif($10, ''), ','), $11, $12, $13, $14, nullif($15, '{}')::jsonb)
          ON CONFLICT (id) DO NOTHING",
         &[
             id.into(),
@@ -119,6 +119,9 @@ pub fn insert(id: &str, record: &AuditRecord) {
             record.outcome.clone().into(),
             record.size_bytes.map(|b| b as i64).into(),
             record.error.clone().into(),
+            serde_json::to_string(&record.figures)
+                .unwrap_or_default()
+                .into(),
         ],
     )
     .unwrap_or_else(|e| {
@@ -181,10 +184,12 @@ CREATE TABLE sc_backup.audit (
     target text,
     outcome text NOT NULL CHECK (outcome IN ('succeeded', 'failed')),
     size_bytes bigint,
-    error text
+    error text,
+    figures jsonb
 );
 CREATE INDEX audit_operation_started_at ON sc_backup.audit (operation, started_at);
-COMMENT ON TABLE sc_backup.audit IS 'Every sc_backup backup, verify, restore, expire and delete; also kept in the repository under audit/';
+COMMENT ON TABLE sc_backup.audit IS 'Every sc_backup backup, verify, restore test, restore, extract, drill, expire and delete; also kept in the repository under audit/';
+COMMENT ON COLUMN sc_backup.audit.figures IS 'Measured figures: a drill''s rto_seconds and rpo_seconds, a restore test''s tables and rows';
 REVOKE ALL ON SCHEMA sc_backup FROM PUBLIC;
 REVOKE ALL ON sc_backup.audit FROM PUBLIC;
 "#,

@@ -14,11 +14,13 @@ use std::time::Instant;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
-use sc_backup_core::backup::{self, BackupMetadata, BackupWriter, Interrupted, Tablespace};
+use sc_backup_core::backup::{
+    self, BackupMetadata, BackupWriter, CatalogSnapshot, Interrupted, Tablespace,
+};
 use sc_backup_core::repository::ClusterIdentity;
 use sc_backup_core::{Error, Repository};
 
-use crate::{archiving, audit, guc};
+use crate::{archiving, audit, catalog, guc};
 use sc_backup_core::audit::AuditTimer;
 
 /// Key of the transaction-level advisory lock that serializes sc_backup backups (manual and
@@ -224,7 +226,7 @@ pub fn take_backup(
             Failure::Postgres(caught) => caught.rethrow(),
         }
     };
-    let (entries, stop_lsn, label) = match staged {
+    let (entries, stop_lsn, label, catalog) = match staged {
         Ok(staged) => staged,
         Err(failure) => fail(failure),
     };
@@ -253,23 +255,35 @@ pub fn take_backup(
         wal_segment_size: unsafe { pg_sys::wal_segment_size } as u64,
         file_count: 0,
         manifest: String::new(),
+        catalog: String::new(),
+        catalog_checksum: String::new(),
         status: String::new(),
         metadata_sha256: String::new(),
     };
     let metadata = writer
-        .finish(entries, metadata)
+        .finish(entries, catalog.as_ref(), metadata)
         .unwrap_or_else(|e| fail(Failure::Core(e)));
     timer.details().size_bytes = Some(metadata.size_bytes);
     metadata
 }
 
 /// Copies the data directory, stops the backup (waiting until its WAL is archived) and stores
-/// backup_label and tablespace_map. Returns the manifest entries, stop LSN and label.
+/// backup_label and tablespace_map. Returns the manifest entries, stop LSN, label, and the
+/// catalog snapshot taken around the copy (when it could be taken).
 fn copy_and_stop(
     writer: &BackupWriter,
     data_directory: &Path,
     tablespaces: &[Tablespace],
-) -> Result<(Vec<backup::ManifestEntry>, String, String), Error> {
+) -> Result<
+    (
+        Vec<backup::ManifestEntry>,
+        String,
+        String,
+        Option<CatalogSnapshot>,
+    ),
+    Error,
+> {
+    let at_start = catalog::snapshot();
     let plan = backup::plan(data_directory, tablespaces)?;
     let parallelism = guc::BACKUP_PARALLELISM.get().max(1) as usize;
     let mut entries = writer.store_files(plan, parallelism, &mut || {
@@ -277,6 +291,16 @@ fn copy_and_stop(
         check_for_interrupts!();
         Ok::<(), Interrupted>(())
     })?;
+    let catalog = match (at_start, catalog::snapshot()) {
+        (Ok(at_start), Ok(before_stop)) => Some(CatalogSnapshot {
+            at_start,
+            before_stop,
+        }),
+        (Err(error), _) | (_, Err(error)) => {
+            notice!("sc_backup: this backup has no catalog snapshot (verify --restore will not compare tables): {error}");
+            None
+        }
+    };
     let (stop_lsn, label, map) = Spi::get_three::<String, String, String>(
         "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => true)",
     )
@@ -287,7 +311,7 @@ fn copy_and_stop(
         entries.push(writer.store_bytes("tablespace_map", map.as_bytes())?);
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((entries, stop_lsn.unwrap_or_default(), label))
+    Ok((entries, stop_lsn.unwrap_or_default(), label, catalog))
 }
 
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {

@@ -67,6 +67,9 @@ pub static WEEKLY_TIME: GucSetting<Option<CString>> =
 pub static SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static RETRY_DELAY: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static METRICS_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static VERIFY_SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static VERIFY_DIRECTORY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"/var/tmp"));
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum S3UriStyleGuc {
@@ -304,6 +307,20 @@ fn register_retention_and_scheduler() {
                 &METRICS_LISTEN,
                 check_metrics_listen,
             ),
+            (
+                c"sc_backup.verify_schedule",
+                c"A cron expression (UTC) for the scheduler's restore test of the newest backup; empty (the default) turns it off.",
+                c"Like '0 4 * * 0' (Sundays 04:00). The backup is restored into a sandbox under sc_backup.verify_directory and every database checked.",
+                &VERIFY_SCHEDULE,
+                check_verify_schedule,
+            ),
+            (
+                c"sc_backup.verify_directory",
+                c"Where the scheduler's restore test creates its sandbox; needs room for the backup plus 1 GiB.",
+                c"",
+                &VERIFY_DIRECTORY,
+                check_verify_directory,
+            ),
         ] {
             GucRegistry::define_string_guc_with_hooks(
                 name,
@@ -395,6 +412,20 @@ string_check_hook!(check_metrics_listen, |v| {
             value: v.to_string(),
             reason: "expected an IP address and port, like 127.0.0.1:9187".into(),
         })
+});
+string_check_hook!(check_verify_schedule, |v| {
+    schedule::parse_cron(names::VERIFY_SCHEDULE, v).map(drop)
+});
+string_check_hook!(check_verify_directory, |v| {
+    if v.starts_with('/') {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidSchedule {
+            setting: names::VERIFY_DIRECTORY,
+            value: v.to_string(),
+            reason: "the path must be absolute".into(),
+        })
+    }
 });
 // Empty means "not configured" and passes; the message is the CLI's.
 string_check_hook!(check_repository, |v| v
@@ -488,4 +519,6 @@ pub const DEFINED: &[&str] = &[
     names::SCHEDULE,
     names::RETRY_DELAY,
     names::METRICS_LISTEN,
+    names::VERIFY_SCHEDULE,
+    names::VERIFY_DIRECTORY,
 ];

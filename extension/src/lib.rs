@@ -16,8 +16,10 @@ use pgrx::prelude::*;
 pub mod archiving;
 pub mod audit;
 pub mod backup;
+pub mod catalog;
 pub mod guc;
 pub mod redact;
+pub mod restore_test;
 pub mod scheduler;
 pub mod status;
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -26,7 +26,7 @@ use sc_backup_core::schedule::{ScheduleKind, Scheduler};
 use sc_backup_core::Repository;
 
 use crate::status::{self, SCHEDULER_BACKEND_TYPE};
-use crate::{audit, backup, guc};
+use crate::{audit, backup, guc, restore_test};
 
 /// How often the worker refreshes the figures behind the metrics.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -155,7 +155,8 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
     let mut metrics_server = MetricsServer::default();
     metrics_server.configure(&guc_listen(), &snapshot);
     let mut last_import: Option<Instant> = None;
-    let mut last_attempt: Option<Instant> = None;
+    let mut last_failure: Option<Instant> = None;
+    let mut restore_tests = RestoreTests::default();
     let mut notice = LogOnce::default();
     // The server start already warned about a leftover archive_command (in the postmaster);
     // the worker repeats it when a reload brings one in.
@@ -168,6 +169,7 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
                     status::gather_status(true),
                     status::schedule_history(),
                     audit::session_user(),
+                    status::last_scheduled_restore_test(),
                 )
             })
         });
@@ -180,7 +182,7 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
             Ok(None) => notice.log(format!(
                 "sc_backup scheduler: the extension is not installed in database \"{database}\"; run CREATE EXTENSION sc_backup there, or set sc_backup.database"
             )),
-            Ok(Some((status, history, user))) => {
+            Ok(Some((status, history, user, last_restore_test))) => {
                 *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = status;
                 if last_import.is_none_or(|at| at.elapsed() >= IMPORT_EVERY) {
                     import_audit_records(last_import.is_none());
@@ -199,14 +201,21 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
                     Ok(scheduler) => {
                         notice.clear();
                         let now = Utc::now();
+                        if let Some(at) = restore_tests.tend(&user, last_restore_test, started, now) {
+                            let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
+                            next_wakeup = next_wakeup.min(wait.max(Duration::from_millis(100)));
+                        }
                         let due = scheduler.due(&history, started, now);
-                        // Never two attempts within the retry delay, even if the audit trail
-                        // failed to record the last one.
-                        let resting = last_attempt
+                        // After a failure (or a manual backup holding the lock), never two
+                        // attempts within the retry delay, even if the audit trail failed to
+                        // record the last one. After a success the schedule alone decides.
+                        let resting = last_failure
                             .is_some_and(|at| at.elapsed() < scheduler.retry_delay);
                         if !due.is_empty() && !resting {
-                            last_attempt = Some(Instant::now());
-                            run_scheduled_backup(&due, &user);
+                            last_failure = match run_scheduled_backup(&due, &user) {
+                                true => None,
+                                false => Some(Instant::now()),
+                            };
                             continue;
                         }
                         if let Some(at) = scheduler.next_wakeup(&history, started) {
@@ -264,8 +273,9 @@ fn guc_listen() -> String {
     guc::cstring_setting(&guc::METRICS_LISTEN).unwrap_or_default()
 }
 
-/// One backup for all the schedules due, labelled with the rarest; then expiry.
-fn run_scheduled_backup(due: &[ScheduleKind], user: &str) {
+/// One backup for all the schedules due, labelled with the rarest; then expiry. Returns
+/// whether the backup was taken.
+fn run_scheduled_backup(due: &[ScheduleKind], user: &str) -> bool {
     let kind = due[0];
     let mut timer = AuditTimer::start("backup", source::SCHEDULER, user);
     timer.details().backup_type = Some(kind.name().into());
@@ -288,6 +298,7 @@ fn run_scheduled_backup(due: &[ScheduleKind], user: &str) {
                 metadata.duration_seconds
             );
             expire_after_backup(user);
+            true
         }
         Err(caught) => {
             let message = audit::caught_message(&caught);
@@ -296,7 +307,7 @@ fn run_scheduled_backup(due: &[ScheduleKind], user: &str) {
             {
                 // A manual sc_backup() is running: not a failure, try again shortly.
                 pgrx::log!("sc_backup scheduler: {message}; the scheduled {kind} backup waits");
-                return;
+                return false;
             }
             pgrx::warning!("sc_backup scheduler: the scheduled {kind} backup failed: {message}");
             let record = timer.finish(Some(message));
@@ -306,7 +317,71 @@ fn run_scheduled_backup(due: &[ScheduleKind], user: &str) {
                     audit::caught_message(&caught)
                 );
             }
+            false
         }
+    }
+}
+
+/// The scheduled restore tests: at most one at a time, on its own thread.
+#[derive(Default)]
+struct RestoreTests {
+    running: Option<restore_test::RunningTest>,
+    /// When this worker last started one (in case the audit trail could not record it).
+    last_started: Option<DateTime<Utc>>,
+}
+
+impl RestoreTests {
+    /// Records a finished test, starts one when `sc_backup.verify_schedule` says so, and
+    /// returns when the next one is due.
+    fn tend(
+        &mut self,
+        user: &str,
+        last_recorded: Option<DateTime<Utc>>,
+        scheduler_started: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if self.running.as_ref().is_some_and(|t| t.is_finished()) {
+            let record = self.running.take().expect("checked").record();
+            match &record.error {
+                None => pgrx::log!(
+                    "sc_backup scheduler: restore test of {} passed in {:.1} s",
+                    record.backup.as_deref().unwrap_or("?"),
+                    record.duration_seconds
+                ),
+                Some(error) => pgrx::warning!(
+                    "sc_backup scheduler: restore test of {} failed: {error}",
+                    record.backup.as_deref().unwrap_or("the newest backup")
+                ),
+            }
+            if let Err(caught) = in_transaction(|| audit::store(&record, true)) {
+                pgrx::warning!(
+                    "sc_backup scheduler: could not record the restore test: {}",
+                    audit::caught_message(&caught)
+                );
+            }
+        }
+        let expression = guc::cstring_setting(&guc::VERIFY_SCHEDULE)?;
+        let cron = sc_backup_core::schedule::parse_cron(
+            sc_backup_core::config::names::VERIFY_SCHEDULE,
+            &expression,
+        )
+        .ok()?;
+        let last = last_recorded.max(self.last_started);
+        let next = sc_backup_core::schedule::next_occurrence(&cron, last, scheduler_started)?;
+        if self.running.is_some() || next > now {
+            return Some(next);
+        }
+        pgrx::log!("sc_backup scheduler: starting the scheduled restore test of the newest backup");
+        self.last_started = Some(now);
+        match in_transaction(|| restore_test::start(user)) {
+            Ok(Ok(test)) => self.running = Some(test),
+            Ok(Err(error)) => pgrx::warning!("sc_backup scheduler: restore test: {error}"),
+            Err(caught) => pgrx::warning!(
+                "sc_backup scheduler: restore test: {}",
+                audit::caught_message(&caught)
+            ),
+        }
+        sc_backup_core::schedule::next_occurrence(&cron, Some(now), scheduler_started)
     }
 }
 

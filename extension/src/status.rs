@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-use sc_backup_core::metrics::{archive_backlog, BackupFigures, Status, WalFigures};
+use sc_backup_core::metrics::{
+    archive_backlog, BackupFigures, RecoveryFigures, Status, WalFigures,
+};
 use sc_backup_core::retention::{delete_backup, expire, plan_expiry};
 use sc_backup_core::schedule::{ScheduleHistory, ScheduleKind, Scheduler};
 use sc_backup_core::Error;
@@ -93,9 +95,31 @@ pub fn gather_status(scheduler_running: bool) -> Status {
         })
     })
     .unwrap_or_else(|e| spi_error("reading pg_stat_archiver", e));
+    let recovery = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT extract(epoch FROM max(finished_at) FILTER (WHERE operation = 'restore-test' AND outcome = 'succeeded'))::float8,
+                        extract(epoch FROM max(finished_at) FILTER (WHERE operation = 'drill'))::float8,
+                        (array_agg((figures->>'rto_seconds')::float8 ORDER BY started_at DESC) FILTER (WHERE operation = 'drill'))[1],
+                        (array_agg((figures->>'rpo_seconds')::float8 ORDER BY started_at DESC) FILTER (WHERE operation = 'drill'))[1]
+                   FROM sc_backup.audit WHERE operation IN ('restore-test', 'drill')",
+                None,
+                &[],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>(RecoveryFigures {
+            last_verified_timestamp: row.get::<f64>(1)?,
+            verify_scheduled: crate::guc::cstring_setting(&crate::guc::VERIFY_SCHEDULE).is_some(),
+            last_drill_timestamp: row.get::<f64>(2)?,
+            drill_rto_seconds: row.get::<f64>(3)?,
+            drill_rpo_seconds: row.get::<f64>(4)?,
+        })
+    })
+    .unwrap_or_else(|e| spi_error("reading sc_backup.audit", e));
     let mut status = Status {
         backups,
         wal,
+        recovery,
         scheduler_running,
     };
     status.wal.backlog =
@@ -153,6 +177,17 @@ pub fn schedule_history() -> BTreeMap<ScheduleKind, ScheduleHistory> {
             .record(started, succeeded, error);
     }
     history
+}
+
+/// When the scheduler last started a restore test.
+pub fn last_scheduled_restore_test() -> Option<DateTime<Utc>> {
+    Spi::get_one::<String>(
+        "SELECT to_char(max(started_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+           FROM sc_backup.audit WHERE operation = 'restore-test' AND source = 'scheduler'",
+    )
+    .ok()
+    .flatten()
+    .and_then(|at| sc_backup_core::restore::parse_time(&at))
 }
 
 fn to_timestamptz(at: DateTime<Utc>) -> Option<TimestampWithTimeZone> {

@@ -1,6 +1,10 @@
+pub mod drill;
 pub mod expire;
+pub mod extract;
 pub mod list;
 pub mod restore;
+pub mod sandbox;
+pub mod target;
 pub mod verify;
 pub mod wal_fetch;
 

@@ -5,18 +5,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::{ArgGroup, Args, ValueEnum};
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use sc_backup_core::backup::{list_backups, read_manifest};
-use sc_backup_core::lsn::Lsn;
 use sc_backup_core::restore::{
-    check_target, check_target_reachable, choose_backup, restore, RecoveryTarget, RestoreOptions,
-    RestoreProgress,
+    check_target, check_target_reachable, choose_backup, restore, RestoreOptions, RestoreProgress,
+    WalSource,
 };
 use sc_backup_core::server_binaries::{major_of, ServerBinaries};
 use sc_backup_core::{Repository, Settings};
 
 use super::list::human_bytes;
+use super::target::TargetArgs;
 use super::{audit_start, audited};
 use crate::CliError;
 
@@ -27,39 +27,14 @@ pub enum TargetAction {
     Shutdown,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Target {
-    /// Stop as soon as the backup is consistent
-    Immediate,
-}
-
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("recovery_target").multiple(false)
-    .args(["target_time", "target_lsn", "target_xid", "target_name", "target"])))]
 pub struct RestoreArgs {
     /// Backup to restore, or "latest" (with --target-time: the newest that ended before it)
     #[arg(long, default_value = "latest")]
     pub backup: String,
 
-    /// Recover to this time (ISO 8601 with a time zone, e.g. "2026-11-24 10:41:00+00")
-    #[arg(long)]
-    pub target_time: Option<String>,
-
-    /// Recover to this WAL location (e.g. 0/3000060)
-    #[arg(long)]
-    pub target_lsn: Option<String>,
-
-    /// Recover to (and including) this transaction ID
-    #[arg(long)]
-    pub target_xid: Option<String>,
-
-    /// Recover to this restore point (pg_create_restore_point)
-    #[arg(long)]
-    pub target_name: Option<String>,
-
-    /// Recover only to consistency
-    #[arg(long, value_enum)]
-    pub target: Option<Target>,
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// What the server does at the target (PostgreSQL's default: pause)
     #[arg(long, value_enum)]
@@ -99,27 +74,6 @@ pub enum ArchiveMode {
 }
 
 impl RestoreArgs {
-    fn target(&self) -> Result<RecoveryTarget, CliError> {
-        Ok(if let Some(time) = &self.target_time {
-            RecoveryTarget::Time(time.clone())
-        } else if let Some(lsn) = &self.target_lsn {
-            RecoveryTarget::Lsn(lsn.parse::<Lsn>().map_err(CliError::Message)?)
-        } else if let Some(xid) = &self.target_xid {
-            if xid.parse::<u64>().is_err() {
-                return Err(CliError::Message(format!(
-                    "--target-xid \"{xid}\" is not a transaction ID"
-                )));
-            }
-            RecoveryTarget::Xid(xid.clone())
-        } else if let Some(name) = &self.target_name {
-            RecoveryTarget::Name(name.clone())
-        } else if self.target.is_some() {
-            RecoveryTarget::Immediate
-        } else {
-            RecoveryTarget::EndOfWal
-        })
-    }
-
     fn tablespace_map(&self) -> Result<BTreeMap<u32, PathBuf>, CliError> {
         self.tablespace_map
             .iter()
@@ -155,7 +109,7 @@ fn shell_quote(word: &str) -> String {
 /// The restore_command for the restored cluster: where the repository is, explicitly (the
 /// restored configuration may predate a move); credentials stay in the configuration or the
 /// server's environment, never on a command line.
-fn wal_fetch_command(executable: &Path, settings: &Settings) -> String {
+pub fn wal_fetch_command(executable: &Path, settings: &Settings) -> String {
     let mut command = format!(
         "{} wal-fetch --repository {}",
         shell_quote(&executable.display().to_string()),
@@ -184,7 +138,7 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
     })?;
     let pgdata = std::path::absolute(pgdata)
         .map_err(|e| CliError::Message(format!("{}: {e}", pgdata.display())))?;
-    let target = args.target()?;
+    let target = args.target.target()?;
     let tablespace_map = args.tablespace_map()?;
     let started = Instant::now();
     let repository = Repository::open(settings)?;
@@ -205,7 +159,8 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
         tablespace_map,
         parallelism: args.parallel,
         archive_off: args.archive_mode == ArchiveMode::Off,
-        wal_fetch_command: wal_fetch_command(&executable, settings),
+        wal_source: WalSource::Command(wal_fetch_command(&executable, settings)),
+        cancel: None,
     };
     let result = (|| {
         // Refusals come first, while nothing is written: a backup only starts with the server

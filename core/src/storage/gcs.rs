@@ -37,6 +37,9 @@ pub struct ServiceAccount {
     pub client_email: String,
     pub private_key_pem: Secret,
     pub token_uri: String,
+    /// The key file it was read from: a process we start (a sandbox's restore_command) is
+    /// pointed at the file, never handed the key.
+    pub file: std::path::PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +68,7 @@ impl ServiceAccount {
             token_uri: file
                 .token_uri
                 .unwrap_or_else(|| "https://oauth2.googleapis.com/token".into()),
+            file: path.to_path_buf(),
         })
     }
 }
