@@ -16,7 +16,9 @@ FULL_SUITE_MAJORS=" ${SC_BACKUP_FULL_SUITE_MAJORS:-18} "
 # What differs between majors is exercised by these on every major: the archive module's ABI
 # and lifecycle, archive + wal-fetch, sc_backup() under pgbench and an exact PITR restore,
 # sc_verify() and corruption, the other recovery targets and timelines, the scheduler, kill -9
-# of the archiver, postmaster and backup backend, and the security checks.
+# of the archiver, postmaster and backup backend, the security checks, the WAL scanner against
+# pg_waldump, and the sandbox (a table extracted under load; a restore test naming a damaged
+# page), which starts the server of the backup's own major.
 CROSS_VERSION_TESTS=(
   archive_module_starts_archives_and_stops_through_this_majors_abi
   an_archive_command_left_beside_archive_library_is_explained
@@ -28,6 +30,9 @@ CROSS_VERSION_TESTS=(
   scheduled_backups_retries_expiry_audit_metrics_and_shutdown
   kill_9_of_archiver_postmaster_and_backup_backend_loses_nothing
   secrets_stay_hidden_and_functions_need_the_operator_role
+  the_newest_archived_transaction_is_what_pg_waldump_reads
+  a_table_deleted_under_load_comes_back_as_it_was_in_a_new_schema
+  restore_test_passes_a_good_backup_and_names_a_page_damaged_before_the_backup
 )
 
 phase() { echo "== $(date -u +%H:%M:%S) $*"; }

@@ -206,6 +206,8 @@ pub struct ClusterOptions<'a> {
     pub conf: &'a str,
     /// WAL segment size in MiB (initdb --wal-segsize); default 16.
     pub wal_segment_mb: Option<u32>,
+    /// More initdb arguments (`--data-checksums`, say).
+    pub initdb_args: &'a [&'a str],
 }
 
 impl Cluster {
@@ -219,6 +221,7 @@ impl Cluster {
         if let Some(mb) = options.wal_segment_mb {
             initdb.arg(format!("--wal-segsize={mb}"));
         }
+        initdb.args(options.initdb_args);
         run_ok(&mut initdb);
         let cluster = Cluster::adopt(dir, name, data);
         cluster.append_conf(options.conf);
@@ -844,6 +847,19 @@ impl Cluster {
                 archived.is_some_and(|a| a.as_str() >= wal_file)
             },
         );
+    }
+}
+
+impl Cluster {
+    /// `sc-backup` as the postgres OS user, with libpq's environment aimed at this cluster
+    /// (what `extract` calls the live cluster) and the repository given.
+    pub fn cli(&self, cwd: &Path, repository: &Path) -> Command {
+        let mut command = sc_backup(cwd);
+        command
+            .env("SC_BACKUP_REPOSITORY", repository)
+            .env("PGHOST", &self.socket_dir)
+            .env("PGUSER", "postgres");
+        command
     }
 }
 

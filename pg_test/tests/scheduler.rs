@@ -313,6 +313,17 @@ fn scheduled_backups_retries_expiry_audit_metrics_and_shutdown() {
         .execute("SELECT pg_advisory_unlock($1)", &[&BACKUP_LOCK_KEY])
         .unwrap();
 
+    // After successes the interval alone spaces the backups: a retry delay (for failures)
+    // longer than the interval does not stretch a 10 s interval to 60 s.
+    reload(&mut client, "sc_backup.retry_delay", "60s");
+    let before = scheduled_backups(&mut client, "succeeded").len();
+    primary.wait_until(
+        "two more backups 10 s apart",
+        Duration::from_secs(45),
+        || scheduled_backups(&mut client, "succeeded").len() >= before + 2,
+    );
+    reload(&mut client, "sc_backup.retry_delay", "2s");
+
     // The audit trail: a CLI run and a failed SQL call (rolled back) reach the table through
     // the repository.
     let verified = sc_backup(&primary.data)

@@ -388,6 +388,7 @@ fn archiver_memory_stays_flat_over_hundreds_of_segments() {
             ),
             // Small segments: many archive calls for little disk.
             wal_segment_mb: Some(1),
+            ..Default::default()
         },
     );
     cluster.start();
