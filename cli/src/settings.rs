@@ -11,7 +11,10 @@ use sc_backup_core::config::{names, RawSettings, Secret, Settings};
 use crate::pgconf;
 use crate::CliError;
 
+// Under their own heading: global, they would otherwise be interleaved with each command's own
+// options in `sc-backup COMMAND --help`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Repository and cluster settings (every command)")]
 pub struct SettingsArgs {
     /// Repository location (default: sc_backup.repository of the cluster)
     #[arg(long, global = true, env = "SC_BACKUP_REPOSITORY")]

@@ -207,6 +207,9 @@ impl Sandbox {
         options: &SandboxOptions,
         progress: &(dyn Fn(RestoreProgress) + Sync),
     ) -> Result<Sandbox> {
+        for (name, value) in &options.settings {
+            check_extra_setting(name, value)?;
+        }
         let needed = metadata.size_bytes + WORKING_ROOM;
         let free = free_space(&options.parent)?;
         if free < needed {
@@ -580,6 +583,48 @@ fn log_time(log: &str, marker: &str) -> Option<DateTime<Utc>> {
         .find_map(line_time)
 }
 
+/// Settings that keep the sandbox away from production and from the repository: a setting
+/// given by the user comes after ours and would win, so these cannot be given at all.
+const ISOLATION_SETTINGS: &[&str] = &[
+    "config_file",
+    "hba_file",
+    "ident_file",
+    "data_directory",
+    "listen_addresses",
+    "unix_socket_directories",
+    "port",
+    "archive_mode",
+    "archive_command",
+    "archive_library",
+    "restore_command",
+    "primary_conninfo",
+    "primary_slot_name",
+    "max_wal_senders",
+    "max_logical_replication_workers",
+    "hot_standby",
+];
+
+/// Refuses a user's setting that would undo the sandbox's isolation: its socket, its own
+/// configuration files, archiving off, no replication; and sc_backup itself preloaded (its
+/// scheduler would take backups of the sandbox into the repository named in the restored
+/// `postgresql.auto.conf`).
+pub fn check_extra_setting(name: &str, value: &str) -> Result<()> {
+    let lower = name.trim().to_ascii_lowercase();
+    let refused = ISOLATION_SETTINGS.contains(&lower.as_str())
+        || lower.starts_with("recovery_target")
+        || lower.starts_with("sc_backup.")
+        || (lower == "shared_preload_libraries"
+            && value
+                .split(',')
+                .any(|library| library.trim().trim_matches('"') == "sc_backup"));
+    if refused {
+        return Err(Error::InvalidTarget(format!(
+            "the sandbox setting {name}={value} is refused: the sandbox sets {name} itself so that it stays on its private socket, never archives and cannot reach production or the repository"
+        )));
+    }
+    Ok(())
+}
+
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
@@ -626,6 +671,23 @@ mod tests {
         }
         assert_eq!(sweep_abandoned(parent.path()), vec![dead.clone()]);
         assert!(!dead.exists() && ours.exists() && other.exists());
+    }
+
+    #[test]
+    fn settings_that_would_undo_the_isolation_are_refused() {
+        for (name, value) in [
+            ("port", "5432"),
+            ("Listen_Addresses", "*"),
+            ("archive_mode", "on"),
+            ("recovery_target_time", "2026-11-24 10:00:00+00"),
+            ("sc_backup.repository", "/tmp/x"),
+            ("shared_preload_libraries", "timescaledb, sc_backup"),
+        ] {
+            let error = check_extra_setting(name, value).unwrap_err().to_string();
+            assert!(error.contains("is refused"), "{name}: {error}");
+        }
+        check_extra_setting("shared_preload_libraries", "timescaledb").unwrap();
+        check_extra_setting("work_mem", "64MB").unwrap();
     }
 
     #[test]

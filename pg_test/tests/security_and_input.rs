@@ -247,6 +247,65 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
 
     let target = dir.path.join("restored");
     let target_arg = target.to_str().unwrap().to_string();
+    // A sandbox setting that would undo its isolation is refused before anything is written.
+    let sandboxes = dir.path.join("sandboxes");
+    std::fs::create_dir_all(&sandboxes).unwrap();
+    let sandboxes_arg = sandboxes.to_str().unwrap().to_string();
+    let extract = |setting: &'static str| {
+        vec![
+            "extract",
+            "--database",
+            "postgres",
+            "--table",
+            "public.t",
+            "--to-file",
+            "/tmp/sc_backup_never_written.sql",
+            "--sandbox-dir",
+            &sandboxes_arg,
+            "--sandbox-setting",
+            setting,
+        ]
+    };
+    for args in [
+        extract("port=5432"),
+        extract("archive_mode=on"),
+        extract("shared_preload_libraries=sc_backup"),
+        vec![
+            "drill",
+            "--sandbox-dir",
+            &sandboxes_arg,
+            "--sandbox-setting",
+            "listen_addresses=*",
+        ],
+        vec!["drill", "--rto-target", "soon"],
+        vec![
+            "extract",
+            "--database",
+            "postgres",
+            "--table",
+            "public.t",
+            "--into-schema",
+            "a",
+            "--into-database",
+            "b",
+        ],
+    ] {
+        let output = sc_backup(&cluster.data).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(!stderr.trim().is_empty(), "{args:?}: no message");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        if args.contains(&"--sandbox-setting") {
+            assert!(stderr.contains("is refused"), "{args:?}: {stderr}");
+        }
+        assert_eq!(
+            std::fs::read_dir(&sandboxes).unwrap().count(),
+            0,
+            "{args:?}"
+        );
+        assert!(!Path::new("/tmp/sc_backup_never_written.sql").exists());
+        refused += 1;
+    }
     for args in [
         vec![
             "restore",
