@@ -140,43 +140,41 @@ fn scheduler_started() -> Option<DateTime<Utc>> {
 
 /// Each schedule's past, from the audit table (scheduled backups, oldest first).
 pub fn schedule_history() -> BTreeMap<ScheduleKind, ScheduleHistory> {
-    let runs: Vec<(String, String, bool, Option<String>)> = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT s, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), outcome = 'succeeded', error
-                   FROM sc_backup.audit, unnest(schedules) AS s
-                  WHERE operation = 'backup' AND source = 'scheduler'
-                  ORDER BY started_at",
-                None,
-                &[],
-            )
-            .map(|rows| {
-                rows.filter_map(|row| {
-                    Some((
-                        row.get::<String>(1).ok().flatten()?,
-                        row.get::<String>(2).ok().flatten()?,
-                        row.get::<bool>(3).ok().flatten()?,
-                        row.get::<String>(4).ok().flatten(),
-                    ))
-                })
-                .collect()
-            })
-    })
-    .unwrap_or_else(|e| spi_error("reading sc_backup.audit", e));
+    let runs = scheduled_runs(
+        "SELECT s, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), outcome = 'succeeded', error
+           FROM sc_backup.audit, unnest(schedules) AS s
+          WHERE operation = 'backup' AND source = 'scheduler'
+          ORDER BY started_at",
+    );
     let mut history: BTreeMap<ScheduleKind, ScheduleHistory> = BTreeMap::new();
     for (schedule, started, succeeded, error) in runs {
-        let (Some(kind), Some(started)) = (
-            ScheduleKind::from_name(&schedule),
-            sc_backup_core::restore::parse_time(&started),
-        ) else {
-            continue;
-        };
-        history
-            .entry(kind)
-            .or_default()
-            .record(started, succeeded, error);
+        if let Some(kind) = ScheduleKind::from_name(&schedule) {
+            history
+                .entry(kind)
+                .or_default()
+                .record(started, succeeded, error);
+        }
     }
     history
+}
+
+/// The scheduler's runs from the audit table, oldest first: (schedule, start, succeeded,
+/// error), as `sql` selects them.
+fn scheduled_runs(sql: &str) -> Vec<(String, DateTime<Utc>, bool, Option<String>)> {
+    Spi::connect(|client| {
+        client.select(sql, None, &[]).map(|rows| {
+            rows.filter_map(|row| {
+                Some((
+                    row.get::<String>(1).ok().flatten()?,
+                    sc_backup_core::restore::parse_time(&row.get::<String>(2).ok().flatten()?)?,
+                    row.get::<bool>(3).ok().flatten()?,
+                    row.get::<String>(4).ok().flatten(),
+                ))
+            })
+            .collect()
+        })
+    })
+    .unwrap_or_else(|e| spi_error("reading sc_backup.audit", e))
 }
 
 /// When the scheduler last started a restore test.
@@ -188,6 +186,20 @@ pub fn last_scheduled_restore_test() -> Option<DateTime<Utc>> {
     .ok()
     .flatten()
     .and_then(|at| sc_backup_core::restore::parse_time(&at))
+}
+
+/// The scheduler's restore tests, folded like a backup schedule's runs.
+fn restore_test_history() -> ScheduleHistory {
+    let mut history = ScheduleHistory::default();
+    for (_, started, succeeded, error) in scheduled_runs(
+        "SELECT operation, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), outcome = 'succeeded', error
+           FROM sc_backup.audit
+          WHERE operation = 'restore-test' AND source = 'scheduler'
+          ORDER BY started_at",
+    ) {
+        history.record(started, succeeded, error);
+    }
+    history
 }
 
 fn to_timestamptz(at: DateTime<Utc>) -> Option<TimestampWithTimeZone> {
@@ -250,7 +262,32 @@ fn sc_schedule() -> TableIterator<
                 past.last_error,
             )
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // The restore test is listed with the backup schedules when sc_backup.verify_schedule is
+    // set, so one query shows everything the worker will do.
+    let mut rows = rows;
+    if let Some(expression) = guc::cstring_setting(&guc::VERIFY_SCHEDULE) {
+        let cron = sc_backup_core::schedule::parse_cron(
+            sc_backup_core::config::names::VERIFY_SCHEDULE,
+            &expression,
+        )
+        .unwrap_or_else(|e| raise(&Error::Config(e), PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR));
+        let past = restore_test_history();
+        let next = sc_backup_core::schedule::next_occurrence(
+            &cron,
+            last_scheduled_restore_test(),
+            running.unwrap_or_else(Utc::now),
+        );
+        rows.push((
+            "restore-test".to_string(),
+            format!("restore test of the newest backup, cron '{expression}' UTC"),
+            enabled.then(|| next.and_then(to_timestamptz)).flatten(),
+            past.last_success.and_then(to_timestamptz),
+            past.last_outcome,
+            past.consecutive_failures as i32,
+            past.last_error,
+        ));
+    }
     TableIterator::new(rows)
 }
 

@@ -270,4 +270,15 @@ fn drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests() {
         "{}",
         primary.log_text()
     );
+    // sc_schedule() lists it beside the backup schedules, with its last outcome and next run.
+    let row = client
+        .query_one(
+            "SELECT rule, next_run IS NOT NULL AS planned, last_success IS NOT NULL AS passed, last_outcome
+               FROM sc_schedule() WHERE schedule = 'restore-test'",
+            &[],
+        )
+        .unwrap();
+    assert!(row.get::<_, String>("rule").contains("* * * * *"));
+    assert!(row.get::<_, bool>("planned") && row.get::<_, bool>("passed"));
+    assert_eq!(row.get::<_, String>("last_outcome"), "succeeded");
 }
