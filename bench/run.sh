@@ -2,7 +2,7 @@
 # Benchmarks sc_backup against cp, basic_archive, pg_basebackup and pgBackRest on this
 # machine, in one run, and prints the comparison table (also written to
 # target/bench/results.md and results.json). Separate from the tests; run as root.
-#   bash bench/run.sh                 # the full run (about 20 minutes on 2 cores)
+#   bash bench/run.sh                 # the full run on PostgreSQL 15
 #   bash bench/run.sh --quick         # small sizes, a few minutes: checks the harness
 #   bash bench/run.sh --pg 15,18      # also WAL drain and backups on PostgreSQL 18
 #   bash bench/run.sh --help          # every size and phase flag
