@@ -41,6 +41,8 @@ use crate::server_binaries::ServerBinaries;
 /// Room kept free beyond the backup's size: the WAL replayed and written while it runs.
 pub const WORKING_ROOM: u64 = 1 << 30;
 const DIRECTORY_PREFIX: &str = "sc-backup-sandbox-";
+/// In a sandbox left running by `--keep`: the user removes it, not the sweep.
+const KEPT_MARKER: &str = "kept";
 /// The socket's port number: only its file name, in the sandbox's own directory.
 const PORT: &str = "5432";
 
@@ -162,7 +164,10 @@ pub fn sweep_abandoned(parent: &Path) -> Vec<PathBuf> {
         else {
             continue;
         };
-        if pid == std::process::id() as i32 || Path::new(&format!("/proc/{pid}")).exists() {
+        if pid == std::process::id() as i32
+            || Path::new(&format!("/proc/{pid}")).exists()
+            || entry.path().join(KEPT_MARKER).exists()
+        {
             continue;
         }
         let data = entry.path().join("data");
@@ -341,8 +346,12 @@ impl Sandbox {
     pub fn start(&mut self, cancel: &AtomicBool) -> Result<()> {
         let settings = fs::read_to_string(self.directory.join("settings"))
             .map_err(|e| Error::io("read", self.directory.join("settings").display(), e))?;
-        let log =
-            fs::File::create(&self.log).map_err(|e| Error::io("create", self.log.display(), e))?;
+        // Appended to: a kept sandbox is started a second time (see `keep`).
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| Error::io("create", self.log.display(), e))?;
         if let Some((uid, gid)) = self.run_as {
             std::os::unix::fs::chown(&self.log, Some(uid), Some(gid))
                 .map_err(|e| Error::io("change the owner of", self.log.display(), e))?;
@@ -366,15 +375,18 @@ impl Sandbox {
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }
-        // Safety: prctl in the forked child before exec, async-signal-safe. If the process
-        // that started the server dies, the server gets SIGQUIT (immediate shutdown).
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        if !self.keep {
+            // Safety: prctl in the forked child before exec (after its setuid, which would
+            // clear it), async-signal-safe. If the thread that started the server dies, the
+            // server gets SIGQUIT (immediate shutdown).
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let started = Instant::now();
         let child = command
@@ -510,8 +522,22 @@ impl Sandbox {
     }
 
     /// Leaves the sandbox running when dropped (the caller prints how to reach it).
-    pub fn keep(&mut self) {
+    pub fn keep(&mut self) -> Result<()> {
+        // The running server would die with us (parent-death signal), and that cannot be
+        // undone from outside: restart it untied. It is promoted, so it is up at once.
+        let timings = self.timings;
+        self.stop();
         self.keep = true;
+        let started = self.start(&AtomicBool::new(false));
+        self.timings = timings;
+        if started.is_err() {
+            self.keep = false;
+        } else {
+            // Marks it as kept on purpose: the sweep leaves it alone.
+            fs::write(self.directory.join(KEPT_MARKER), "")
+                .map_err(|e| Error::io("write", self.directory.join(KEPT_MARKER).display(), e))?;
+        }
+        started
     }
 
     /// Stops the server: fast shutdown, then immediate, then SIGKILL.
@@ -666,11 +692,13 @@ mod tests {
             .path()
             .join(format!("{DIRECTORY_PREFIX}{}-0", std::process::id()));
         let other = parent.path().join("something-else");
-        for dir in [&dead, &ours, &other] {
+        let kept = parent.path().join(format!("{DIRECTORY_PREFIX}999999998-0"));
+        for dir in [&dead, &ours, &other, &kept] {
             fs::create_dir_all(dir.join("data")).unwrap();
         }
+        fs::write(kept.join(KEPT_MARKER), "").unwrap();
         assert_eq!(sweep_abandoned(parent.path()), vec![dead.clone()]);
-        assert!(!dead.exists() && ours.exists() && other.exists());
+        assert!(!dead.exists() && ours.exists() && other.exists() && kept.exists());
     }
 
     #[test]

@@ -404,6 +404,39 @@ fn every_recovery_target_kind_and_every_destination() {
         "{}",
         text(&output)
     );
+    // --keep leaves the sandbox running after the command, untied from it, and the sweep of
+    // the next sandbox command (the refusal below) leaves it alone.
+    let kept_dump = dir.path.join("kept.sql");
+    let output = extract_ok(
+        &primary,
+        &dir,
+        &repository,
+        &[
+            "--database",
+            "postgres",
+            "--table",
+            "t",
+            "--to-file",
+            kept_dump.to_str().unwrap(),
+            "--keep",
+        ],
+    );
+    assert!(output.contains("the sandbox is kept running"), "{output}");
+    let kept: Vec<PathBuf> = std::fs::read_dir(dir.subdir("sandboxes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let kept = &kept[0];
+    let query_kept = || {
+        as_postgres(pg_bindir().join("psql"))
+            .args(["-X", "-A", "-t", "-h"])
+            .arg(kept)
+            .args(["-p", "5432", "-U", "postgres", "-d", "postgres"])
+            .args(["-c", "SELECT count(*) FROM t"])
+            .output()
+            .unwrap()
+    };
     // A table that is not there is named.
     let output = extract(
         &primary,
@@ -423,6 +456,22 @@ fn every_recovery_target_kind_and_every_destination() {
         "{}",
         text(&output)
     );
+    let answer = query_kept();
+    assert!(answer.status.success(), "{}", text(&answer));
+    assert!(
+        String::from_utf8_lossy(&answer.stdout)
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
+    run_ok(
+        as_postgres(pg_bindir().join("pg_ctl"))
+            .arg("-D")
+            .arg(kept.join("data"))
+            .args(["stop", "-m", "fast"]),
+    );
+    std::fs::remove_dir_all(kept).unwrap();
     assert_no_sandbox(&dir);
 }
 

@@ -196,13 +196,23 @@ pub fn keep_if_asked(sandbox: &mut Sandbox, args: &SandboxArgs, database: &str) 
     if !args.keep {
         return;
     }
-    sandbox.keep();
+    if let Err(error) = sandbox.keep() {
+        eprintln!("the sandbox could not be kept running, so it is removed: {error}");
+        return;
+    }
     eprintln!(
         "the sandbox is kept running: psql \"{}\"",
         sandbox.conninfo(database)
     );
+    // pg_ctl refuses to run as root.
+    // Safety: geteuid cannot fail.
+    let as_postgres = if unsafe { libc::geteuid() } == 0 {
+        "runuser -u postgres -- "
+    } else {
+        ""
+    };
     eprintln!(
-        "      remove it with: {} -D {}/data stop -m fast && rm -rf {}",
+        "      remove it with: {as_postgres}{} -D {}/data stop -m fast && rm -rf {}",
         sandbox.server().program("pg_ctl").display(),
         sandbox.directory().display(),
         sandbox.directory().display()
