@@ -527,15 +527,15 @@ impl Sandbox {
         // undone from outside: restart it untied. It is promoted, so it is up at once.
         let timings = self.timings;
         self.stop();
+        // Marks it as kept on purpose: the sweep leaves it alone.
+        let marker = self.directory.join(KEPT_MARKER);
+        fs::write(&marker, "").map_err(|e| Error::io("write", marker.display(), e))?;
         self.keep = true;
         let started = self.start(&AtomicBool::new(false));
         self.timings = timings;
         if started.is_err() {
+            // Dropped like any other sandbox: stopped and removed.
             self.keep = false;
-        } else {
-            // Marks it as kept on purpose: the sweep leaves it alone.
-            fs::write(self.directory.join(KEPT_MARKER), "")
-                .map_err(|e| Error::io("write", self.directory.join(KEPT_MARKER).display(), e))?;
         }
         started
     }
@@ -640,9 +640,12 @@ pub fn check_extra_setting(name: &str, value: &str) -> Result<()> {
         || lower.starts_with("recovery_target")
         || lower.starts_with("sc_backup.")
         || (lower == "shared_preload_libraries"
-            && value
-                .split(',')
-                .any(|library| library.trim().trim_matches('"') == "sc_backup"));
+            && value.split(',').any(|library| {
+                // `sc_backup`, `"sc_backup"`, `$libdir/sc_backup.so`: the same library.
+                let file = library.trim().trim_matches(['"', '\'']);
+                let file = file.rsplit('/').next().unwrap_or(file);
+                file.trim_end_matches(".so") == "sc_backup"
+            }));
     if refused {
         return Err(Error::InvalidTarget(format!(
             "the sandbox setting {name}={value} is refused: the sandbox sets {name} itself so that it stays on its private socket, never archives and cannot reach production or the repository"
@@ -710,6 +713,7 @@ mod tests {
             ("recovery_target_time", "2026-11-24 10:00:00+00"),
             ("sc_backup.repository", "/tmp/x"),
             ("shared_preload_libraries", "timescaledb, sc_backup"),
+            ("shared_preload_libraries", "'$libdir/sc_backup.so'"),
         ] {
             let error = check_extra_setting(name, value).unwrap_err().to_string();
             assert!(error.contains("is refused"), "{name}: {error}");
