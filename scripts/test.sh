@@ -15,10 +15,13 @@ MAJORS=(${SC_BACKUP_PG_MAJORS:-15 16 17 18})
 FULL_SUITE_MAJORS=" ${SC_BACKUP_FULL_SUITE_MAJORS:-18} "
 # What differs between majors is exercised by these on every major: the archive module's ABI
 # and lifecycle, archive + wal-fetch, sc_backup() under pgbench and an exact PITR restore,
-# sc_verify() and corruption, the other recovery targets and timelines, the scheduler, kill -9
-# of the archiver, postmaster and backup backend, the security checks, the WAL scanner against
+# sc_verify() and corruption, the other recovery targets and timelines, kill -9 of the
+# archiver, postmaster and backup backend, the security checks, the WAL scanner against
 # pg_waldump, and the sandbox (a table extracted under load; a restore test naming a damaged
-# page), which starts the server of the backup's own major.
+# page; a drill and the scheduler worker running its restore test, which is the scheduler's
+# start on that major), which starts the server of the backup's own major. The scheduler's
+# long test (retries, expiry, metrics, shutdown: 90 s) is version-independent above the worker
+# and runs on 18.
 CROSS_VERSION_TESTS=(
   archive_module_starts_archives_and_stops_through_this_majors_abi
   an_archive_command_left_beside_archive_library_is_explained
@@ -27,12 +30,12 @@ CROSS_VERSION_TESTS=(
   pitr_drill_under_pgbench_load_recovers_exactly_the_target_state
   verify_reports_corruption_and_missing_wal_and_restore_refuses_corrupt_files
   point_in_time_recovery_replays_archived_wal_up_to_the_target
-  scheduled_backups_retries_expiry_audit_metrics_and_shutdown
   kill_9_of_archiver_postmaster_and_backup_backend_loses_nothing
   secrets_stay_hidden_and_functions_need_the_operator_role
   the_newest_archived_transaction_is_what_pg_waldump_reads
   a_table_deleted_under_load_comes_back_as_it_was_in_a_new_schema
   restore_test_passes_a_good_backup_and_names_a_page_damaged_before_the_backup
+  drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests
 )
 
 phase() { echo "== $(date -u +%H:%M:%S) $*"; }
