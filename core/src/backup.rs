@@ -568,20 +568,7 @@ impl<'r> BackupWriter<'r> {
 
     /// Stores a file produced in memory (backup_label, tablespace_map) under `path`.
     pub fn store_bytes(&self, path: &str, content: &[u8]) -> Result<ManifestEntry> {
-        let key = self.repository.key()?;
-        let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
-        let object = format!("data/{path}{}", spec.suffix());
-        let full_key = format!("{}{object}", backup_prefix(&self.name));
-        let writer = self.repository.storage().create(&full_key)?;
-        let mut encoder = Encoder::new(writer, self.repository.compression(), key)
-            .map_err(|e| Error::io("encode", &full_key, e))?;
-        encoder
-            .write_all(content)
-            .map_err(|e| Error::io("write", &full_key, e))?;
-        let (writer, summary) = encoder
-            .finish()
-            .map_err(|e| Error::io("write", &full_key, e))?;
-        writer.commit()?;
+        let (object, summary) = self.store_document(&format!("data/{path}"), content)?;
         Ok(ManifestEntry {
             path: path.to_string(),
             entry_type: EntryType::File,

@@ -47,6 +47,21 @@ pub struct RestoreCheckReport {
 }
 
 impl RestoreCheckReport {
+    /// The figures the audit trail records for a restore test: tables, rows, problems.
+    pub fn audit_figures(&self) -> Vec<(String, f64)> {
+        vec![
+            (
+                "tables".into(),
+                self.databases.iter().map(|d| d.tables as f64).sum(),
+            ),
+            (
+                "rows".into(),
+                self.databases.iter().map(|d| d.rows as f64).sum(),
+            ),
+            ("problems".into(), self.problem_count() as f64),
+        ]
+    }
+
     pub fn problem_count(&self) -> usize {
         self.missing.len()
             + self

@@ -111,16 +111,7 @@ fn run(
     })();
     match outcome {
         Ok(report) => {
-            let figures = &mut timer.details().figures;
-            figures.insert(
-                "tables".into(),
-                report.databases.iter().map(|d| d.tables as f64).sum(),
-            );
-            figures.insert(
-                "rows".into(),
-                report.databases.iter().map(|d| d.rows as f64).sum(),
-            );
-            figures.insert("problems".into(), report.problem_count() as f64);
+            timer.details().figures.extend(report.audit_figures());
             let problems: Vec<String> = report
                 .missing
                 .iter()

@@ -3,9 +3,9 @@
 use sc_backup_core::retention::{delete_backup, expire, plan_expiry, RetentionPolicy};
 use sc_backup_core::{Repository, Settings};
 
-use super::list::human_bytes;
 use super::{audit_start, audited};
 use crate::CliError;
+use sc_backup_core::sandbox::human_bytes;
 
 pub fn run_expire(
     settings: &Settings,

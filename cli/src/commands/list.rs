@@ -1,6 +1,7 @@
 //! `sc-backup list [--json]`: the backups in the repository, oldest first (as sc_list_backups()).
 
 use sc_backup_core::backup::list_backups;
+use sc_backup_core::sandbox::human_bytes;
 use sc_backup_core::{Repository, Settings};
 
 use crate::CliError;
@@ -53,19 +54,4 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
 
 fn short_time(rfc3339: &str) -> String {
     rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ")
-}
-
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

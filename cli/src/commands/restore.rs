@@ -15,10 +15,10 @@ use sc_backup_core::restore::{
 use sc_backup_core::server_binaries::{major_of, ServerBinaries};
 use sc_backup_core::{Repository, Settings};
 
-use super::list::human_bytes;
 use super::target::TargetArgs;
 use super::{audit_start, audited};
 use crate::CliError;
+use sc_backup_core::sandbox::human_bytes;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TargetAction {

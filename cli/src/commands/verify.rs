@@ -80,16 +80,7 @@ pub fn run_restore(
         let report = check_restored(&sandbox, &metadata.backup_name, snapshot.as_ref())?;
         sandbox::keep_if_asked(&mut sandbox, args, "postgres");
         drop(sandbox);
-        let figures = &mut timer.details().figures;
-        figures.insert(
-            "tables".into(),
-            report.databases.iter().map(|d| d.tables as f64).sum(),
-        );
-        figures.insert(
-            "rows".into(),
-            report.databases.iter().map(|d| d.rows as f64).sum(),
-        );
-        figures.insert("problems".into(), report.problem_count() as f64);
+        timer.details().figures.extend(report.audit_figures());
         if json {
             println!(
                 "{}",
