@@ -181,14 +181,48 @@ pub fn sc_backup_bin() -> &'static Path {
                 target.join("debug/sc-backup")
             }
         };
-        let dir = Path::new("/tmp/sc_backup_pg_test/bin");
-        fs::create_dir_all(dir).unwrap();
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let installed = dir.join(format!("sc-backup-{}", std::process::id()));
-        fs::copy(&built, &installed).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
-        fs::set_permissions(&installed, fs::Permissions::from_mode(0o755)).unwrap();
-        installed
+        install_for_postgres(&built)
     })
+}
+
+/// Copies `built` into /tmp/sc_backup_pg_test/bin once per build, shared by every test process
+/// of a run: the debug binary is over 100 MB, and a copy per process (some 60 in a CI run)
+/// once filled the CI machine's disk. Copies of other builds older than a day are removed.
+fn install_for_postgres(built: &Path) -> PathBuf {
+    let dir = Path::new("/tmp/sc_backup_pg_test/bin");
+    fs::create_dir_all(dir).unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let meta = fs::metadata(built).unwrap_or_else(|e| panic!("{}: {e}", built.display()));
+    let built_at = meta
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("sc-backup-{}-{built_at}", meta.len());
+    let installed = dir.join(&name);
+    if fs::metadata(&installed).is_ok_and(|copy| copy.len() == meta.len()) {
+        return installed;
+    }
+    // Copied under a private name and renamed, so a concurrent test process sees the whole
+    // binary or none.
+    let partial = dir.join(format!(".{name}.{}", std::process::id()));
+    fs::copy(built, &partial).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::rename(&partial, &installed).unwrap();
+    let day = Duration::from_secs(24 * 3600);
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let stale = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if stale && entry.file_name() != name.as_str() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    installed
 }
 
 /// A PostgreSQL cluster run by the postgres OS user.
