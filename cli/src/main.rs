@@ -65,6 +65,11 @@ enum Command {
     /// DR drill: restore the newest backup into a sandbox, replay all archived WAL, promote,
     /// and measure RTO and RPO against the objectives
     Drill(commands::drill::DrillArgs),
+    /// Take logical dumps (pg_dump) of databases into the repository, in the playbook's format
+    /// (<db>_full_<YYYYmmdd_HHMMSS>.sql.gz with .sha256 and .meta), and the roles and tablespaces
+    Dump(commands::dump::DumpArgs),
+    /// Restore a logical dump into a new database (or, with --force, in place of one)
+    RestoreDump(commands::dump::RestoreDumpArgs),
     /// Delete backups past the retention period, and the WAL that no kept backup needs
     Expire {
         /// Keep backups that ended less than this many days ago (default:
@@ -146,6 +151,12 @@ fn main() -> ExitCode {
                 commands::extract::run(&settings, args, &interrupt::install())
             }
             Command::Drill(args) => commands::drill::run(&settings, args, &interrupt::install()),
+            Command::Dump(args) => {
+                commands::dump::run_dump(&settings, args, &interrupt::install())
+            }
+            Command::RestoreDump(args) => {
+                commands::dump::run_restore_dump(&settings, args, &interrupt::install())
+            }
             Command::Expire {
                 retention_days,
                 retention_full,

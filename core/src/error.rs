@@ -103,6 +103,12 @@ pub enum Error {
         backup_major: u32,
     },
 
+    #[error("database \"{0}\" already exists; nothing was restored")]
+    DatabaseExists(String),
+
+    #[error("checksum mismatch, nothing was restored: {0}")]
+    DumpChecksumMismatch(String),
+
     #[error("invalid repository metadata \"{object}\": {reason}")]
     InvalidMetadata { object: String, reason: String },
 }
@@ -139,6 +145,14 @@ impl Error {
             Error::RestoreFile { source, .. } => source.hint(),
             Error::DataDirectoryOfAnotherVersion { .. } => Some(
                 "Restore into another directory; if this cluster really is to be replaced, remove its data directory first. A physical backup cannot change major version: use pg_upgrade after restoring, or a logical dump."
+                    .into(),
+            ),
+            Error::DatabaseExists(_) => Some(
+                "Restore into a new database (--database another_name), or replace this one with --force: it is replaced only once the restored copy is complete, and its connections are ended then."
+                    .into(),
+            ),
+            Error::DumpChecksumMismatch(_) => Some(
+                "The stored dump is corrupt or was changed; restore an older dump, or pass --skip-verify to load it anyway (psql still stops at the first error, and nothing is committed unless all of it loads)."
                     .into(),
             ),
             Error::WrongKey { .. } => Some("The object does not belong to this repository.".into()),

@@ -31,6 +31,10 @@ pub struct ExpiryPlan {
     /// kill -9) or still running. Only a caller that knows no backup is running may remove
     /// them ([`expire`] with `remove_unfinished`).
     pub unfinished_backups: Vec<String>,
+    /// Logical dumps (their file names) that go, and those kept: by the same rule as backups,
+    /// applied to each database's dumps (and to the roles-and-tablespaces dumps) on its own.
+    pub expired_dumps: Vec<String>,
+    pub kept_dumps: Vec<String>,
 }
 
 impl ExpiryPlan {
@@ -45,6 +49,13 @@ impl ExpiryPlan {
         if !self.expired_backups.is_empty() {
             text.push_str(": ");
             text.push_str(&self.expired_backups.join(", "));
+        }
+        if !self.expired_dumps.is_empty() {
+            text.push_str(&format!(
+                "; {} dump(s): {}",
+                self.expired_dumps.len(),
+                self.expired_dumps.join(", ")
+            ));
         }
         if !self.unfinished_backups.is_empty() {
             text.push_str(&format!(
@@ -90,20 +101,18 @@ pub fn plan_expiry(
         finished: backups,
         unfinished: unfinished_backups,
     } = crate::backup::scan_backups(repository)?;
-    if backups.is_empty() {
-        return Ok(ExpiryPlan {
-            unfinished_backups,
-            ..Default::default()
-        });
-    }
     let cutoff = now - chrono::Duration::days(i64::from(policy.days));
-    let protected_from = backups
-        .len()
-        .saturating_sub(policy.min_backups.max(1) as usize);
     let mut plan = ExpiryPlan {
         unfinished_backups,
         ..Default::default()
     };
+    plan_dump_expiry(&crate::dump::list_dumps(repository)?, policy, cutoff, &mut plan);
+    if backups.is_empty() {
+        return Ok(plan);
+    }
+    let protected_from = backups
+        .len()
+        .saturating_sub(policy.min_backups.max(1) as usize);
     let mut oldest_kept: Option<&BackupMetadata> = None;
     for (index, backup) in backups.iter().enumerate() {
         // A stop time we cannot read is treated as recent: when in doubt, keep.
@@ -131,6 +140,37 @@ pub fn plan_expiry(
     Ok(plan)
 }
 
+/// Each database's dumps (oldest first in `dumps`) on their own: the newest `min_backups`
+/// and those younger than the cutoff stay, so a database dumped rarely keeps its last dump.
+fn plan_dump_expiry(
+    dumps: &[crate::dump::DumpMetadata],
+    policy: RetentionPolicy,
+    cutoff: DateTime<Utc>,
+    plan: &mut ExpiryPlan,
+) {
+    let mut groups: std::collections::BTreeMap<(crate::dump::DumpKind, &str), Vec<&crate::dump::DumpMetadata>> =
+        Default::default();
+    for dump in dumps {
+        groups
+            .entry((dump.content, dump.database.as_str()))
+            .or_default()
+            .push(dump);
+    }
+    for group in groups.values() {
+        let protected_from = group
+            .len()
+            .saturating_sub(policy.min_backups.max(1) as usize);
+        for (index, dump) in group.iter().enumerate() {
+            let recent = parse_time(&dump.stop_time).is_none_or(|stop| stop >= cutoff);
+            if recent || index >= protected_from {
+                plan.kept_dumps.push(dump.file.clone());
+            } else {
+                plan.expired_dumps.push(dump.file.clone());
+            }
+        }
+    }
+}
+
 /// Deletes one backup: its metadata first (from then on it is not listed), then its objects.
 pub fn delete_backup(repository: &Repository, name: &str) -> Result<()> {
     crate::backup::read_metadata(repository, name)?;
@@ -152,6 +192,9 @@ pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(
 pub fn expire(repository: &Repository, plan: &ExpiryPlan, remove_unfinished: bool) -> Result<()> {
     for name in &plan.expired_backups {
         delete_backup(repository, name)?;
+    }
+    for file in &plan.expired_dumps {
+        crate::dump::delete_dump_file(repository, file)?;
     }
     if remove_unfinished {
         for name in &plan.unfinished_backups {

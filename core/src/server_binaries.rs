@@ -44,6 +44,9 @@ pub enum ServerBinariesError {
         wanted: u32,
     },
 
+    #[error("no PostgreSQL installation found (looked in {looked})", looked = .looked.join(", "))]
+    NoneInstalled { looked: Vec<String> },
+
     #[error("{bindir} holds no usable PostgreSQL server: {reason}")]
     Unusable { bindir: String, reason: String },
 }
@@ -64,7 +67,7 @@ impl ServerBinariesError {
         let wanted = match self {
             ServerBinariesError::NotFound { major, .. } => *major,
             ServerBinariesError::WrongMajor { wanted, .. } => *wanted,
-            ServerBinariesError::Unusable { .. } => {
+            ServerBinariesError::Unusable { .. } | ServerBinariesError::NoneInstalled { .. } => {
                 return Some("Pass the bin directory of a PostgreSQL installation (the one holding postgres and pg_ctl).".into())
             }
         };
@@ -161,6 +164,24 @@ impl ServerBinaries {
             looked,
             others,
         })
+    }
+
+    /// The newest installation found (in `explicit` if given): enough to ask a running server
+    /// its version before choosing the programs of that version.
+    pub fn newest(explicit: Option<&Path>) -> Result<ServerBinaries, ServerBinariesError> {
+        if let Some(bindir) = explicit {
+            return ServerBinaries::at(bindir);
+        }
+        installations()
+            .iter()
+            .filter_map(|bindir| ServerBinaries::at(bindir).ok())
+            .max_by_key(|found| found.major)
+            .ok_or_else(|| ServerBinariesError::NoneInstalled {
+                looked: installations()
+                    .iter()
+                    .map(|dir| dir.display().to_string())
+                    .collect(),
+            })
     }
 
     pub fn major(&self) -> u32 {

@@ -1,5 +1,6 @@
 //! `sc-backup expire` and `sc-backup delete`: retention, and removing one backup on purpose.
 
+use sc_backup_core::dump::{delete_dump_file, find_named, Named};
 use sc_backup_core::retention::{delete_backup, expire, plan_expiry, RetentionPolicy};
 use sc_backup_core::{Repository, Settings};
 
@@ -38,6 +39,9 @@ fn report(plan: &sc_backup_core::retention::ExpiryPlan, dry_run: bool) -> Result
     for name in &plan.expired_backups {
         println!("{verb} backup {name}");
     }
+    for file in &plan.expired_dumps {
+        println!("{verb} dump {file}");
+    }
     println!(
         "{verb} {} backup{} and {} WAL file{} ({}); kept {} backup{}",
         plan.expired_backups.len(),
@@ -56,18 +60,40 @@ fn report(plan: &sc_backup_core::retention::ExpiryPlan, dry_run: bool) -> Result
             "s"
         },
     );
+    if !plan.expired_dumps.is_empty() || !plan.kept_dumps.is_empty() {
+        println!(
+            "{verb} {} logical dump(s); kept {}",
+            plan.expired_dumps.len(),
+            plan.kept_dumps.len()
+        );
+    }
     Ok(())
 }
 
 pub fn run_delete(settings: &Settings, backup: &str) -> Result<(), CliError> {
+    if backup == "latest" {
+        return Err(CliError::Message(
+            "delete takes the name of one backup or dump, not \"latest\" (see `sc-backup list`)".into(),
+        ));
+    }
     let repository = Repository::open(settings)?;
     let mut timer = audit_start("delete");
     timer.details().backup = Some(backup.to_string());
-    audited(
-        &repository,
-        &timer,
-        delete_backup(&repository, backup).map_err(CliError::from),
-    )?;
-    println!("deleted backup {backup} (the WAL stays until `sc-backup expire`)");
+    let deleted = match find_named(&repository, backup) {
+        Ok(Named::Dump(dump)) => {
+            timer.details().backup = Some(dump.file.clone());
+            delete_dump_file(&repository, &dump.file)
+                .map(|()| format!("deleted dump {} with its .sha256 and .meta", dump.file))
+        }
+        Ok(Named::Backup(metadata)) => delete_backup(&repository, &metadata.backup_name).map(|()| {
+            format!(
+                "deleted backup {} (the WAL stays until `sc-backup expire`)",
+                metadata.backup_name
+            )
+        }),
+        Err(error) => Err(error),
+    };
+    let message = audited(&repository, &timer, deleted.map_err(CliError::from))?;
+    println!("{message}");
     Ok(())
 }

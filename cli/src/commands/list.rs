@@ -1,6 +1,8 @@
-//! `sc-backup list [--json]`: the backups in the repository, oldest first (as sc_list_backups()).
+//! `sc-backup list [--json]`: the base backups and logical dumps in the repository, oldest
+//! first (as sc_list_backups()).
 
-use sc_backup_core::backup::list_backups;
+use sc_backup_core::backup::{list_backups, BackupMetadata};
+use sc_backup_core::dump::{list_dumps, DumpKind, DumpMetadata};
 use sc_backup_core::sandbox::human_bytes;
 use sc_backup_core::{Repository, Settings};
 
@@ -9,17 +11,32 @@ use crate::CliError;
 pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
     let repository = Repository::open(settings)?;
     let backups = list_backups(&repository)?;
+    let dumps = list_dumps(&repository)?;
     if json {
+        let listing = serde_json::json!({ "backups": backups, "dumps": dumps });
         println!(
             "{}",
-            serde_json::to_string_pretty(&backups).expect("metadata serializes")
+            serde_json::to_string_pretty(&listing).expect("metadata serializes")
         );
         return Ok(());
     }
-    if backups.is_empty() {
+    if backups.is_empty() && dumps.is_empty() {
         println!("no backups in {}", repository.describe());
         return Ok(());
     }
+    if !backups.is_empty() {
+        print_backups(&backups);
+    }
+    if !dumps.is_empty() {
+        if !backups.is_empty() {
+            println!();
+        }
+        print_dumps(&dumps);
+    }
+    Ok(())
+}
+
+fn print_backups(backups: &[BackupMetadata]) {
     println!(
         "{:<36} {:<5} {:<20} {:<20} {:<12} {:<12} {:>10} {:>10} {:<5} {:<5} status",
         "backup",
@@ -49,7 +66,30 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
             b.status
         );
     }
-    Ok(())
+}
+
+fn print_dumps(dumps: &[DumpMetadata]) {
+    println!(
+        "{:<48} {:<6} {:<20} {:<20} {:>10} {:>10} {:<5} {:<5} database",
+        "logical dump", "type", "start (UTC)", "stop (UTC)", "sql", "stored", "comp", "enc"
+    );
+    for d in dumps {
+        println!(
+            "{:<48} {:<6} {:<20} {:<20} {:>10} {:>10} {:<5} {:<5} {}",
+            d.file,
+            d.backup_type,
+            short_time(&d.start_time),
+            short_time(&d.stop_time),
+            human_bytes(d.sql_size_bytes),
+            human_bytes(d.size_bytes),
+            d.compression,
+            if d.encryption { "age" } else { "none" },
+            match d.content {
+                DumpKind::Database => d.database.as_str(),
+                DumpKind::Globals => "(roles and tablespaces)",
+            }
+        );
+    }
 }
 
 fn short_time(rfc3339: &str) -> String {

@@ -1,4 +1,5 @@
 pub mod drill;
+pub mod dump;
 pub mod expire;
 pub mod extract;
 pub mod list;

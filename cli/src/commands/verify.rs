@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use sc_backup_core::backup::{find_backup, read_catalog, verify_backup};
+use sc_backup_core::dump::{find_named, verify_dump, Named};
 use sc_backup_core::restore::RecoveryTarget;
 use sc_backup_core::verify_restore::{check_restored, RestoreCheckReport};
 use sc_backup_core::{Repository, Settings};
@@ -30,6 +31,26 @@ fn verify(
     backup: &str,
     resolved: &mut dyn FnMut(&str),
 ) -> Result<(), CliError> {
+    if let Named::Dump(dump) = find_named(repository, backup)? {
+        resolved(&dump.file);
+        let problems = verify_dump(repository, &dump)?;
+        for problem in &problems {
+            println!("{}: {}", problem.object, problem.problem);
+        }
+        if problems.is_empty() {
+            println!(
+                "dump {}: OK (checksum {}, {} bytes of SQL decoded)",
+                dump.file, dump.checksum, dump.sql_size_bytes
+            );
+            return Ok(());
+        }
+        return Err(CliError::Message(format!(
+            "dump {} has {} problem{}",
+            dump.file,
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        )));
+    }
     let (metadata, problems) = verify_backup(repository, backup)?;
     resolved(&metadata.backup_name);
     if problems.is_empty() {

@@ -378,6 +378,71 @@ impl<R: Read> Read for Decoder<R> {
     }
 }
 
+/// Passes bytes through to `inner` and digests them: the SHA-256 of a stored object itself
+/// (what `sha256sum` of a downloaded copy prints), where the pipeline's own digest is of the
+/// original bytes.
+pub struct DigestingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> DigestingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        DigestingWriter {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    pub fn finish(self) -> (W, Sha256Digest, u64) {
+        (self.inner, Sha256Digest(self.hasher.finalize().into()), self.size)
+    }
+}
+
+impl<W: Write> Write for DigestingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The reading side of [`DigestingWriter`]: the SHA-256 and size of the stored bytes read.
+pub struct DigestingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<R: Read> DigestingReader<R> {
+    pub fn new(inner: R) -> Self {
+        DigestingReader {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    pub fn digest(&self) -> (Sha256Digest, u64) {
+        (Sha256Digest(self.hasher.clone().finalize().into()), self.size)
+    }
+}
+
+impl<R: Read> Read for DigestingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,836 @@
+//! Logical dumps in the playbook's format: one database's `pg_dump`, streamed through the
+//! codec pipeline into the repository, with a `sha256sum` line and a JSON `.meta` beside it.
+//!
+//! ```text
+//! dumps/<db>_full_<YYYYmmdd_HHMMSS>.sql[.gz|.zst][.age]          plain SQL (pg_dump -Fp)
+//! dumps/<db>_full_<YYYYmmdd_HHMMSS>.sql[.gz|.zst][.age].sha256   "<sha256>  <file>": of the stored file
+//! dumps/<db>_full_<YYYYmmdd_HHMMSS>.sql[.gz|.zst][.age].meta     JSON metadata, written last
+//! dumps/globals_<YYYYmmdd_HHMMSS>.sql...                         roles and tablespaces (pg_dumpall -g)
+//! ```
+//!
+//! A dump exists exactly when its `.meta` does. The checksum is of the stored bytes, so
+//! `sha256sum -c` works on a downloaded copy; the `.meta` also records the SHA-256 of the SQL
+//! itself, which every read checks after decoding.
+//!
+//! Restoring streams the decoded SQL into `psql` inside one transaction that is committed only
+//! once the whole stored file was read and its checksum matched: a corrupt or truncated dump
+//! never leaves half a database. A database that already exists is replaced only on request,
+//! and only after the new copy is complete: the dump is loaded into a new database that is
+//! then renamed over it.
+
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::backup::Interrupted;
+use crate::codec::{
+    pump, CodecSpec, DigestingReader, DigestingWriter, Decoder, Encoder, PumpError, Sha256Digest,
+};
+use crate::error::{Error, Result};
+use crate::extract::quote_ident;
+use crate::live::Live;
+use crate::repository::{read_small_object, Repository};
+
+pub const DUMPS_PREFIX: &str = "dumps/";
+const FORMAT_VERSION: u32 = 1;
+/// What is kept of pg_dump's or psql's standard error for a message.
+const MAX_STDERR: usize = 16 * 1024;
+
+/// What a dump holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DumpKind {
+    /// One database (`pg_dump`).
+    Database,
+    /// The cluster's roles and tablespaces (`pg_dumpall --globals-only`).
+    Globals,
+}
+
+/// The `.meta` document: the playbook's fields first, then what restore and verify need.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DumpMetadata {
+    /// `<db>_full_YYYYmmdd_HHMMSS` (the file name without its extensions).
+    pub backup_name: String,
+    /// `full` for a dump taken on request, the schedule's name for a scheduled one.
+    pub backup_type: String,
+    /// `YYYYmmdd_HHMMSS`, UTC: when the dump started.
+    pub timestamp: String,
+    /// The database dumped; empty for the globals.
+    pub database: String,
+    pub host: String,
+    /// Bytes of the stored file.
+    pub size_bytes: u64,
+    /// SHA-256 of the stored file (as in the `.sha256` file).
+    pub checksum: String,
+    /// `gzip`, `zstd` or `none`.
+    pub compression: String,
+    pub encryption: bool,
+    pub duration_seconds: f64,
+    pub format: u32,
+    /// Always `logical` (physical backups are described by `backup.json`).
+    pub kind: String,
+    pub content: DumpKind,
+    /// The stored file's name under `dumps/`.
+    pub file: String,
+    /// Bytes of SQL before compression and encryption, and their SHA-256.
+    pub sql_size_bytes: u64,
+    pub sql_sha256: String,
+    pub start_time: String,
+    pub stop_time: String,
+    pub pg_version_num: u32,
+    pub system_identifier: String,
+    /// `pg_dump --version` of the program that made it.
+    pub pg_dump_version: String,
+}
+
+impl DumpMetadata {
+    pub fn key(&self) -> String {
+        format!("{DUMPS_PREFIX}{}", self.file)
+    }
+
+    fn spec(&self) -> Result<CodecSpec> {
+        spec_of_file(&self.file).ok_or_else(|| Error::InvalidMetadata {
+            object: meta_key(&self.file),
+            reason: format!("unknown encoding of \"{}\"", self.file),
+        })
+    }
+}
+
+fn meta_key(file: &str) -> String {
+    format!("{DUMPS_PREFIX}{file}.meta")
+}
+
+fn checksum_key(file: &str) -> String {
+    format!("{DUMPS_PREFIX}{file}.sha256")
+}
+
+/// `simcorp_full_20260110_143000.sql.gz.age` → gzip, encrypted.
+fn spec_of_file(file: &str) -> Option<CodecSpec> {
+    let index = file.find(".sql")?;
+    CodecSpec::from_suffix(&file[index + 4..])
+}
+
+/// The playbook's name of a dump of `database` taken at `at`: `<db>_full_YYYYmmdd_HHMMSS`, the
+/// database name made safe for an object key (the `.meta` keeps the real one).
+pub fn dump_name(content: DumpKind, database: &str, at: DateTime<Utc>) -> String {
+    match content {
+        DumpKind::Database => crate::backup::backup_name(database, "full", at),
+        DumpKind::Globals => format!("globals_{}", at.format("%Y%m%d_%H%M%S")),
+    }
+}
+
+/// The line `sha256sum` prints (and `sha256sum -c` reads) for the stored file.
+pub fn checksum_line(digest: &str, file: &str) -> String {
+    format!("{digest}  {file}\n")
+}
+
+/// What to dump and how to run the dump program.
+pub struct DumpRequest {
+    /// `pg_dump` (or `pg_dumpall --globals-only`) with its connection options; it must write
+    /// plain SQL to its standard output.
+    pub command: Command,
+    pub content: DumpKind,
+    pub database: String,
+    pub backup_type: String,
+    pub pg_version_num: u32,
+    pub system_identifier: u64,
+    pub pg_dump_version: String,
+}
+
+/// Takes one dump into the repository. `poll` runs on the calling thread about every 100 ms
+/// (the extension checks for interrupts there; the CLI its Ctrl-C flag) and stops the dump by
+/// returning `Err(Interrupted)` or by unwinding: the dump program is killed and nothing stays.
+/// The dump program runs in its own process group, so a terminal's Ctrl-C reaches only us.
+pub fn take_dump(
+    repository: &Repository,
+    mut request: DumpRequest,
+    poll: &mut dyn FnMut() -> std::result::Result<(), Interrupted>,
+) -> Result<DumpMetadata> {
+    let started_at = Utc::now();
+    let started = Instant::now();
+    let key = repository.key()?;
+    let spec = Encoder::<io::Sink>::spec(repository.compression(), key);
+    let name = dump_name(request.content, &request.database, started_at);
+    let file = format!("{name}.sql{}", spec.suffix());
+    if !repository
+        .storage()
+        .list(&format!("{DUMPS_PREFIX}{name}.sql"))?
+        .is_empty()
+    {
+        return Err(Error::InvalidMetadata {
+            object: format!("{DUMPS_PREFIX}{file}"),
+            reason: "a dump with this name already exists (one dump per database per second)"
+                .into(),
+        });
+    }
+    let data_key = format!("{DUMPS_PREFIX}{file}");
+    let mut child = request
+        .command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("run", program_name(&request.command), e))?;
+    let program = program_name(&request.command);
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let storage = repository.storage();
+    let compression = repository.compression();
+
+    let outcome = std::thread::scope(|scope| {
+        let errors = scope.spawn(move || read_capped(stderr));
+        let (done_tx, done_rx) = mpsc::channel();
+        let data_key = &data_key;
+        scope.spawn(move || {
+            let result = (|| {
+                let writer = storage.create(data_key)?;
+                let mut encoder = Encoder::new(DigestingWriter::new(writer), compression, key)
+                    .map_err(|e| Error::io("write", data_key, e))?;
+                let mut stdout = stdout;
+                match pump(&mut stdout, &mut encoder) {
+                    Ok(_) => {}
+                    Err(PumpError::Read(e)) => return Err(Error::io("read from", "pg_dump", e)),
+                    Err(PumpError::Write(e)) => return Err(Error::io("write", data_key, e)),
+                }
+                let (digesting, summary) = encoder
+                    .finish()
+                    .map_err(|e| Error::io("write", data_key, e))?;
+                let (writer, stored_digest, stored_size) = digesting.finish();
+                Ok((writer, summary, stored_digest, stored_size))
+            })();
+            let _ = done_tx.send(result);
+        });
+        let mut interrupted = false;
+        let stored = loop {
+            match done_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(result) => break result,
+                Err(mpsc::RecvTimeoutError::Timeout) if !interrupted => {
+                    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *poll));
+                    if !matches!(polled, Ok(Ok(()))) {
+                        // The pump sees the end of the stream and finishes; nothing is committed.
+                        interrupted = true;
+                        let _ = child.kill();
+                        if let Err(panic) = polled {
+                            let _ = child.wait();
+                            let _ = done_rx.recv();
+                            std::panic::resume_unwind(panic);
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(Error::InvalidTarget("the dump writer stopped".into()))
+                }
+            }
+        };
+        let status = child.wait();
+        let errors = errors.join().unwrap_or_default();
+        (stored, status, errors, interrupted)
+    });
+    let (stored, status, errors, interrupted) = outcome;
+    if interrupted {
+        return Err(Error::Interrupted);
+    }
+    let status = status.map_err(|e| Error::io("run", &program, e))?;
+    let (writer, summary, stored_digest, stored_size) = stored?;
+    if !status.success() {
+        // The writer is dropped uncommitted: nothing becomes visible.
+        drop(writer);
+        return Err(Error::InvalidTarget(format!(
+            "{program} of {} failed ({status}): {}",
+            describe_content(request.content, &request.database),
+            errors.trim()
+        )));
+    }
+    writer.commit()?;
+    let stopped_at = Utc::now();
+    let metadata = DumpMetadata {
+        backup_name: name,
+        backup_type: request.backup_type.clone(),
+        timestamp: started_at.format("%Y%m%d_%H%M%S").to_string(),
+        database: request.database.clone(),
+        host: crate::audit::host_name(),
+        size_bytes: stored_size,
+        checksum: stored_digest.to_hex(),
+        compression: spec.compression.name().to_string(),
+        encryption: spec.encrypted,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        format: FORMAT_VERSION,
+        kind: "logical".into(),
+        content: request.content,
+        file: file.clone(),
+        sql_size_bytes: summary.original_size,
+        sql_sha256: summary.original_sha256.to_hex(),
+        start_time: rfc3339(started_at),
+        stop_time: rfc3339(stopped_at),
+        pg_version_num: request.pg_version_num,
+        system_identifier: request.system_identifier.to_string(),
+        pg_dump_version: request.pg_dump_version.clone(),
+    };
+    let finished = (|| {
+        write_object(
+            repository,
+            &checksum_key(&file),
+            checksum_line(&metadata.checksum, &file).as_bytes(),
+        )?;
+        // Written last: from here on the dump exists.
+        let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+        write_object(repository, &meta_key(&file), &json)
+    })();
+    if let Err(error) = finished {
+        let _ = repository.storage().delete(&checksum_key(&file));
+        let _ = repository.storage().delete(&data_key);
+        return Err(error);
+    }
+    Ok(metadata)
+}
+
+fn write_object(repository: &Repository, key: &str, data: &[u8]) -> Result<()> {
+    let mut writer = repository.storage().create(key)?;
+    writer
+        .write_all(data)
+        .map_err(|e| Error::io("write", key, e))?;
+    writer.commit()?;
+    Ok(())
+}
+
+fn describe_content(content: DumpKind, database: &str) -> String {
+    match content {
+        DumpKind::Database => format!("database \"{database}\""),
+        DumpKind::Globals => "the roles and tablespaces".into(),
+    }
+}
+
+fn program_name(command: &Command) -> String {
+    std::path::Path::new(command.get_program())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn read_capped(mut stream: impl Read) -> String {
+    let mut kept = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        // Keep reading to the end whatever we keep, so the writer never blocks on a full pipe.
+        let room = MAX_STDERR.saturating_sub(kept.len());
+        kept.extend_from_slice(&buffer[..n.min(room)]);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// What one listing of `dumps/` finds.
+#[derive(Debug, Default)]
+pub struct DumpScan {
+    /// Complete dumps, oldest first.
+    pub finished: Vec<DumpMetadata>,
+    /// Keys of objects that belong to no complete dump: interrupted, or still being written.
+    pub unfinished: Vec<String>,
+}
+
+pub fn scan_dumps(repository: &Repository) -> Result<DumpScan> {
+    let objects = repository.storage().list(DUMPS_PREFIX)?;
+    let keys: std::collections::BTreeSet<&str> =
+        objects.iter().map(|o| o.key.as_str()).collect();
+    let mut scan = DumpScan::default();
+    for key in &keys {
+        let Some(file) = key.strip_prefix(DUMPS_PREFIX) else {
+            continue;
+        };
+        if let Some(file) = file.strip_suffix(".meta") {
+            match read_dump_metadata(repository, file) {
+                Ok(metadata) => scan.finished.push(metadata),
+                Err(Error::BackupNotFound(_)) => continue,
+                Err(error) => return Err(error),
+            }
+            continue;
+        }
+        let data_file = file.strip_suffix(".sha256").unwrap_or(file);
+        if !keys.contains(meta_key(data_file).as_str()) {
+            scan.unfinished.push(key.to_string());
+        }
+    }
+    scan.finished
+        .sort_by(|a, b| (&a.start_time, &a.backup_name).cmp(&(&b.start_time, &b.backup_name)));
+    Ok(scan)
+}
+
+pub fn list_dumps(repository: &Repository) -> Result<Vec<DumpMetadata>> {
+    Ok(scan_dumps(repository)?.finished)
+}
+
+fn read_dump_metadata(repository: &Repository, file: &str) -> Result<DumpMetadata> {
+    let key = meta_key(file);
+    let data = read_small_object(repository.storage(), &key)?
+        .ok_or_else(|| Error::BackupNotFound(file.to_string()))?;
+    let metadata: DumpMetadata =
+        serde_json::from_slice(&data).map_err(|e| Error::InvalidMetadata {
+            object: key.clone(),
+            reason: e.to_string(),
+        })?;
+    if metadata.file != file {
+        return Err(Error::InvalidMetadata {
+            object: key,
+            reason: format!("it describes dump \"{}\"", metadata.file),
+        });
+    }
+    Ok(metadata)
+}
+
+/// Whether `name` can only mean a dump: a stored file name (`…​.sql.gz`) or a `.meta` of one.
+pub fn names_a_dump_file(name: &str) -> bool {
+    name.contains(".sql")
+}
+
+/// A dump by name (`simcorp_full_20260110_143000`, with or without its file extensions), or
+/// the newest database dump with `latest` (of `database`, when given).
+pub fn find_dump(repository: &Repository, name: &str, database: Option<&str>) -> Result<DumpMetadata> {
+    let dumps = list_dumps(repository)?;
+    let found = if name == "latest" {
+        dumps
+            .into_iter()
+            .filter(|d| d.content == DumpKind::Database)
+            .filter(|d| database.is_none_or(|db| d.database == db))
+            .next_back()
+    } else {
+        let file = name.strip_suffix(".meta").unwrap_or(name);
+        let file = file.strip_suffix(".sha256").unwrap_or(file);
+        dumps
+            .into_iter()
+            .find(|d| d.file == file || d.backup_name == file)
+    };
+    found.ok_or_else(|| match (name, database) {
+        ("latest", Some(db)) => Error::BackupNotFound(format!("latest dump of database {db}")),
+        ("latest", None) => Error::BackupNotFound("latest dump".into()),
+        _ => Error::BackupNotFound(name.to_string()),
+    })
+}
+
+/// Deletes the dump stored as `file`: its `.meta` first (from then on it is not listed), then
+/// the rest.
+pub fn delete_dump_file(repository: &Repository, file: &str) -> Result<()> {
+    let storage = repository.storage();
+    storage.delete(&meta_key(file))?;
+    storage.delete(&checksum_key(file))?;
+    storage.delete(&format!("{DUMPS_PREFIX}{file}"))?;
+    Ok(())
+}
+
+/// What a name given to `verify` or `delete` means: a base backup or a dump.
+pub enum Named {
+    Backup(crate::backup::BackupMetadata),
+    Dump(DumpMetadata),
+}
+
+/// Resolves `name`: a dump's file name is a dump; `latest` the newest base backup; otherwise
+/// the base backup or the dump of that name, refused when both exist (a base backup and a
+/// dump of the same database started in the same second share the playbook's name).
+pub fn find_named(repository: &Repository, name: &str) -> Result<Named> {
+    if names_a_dump_file(name) {
+        return find_dump(repository, name, None).map(Named::Dump);
+    }
+    if name == "latest" {
+        return crate::backup::find_backup(repository, name).map(Named::Backup);
+    }
+    let backup = crate::backup::find_backup(repository, name);
+    let dump = find_dump(repository, name, None);
+    match (backup, dump) {
+        (Ok(_), Ok(dump)) => Err(Error::InvalidTarget(format!(
+            "both a base backup and a dump are named \"{name}\"; name the dump by its file ({})",
+            dump.file
+        ))),
+        (Ok(backup), Err(_)) => Ok(Named::Backup(backup)),
+        (Err(Error::BackupNotFound(_)), Ok(dump)) => Ok(Named::Dump(dump)),
+        (Err(error), _) => Err(error),
+    }
+}
+
+/// The digest recorded in a dump's `.sha256` file.
+fn recorded_checksum(repository: &Repository, dump: &DumpMetadata) -> Result<String> {
+    let key = checksum_key(&dump.file);
+    let data = read_small_object(repository.storage(), &key)?.ok_or_else(|| {
+        Error::InvalidMetadata {
+            object: key.clone(),
+            reason: "the checksum file is missing".into(),
+        }
+    })?;
+    let text = String::from_utf8_lossy(&data);
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(digest), Some(file)) if file.trim_start_matches('*') == dump.file => {
+            Ok(digest.to_ascii_lowercase())
+        }
+        _ => Err(Error::InvalidMetadata {
+            object: key,
+            reason: format!("expected \"<sha256>  {}\"", dump.file),
+        }),
+    }
+}
+
+/// Reads a dump's stored file through the decoder into `out`: the stored bytes' SHA-256 and
+/// the SQL's, with what was expected of each.
+struct DumpRead {
+    stored: (Sha256Digest, u64),
+    sql: (Sha256Digest, u64),
+}
+
+fn read_dump(
+    repository: &Repository,
+    dump: &DumpMetadata,
+    out: &mut dyn Write,
+    destination: &str,
+    cancel: &AtomicBool,
+) -> Result<DumpRead> {
+    let key = dump.key();
+    let mut source = DigestingReader::new(CancellableReader {
+        inner: repository.storage().open(&key)?,
+        cancel,
+    });
+    let sql = {
+        let mut decoder =
+            Decoder::new(&mut source, dump.spec()?, repository.key()?).map_err(|e| {
+                Error::Decode {
+                    object: key.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        match pump(&mut decoder, out) {
+            Ok(_) => {}
+            Err(_) if cancel.load(Ordering::SeqCst) => return Err(Error::Interrupted),
+            Err(PumpError::Read(e)) => {
+                return Err(Error::Decode {
+                    object: key,
+                    reason: e.to_string(),
+                })
+            }
+            Err(PumpError::Write(e)) => return Err(Error::io("write", destination, e)),
+        }
+        decoder.finish()
+    };
+    // Whatever follows the end of the compressed stream is stored bytes too, and part of the
+    // file's checksum.
+    io::copy(&mut source, &mut io::sink()).map_err(|e| Error::io("read", &key, e))?;
+    Ok(DumpRead {
+        stored: source.digest(),
+        sql,
+    })
+}
+
+/// The SHA-256 and size of a dump's stored file, read without decoding.
+fn stored_digest(
+    repository: &Repository,
+    dump: &DumpMetadata,
+    cancel: &AtomicBool,
+) -> Result<(Sha256Digest, u64)> {
+    let key = dump.key();
+    let mut source = DigestingReader::new(CancellableReader {
+        inner: repository.storage().open(&key)?,
+        cancel,
+    });
+    match io::copy(&mut source, &mut io::sink()) {
+        Ok(_) => Ok(source.digest()),
+        Err(_) if cancel.load(Ordering::SeqCst) => Err(Error::Interrupted),
+        Err(e) => Err(Error::io("read", key, e)),
+    }
+}
+
+struct CancellableReader<'a, R> {
+    inner: R,
+    cancel: &'a AtomicBool,
+}
+
+impl<R: Read> Read for CancellableReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Checks one dump: the `.sha256` file and the `.meta` agree, the stored file has that
+/// checksum and size, and it decodes in full to SQL of the recorded SHA-256. Returns the
+/// problems found (none: the dump is good).
+pub fn verify_dump(repository: &Repository, dump: &DumpMetadata) -> Result<Vec<crate::backup::Problem>> {
+    let mut problems = Vec::new();
+    let problem = |object: &str, text: String| crate::backup::Problem {
+        object: object.to_string(),
+        problem: text,
+    };
+    match recorded_checksum(repository, dump) {
+        Ok(recorded) if recorded != dump.checksum => problems.push(problem(
+            &checksum_key(&dump.file),
+            format!("says {recorded}, the .meta says {}", dump.checksum),
+        )),
+        Ok(_) => {}
+        Err(error) => problems.push(problem(&checksum_key(&dump.file), error.to_string())),
+    }
+    let never = AtomicBool::new(false);
+    match read_dump(repository, dump, &mut io::sink(), "nowhere", &never) {
+        Ok(read) => problems.extend(compare(dump, &read).into_iter().map(|text| problem(&dump.key(), text))),
+        Err(Error::Storage(e)) if e.is_not_found() => {
+            problems.push(problem(&dump.key(), "the dump file is missing".into()))
+        }
+        Err(error @ (Error::Decode { .. } | Error::WrongKey { .. })) => {
+            problems.push(problem(&dump.key(), error.to_string()))
+        }
+        Err(error) => return Err(error),
+    }
+    Ok(problems)
+}
+
+/// What differs between what was read and what the `.meta` recorded.
+fn compare(dump: &DumpMetadata, read: &DumpRead) -> Vec<String> {
+    let mut differences = Vec::new();
+    if read.stored.0.to_hex() != dump.checksum || read.stored.1 != dump.size_bytes {
+        differences.push(format!(
+            "checksum mismatch: the stored file has SHA-256 {} ({} bytes), expected {} ({} bytes)",
+            read.stored.0, read.stored.1, dump.checksum, dump.size_bytes
+        ));
+    }
+    if read.sql.0.to_hex() != dump.sql_sha256 || read.sql.1 != dump.sql_size_bytes {
+        differences.push(format!(
+            "the decoded SQL has SHA-256 {} ({} bytes), expected {} ({} bytes)",
+            read.sql.0, read.sql.1, dump.sql_sha256, dump.sql_size_bytes
+        ));
+    }
+    differences
+}
+
+/// How [`restore_dump`] treats an existing database and the checksum.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreDumpOptions {
+    /// Replace an existing target database (once the new copy is complete).
+    pub force: bool,
+    /// Commit even when the stored file's checksum does not match (psql still stops at the
+    /// first error, and a stream that does not decode is never committed).
+    pub skip_verify: bool,
+}
+
+/// What [`restore_dump`] restored.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreDumpReport {
+    pub database: String,
+    pub replaced: bool,
+    /// Every table restored and its rows, `schema.table` order.
+    pub tables: Vec<(String, u64)>,
+    /// The checksum did not match and `skip_verify` was given.
+    pub checksum_mismatch: Option<String>,
+}
+
+impl RestoreDumpReport {
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|(_, rows)| rows).sum()
+    }
+}
+
+/// Restores database dump `dump` into database `target` of the server `live` reaches (its
+/// `psql` and connection; the database in the connection is only used to create and rename
+/// databases). See the module documentation.
+pub fn restore_dump(
+    repository: &Repository,
+    dump: &DumpMetadata,
+    live: &Live,
+    target: &str,
+    options: RestoreDumpOptions,
+    cancel: &AtomicBool,
+) -> Result<RestoreDumpReport> {
+    if dump.content != DumpKind::Database {
+        return Err(Error::InvalidTarget(format!(
+            "\"{}\" holds the cluster's roles and tablespaces, not a database; run it with psql (see the README, \"Logical dumps\")",
+            dump.file
+        )));
+    }
+    if !options.skip_verify {
+        // First, as `sha256sum -c` would: a damaged file is refused before anything is created.
+        let recorded = recorded_checksum(repository, dump)?;
+        let (actual, _) = stored_digest(repository, dump, cancel)?;
+        if actual.to_hex() != recorded || recorded != dump.checksum {
+            return Err(Error::DumpChecksumMismatch(format!(
+                "the stored file {} has SHA-256 {actual}, its .sha256 file says {recorded}{}",
+                dump.file,
+                if recorded == dump.checksum {
+                    String::new()
+                } else {
+                    format!(" and its .meta {}", dump.checksum)
+                }
+            )));
+        }
+    }
+    let exists = live.query(
+        "SELECT count(*) FROM pg_database WHERE datname = :'name';",
+        target,
+    )? != "0";
+    if exists && !options.force {
+        return Err(Error::DatabaseExists(target.to_string()));
+    }
+    // Into a new database; an existing one is replaced only once the copy is complete.
+    let load_into = if exists {
+        format!("{}_sc_restore_{}", truncate(target, 40), std::process::id())
+    } else {
+        target.to_string()
+    };
+    live.query(
+        "CREATE DATABASE :\"name\" TEMPLATE template0;",
+        &load_into,
+    )?;
+    let loaded = load(repository, dump, &live.for_database(&load_into), options, cancel);
+    let checksum_mismatch = match loaded {
+        Ok(mismatch) => mismatch,
+        Err(error) => {
+            let _ = live.query("DROP DATABASE IF EXISTS :\"name\" WITH (FORCE);", &load_into);
+            return Err(error);
+        }
+    };
+    if exists {
+        // Connections to the old database are ended (the playbook's FORCE_RESTORE did that
+        // before loading; here the old copy served them until now).
+        live.run_separately(&[
+            format!("DROP DATABASE {} WITH (FORCE)", quote_ident(target)),
+            format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(&load_into),
+                quote_ident(target)
+            ),
+        ])?;
+    }
+    let tables = count_rows(&live.for_database(target))?;
+    Ok(RestoreDumpReport {
+        database: target.to_string(),
+        replaced: exists,
+        tables,
+        checksum_mismatch,
+    })
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+/// Streams the dump into `psql` between BEGIN and a COMMIT that is sent only when everything
+/// read was verified. Returns the checksum mismatch that `skip_verify` let through.
+fn load(
+    repository: &Repository,
+    dump: &DumpMetadata,
+    database: &Live,
+    options: RestoreDumpOptions,
+    cancel: &AtomicBool,
+) -> Result<Option<String>> {
+    let expected = recorded_checksum(repository, dump);
+    let mut psql = database
+        .command()
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("run", database.psql.display(), e))?;
+    let stderr = psql.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || read_capped(stderr));
+    let mut stdin = psql.stdin.take().expect("piped");
+    let streamed = (|| {
+        stdin
+            .write_all(b"BEGIN;\n")
+            .map_err(|e| Error::io("write to", "psql", e))?;
+        let read = read_dump(repository, dump, &mut stdin, "psql", cancel)?;
+        let mut mismatch = None;
+        let recorded = expected?;
+        if read.stored.0.to_hex() != recorded || recorded != dump.checksum {
+            let text = format!(
+                "the stored file {} has SHA-256 {}, its .sha256 file says {}",
+                dump.file, read.stored.0, recorded
+            );
+            if !options.skip_verify {
+                return Err(Error::DumpChecksumMismatch(text));
+            }
+            mismatch = Some(text);
+        }
+        if let Some(difference) = compare(dump, &read).into_iter().find(|d| d.starts_with("the decoded")) {
+            // The SQL itself is not what was dumped: never committed, whatever was asked.
+            return Err(Error::Decode {
+                object: dump.key(),
+                reason: difference,
+            });
+        }
+        stdin
+            .write_all(b"COMMIT;\n")
+            .map_err(|e| Error::io("write to", "psql", e))?;
+        Ok(mismatch)
+    })();
+    // Without the COMMIT, psql reaches the end of its input inside the transaction, which the
+    // server rolls back when it disconnects.
+    drop(stdin);
+    if streamed.is_err() {
+        let _ = psql.kill();
+    }
+    let status = wait_cancellable(&mut psql, cancel);
+    let errors = errors.join().unwrap_or_default();
+    if cancel.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted);
+    }
+    match (streamed, status) {
+        (Err(Error::Io { path, .. }), Some(false)) if path == "psql" => Err(psql_failed(&errors)),
+        (Err(error), _) => Err(error),
+        (Ok(mismatch), Some(true)) => Ok(mismatch),
+        (Ok(_), _) => Err(psql_failed(&errors)),
+    }
+}
+
+fn psql_failed(errors: &str) -> Error {
+    Error::InvalidTarget(format!(
+        "psql stopped at an error; nothing was committed: {}",
+        errors.trim()
+    ))
+}
+
+/// Waits for `child`, killing it on `cancel`; `Some(success)`, or `None` when killed.
+fn wait_cancellable(child: &mut Child, cancel: &AtomicBool) -> Option<bool> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status.success()),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        if cancel.load(Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every ordinary table of the database (partitions rather than their parents) and its rows.
+fn count_rows(database: &Live) -> Result<Vec<(String, u64)>> {
+    let output = database.query(
+        "SELECT format('%s.%s', n.nspname, c.relname), \
+                (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+            AND n.nspname NOT LIKE 'pg_toast%' \
+          ORDER BY 1;",
+        "",
+    )?;
+    Ok(output
+        .lines()
+        .filter_map(|line| {
+            let (table, rows) = line.rsplit_once('|')?;
+            Some((table.to_string(), rows.trim().parse().ok()?))
+        })
+        .collect())
+}

@@ -1,0 +1,190 @@
+//! The live cluster, reached through `psql` and libpq's usual parameters (`--dbname`, the
+//! `PG*` environment), as the operator's own tools reach it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// The live cluster, through `psql` and libpq's usual parameters.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub psql: PathBuf,
+    /// A database name, `key=value` connection string or URI (`--dbname`); empty: the
+    /// environment (PGHOST, PGPORT, PGUSER, PGDATABASE...).
+    pub conninfo: String,
+}
+
+impl Live {
+    /// The same connection, to database `database` instead.
+    pub fn for_database(&self, database: &str) -> Live {
+        Live {
+            psql: self.psql.clone(),
+            conninfo: with_database(&self.conninfo, database),
+        }
+    }
+
+    /// `psql` connected, stopping at the first error, without reading ~/.psqlrc.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.psql);
+        command.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+        if !self.conninfo.is_empty() {
+            command.arg("-d").arg(&self.conninfo);
+        }
+        command
+    }
+
+    /// Runs one query with `name` bound to psql's variable `name` (quoted by psql), and
+    /// returns its unaligned output.
+    pub fn query(&self, sql: &str, name: &str) -> Result<String> {
+        let output = self
+            .command()
+            .args(["-A", "-t", "-v"])
+            .arg(format!("name={name}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                // Through stdin: psql interpolates variables there, not in -c.
+                child
+                    .stdin
+                    .take()
+                    .expect("piped")
+                    .write_all(sql.as_bytes())?;
+                child.wait_with_output()
+            })
+            .map_err(|e| Error::io("run", self.psql.display(), e))?;
+        if !output.status.success() {
+            return Err(Error::InvalidTarget(format!(
+                "the live cluster{}: {}",
+                self.describe(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    /// Runs each statement on its own (`psql -c` per statement: `DROP DATABASE` and friends
+    /// cannot run inside the implicit transaction of a multi-statement string).
+    pub fn run_separately(&self, statements: &[String]) -> Result<()> {
+        let mut command = self.command();
+        for statement in statements {
+            command.arg("-c").arg(statement);
+        }
+        let output = command
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::io("run", self.psql.display(), e))?;
+        if !output.status.success() {
+            return Err(Error::InvalidTarget(format!(
+                "the live cluster{}: {}",
+                self.describe(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// " (the connection string)" for messages, password hidden; empty for the environment.
+    pub fn describe(&self) -> String {
+        if self.conninfo.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", redact_password(&self.conninfo))
+        }
+    }
+}
+
+/// A connection string with its database replaced: libpq takes the last `dbname=` of a
+/// keyword string; a URI gets its path replaced; a bare name is replaced.
+pub fn with_database(conninfo: &str, database: &str) -> String {
+    let quoted = format!("'{}'", database.replace('\\', "\\\\").replace('\'', "\\'"));
+    if conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://") {
+        let (base, query) = conninfo.split_once('?').unwrap_or((conninfo, ""));
+        let scheme_end = base.find("://").expect("checked") + 3;
+        let authority_end = base[scheme_end..]
+            .find('/')
+            .map_or(base.len(), |i| scheme_end + i);
+        let mut uri = format!("{}/{}", &base[..authority_end], percent_encode(database));
+        if !query.is_empty() {
+            uri.push('?');
+            uri.push_str(query);
+        }
+        uri
+    } else if conninfo.contains('=') {
+        format!("{conninfo} dbname={quoted}")
+    } else {
+        format!("dbname={quoted}")
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A connection string for messages: passwords never appear.
+fn redact_password(conninfo: &str) -> String {
+    let mut out = Vec::new();
+    for word in conninfo.split_whitespace() {
+        if word.starts_with("password=") {
+            out.push("password=***".to_string());
+        } else {
+            out.push(word.to_string());
+        }
+    }
+    let joined = out.join(" ");
+    // user:password@ in a URI.
+    match (joined.find("://"), joined.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let authority = &joined[scheme + 3..at];
+            match authority.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &joined[..scheme + 3], &joined[at..]),
+                None => joined,
+            }
+        }
+        _ => joined,
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_of_a_connection_string_is_replaced() {
+        assert_eq!(with_database("", "app"), "dbname='app'");
+        assert_eq!(with_database("postgres", "app"), "dbname='app'");
+        assert_eq!(
+            with_database("host=/run/pg port=5433 dbname=postgres", "new_db"),
+            "host=/run/pg port=5433 dbname=postgres dbname='new_db'"
+        );
+        assert_eq!(
+            with_database("postgresql://u@h:5432/postgres?sslmode=require", "a b"),
+            "postgresql://u@h:5432/a%20b?sslmode=require"
+        );
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_password("host=h password=secret user=u"),
+            "host=h password=*** user=u"
+        );
+        assert_eq!(
+            redact_password("postgresql://u:secret@h/db"),
+            "postgresql://u:***@h/db"
+        );
+    }
+}
