@@ -17,6 +17,7 @@ use pgrx::prelude::*;
 use sc_backup_core::backup::{
     self, BackupMetadata, BackupWriter, CatalogSnapshot, Interrupted, Tablespace,
 };
+use sc_backup_core::dump::{find_named, list_dumps, verify_dump, DumpKind, Named};
 use sc_backup_core::repository::ClusterIdentity;
 use sc_backup_core::{Error, Repository};
 
@@ -342,33 +343,66 @@ fn sc_list_backups() -> TableIterator<
         name!(backup_type, String),
         name!(start_time, Option<TimestampWithTimeZone>),
         name!(stop_time, Option<TimestampWithTimeZone>),
-        name!(start_lsn, String),
-        name!(stop_lsn, String),
+        name!(start_lsn, Option<String>),
+        name!(stop_lsn, Option<String>),
         name!(size_bytes, i64),
         name!(stored_bytes, i64),
         name!(compression, String),
         name!(encryption, String),
         name!(status, String),
+        name!(kind, String),
+        name!(database, String),
     ),
 > {
     let repository = open_repository();
     let backups = backup::list_backups(&repository)
         .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
-    TableIterator::new(backups.into_iter().map(|b| {
-        (
-            b.backup_name,
-            b.backup_type,
-            timestamptz(&b.start_time),
-            timestamptz(&b.stop_time),
-            b.start_lsn,
-            b.stop_lsn,
-            b.size_bytes as i64,
-            b.stored_bytes as i64,
-            b.compression,
-            b.encryption,
-            b.status,
-        )
-    }))
+    let dumps = list_dumps(&repository)
+        .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+    let mut rows: Vec<_> = backups
+        .into_iter()
+        .map(|b| {
+            (
+                b.backup_name,
+                b.backup_type,
+                timestamptz(&b.start_time),
+                timestamptz(&b.stop_time),
+                Some(b.start_lsn),
+                Some(b.stop_lsn),
+                b.size_bytes as i64,
+                b.stored_bytes as i64,
+                b.compression,
+                b.encryption,
+                b.status,
+                "physical".to_string(),
+                b.database,
+            )
+        })
+        .chain(dumps.into_iter().map(|d| {
+            (
+                d.file,
+                d.backup_type,
+                timestamptz(&d.start_time),
+                timestamptz(&d.stop_time),
+                None,
+                None,
+                d.sql_size_bytes as i64,
+                d.size_bytes as i64,
+                d.compression,
+                if d.encryption { "age" } else { "none" }.to_string(),
+                "complete".to_string(),
+                match d.content {
+                    DumpKind::Database => "logical",
+                    DumpKind::Globals => "globals",
+                }
+                .to_string(),
+                d.database,
+            )
+        }))
+        .collect();
+    // Oldest first, both kinds together.
+    rows.sort_by_key(|row| row.2.map(|at| at.into_inner()));
+    TableIterator::new(rows)
 }
 
 #[pg_extern(security_definer)]
@@ -385,21 +419,31 @@ fn sc_verify(
 > {
     let mut timer = audit::start("verify", sc_backup_core::audit::source::SQL);
     timer.details().backup = name.map(str::to_string);
-    let (metadata, problems) = audit::audited(&mut timer, |timer| {
+    let (verified, problems) = audit::audited(&mut timer, |timer| {
         let repository = open_repository();
-        let (metadata, problems) = backup::verify_backup(&repository, name.unwrap_or("latest"))
-            .unwrap_or_else(|e| raise_for_backup(&e));
-        timer.details().backup = Some(metadata.backup_name.clone());
+        let (verified, problems) = match find_named(&repository, name.unwrap_or("latest")) {
+            Ok(Named::Dump(dump)) => {
+                let problems = verify_dump(&repository, &dump).unwrap_or_else(|e| raise_for_backup(&e));
+                (dump.file, problems)
+            }
+            Ok(Named::Backup(metadata)) => {
+                let (metadata, problems) = backup::verify_backup(&repository, &metadata.backup_name)
+                    .unwrap_or_else(|e| raise_for_backup(&e));
+                (metadata.backup_name, problems)
+            }
+            Err(error) => raise_for_backup(&error),
+        };
+        timer.details().backup = Some(verified.clone());
         if !problems.is_empty() {
             // Not an ERROR (the rows are the answer), but a failure for the record.
             timer.details().error = Some(format!("{} problem(s) found", problems.len()));
         }
-        (metadata, problems)
+        (verified, problems)
     });
     TableIterator::new(
         problems
             .into_iter()
-            .map(move |p| (metadata.backup_name.clone(), p.object, p.problem)),
+            .map(move |p| (verified.clone(), p.object, p.problem)),
     )
 }
 
@@ -429,6 +473,8 @@ GRANT EXECUTE ON FUNCTION sc_status() TO sc_backup_operator;
 GRANT EXECUTE ON FUNCTION sc_schedule() TO sc_backup_operator;
 GRANT USAGE ON SCHEMA sc_backup TO sc_backup_operator;
 GRANT SELECT ON sc_backup.audit TO sc_backup_operator;
+REVOKE ALL ON FUNCTION sc_dump(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sc_dump(text, boolean) TO sc_backup_operator;
 "#,
     name = "privileges",
     finalize

@@ -12,6 +12,7 @@ use pgrx::prelude::*;
 use sc_backup_core::metrics::{
     archive_backlog, BackupFigures, RecoveryFigures, Status, WalFigures,
 };
+use sc_backup_core::dump::{delete_dump_file, find_named, Named};
 use sc_backup_core::retention::{delete_backup, expire, plan_expiry};
 use sc_backup_core::schedule::{ScheduleHistory, ScheduleKind, Scheduler};
 use sc_backup_core::Error;
@@ -341,8 +342,23 @@ fn sc_expire(
 fn sc_delete_backup(name: &str) {
     let mut timer = audit::start("delete", sc_backup_core::audit::source::SQL);
     timer.details().backup = Some(name.to_string());
-    audit::audited(&mut timer, |_| {
+    audit::audited(&mut timer, |timer| {
+        if name == "latest" {
+            raise_message(
+                "sc_backup: sc_delete_backup() takes the name of one backup or dump, not \"latest\"".into(),
+                "SELECT backup_name FROM sc_list_backups() lists them.",
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            );
+        }
         let repository = open_repository();
-        delete_backup(&repository, name).unwrap_or_else(|e| crate::backup::raise_for_backup(&e))
+        let deleted = match find_named(&repository, name) {
+            Ok(Named::Dump(dump)) => {
+                timer.details().backup = Some(dump.file.clone());
+                delete_dump_file(&repository, &dump.file)
+            }
+            Ok(Named::Backup(metadata)) => delete_backup(&repository, &metadata.backup_name),
+            Err(error) => Err(error),
+        };
+        deleted.unwrap_or_else(|e| crate::backup::raise_for_backup(&e))
     });
 }
