@@ -35,7 +35,8 @@ CROSS_VERSION_TESTS=(
   the_newest_archived_transaction_is_what_pg_waldump_reads
   a_table_deleted_under_load_comes_back_as_it_was_in_a_new_schema
   restore_test_passes_a_good_backup_and_names_a_page_damaged_before_the_backup
-  drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests
+  drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests_and_dumps
+  an_encrypted_dump_opens_with_the_stock_age_zstd_and_sha256sum
 )
 
 phase() { echo "== $(date -u +%H:%M:%S) $*"; }

@@ -151,9 +151,7 @@ fn main() -> ExitCode {
                 commands::extract::run(&settings, args, &interrupt::install())
             }
             Command::Drill(args) => commands::drill::run(&settings, args, &interrupt::install()),
-            Command::Dump(args) => {
-                commands::dump::run_dump(&settings, args, &interrupt::install())
-            }
+            Command::Dump(args) => commands::dump::run_dump(&settings, args, &interrupt::install()),
             Command::RestoreDump(args) => {
                 commands::dump::run_restore_dump(&settings, args, &interrupt::install())
             }

@@ -36,6 +36,8 @@ pub mod names {
     pub const METRICS_LISTEN: &str = "sc_backup.metrics_listen";
     pub const VERIFY_SCHEDULE: &str = "sc_backup.verify_schedule";
     pub const VERIFY_DIRECTORY: &str = "sc_backup.verify_directory";
+    pub const DUMP_SCHEDULE: &str = "sc_backup.dump_schedule";
+    pub const DUMP_DATABASES: &str = "sc_backup.dump_databases";
 
     /// Every setting the CLI looks up in a cluster's configuration files.
     pub const ALL: &[&str] = &[

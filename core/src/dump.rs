@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup::Interrupted;
 use crate::codec::{
-    pump, CodecSpec, DigestingReader, DigestingWriter, Decoder, Encoder, PumpError, Sha256Digest,
+    pump, CodecSpec, Decoder, DigestingReader, DigestingWriter, Encoder, PumpError, Sha256Digest,
 };
 use crate::error::{Error, Result};
 use crate::extract::quote_ident;
@@ -344,8 +344,7 @@ pub struct DumpScan {
 
 pub fn scan_dumps(repository: &Repository) -> Result<DumpScan> {
     let objects = repository.storage().list(DUMPS_PREFIX)?;
-    let keys: std::collections::BTreeSet<&str> =
-        objects.iter().map(|o| o.key.as_str()).collect();
+    let keys: std::collections::BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let mut scan = DumpScan::default();
     for key in &keys {
         let Some(file) = key.strip_prefix(DUMPS_PREFIX) else {
@@ -398,7 +397,11 @@ pub fn names_a_dump_file(name: &str) -> bool {
 
 /// A dump by name (`simcorp_full_20260110_143000`, with or without its file extensions), or
 /// the newest database dump with `latest` (of `database`, when given).
-pub fn find_dump(repository: &Repository, name: &str, database: Option<&str>) -> Result<DumpMetadata> {
+pub fn find_dump(
+    repository: &Repository,
+    name: &str,
+    database: Option<&str>,
+) -> Result<DumpMetadata> {
     let dumps = list_dumps(repository)?;
     let found = if name == "latest" {
         dumps
@@ -462,12 +465,11 @@ pub fn find_named(repository: &Repository, name: &str) -> Result<Named> {
 /// The digest recorded in a dump's `.sha256` file.
 fn recorded_checksum(repository: &Repository, dump: &DumpMetadata) -> Result<String> {
     let key = checksum_key(&dump.file);
-    let data = read_small_object(repository.storage(), &key)?.ok_or_else(|| {
-        Error::InvalidMetadata {
+    let data =
+        read_small_object(repository.storage(), &key)?.ok_or_else(|| Error::InvalidMetadata {
             object: key.clone(),
             reason: "the checksum file is missing".into(),
-        }
-    })?;
+        })?;
     let text = String::from_utf8_lossy(&data);
     let mut words = text.split_whitespace();
     match (words.next(), words.next()) {
@@ -565,7 +567,10 @@ impl<R: Read> Read for CancellableReader<'_, R> {
 /// Checks one dump: the `.sha256` file and the `.meta` agree, the stored file has that
 /// checksum and size, and it decodes in full to SQL of the recorded SHA-256. Returns the
 /// problems found (none: the dump is good).
-pub fn verify_dump(repository: &Repository, dump: &DumpMetadata) -> Result<Vec<crate::backup::Problem>> {
+pub fn verify_dump(
+    repository: &Repository,
+    dump: &DumpMetadata,
+) -> Result<Vec<crate::backup::Problem>> {
     let mut problems = Vec::new();
     let problem = |object: &str, text: String| crate::backup::Problem {
         object: object.to_string(),
@@ -581,7 +586,11 @@ pub fn verify_dump(repository: &Repository, dump: &DumpMetadata) -> Result<Vec<c
     }
     let never = AtomicBool::new(false);
     match read_dump(repository, dump, &mut io::sink(), "nowhere", &never) {
-        Ok(read) => problems.extend(compare(dump, &read).into_iter().map(|text| problem(&dump.key(), text))),
+        Ok(read) => problems.extend(
+            compare(dump, &read)
+                .into_iter()
+                .map(|text| problem(&dump.key(), text)),
+        ),
         Err(Error::Storage(e)) if e.is_not_found() => {
             problems.push(problem(&dump.key(), "the dump file is missing".into()))
         }
@@ -684,15 +693,21 @@ pub fn restore_dump(
     } else {
         target.to_string()
     };
-    live.query(
-        "CREATE DATABASE :\"name\" TEMPLATE template0;",
-        &load_into,
-    )?;
-    let loaded = load(repository, dump, &live.for_database(&load_into), options, cancel);
+    live.query("CREATE DATABASE :\"name\" TEMPLATE template0;", &load_into)?;
+    let loaded = load(
+        repository,
+        dump,
+        &live.for_database(&load_into),
+        options,
+        cancel,
+    );
     let checksum_mismatch = match loaded {
         Ok(mismatch) => mismatch,
         Err(error) => {
-            let _ = live.query("DROP DATABASE IF EXISTS :\"name\" WITH (FORCE);", &load_into);
+            let _ = live.query(
+                "DROP DATABASE IF EXISTS :\"name\" WITH (FORCE);",
+                &load_into,
+            );
             return Err(error);
         }
     };
@@ -760,7 +775,10 @@ fn load(
             }
             mismatch = Some(text);
         }
-        if let Some(difference) = compare(dump, &read).into_iter().find(|d| d.starts_with("the decoded")) {
+        if let Some(difference) = compare(dump, &read)
+            .into_iter()
+            .find(|d| d.starts_with("the decoded"))
+        {
             // The SQL itself is not what was dumped: never committed, whatever was asked.
             return Err(Error::Decode {
                 object: dump.key(),

@@ -156,7 +156,6 @@ fn redact_password(conninfo: &str) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

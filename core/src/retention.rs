@@ -106,7 +106,12 @@ pub fn plan_expiry(
         unfinished_backups,
         ..Default::default()
     };
-    plan_dump_expiry(&crate::dump::list_dumps(repository)?, policy, cutoff, &mut plan);
+    plan_dump_expiry(
+        &crate::dump::list_dumps(repository)?,
+        policy,
+        cutoff,
+        &mut plan,
+    );
     if backups.is_empty() {
         return Ok(plan);
     }
@@ -148,8 +153,10 @@ fn plan_dump_expiry(
     cutoff: DateTime<Utc>,
     plan: &mut ExpiryPlan,
 ) {
-    let mut groups: std::collections::BTreeMap<(crate::dump::DumpKind, &str), Vec<&crate::dump::DumpMetadata>> =
-        Default::default();
+    let mut groups: std::collections::BTreeMap<
+        (crate::dump::DumpKind, &str),
+        Vec<&crate::dump::DumpMetadata>,
+    > = Default::default();
     for dump in dumps {
         groups
             .entry((dump.content, dump.database.as_str()))

@@ -423,12 +423,14 @@ fn sc_verify(
         let repository = open_repository();
         let (verified, problems) = match find_named(&repository, name.unwrap_or("latest")) {
             Ok(Named::Dump(dump)) => {
-                let problems = verify_dump(&repository, &dump).unwrap_or_else(|e| raise_for_backup(&e));
+                let problems =
+                    verify_dump(&repository, &dump).unwrap_or_else(|e| raise_for_backup(&e));
                 (dump.file, problems)
             }
             Ok(Named::Backup(metadata)) => {
-                let (metadata, problems) = backup::verify_backup(&repository, &metadata.backup_name)
-                    .unwrap_or_else(|e| raise_for_backup(&e));
+                let (metadata, problems) =
+                    backup::verify_backup(&repository, &metadata.backup_name)
+                        .unwrap_or_else(|e| raise_for_backup(&e));
                 (metadata.backup_name, problems)
             }
             Err(error) => raise_for_backup(&error),

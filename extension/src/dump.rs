@@ -27,16 +27,26 @@ pub struct LocalServer {
     pub superuser: String,
 }
 
+/// This server's own bin directory (where `postgres` runs from).
+pub fn own_bindir() -> PathBuf {
+    // Safety: my_exec_path is set at process start and never changes.
+    let postgres = PathBuf::from(
+        unsafe { CStr::from_ptr(std::ptr::addr_of!(pg_sys::my_exec_path).cast()) }
+            .to_string_lossy()
+            .into_owned(),
+    );
+    postgres.parent().unwrap_or(Path::new("/")).to_path_buf()
+}
+
 impl LocalServer {
     /// Needs a transaction (reads settings and the bootstrap superuser's name).
     pub fn here() -> LocalServer {
-        // Safety: my_exec_path is set at process start and never changes.
-        let postgres = PathBuf::from(
-            unsafe { CStr::from_ptr(std::ptr::addr_of!(pg_sys::my_exec_path).cast()) }
-                .to_string_lossy()
-                .into_owned(),
-        );
-        let text = |query: &str| Spi::get_one::<String>(query).ok().flatten().unwrap_or_default();
+        let text = |query: &str| {
+            Spi::get_one::<String>(query)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
         let sockets = text("SELECT current_setting('unix_socket_directories')");
         let socket_directory = sockets.split(',').next().unwrap_or("").trim().to_string();
         if socket_directory.is_empty() {
@@ -47,7 +57,7 @@ impl LocalServer {
             );
         }
         LocalServer {
-            bindir: postgres.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            bindir: own_bindir(),
             socket_directory,
             port: text("SELECT current_setting('port')"),
             superuser: text("SELECT rolname::text FROM pg_authid WHERE oid = 10"),

@@ -70,6 +70,9 @@ pub static METRICS_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CSt
 pub static VERIFY_SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static VERIFY_DIRECTORY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"/var/tmp"));
+pub static DUMP_SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static DUMP_DATABASES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"*"));
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum S3UriStyleGuc {
@@ -321,6 +324,20 @@ fn register_retention_and_scheduler() {
                 &VERIFY_DIRECTORY,
                 check_verify_directory,
             ),
+            (
+                c"sc_backup.dump_schedule",
+                c"A cron expression (UTC) for the scheduler's logical dumps (pg_dump) of sc_backup.dump_databases; empty (the default) turns them off.",
+                c"Like '30 2 * * *'. Each database becomes <db>_full_<YYYYmmdd_HHMMSS>.sql.gz with .sha256 and .meta in the repository, plus the roles and tablespaces once per run.",
+                &DUMP_SCHEDULE,
+                check_dump_schedule,
+            ),
+            (
+                c"sc_backup.dump_databases",
+                c"Which databases the scheduled logical dumps take: '*' (the default) is every database that accepts connections except the templates; else a comma-separated list of names.",
+                c"",
+                &DUMP_DATABASES,
+                check_dump_databases,
+            ),
         ] {
             GucRegistry::define_string_guc_with_hooks(
                 name,
@@ -415,6 +432,20 @@ string_check_hook!(check_metrics_listen, |v| {
 });
 string_check_hook!(check_verify_schedule, |v| {
     schedule::parse_cron(names::VERIFY_SCHEDULE, v).map(drop)
+});
+string_check_hook!(check_dump_schedule, |v| {
+    schedule::parse_cron(names::DUMP_SCHEDULE, v).map(drop)
+});
+string_check_hook!(check_dump_databases, |v| {
+    if v.split(',').all(|name| !name.trim().is_empty()) {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidSchedule {
+            setting: names::DUMP_DATABASES,
+            value: v.to_string(),
+            reason: "expected '*' or a comma-separated list of database names".into(),
+        })
+    }
 });
 string_check_hook!(check_verify_directory, |v| {
     if v.starts_with('/') {
@@ -521,4 +552,6 @@ pub const DEFINED: &[&str] = &[
     names::METRICS_LISTEN,
     names::VERIFY_SCHEDULE,
     names::VERIFY_DIRECTORY,
+    names::DUMP_SCHEDULE,
+    names::DUMP_DATABASES,
 ];

@@ -21,6 +21,7 @@ pub mod dump;
 pub mod guc;
 pub mod redact;
 pub mod restore_test;
+pub mod scheduled_dumps;
 pub mod scheduler;
 pub mod status;
 

@@ -8,8 +8,7 @@
 //! (settings, this server's own binaries, the bootstrap superuser's name) and records the
 //! outcome in the audit trail when the thread is done.
 
-use std::ffi::CStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -25,39 +24,13 @@ use sc_backup_core::{Repository, Settings};
 
 use crate::guc;
 
-/// A restore test in progress.
-pub struct RunningTest {
-    handle: JoinHandle<AuditRecord>,
-}
-
-impl RunningTest {
-    pub fn is_finished(&self) -> bool {
-        self.handle.is_finished()
-    }
-
-    /// The finished test's audit record.
-    pub fn record(self) -> AuditRecord {
-        self.handle.join().unwrap_or_else(|_| {
-            AuditTimer::start("restore-test", source::SCHEDULER, "")
-                .finish(Some("the restore test thread panicked".into()))
-        })
-    }
-}
-
-/// This server's own bin directory (where `postgres` runs from).
+/// This server's own installation.
 fn own_binaries() -> Result<ServerBinaries, String> {
-    // Safety: my_exec_path is set at process start and never changes.
-    let postgres = PathBuf::from(
-        unsafe { CStr::from_ptr(std::ptr::addr_of!(pg_sys::my_exec_path).cast()) }
-            .to_string_lossy()
-            .into_owned(),
-    );
-    let bindir = postgres.parent().unwrap_or(Path::new("/"));
-    ServerBinaries::at(bindir).map_err(|e| e.to_string())
+    ServerBinaries::at(&crate::dump::own_bindir()).map_err(|e| e.to_string())
 }
 
 /// Starts a restore test. Needs a transaction (to read the bootstrap superuser's name).
-pub fn start(user: &str) -> Result<RunningTest, String> {
+pub fn start(user: &str) -> Result<JoinHandle<Vec<AuditRecord>>, String> {
     let settings = guc::settings().map_err(|e| e.to_string())?;
     let server = own_binaries()?;
     let superuser = Spi::get_one::<String>("SELECT rolname::text FROM pg_authid WHERE oid = 10")
@@ -69,9 +42,8 @@ pub fn start(user: &str) -> Result<RunningTest, String> {
     );
     let user = user.to_string();
     sc_backup_core::threads::spawn_without_signals("sc_backup restore test".into(), move || {
-        run(&settings, server, superuser, parent, &user)
+        vec![run(&settings, server, superuser, parent, &user)]
     })
-    .map(|handle| RunningTest { handle })
     .map_err(|e| format!("cannot start the restore test thread: {e}"))
 }
 

@@ -19,14 +19,14 @@ use chrono::{DateTime, Utc};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use sc_backup_core::audit::{source, AuditTimer};
+use sc_backup_core::audit::{source, AuditRecord, AuditTimer};
 use sc_backup_core::metrics::{self, Status};
 use sc_backup_core::retention::{expire, plan_expiry};
 use sc_backup_core::schedule::{ScheduleKind, Scheduler};
 use sc_backup_core::Repository;
 
 use crate::status::{self, SCHEDULER_BACKEND_TYPE};
-use crate::{audit, backup, guc, restore_test};
+use crate::{audit, backup, guc, restore_test, scheduled_dumps};
 
 /// How often the worker refreshes the figures behind the metrics.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -156,7 +156,14 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
     metrics_server.configure(&guc_listen(), &snapshot);
     let mut last_import: Option<Instant> = None;
     let mut last_failure: Option<Instant> = None;
-    let mut restore_tests = RestoreTests::default();
+    let mut restore_tests = CronJob::new(
+        sc_backup_core::config::names::VERIFY_SCHEDULE,
+        "restore test of the newest backup",
+    );
+    let mut dumps = CronJob::new(
+        sc_backup_core::config::names::DUMP_SCHEDULE,
+        "logical dumps",
+    );
     let mut notice = LogOnce::default();
     // The server start already warned about a leftover archive_command (in the postmaster);
     // the worker repeats it when a reload brings one in.
@@ -169,7 +176,8 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
                     status::gather_status(true),
                     status::schedule_history(),
                     audit::session_user(),
-                    status::last_scheduled_restore_test(),
+                    status::last_scheduled_run("restore-test"),
+                    status::last_scheduled_run("dump"),
                 )
             })
         });
@@ -182,7 +190,7 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
             Ok(None) => notice.log(format!(
                 "sc_backup scheduler: the extension is not installed in database \"{database}\"; run CREATE EXTENSION sc_backup there, or set sc_backup.database"
             )),
-            Ok(Some((status, history, user, last_restore_test))) => {
+            Ok(Some((status, history, user, last_restore_test, last_dump))) => {
                 *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = status;
                 if last_import.is_none_or(|at| at.elapsed() >= IMPORT_EVERY) {
                     import_audit_records(last_import.is_none());
@@ -201,7 +209,25 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
                     Ok(scheduler) => {
                         notice.clear();
                         let now = Utc::now();
-                        if let Some(at) = restore_tests.tend(&user, last_restore_test, started, now) {
+                        let (next_test, _) = restore_tests.tend(
+                            guc::cstring_setting(&guc::VERIFY_SCHEDULE),
+                            last_restore_test,
+                            started,
+                            now,
+                            || restore_test::start(&user),
+                        );
+                        let (next_dumps, dumps_ended) = dumps.tend(
+                            guc::cstring_setting(&guc::DUMP_SCHEDULE),
+                            last_dump,
+                            started,
+                            now,
+                            || scheduled_dumps::start(&user),
+                        );
+                        if dumps_ended {
+                            // The retention policy covers dumps too.
+                            expire_after_backup(&user);
+                        }
+                        for at in [next_test, next_dumps].into_iter().flatten() {
                             let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
                             next_wakeup = next_wakeup.min(wait.max(Duration::from_millis(100)));
                         }
@@ -322,66 +348,105 @@ fn run_scheduled_backup(due: &[ScheduleKind], user: &str) -> bool {
     }
 }
 
-/// The scheduled restore tests: at most one at a time, on its own thread.
-#[derive(Default)]
-struct RestoreTests {
-    running: Option<restore_test::RunningTest>,
+/// A job the worker runs on its own thread when its cron setting says so (the restore test,
+/// the logical dumps): at most one run at a time; its audit records are stored when it ends.
+struct CronJob {
+    /// The cron setting's name, for messages.
+    setting: &'static str,
+    /// What a run does, for the log.
+    what: &'static str,
+    running: Option<JoinHandle<Vec<AuditRecord>>>,
     /// When this worker last started one (in case the audit trail could not record it).
     last_started: Option<DateTime<Utc>>,
 }
 
-impl RestoreTests {
-    /// Records a finished test, starts one when `sc_backup.verify_schedule` says so, and
-    /// returns when the next one is due.
+impl CronJob {
+    fn new(setting: &'static str, what: &'static str) -> CronJob {
+        CronJob {
+            setting,
+            what,
+            running: None,
+            last_started: None,
+        }
+    }
+
+    /// Records a finished run, starts one when `expression` says so (with `start`, in a
+    /// transaction), and returns when the next one is due. Returns whether a run just ended.
     fn tend(
         &mut self,
-        user: &str,
+        expression: Option<String>,
         last_recorded: Option<DateTime<Utc>>,
         scheduler_started: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
+        start: impl FnOnce() -> Result<JoinHandle<Vec<AuditRecord>>, String>,
+    ) -> (Option<DateTime<Utc>>, bool) {
+        let mut ended = false;
         if self.running.as_ref().is_some_and(|t| t.is_finished()) {
-            let record = self.running.take().expect("checked").record();
-            match &record.error {
-                None => pgrx::log!(
-                    "sc_backup scheduler: restore test of {} passed in {:.1} s",
-                    record.backup.as_deref().unwrap_or("?"),
-                    record.duration_seconds
-                ),
-                Some(error) => pgrx::warning!(
-                    "sc_backup scheduler: restore test of {} failed: {error}",
-                    record.backup.as_deref().unwrap_or("the newest backup")
-                ),
+            let records = self
+                .running
+                .take()
+                .expect("checked")
+                .join()
+                .unwrap_or_else(|_| {
+                    vec![AuditTimer::start(self.what, source::SCHEDULER, "")
+                        .finish(Some(format!("the {} thread panicked", self.what)))]
+                });
+            for record in &records {
+                let subject = record
+                    .backup
+                    .as_deref()
+                    .or(record.target.as_deref())
+                    .unwrap_or("?");
+                match &record.error {
+                    None => pgrx::log!(
+                        "sc_backup scheduler: {} of {subject} succeeded in {:.1} s",
+                        record.operation,
+                        record.duration_seconds
+                    ),
+                    Some(error) => pgrx::warning!(
+                        "sc_backup scheduler: {} of {subject} failed: {error}",
+                        record.operation
+                    ),
+                }
+                if let Err(caught) = in_transaction(|| audit::store(record, true)) {
+                    pgrx::warning!(
+                        "sc_backup scheduler: could not record the {}: {}",
+                        record.operation,
+                        audit::caught_message(&caught)
+                    );
+                }
             }
-            if let Err(caught) = in_transaction(|| audit::store(&record, true)) {
-                pgrx::warning!(
-                    "sc_backup scheduler: could not record the restore test: {}",
-                    audit::caught_message(&caught)
-                );
-            }
+            ended = true;
         }
-        let expression = guc::cstring_setting(&guc::VERIFY_SCHEDULE)?;
-        let cron = sc_backup_core::schedule::parse_cron(
-            sc_backup_core::config::names::VERIFY_SCHEDULE,
-            &expression,
-        )
-        .ok()?;
+        let Some(expression) = expression else {
+            return (None, ended);
+        };
+        let Ok(cron) = sc_backup_core::schedule::parse_cron(self.setting, &expression) else {
+            return (None, ended);
+        };
         let last = last_recorded.max(self.last_started);
-        let next = sc_backup_core::schedule::next_occurrence(&cron, last, scheduler_started)?;
+        let Some(next) = sc_backup_core::schedule::next_occurrence(&cron, last, scheduler_started)
+        else {
+            return (None, ended);
+        };
         if self.running.is_some() || next > now {
-            return Some(next);
+            return (Some(next), ended);
         }
-        pgrx::log!("sc_backup scheduler: starting the scheduled restore test of the newest backup");
+        pgrx::log!("sc_backup scheduler: starting the scheduled {}", self.what);
         self.last_started = Some(now);
-        match in_transaction(|| restore_test::start(user)) {
-            Ok(Ok(test)) => self.running = Some(test),
-            Ok(Err(error)) => pgrx::warning!("sc_backup scheduler: restore test: {error}"),
+        match in_transaction(start) {
+            Ok(Ok(handle)) => self.running = Some(handle),
+            Ok(Err(error)) => pgrx::warning!("sc_backup scheduler: {}: {error}", self.what),
             Err(caught) => pgrx::warning!(
-                "sc_backup scheduler: restore test: {}",
+                "sc_backup scheduler: {}: {}",
+                self.what,
                 audit::caught_message(&caught)
             ),
         }
-        sc_backup_core::schedule::next_occurrence(&cron, Some(now), scheduler_started)
+        (
+            sc_backup_core::schedule::next_occurrence(&cron, Some(now), scheduler_started),
+            ended,
+        )
     }
 }
 

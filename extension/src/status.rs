@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
+use sc_backup_core::dump::{delete_dump_file, find_named, Named};
 use sc_backup_core::metrics::{
     archive_backlog, BackupFigures, RecoveryFigures, Status, WalFigures,
 };
-use sc_backup_core::dump::{delete_dump_file, find_named, Named};
 use sc_backup_core::retention::{delete_backup, expire, plan_expiry};
 use sc_backup_core::schedule::{ScheduleHistory, ScheduleKind, Scheduler};
 use sc_backup_core::Error;
@@ -178,26 +178,29 @@ fn scheduled_runs(sql: &str) -> Vec<(String, DateTime<Utc>, bool, Option<String>
     .unwrap_or_else(|e| spi_error("reading sc_backup.audit", e))
 }
 
-/// When the scheduler last started a restore test.
-pub fn last_scheduled_restore_test() -> Option<DateTime<Utc>> {
-    Spi::get_one::<String>(
+/// When the scheduler last started a run of `operation` (`restore-test`, `dump`).
+pub fn last_scheduled_run(operation: &str) -> Option<DateTime<Utc>> {
+    Spi::get_one_with_args::<String>(
         "SELECT to_char(max(started_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
-           FROM sc_backup.audit WHERE operation = 'restore-test' AND source = 'scheduler'",
+           FROM sc_backup.audit WHERE operation = $1 AND source = 'scheduler'",
+        &[operation.into()],
     )
     .ok()
     .flatten()
     .and_then(|at| sc_backup_core::restore::parse_time(&at))
 }
 
-/// The scheduler's restore tests, folded like a backup schedule's runs.
-fn restore_test_history() -> ScheduleHistory {
+/// The scheduler's runs of `operation` (restore tests, dumps), folded like a backup
+/// schedule's runs.
+fn scheduled_history(operation: &str) -> ScheduleHistory {
     let mut history = ScheduleHistory::default();
-    for (_, started, succeeded, error) in scheduled_runs(
+    let quoted = operation.replace('\'', "''");
+    for (_, started, succeeded, error) in scheduled_runs(&format!(
         "SELECT operation, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), outcome = 'succeeded', error
            FROM sc_backup.audit
-          WHERE operation = 'restore-test' AND source = 'scheduler'
-          ORDER BY started_at",
-    ) {
+          WHERE operation = '{quoted}' AND source = 'scheduler'
+          ORDER BY started_at"
+    )) {
         history.record(started, succeeded, error);
     }
     history
@@ -264,24 +267,44 @@ fn sc_schedule() -> TableIterator<
             )
         })
         .collect::<Vec<_>>();
-    // The restore test is listed with the backup schedules when sc_backup.verify_schedule is
-    // set, so one query shows everything the worker will do.
+    // The restore test and the logical dumps are listed with the backup schedules when their
+    // settings are set, so one query shows everything the worker will do.
     let mut rows = rows;
-    if let Some(expression) = guc::cstring_setting(&guc::VERIFY_SCHEDULE) {
-        let cron = sc_backup_core::schedule::parse_cron(
-            sc_backup_core::config::names::VERIFY_SCHEDULE,
-            &expression,
-        )
-        .unwrap_or_else(|e| raise(&Error::Config(e), PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR));
-        let past = restore_test_history();
+    let databases = guc::cstring_setting(&guc::DUMP_DATABASES).unwrap_or_else(|| "*".into());
+    for (schedule, setting, operation, what) in [
+        (
+            "restore-test",
+            &guc::VERIFY_SCHEDULE,
+            "restore-test",
+            "restore test of the newest backup".to_string(),
+        ),
+        (
+            "dump",
+            &guc::DUMP_SCHEDULE,
+            "dump",
+            if databases.trim() == "*" {
+                "logical dumps of every database".to_string()
+            } else {
+                format!("logical dumps of {databases}")
+            },
+        ),
+    ] {
+        let Some(expression) = guc::cstring_setting(setting) else {
+            continue;
+        };
+        let cron =
+            sc_backup_core::schedule::parse_cron(schedule, &expression).unwrap_or_else(|e| {
+                raise(&Error::Config(e), PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR)
+            });
+        let past = scheduled_history(operation);
         let next = sc_backup_core::schedule::next_occurrence(
             &cron,
-            last_scheduled_restore_test(),
+            last_scheduled_run(operation),
             running.unwrap_or_else(Utc::now),
         );
         rows.push((
-            "restore-test".to_string(),
-            format!("restore test of the newest backup, cron '{expression}' UTC"),
+            schedule.to_string(),
+            format!("{what}, cron '{expression}' UTC"),
             enabled.then(|| next.and_then(to_timestamptz)).flatten(),
             past.last_success.and_then(to_timestamptz),
             past.last_outcome,

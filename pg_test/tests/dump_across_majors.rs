@@ -61,7 +61,11 @@ fn a_dump_taken_on_15_restores_into_17() {
         .output()
         .unwrap();
     assert!(dumped.status.success(), "{}", text(&dumped));
-    assert!(text(&dumped).contains("postgres_full_"), "{}", text(&dumped));
+    assert!(
+        text(&dumped).contains("postgres_full_"),
+        "{}",
+        text(&dumped)
+    );
     drop(client);
     source.stop("fast");
 

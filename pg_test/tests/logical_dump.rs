@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use sc_backup_pg_test::postgres::Client;
-use sc_backup_pg_test::{archiving_conf, as_postgres, pg_bindir, run_ok, start_primary, Cluster, TestDir};
+use sc_backup_pg_test::{
+    archiving_conf, as_postgres, pg_bindir, run_ok, start_primary, Cluster, TestDir,
+};
 
 const TABLES: [&str; 4] = [
     "pgbench_accounts",
@@ -28,7 +30,11 @@ fn text(output: &Output) -> String {
 
 /// `sc-backup` in the data directory, so that unset settings (compression) are the cluster's.
 fn cli(primary: &Cluster, _dir: &TestDir, repository: &Path, args: &[&str]) -> Output {
-    primary.cli(&primary.data, repository).args(args).output().unwrap()
+    primary
+        .cli(&primary.data, repository)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn cli_ok(primary: &Cluster, dir: &TestDir, repository: &Path, args: &[&str]) -> String {
@@ -48,7 +54,10 @@ fn connect_to(primary: &Cluster, database: &str) -> Client {
 
 fn database_exists(client: &mut Client, name: &str) -> bool {
     client
-        .query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name])
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
         .unwrap()
         .get::<_, i64>(0)
         == 1
@@ -101,7 +110,11 @@ fn dump_file(repository: &Path, database: &str) -> PathBuf {
 
 fn flip_byte(path: &Path, offset: u64) {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let mut file = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut byte = [0u8];
     file.seek(SeekFrom::Start(offset)).unwrap();
     file.read_exact(&mut byte).unwrap();
@@ -158,9 +171,18 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
     );
     snapshot_holder.commit().unwrap();
     assert!(load.wait().unwrap().success());
-    assert!(dumped.contains("dumped database simcorp into simcorp_full_"), "{dumped}");
-    assert!(dumped.contains("dumped roles and tablespaces into globals_"), "{dumped}");
-    assert!(reference[3].0 > 0 && reference[2].0 > 0, "the load wrote history rows");
+    assert!(
+        dumped.contains("dumped database simcorp into simcorp_full_"),
+        "{dumped}"
+    );
+    assert!(
+        dumped.contains("dumped roles and tablespaces into globals_"),
+        "{dumped}"
+    );
+    assert!(
+        reference[3].0 > 0 && reference[2].0 > 0,
+        "the load wrote history rows"
+    );
 
     // The playbook's three files; sha256sum -c checks the stored file as it lies.
     let stored = dump_file(&repository, "simcorp");
@@ -201,11 +223,21 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
         &primary,
         &dir,
         &repository,
-        &["restore-dump", "latest", "--from-database", "simcorp", "--database", "simcorp_recovery"],
+        &[
+            "restore-dump",
+            "latest",
+            "--from-database",
+            "simcorp",
+            "--database",
+            "simcorp_recovery",
+        ],
     );
     let accounts_line = format!("public.pgbench_accounts: {} rows", reference[0].0);
     assert!(restored.contains(&accounts_line), "{restored}");
-    assert_eq!(contents(&mut connect_to(&primary, "simcorp_recovery")), reference);
+    assert_eq!(
+        contents(&mut connect_to(&primary, "simcorp_recovery")),
+        reference
+    );
 
     // An existing database is refused, and left alone.
     let mut recovery_client = connect_to(&primary, "simcorp_recovery");
@@ -219,7 +251,11 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
         &["restore-dump", &name, "--database", "simcorp_recovery"],
     );
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
-    assert!(text(&refused).contains("already exists"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("already exists"),
+        "{}",
+        text(&refused)
+    );
     assert!(text(&refused).contains("--force"), "{}", text(&refused));
     assert_eq!(
         contents(&mut recovery_client)[0].0,
@@ -232,19 +268,37 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
         &primary,
         &dir,
         &repository,
-        &["restore-dump", &name, "--database", "simcorp_recovery", "--force"],
+        &[
+            "restore-dump",
+            &name,
+            "--database",
+            "simcorp_recovery",
+            "--force",
+        ],
     );
-    assert!(recovery_client.simple_query("SELECT 1").is_err(), "the old connection survived");
-    assert_eq!(contents(&mut connect_to(&primary, "simcorp_recovery")), reference);
+    assert!(
+        recovery_client.simple_query("SELECT 1").is_err(),
+        "the old connection survived"
+    );
+    assert_eq!(
+        contents(&mut connect_to(&primary, "simcorp_recovery")),
+        reference
+    );
     let leftovers: i64 = client
-        .query_one("SELECT count(*) FROM pg_database WHERE datname LIKE '%sc_restore%'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE '%sc_restore%'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(leftovers, 0);
 
     // SQL sees it: listed with its kind, verified clean.
     let kind: String = client
-        .query_one("SELECT kind FROM sc_list_backups() WHERE backup_name = $1", &[&name])
+        .query_one(
+            "SELECT kind FROM sc_list_backups() WHERE backup_name = $1",
+            &[&name],
+        )
         .unwrap()
         .get(0);
     assert_eq!(kind, "logical");
@@ -266,7 +320,10 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
     let message = text(&refused);
     assert_eq!(refused.status.code(), Some(2), "{message}");
     assert!(message.contains("checksum mismatch"), "{message}");
-    assert!(message.contains(meta["checksum"].as_str().unwrap()), "{message}");
+    assert!(
+        message.contains(meta["checksum"].as_str().unwrap()),
+        "{message}"
+    );
     let flipped_digest = hex_sha256(&fs::read(&stored).unwrap());
     assert!(message.contains(&flipped_digest), "{message}");
     assert!(!database_exists(&mut client, "simcorp_flipped"));
@@ -274,17 +331,31 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
         &primary,
         &dir,
         &repository,
-        &["restore-dump", &name, "--database", "simcorp_flipped", "--skip-verify"],
+        &[
+            "restore-dump",
+            &name,
+            "--database",
+            "simcorp_flipped",
+            "--skip-verify",
+        ],
     );
     if skipped.status.success() {
-        assert_eq!(contents(&mut connect_to(&primary, "simcorp_flipped")), reference);
+        assert_eq!(
+            contents(&mut connect_to(&primary, "simcorp_flipped")),
+            reference
+        );
     } else {
         assert!(!text(&skipped).trim().is_empty());
-        assert!(!database_exists(&mut client, "simcorp_flipped"), "half restored");
+        assert!(
+            !database_exists(&mut client, "simcorp_flipped"),
+            "half restored"
+        );
     }
     let verify = cli(&primary, &dir, &repository, &["verify", &name]);
     assert_eq!(verify.status.code(), Some(2), "{}", text(&verify));
-    let rows = client.query("SELECT problem FROM sc_verify($1)", &[&name]).unwrap();
+    let rows = client
+        .query("SELECT problem FROM sc_verify($1)", &[&name])
+        .unwrap();
     assert!(!rows.is_empty());
     fs::write(&stored, &original).unwrap();
     assert!(cli_ok(&primary, &dir, &repository, &["verify", &name]).contains("OK"));
@@ -300,14 +371,26 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
         )
         .unwrap();
     drop(owned);
-    cli_ok(&primary, &dir, &repository, &["dump", "--database", "owned", "--no-globals"]);
+    cli_ok(
+        &primary,
+        &dir,
+        &repository,
+        &["dump", "--database", "owned", "--no-globals"],
+    );
     client.batch_execute("DROP DATABASE owned").unwrap();
     client.batch_execute("DROP ROLE dump_owner").unwrap();
     let failed = cli(
         &primary,
         &dir,
         &repository,
-        &["restore-dump", "latest", "--from-database", "owned", "--database", "owned"],
+        &[
+            "restore-dump",
+            "latest",
+            "--from-database",
+            "owned",
+            "--database",
+            "owned",
+        ],
     );
     assert_eq!(failed.status.code(), Some(2), "{}", text(&failed));
     assert!(text(&failed).contains("dump_owner"), "{}", text(&failed));
@@ -315,7 +398,10 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
 
     // From SQL: the database and the globals, then one removed on purpose.
     let rows = client
-        .query("SELECT dump_name, database, checksum FROM sc_dump('simcorp')", &[])
+        .query(
+            "SELECT dump_name, database, checksum FROM sc_dump('simcorp')",
+            &[],
+        )
         .unwrap();
     assert_eq!(rows.len(), 2);
     let sql_dump: String = rows[0].get(0);
@@ -384,10 +470,16 @@ fn an_encrypted_dump_opens_with_the_stock_age_zstd_and_sha256sum() {
         )
         .unwrap();
     let row = client
-        .query_one("SELECT dump_name, checksum FROM sc_dump(globals => false)", &[])
+        .query_one(
+            "SELECT dump_name, checksum FROM sc_dump(globals => false)",
+            &[],
+        )
         .unwrap();
     let (name, checksum): (String, String) = (row.get(0), row.get(1));
-    assert!(name.starts_with("postgres_full_") && name.ends_with(".sql.zst.age"), "{name}");
+    assert!(
+        name.starts_with("postgres_full_") && name.ends_with(".sql.zst.age"),
+        "{name}"
+    );
     let stored = repository.join("dumps").join(&name);
     let bytes = fs::read(&stored).unwrap();
     assert!(bytes.starts_with(b"age-encryption.org/v1\n"));
@@ -411,7 +503,10 @@ fn an_encrypted_dump_opens_with_the_stock_age_zstd_and_sha256sum() {
         ))
         .output()
         .unwrap();
-    assert!(key_file.exists(), "age could not unwrap the key: {unwrap:?}");
+    assert!(
+        key_file.exists(),
+        "age could not unwrap the key: {unwrap:?}"
+    );
     let sql = run_ok(Command::new("sh").arg("-c").arg(format!(
         "age -d -i {} {} | zstd -d",
         key_file.display(),
@@ -431,5 +526,9 @@ fn an_encrypted_dump_opens_with_the_stock_age_zstd_and_sha256sum() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("public.patients: 5000 rows"), "{}", text(&output));
+    assert!(
+        text(&output).contains("public.patients: 5000 rows"),
+        "{}",
+        text(&output)
+    );
 }

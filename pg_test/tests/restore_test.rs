@@ -172,17 +172,18 @@ fn metric(primary: &Cluster, client: &mut Client, name: &str) -> f64 {
 }
 
 #[test]
-fn drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests() {
+fn drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests_and_dumps() {
     let dir = TestDir::new("drill");
     let repository = dir.subdir("repo");
     let sandboxes = dir.subdir("sandboxes");
     let (primary, mut client) = primary_with_checksums(
         &dir,
         &repository,
-        // The scheduler on, for restore tests only: no backup schedule.
+        // The scheduler on, for restore tests and logical dumps only: no backup schedule.
         &format!(
             "sc_backup.scheduler = on\nsc_backup.hourly_interval = 0\nsc_backup.daily_time = ''\n\
-             sc_backup.verify_schedule = '* * * * *'\nsc_backup.verify_directory = '{}'",
+             sc_backup.verify_schedule = '* * * * *'\nsc_backup.verify_directory = '{}'\n\
+             sc_backup.dump_schedule = '* * * * *'\nsc_backup.dump_databases = 'postgres'",
             sandboxes.display()
         ),
     );
@@ -280,5 +281,43 @@ fn drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests() {
         .unwrap();
     assert!(row.get::<_, String>("rule").contains("* * * * *"));
     assert!(row.get::<_, bool>("planned") && row.get::<_, bool>("passed"));
+    assert_eq!(row.get::<_, String>("last_outcome"), "succeeded");
+
+    // sc_backup.dump_schedule = every minute: the database named and the globals, listed as
+    // scheduled dumps and shown by sc_schedule().
+    primary.wait_until("a scheduled dump", Duration::from_secs(90), || {
+        client
+            .query_one(
+                "SELECT count(*) FROM sc_backup.audit WHERE operation = 'dump' AND source = 'scheduler' AND outcome = 'succeeded'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            >= 2
+    });
+    let dumps: Vec<(String, String, String)> = client
+        .query(
+            "SELECT kind, backup_type, database FROM sc_list_backups() WHERE kind <> 'physical' ORDER BY kind",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert!(
+        dumps.len() >= 2
+            && dumps.contains(&("globals".into(), "scheduled".into(), String::new()))
+            && dumps.contains(&("logical".into(), "scheduled".into(), "postgres".into())),
+        "{dumps:?}"
+    );
+    let row = client
+        .query_one(
+            "SELECT rule, last_outcome FROM sc_schedule() WHERE schedule = 'dump'",
+            &[],
+        )
+        .unwrap();
+    assert!(row
+        .get::<_, String>("rule")
+        .contains("logical dumps of postgres"));
     assert_eq!(row.get::<_, String>("last_outcome"), "succeeded");
 }

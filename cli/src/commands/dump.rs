@@ -24,7 +24,11 @@ use crate::CliError;
 #[derive(Debug, Args)]
 pub struct DumpArgs {
     /// Database to dump (repeatable)
-    #[arg(long = "database", value_name = "NAME", required_unless_present = "all")]
+    #[arg(
+        long = "database",
+        value_name = "NAME",
+        required_unless_present = "all"
+    )]
     pub databases: Vec<String>,
 
     /// Dump every database that accepts connections, except the templates
@@ -283,8 +287,15 @@ pub fn run_restore_dump(
             "restored dump {} (database {}, taken {}) into {}database {}: {} tables, {} rows",
             dump.file,
             dump.database,
-            dump.start_time.get(..19).unwrap_or(&dump.start_time).replace('T', " "),
-            if report.replaced { "the replaced " } else { "new " },
+            dump.start_time
+                .get(..19)
+                .unwrap_or(&dump.start_time)
+                .replace('T', " "),
+            if report.replaced {
+                "the replaced "
+            } else {
+                "new "
+            },
             report.database,
             report.tables.len(),
             report.rows()
@@ -292,8 +303,14 @@ pub fn run_restore_dump(
         for (table, rows) in &report.tables {
             println!("  {table}: {rows} rows");
         }
-        timer.details().figures.insert("tables".into(), report.tables.len() as f64);
-        timer.details().figures.insert("rows".into(), report.rows() as f64);
+        timer
+            .details()
+            .figures
+            .insert("tables".into(), report.tables.len() as f64);
+        timer
+            .details()
+            .figures
+            .insert("rows".into(), report.rows() as f64);
         Ok::<_, CliError>(())
     })();
     audited(&repository, &timer, result)

@@ -73,7 +73,8 @@ fn report(plan: &sc_backup_core::retention::ExpiryPlan, dry_run: bool) -> Result
 pub fn run_delete(settings: &Settings, backup: &str) -> Result<(), CliError> {
     if backup == "latest" {
         return Err(CliError::Message(
-            "delete takes the name of one backup or dump, not \"latest\" (see `sc-backup list`)".into(),
+            "delete takes the name of one backup or dump, not \"latest\" (see `sc-backup list`)"
+                .into(),
         ));
     }
     let repository = Repository::open(settings)?;
@@ -85,12 +86,14 @@ pub fn run_delete(settings: &Settings, backup: &str) -> Result<(), CliError> {
             delete_dump_file(&repository, &dump.file)
                 .map(|()| format!("deleted dump {} with its .sha256 and .meta", dump.file))
         }
-        Ok(Named::Backup(metadata)) => delete_backup(&repository, &metadata.backup_name).map(|()| {
-            format!(
-                "deleted backup {} (the WAL stays until `sc-backup expire`)",
-                metadata.backup_name
-            )
-        }),
+        Ok(Named::Backup(metadata)) => {
+            delete_backup(&repository, &metadata.backup_name).map(|()| {
+                format!(
+                    "deleted backup {} (the WAL stays until `sc-backup expire`)",
+                    metadata.backup_name
+                )
+            })
+        }
         Err(error) => Err(error),
     };
     let message = audited(&repository, &timer, deleted.map_err(CliError::from))?;

@@ -397,7 +397,11 @@ impl<W: Write> DigestingWriter<W> {
     }
 
     pub fn finish(self) -> (W, Sha256Digest, u64) {
-        (self.inner, Sha256Digest(self.hasher.finalize().into()), self.size)
+        (
+            self.inner,
+            Sha256Digest(self.hasher.finalize().into()),
+            self.size,
+        )
     }
 }
 
@@ -430,7 +434,10 @@ impl<R: Read> DigestingReader<R> {
     }
 
     pub fn digest(&self) -> (Sha256Digest, u64) {
-        (Sha256Digest(self.hasher.clone().finalize().into()), self.size)
+        (
+            Sha256Digest(self.hasher.clone().finalize().into()),
+            self.size,
+        )
     }
 }
 
