@@ -301,6 +301,14 @@ fn write_object(repository: &Repository, key: &str, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The audit trail's `target` of a dump (the metrics read the database back from it).
+pub fn audit_target(content: DumpKind, database: &str) -> String {
+    match content {
+        DumpKind::Database => format!("database {database}"),
+        DumpKind::Globals => "roles and tablespaces".into(),
+    }
+}
+
 fn describe_content(content: DumpKind, database: &str) -> String {
     match content {
         DumpKind::Database => format!("database \"{database}\""),

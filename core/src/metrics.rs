@@ -16,14 +16,20 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-/// Backups of one type (manual `full`, or a schedule's name).
+/// Backups of one kind and type: base backups (`physical`) of one type (manual `full`, or a
+/// schedule's name), or logical dumps (`logical`) of one database and type, so that every
+/// series compares like with like (a dump's size against the same database's dumps).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BackupFigures {
+    /// `physical` or `logical`.
+    pub kind: String,
     pub backup_type: String,
+    /// The database of logical dumps (empty for the roles and tablespaces).
+    pub database: Option<String>,
     /// End of the last successful backup, seconds since the epoch.
     pub last_success_timestamp: Option<f64>,
     pub last_duration_seconds: Option<f64>,
-    /// Data directory bytes of the last successful backup.
+    /// Data directory bytes of the last successful backup; stored bytes of the last dump.
     pub last_size_bytes: Option<f64>,
     pub failures_total: u64,
 }
@@ -92,12 +98,29 @@ pub fn archive_backlog(data_directory: &Path, now: SystemTime) -> std::io::Resul
     Ok(backlog)
 }
 
-/// One figure: its Prometheus name, the backup type it is about (if any), its value.
+/// One figure: its Prometheus name, the kind, backup type and database it is about (if any),
+/// its value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
     pub metric: &'static str,
+    pub kind: Option<String>,
     pub backup_type: Option<String>,
+    pub database: Option<String>,
     pub value: f64,
+}
+
+impl BackupFigures {
+    /// The series' labels: kind, type, and the database of a dump.
+    fn labels(&self) -> Vec<(String, String)> {
+        let mut labels = vec![
+            ("kind".to_string(), self.kind.clone()),
+            ("type".to_string(), self.backup_type.clone()),
+        ];
+        if let Some(database) = &self.database {
+            labels.push(("database".to_string(), database.clone()));
+        }
+        labels
+    }
 }
 
 pub const LAST_SUCCESS: &str = "sc_backup_last_success_timestamp_seconds";
@@ -144,7 +167,9 @@ impl Status {
             let typed = |metric, value: Option<f64>| {
                 value.map(|value| Figure {
                     metric,
+                    kind: Some(backup.kind.clone()),
                     backup_type: Some(backup.backup_type.clone()),
+                    database: backup.database.clone(),
                     value,
                 })
             };
@@ -157,7 +182,9 @@ impl Status {
         let plain = |metric, value: Option<f64>| {
             value.map(|value| Figure {
                 metric,
+                kind: None,
                 backup_type: None,
+                database: None,
                 value,
             })
         };
@@ -188,23 +215,23 @@ impl Status {
         let gauges: Vec<(&str, &str, TypedGauge)> = vec![
             (
                 LAST_SUCCESS,
-                "End of the last successful backup, by type",
+                "End of the last successful backup or dump, by kind (physical, logical), type and dumped database",
                 Family::default(),
             ),
             (
                 DURATION,
-                "Duration of the last successful backup, by type",
+                "Duration of the last successful backup or dump, by kind, type and dumped database",
                 Family::default(),
             ),
             (
                 SIZE,
-                "Data directory bytes of the last successful backup, by type",
+                "Bytes of the last successful backup (data directory) or dump (stored file), by kind, type and dumped database",
                 Family::default(),
             ),
         ];
         let failures = Family::<TypeLabel, Counter>::default();
         for backup in &self.backups {
-            let label = vec![("type".to_string(), backup.backup_type.clone())];
+            let label = backup.labels();
             let values = [
                 backup.last_success_timestamp,
                 backup.last_duration_seconds,
@@ -223,7 +250,7 @@ impl Status {
         // OpenMetrics appends _total to counters itself.
         registry.register(
             FAILURES.trim_end_matches("_total"),
-            "Failed backups, by type",
+            "Failed backups and dumps, by kind, type and dumped database",
             failures,
         );
 
@@ -306,15 +333,25 @@ mod tests {
         Status {
             backups: vec![
                 BackupFigures {
+                    kind: "physical".into(),
                     backup_type: "hourly".into(),
+                    database: None,
                     last_success_timestamp: Some(1_795_000_000.5),
                     last_duration_seconds: Some(12.25),
                     last_size_bytes: Some(1_073_741_824.0),
                     failures_total: 2,
                 },
                 BackupFigures {
+                    kind: "physical".into(),
                     backup_type: "full".into(),
                     failures_total: 1,
+                    ..Default::default()
+                },
+                BackupFigures {
+                    kind: "logical".into(),
+                    backup_type: "scheduled".into(),
+                    database: Some("simcorp".into()),
+                    last_size_bytes: Some(2048.0),
                     ..Default::default()
                 },
             ],
@@ -344,11 +381,12 @@ mod tests {
     fn renders_labelled_openmetrics_text() {
         let text = status().render();
         for line in [
-            "sc_backup_last_success_timestamp_seconds{type=\"hourly\"} 1795000000.5",
-            "sc_backup_duration_seconds{type=\"hourly\"} 12.25",
-            "sc_backup_size_bytes{type=\"hourly\"} 1073741824.0",
-            "sc_backup_failures_total{type=\"hourly\"} 2",
-            "sc_backup_failures_total{type=\"full\"} 1",
+            "sc_backup_last_success_timestamp_seconds{kind=\"physical\",type=\"hourly\"} 1795000000.5",
+            "sc_backup_duration_seconds{kind=\"physical\",type=\"hourly\"} 12.25",
+            "sc_backup_size_bytes{kind=\"physical\",type=\"hourly\"} 1073741824.0",
+            "sc_backup_size_bytes{kind=\"logical\",type=\"scheduled\",database=\"simcorp\"} 2048.0",
+            "sc_backup_failures_total{kind=\"physical\",type=\"hourly\"} 2",
+            "sc_backup_failures_total{kind=\"physical\",type=\"full\"} 1",
             "sc_backup_wal_archived_total 40",
             "sc_backup_wal_archive_failures_total 3",
             "sc_backup_wal_last_archived_info{segment=\"000000010000000000000028\"} 1",
@@ -365,7 +403,8 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
-        assert!(!text.contains("sc_backup_last_success_timestamp_seconds{type=\"full\"}"));
+        assert!(!text
+            .contains("sc_backup_last_success_timestamp_seconds{kind=\"physical\",type=\"full\"}"));
         assert!(!text.contains("sc_backup_wal_last_failure_timestamp_seconds"));
         assert!(!text.contains("sc_backup_drill_rto_seconds"));
     }
@@ -374,16 +413,27 @@ mod tests {
     fn figures_match_the_rendering() {
         let figures = status().figures();
         let failures: Vec<_> = figures.iter().filter(|f| f.metric == FAILURES).collect();
-        assert_eq!(failures.len(), 2);
+        assert_eq!(failures.len(), 3);
         assert!(figures.contains(&Figure {
             metric: WAL_OLDEST_READY_AGE,
+            kind: None,
             backup_type: None,
+            database: None,
             value: 61.0
         }));
         assert!(figures.contains(&Figure {
             metric: SIZE,
+            kind: Some("physical".into()),
             backup_type: Some("hourly".into()),
+            database: None,
             value: 1_073_741_824.0
+        }));
+        assert!(figures.contains(&Figure {
+            metric: SIZE,
+            kind: Some("logical".into()),
+            backup_type: Some("scheduled".into()),
+            database: Some("simcorp".into()),
+            value: 2048.0
         }));
     }
 

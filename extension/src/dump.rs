@@ -12,7 +12,7 @@ use std::process::Command;
 
 use pgrx::prelude::*;
 use sc_backup_core::backup::Interrupted;
-use sc_backup_core::dump::{take_dump, DumpKind, DumpRequest};
+use sc_backup_core::dump::{audit_target, take_dump, DumpKind, DumpRequest};
 use sc_backup_core::live::with_database;
 use sc_backup_core::Repository;
 
@@ -173,7 +173,8 @@ fn sc_dump(
     let mut rows = Vec::new();
     for (content, database) in jobs {
         let mut timer = audit::start("dump", sc_backup_core::audit::source::SQL);
-        timer.details().backup_type = Some("logical".into());
+        timer.details().backup_type = Some("full".into());
+        timer.details().target = Some(audit_target(content, &database));
         let dump = audit::audited(&mut timer, |timer| {
             let dump = dump_one(&repository, &server, content, &database, "full")
                 .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));

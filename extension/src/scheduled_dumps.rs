@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use pgrx::prelude::*;
 use sc_backup_core::audit::{source, AuditRecord, AuditTimer};
 use sc_backup_core::backup::Interrupted;
-use sc_backup_core::dump::{take_dump, DumpKind, DumpRequest};
+use sc_backup_core::dump::{audit_target, take_dump, DumpKind, DumpRequest};
 use sc_backup_core::{Repository, Settings};
 
 use crate::backup::cluster_identity;
@@ -74,11 +74,8 @@ fn run(
         .chain([(DumpKind::Globals, String::new())]);
     for (content, database) in jobs {
         let mut timer = AuditTimer::start("dump", source::SCHEDULER, user);
-        timer.details().backup_type = Some("logical".into());
-        timer.details().target = Some(match content {
-            DumpKind::Database => format!("database {database}"),
-            DumpKind::Globals => "roles and tablespaces".into(),
-        });
+        timer.details().backup_type = Some(BACKUP_TYPE.into());
+        timer.details().target = Some(audit_target(content, &database));
         let outcome = repository
             .as_ref()
             .map_err(|e| e.to_string())

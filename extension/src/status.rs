@@ -57,15 +57,20 @@ pub fn gather_status(scheduler_running: bool) -> Status {
                         extract(epoch FROM max(finished_at) FILTER (WHERE outcome = 'succeeded'))::float8,
                         (array_agg(duration_seconds ORDER BY started_at DESC) FILTER (WHERE outcome = 'succeeded'))[1],
                         (array_agg(size_bytes ORDER BY started_at DESC) FILTER (WHERE outcome = 'succeeded'))[1]::float8,
-                        count(*) FILTER (WHERE outcome = 'failed')
-                   FROM sc_backup.audit
-                  WHERE operation = 'backup' AND backup_type IS NOT NULL
-                  GROUP BY backup_type ORDER BY backup_type",
+                        count(*) FILTER (WHERE outcome = 'failed'),
+                        kind, database
+                   FROM (SELECT *, CASE operation WHEN 'dump' THEN 'logical' ELSE 'physical' END AS kind,
+                                CASE operation WHEN 'dump' THEN substring(target FROM '^database (.*)$') END AS database
+                           FROM sc_backup.audit
+                          WHERE operation IN ('backup', 'dump') AND backup_type IS NOT NULL) runs
+                  GROUP BY kind, backup_type, database ORDER BY kind DESC, backup_type, database",
                 None,
                 &[],
             )
             .map(|rows| {
                 rows.map(|row| BackupFigures {
+                    kind: row.get::<String>(6).ok().flatten().unwrap_or_default(),
+                    database: row.get::<String>(7).ok().flatten(),
                     backup_type: row.get::<String>(1).ok().flatten().unwrap_or_default(),
                     last_success_timestamp: row.get::<f64>(2).ok().flatten(),
                     last_duration_seconds: row.get::<f64>(3).ok().flatten(),
@@ -218,15 +223,20 @@ fn sc_status() -> TableIterator<
         name!(metric, String),
         name!(backup_type, Option<String>),
         name!(value, f64),
+        name!(kind, Option<String>),
+        name!(database, Option<String>),
     ),
 > {
     let status = gather_status(scheduler_started().is_some());
-    TableIterator::new(
-        status
-            .figures()
-            .into_iter()
-            .map(|figure| (figure.metric.to_string(), figure.backup_type, figure.value)),
-    )
+    TableIterator::new(status.figures().into_iter().map(|figure| {
+        (
+            figure.metric.to_string(),
+            figure.backup_type,
+            figure.value,
+            figure.kind,
+            figure.database,
+        )
+    }))
 }
 
 #[pg_extern(security_definer)]

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use clap::Args;
 use sc_backup_core::backup::Interrupted;
 use sc_backup_core::dump::{
-    find_dump, restore_dump, take_dump, DumpKind, DumpMetadata, DumpRequest, RestoreDumpOptions,
+    audit_target, find_dump, restore_dump, take_dump, DumpKind, DumpMetadata, DumpRequest,
+    RestoreDumpOptions,
 };
 use sc_backup_core::live::Live;
 use sc_backup_core::repository::ClusterIdentity;
@@ -186,7 +187,8 @@ pub fn run_dump(
         };
         command.env("PGAPPNAME", "sc-backup dump");
         let mut timer = audit_start("dump");
-        timer.details().backup_type = Some("logical".into());
+        timer.details().backup_type = Some("full".into());
+        timer.details().target = Some(audit_target(content, &database));
         let request = DumpRequest {
             command,
             content,
@@ -260,7 +262,7 @@ pub fn run_restore_dump(
     let dump = find_dump(&repository, &args.dump, args.from_database.as_deref())?;
     let mut timer = audit_start("restore-dump");
     timer.details().backup = Some(dump.file.clone());
-    timer.details().backup_type = Some("logical".into());
+    timer.details().backup_type = Some(dump.backup_type.clone());
     timer.details().target = Some(format!(
         "database {} into database {}{}",
         dump.database,
