@@ -320,4 +320,14 @@ fn drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests_and_dumps() {
         .get::<_, String>("rule")
         .contains("logical dumps of postgres"));
     assert_eq!(row.get::<_, String>("last_outcome"), "succeeded");
+    // The metrics tell the dumps' series from the base backups': kind and database labels.
+    let stored: f64 = client
+        .query_one(
+            "SELECT value FROM sc_status()
+              WHERE metric = 'sc_backup_size_bytes' AND kind = 'logical' AND backup_type = 'scheduled' AND database = 'postgres'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(stored > 0.0);
 }
