@@ -38,7 +38,9 @@ fn alert_rules_are_valid_and_pass_their_unit_tests() {
 fn alert_rules_use_only_exported_metrics() {
     let everything = Status {
         backups: vec![BackupFigures {
+            kind: "physical".into(),
             backup_type: "hourly".into(),
+            database: None,
             last_success_timestamp: Some(1.0),
             last_duration_seconds: Some(1.0),
             last_size_bytes: Some(1.0),
