@@ -216,7 +216,7 @@ pub fn take_dump(
                     if !matches!(polled, Ok(Ok(()))) {
                         // The pump sees the end of the stream and finishes; nothing is committed.
                         interrupted = true;
-                        let _ = child.kill();
+                        kill_group(&child);
                         if let Err(panic) = polled {
                             let _ = child.wait();
                             let _ = done_rx.recv();
@@ -290,6 +290,13 @@ pub fn take_dump(
         return Err(error);
     }
     Ok(metadata)
+}
+
+/// Kills the dump program and anything it started (its own process group), so that nothing
+/// keeps the output pipe open.
+fn kill_group(child: &Child) {
+    // Safety: signals the process group the child leads (spawned with process_group(0)).
+    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
 }
 
 fn write_object(repository: &Repository, key: &str, data: &[u8]) -> Result<()> {
@@ -859,4 +866,153 @@ fn count_rows(database: &Live) -> Result<Vec<(String, u64)>> {
             Some((table.to_string(), rows.trim().parse().ok()?))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RawSettings, Settings};
+    use crate::repository::ClusterIdentity;
+
+    fn repository(dir: &std::path::Path, compression: &str) -> Repository {
+        let settings = Settings::from_raw(&RawSettings {
+            repository: Some(dir.display().to_string()),
+            compression: Some(compression.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        Repository::open_for_cluster(
+            &settings,
+            &ClusterIdentity {
+                system_identifier: 1,
+                pg_version_num: 170000,
+            },
+        )
+        .unwrap()
+    }
+
+    /// A stand-in for pg_dump: a real child process writing SQL to its standard output.
+    fn request(script: &str, database: &str) -> DumpRequest {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        DumpRequest {
+            command,
+            content: DumpKind::Database,
+            database: database.into(),
+            backup_type: "full".into(),
+            pg_version_num: 170000,
+            system_identifier: 1,
+            pg_dump_version: "test".into(),
+        }
+    }
+
+    fn never() -> impl FnMut() -> std::result::Result<(), Interrupted> {
+        || Ok(())
+    }
+
+    #[test]
+    fn a_dump_is_three_files_that_sha256sum_and_verify_accept() {
+        let dir = tempfile::tempdir().unwrap();
+        let repository = repository(dir.path(), "gzip");
+        let dump = take_dump(
+            &repository,
+            request("printf 'CREATE TABLE t (id int);\\n'", "simcorp"),
+            &mut never(),
+        )
+        .unwrap();
+        assert!(dump.file.starts_with("simcorp_full_") && dump.file.ends_with(".sql.gz"));
+        assert_eq!(dump.backup_name.len(), "simcorp_full_20260110_143000".len());
+        assert_eq!(dump.sql_size_bytes, 25);
+        let stored = std::fs::read(dir.path().join("dumps").join(&dump.file)).unwrap();
+        let digest = Sha256Digest::of_reader(&mut &stored[..])
+            .unwrap()
+            .0
+            .to_hex();
+        assert_eq!(digest, dump.checksum);
+        let line = std::fs::read_to_string(dir.path().join(format!("dumps/{}.sha256", dump.file)))
+            .unwrap();
+        assert_eq!(line, checksum_line(&digest, &dump.file));
+        assert!(verify_dump(&repository, &dump).unwrap().is_empty());
+        assert!(matches!(
+            find_named(&repository, &dump.backup_name).unwrap(),
+            Named::Dump(_)
+        ));
+        assert_eq!(
+            find_dump(&repository, "latest", Some("simcorp")).unwrap(),
+            dump
+        );
+        assert!(find_dump(&repository, "latest", Some("other")).is_err());
+
+        // A changed .sha256 is a problem of its own.
+        std::fs::write(
+            dir.path().join(format!("dumps/{}.sha256", dump.file)),
+            checksum_line(&"0".repeat(64), &dump.file),
+        )
+        .unwrap();
+        let problems = verify_dump(&repository, &dump).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        delete_dump_file(&repository, &dump.file).unwrap();
+        assert!(list_dumps(&repository).unwrap().is_empty());
+        assert!(repository.storage().list(DUMPS_PREFIX).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failed_or_interrupted_dump_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let repository = repository(dir.path(), "zstd");
+        let error = take_dump(
+            &repository,
+            request(
+                "printf 'CREATE'; echo 'pg_dump: error: boom' >&2; exit 1",
+                "db",
+            ),
+            &mut never(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("boom"), "{error}");
+        let mut polls = 0;
+        let error = take_dump(
+            &repository,
+            request("printf 'x'; sleep 30", "db"),
+            &mut || {
+                polls += 1;
+                if polls > 2 {
+                    Err(Interrupted)
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(error, Error::Interrupted), "{error}");
+        assert!(repository
+            .storage()
+            .list("")
+            .unwrap()
+            .iter()
+            .all(|o| !o.key.starts_with(DUMPS_PREFIX)));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("dumps"))
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn names_follow_the_playbook() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-10T14:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            dump_name(DumpKind::Database, "simcorp", at),
+            "simcorp_full_20260110_143000"
+        );
+        assert_eq!(
+            dump_name(DumpKind::Globals, "", at),
+            "globals_20260110_143000"
+        );
+        let spec = spec_of_file("simcorp_full_20260110_143000.sql.zst.age").unwrap();
+        assert!(spec.encrypted);
+        assert!(names_a_dump_file("simcorp_full_20260110_143000.sql.gz"));
+        assert!(!names_a_dump_file("simcorp_full_20260110_143000"));
+    }
 }

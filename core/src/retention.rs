@@ -439,4 +439,43 @@ mod tests {
         .unwrap();
         assert_eq!(plan, ExpiryPlan::default());
     }
+
+    fn dump(database: &str, days_ago: i64, now: DateTime<Utc>) -> crate::dump::DumpMetadata {
+        let stop = (now - chrono::Duration::days(days_ago)).to_rfc3339();
+        serde_json::from_value(serde_json::json!({
+            "backup_name": format!("{database}_full_{days_ago}"), "backup_type": "full",
+            "timestamp": "", "database": database, "host": "", "size_bytes": 1, "checksum": "",
+            "compression": "gzip", "encryption": false, "duration_seconds": 1.0, "format": 1,
+            "kind": "logical", "content": "database",
+            "file": format!("{database}_full_{days_ago}.sql.gz"), "sql_size_bytes": 1,
+            "sql_sha256": "", "start_time": stop, "stop_time": stop, "pg_version_num": 170000,
+            "system_identifier": "1", "pg_dump_version": ""
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_databases_dumps_keep_their_newest() {
+        let now = Utc::now();
+        // Oldest first, as listed: a database dumped daily, and one dumped once, long ago.
+        let dumps = vec![
+            dump("rare", 90, now),
+            dump("simcorp", 40, now),
+            dump("simcorp", 35, now),
+            dump("simcorp", 2, now),
+            dump("simcorp", 1, now),
+        ];
+        let mut plan = ExpiryPlan::default();
+        let policy = RetentionPolicy {
+            days: 30,
+            min_backups: 1,
+        };
+        plan_dump_expiry(&dumps, policy, now - chrono::Duration::days(30), &mut plan);
+        assert_eq!(
+            plan.expired_dumps,
+            vec!["simcorp_full_40.sql.gz", "simcorp_full_35.sql.gz"]
+        );
+        assert!(plan.kept_dumps.contains(&"rare_full_90.sql.gz".to_string()));
+        assert_eq!(plan.kept_dumps.len(), 3);
+    }
 }

@@ -584,6 +584,7 @@ fn cancelled_backup_leaves_nothing_and_functions_need_the_operator_role() {
         "SELECT * FROM sc_list_backups()",
         "SELECT * FROM sc_verify()",
         "SELECT * FROM sc_backup()",
+        "SELECT * FROM sc_dump()",
         "SELECT * FROM sc_expire()",
         "SELECT sc_delete_backup('x')",
         "SELECT * FROM sc_status()",

@@ -98,6 +98,7 @@ fn secrets_stay_hidden_and_functions_need_the_operator_role() {
     let mut mallory = connect_as(&cluster, "mallory");
     for call in [
         "SELECT * FROM sc_backup()",
+        "SELECT * FROM sc_dump()",
         "SELECT * FROM sc_list_backups()",
         "SELECT * FROM sc_verify()",
         "SELECT * FROM sc_status()",
