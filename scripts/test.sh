@@ -18,8 +18,10 @@ FULL_SUITE_MAJORS=" ${SC_BACKUP_FULL_SUITE_MAJORS:-18} "
 # sc_verify() and corruption, the other recovery targets and timelines, kill -9 of the
 # archiver, postmaster and backup backend, the security checks, the WAL scanner against
 # pg_waldump, and the sandbox (a table extracted under load; a restore test naming a damaged
-# page; a drill and the scheduler worker running its restore test, which is the scheduler's
-# start on that major), which starts the server of the backup's own major. The scheduler's
+# page; a drill and the scheduler worker running its restore test and its logical dumps,
+# which is the scheduler's start on that major), which starts the server of the backup's own
+# major, and that major's pg_dump behind sc_dump() (an encrypted dump, opened with the stock
+# tools and restored). The scheduler's
 # long test (retries, expiry, metrics, shutdown: 90 s) is version-independent above the worker
 # and runs on 18.
 CROSS_VERSION_TESTS=(
