@@ -132,6 +132,25 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
+/// Refuses a connection string that holds a password: it would be on our command line and on
+/// psql's and pg_dump's, where any local user's `ps` reads it. libpq's password file
+/// (`~/.pgpass`, `PGPASSFILE`) or `PGPASSWORD` keep it out of process lists.
+pub fn refuse_password(conninfo: &str) -> Result<()> {
+    let in_words = conninfo
+        .split(|c: char| c.is_whitespace() || c == '?' || c == '&')
+        .any(|word| word.trim_start().starts_with("password="));
+    let in_uri = match (conninfo.find("://"), conninfo.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => conninfo[scheme + 3..at].contains(':'),
+        _ => false,
+    };
+    if in_words || in_uri {
+        return Err(Error::InvalidTarget(
+            "--dbname holds a password, which process lists would show (ours, psql's and pg_dump's); put it in ~/.pgpass (or PGPASSFILE) or PGPASSWORD instead".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A connection string for messages: passwords never appear.
 fn redact_password(conninfo: &str) -> String {
     let mut out = Vec::new();
@@ -173,6 +192,25 @@ mod tests {
             "postgresql://u@h:5432/a%20b?sslmode=require"
         );
         assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    }
+
+    #[test]
+    fn passwords_in_connection_strings_are_refused() {
+        for bad in [
+            "host=h password=secret",
+            "postgresql://u:secret@h/db",
+            "postgresql://u@h/db?sslmode=require&password=secret",
+        ] {
+            assert!(refuse_password(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "",
+            "app",
+            "host=/run/pg user=u dbname=app",
+            "postgresql://u@h:5432/db",
+        ] {
+            refuse_password(good).unwrap();
+        }
     }
 
     #[test]

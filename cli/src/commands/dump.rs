@@ -95,6 +95,7 @@ struct Server {
 }
 
 fn connect(dbname: Option<&str>, pg_bindir: Option<&std::path::Path>) -> Result<Server, CliError> {
+    sc_backup_core::live::refuse_password(dbname.unwrap_or_default())?;
     let client = ServerBinaries::newest(pg_bindir).map_err(sc_backup_core::Error::from)?;
     let live = Live {
         psql: client.program("psql"),

@@ -69,6 +69,7 @@ pub fn run(
     } else {
         Destination::File(args.to_file.clone().expect("one destination is required"))
     };
+    sc_backup_core::live::refuse_password(args.dbname.as_deref().unwrap_or_default())?;
     let repository = Repository::open(settings)?;
     let backups = list_backups(&repository)?;
     let metadata = choose_backup(&backups, &args.backup, &target)?;
