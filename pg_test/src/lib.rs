@@ -121,6 +121,33 @@ pub fn objects_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A command's standard output then standard error, for assertions and their messages.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Unwraps a repository's key into `key_file` with the stock `age`, as the README's manual
+/// recovery does it (age reads a passphrase only from a terminal: `script` gives it one).
+pub fn unwrap_key_with_stock_age(repository: &Path, passphrase: &str, key_file: &Path) {
+    let unwrap = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '{passphrase}\\n' | script -qec 'age -d -o {} {}' /dev/null",
+            key_file.display(),
+            repository.join("keys/repository.key.age").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        key_file.exists(),
+        "age could not unwrap the key: {unwrap:?}"
+    );
+}
+
 /// A fresh directory owned by the postgres OS user, removed when dropped (kept when the test
 /// panicked, for the post-mortem, or when SC_BACKUP_KEEP_TEST_DIRS is set).
 pub struct TestDir {

@@ -2,18 +2,10 @@
 //! cannot do): PostgreSQL 15 to 17, whatever the major under test. Alone in its test binary,
 //! because it switches the server under test (`use_pg_bindir`) between clusters.
 
-use std::process::Output;
-
 use sc_backup_core::server_binaries::ServerBinaries;
 use sc_backup_pg_test::{use_pg_bindir, Cluster, ClusterOptions, TestDir};
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use sc_backup_pg_test::output_text as text;
 
 fn contents(client: &mut sc_backup_pg_test::postgres::Client) -> Vec<(i64, String)> {
     ["missions", "users"]

@@ -13,13 +13,7 @@ use sc_backup_pg_test::{
     archiving_conf, as_postgres, pg_bindir, run_ok, start_primary, take_backup, Cluster, TestDir,
 };
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use sc_backup_pg_test::output_text as text;
 
 fn extract(primary: &Cluster, dir: &TestDir, repository: &Path, args: &[&str]) -> Output {
     let sandboxes = dir.subdir("sandboxes");

@@ -56,13 +56,7 @@ fn cli(cwd: &Path, repository: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use sc_backup_pg_test::output_text as text;
 
 /// Some WAL: rows with full-page images, then a switch. Returns the finished segment.
 fn write_wal(client: &mut Client, rows: i32) -> String {

@@ -20,13 +20,7 @@ const TABLES: [&str; 4] = [
     "pgbench_tellers",
 ];
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use sc_backup_pg_test::output_text as text;
 
 /// `sc-backup` in the data directory, so that unset settings (compression) are the cluster's.
 fn cli(primary: &Cluster, _dir: &TestDir, repository: &Path, args: &[&str]) -> Output {
@@ -494,19 +488,7 @@ fn an_encrypted_dump_opens_with_the_stock_age_zstd_and_sha256sum() {
     // The README's manual recovery: unwrap the key with the passphrase (age asks on a
     // terminal), then decrypt and decompress with the stock tools.
     let key_file = dir.path.join("key.txt");
-    let unwrap = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "printf '{PASSPHRASE}\\n' | script -qec 'age -d -o {} {}' /dev/null",
-            key_file.display(),
-            repository.join("keys/repository.key.age").display()
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        key_file.exists(),
-        "age could not unwrap the key: {unwrap:?}"
-    );
+    sc_backup_pg_test::unwrap_key_with_stock_age(&repository, PASSPHRASE, &key_file);
     let sql = run_ok(Command::new("sh").arg("-c").arg(format!(
         "age -d -i {} {} | zstd -d",
         key_file.display(),

@@ -6,7 +6,6 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use sc_backup_pg_test::postgres::Client;
@@ -14,13 +13,7 @@ use sc_backup_pg_test::{
     archiving_conf, pg_major, run_ok, take_backup, Cluster, ClusterOptions, TestDir,
 };
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use sc_backup_pg_test::output_text as text;
 
 /// A primary with data checksums on (18's default, asked for on the others).
 fn primary_with_checksums(

@@ -109,19 +109,7 @@ fn archived_segments_come_back_byte_identical_and_corruption_is_caught() {
     // unwrap the repository key with the passphrase (age asks on a terminal), then decrypt and
     // decompress. The digest in the object's name is the segment's sha256sum.
     let key_file = dir.path.join("key.txt");
-    let unwrap = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "printf 'pg test passphrase\\n' | script -qec 'age -d -o {} {}' /dev/null",
-            key_file.display(),
-            repository.join("keys/repository.key.age").display()
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        key_file.exists(),
-        "age could not unwrap the key: {unwrap:?}"
-    );
+    sc_backup_pg_test::unwrap_key_with_stock_age(&repository, "pg test passphrase", &key_file);
     let object = &objects[0];
     let name = object.file_name().unwrap().to_string_lossy().into_owned();
     let manual = std::process::Command::new("sh")
