@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use crate::error::{Error, Result};
 
@@ -56,13 +56,7 @@ impl Live {
                 child.wait_with_output()
             })
             .map_err(|e| Error::io("run", self.psql.display(), e))?;
-        if !output.status.success() {
-            return Err(Error::InvalidTarget(format!(
-                "the live cluster{}: {}",
-                self.describe(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
+        self.succeeded(&output)?;
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
@@ -77,14 +71,20 @@ impl Live {
             .stdin(Stdio::null())
             .output()
             .map_err(|e| Error::io("run", self.psql.display(), e))?;
-        if !output.status.success() {
-            return Err(Error::InvalidTarget(format!(
-                "the live cluster{}: {}",
-                self.describe(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
+        self.succeeded(&output)?;
         Ok(())
+    }
+
+    /// psql's own message when it failed: it names the server's error, or why it could not connect.
+    fn succeeded(&self, output: &Output) -> Result<()> {
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(Error::InvalidTarget(format!(
+            "the live cluster{}: {}",
+            self.describe(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
     }
 
     /// " (the connection string)" for messages, password hidden; empty for the environment.
