@@ -1,18 +1,64 @@
 #!/usr/bin/env bash
-# Initializes the cluster on first start, includes sc_backup.conf, then runs the server.
+# The image's entrypoint. At every start (not only the first): turns the playbook's variables
+# (POSTGRES_DB, BACKUP_STORAGE, COMPRESSION, HOURLY_BACKUP, ...) into sc_backup's settings with
+# `sc-backup container-settings`, which stops the container with one line naming a bad
+# variable. On the first start it also creates the cluster, the user and the database, like
+# the official postgres image. Then it runs the server, or the command given
+# (`docker compose run --rm postgres sc-backup list`).
 set -euo pipefail
+
 # The server of the image's major: Debian's package (15) or the relocatable build (16-18).
-for BIN in "/usr/lib/postgresql/$PG_MAJOR/bin" "/opt/sc_backup/postgresql/$PG_MAJOR/bin"; do
-  [ -x "$BIN/postgres" ] && break
+for BIN in "${SC_BACKUP_PG_BINDIR:-}" "/usr/lib/postgresql/$PG_MAJOR/bin" "/opt/sc_backup/postgresql/$PG_MAJOR/bin"; do
+  [ -n "$BIN" ] && [ -x "$BIN/postgres" ] && break
 done
+# The rendered settings live outside PGDATA, so base backups never carry the secrets file.
+CONF_DIR=${SC_BACKUP_CONF_DIR:-/etc/sc_backup}
+umask 0077
+
+# The settings file (readable), the secrets file (0600) and the bootstrap's user and database.
+bootstrap=$(sc-backup container-settings --write "$CONF_DIR")
+eval "$bootstrap"
+# Secrets are in the 0600 file now: the server and its children do not need them in their
+# environment, where a superuser's pg_read_file('/proc/self/environ') would find them.
+unset POSTGRES_PASSWORD ENCRYPTION_KEY BACKUP_ENCRYPTION_KEY AWS_SECRET_ACCESS_KEY
+export PGUSER=$SC_BACKUP_BOOTSTRAP_USER
+
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  "$BIN/initdb" -D "$PGDATA" -U postgres --auth-local=peer --auth-host=scram-sha-256 >/dev/null
-  echo "include '/etc/postgresql/sc_backup.conf'" >> "$PGDATA/postgresql.conf"
-  if [ -n "${SC_BACKUP_ENCRYPTION_PASSPHRASE:-}" ]; then
-    {
-      echo "sc_backup.encryption = 'age'"
-      printf "sc_backup.encryption_passphrase = '%s'\n" "${SC_BACKUP_ENCRYPTION_PASSPHRASE//\'/\'\'}"
-    } >> "$PGDATA/postgresql.auto.conf"
+  password_file=$CONF_DIR/bootstrap-password
+  if [ -f "$password_file" ]; then
+    host_auth=scram-sha-256
+    initdb_password=(--pwfile="$password_file")
+  else
+    # No password: only connections inside the container (the socket) are accepted.
+    echo "sc_backup: POSTGRES_PASSWORD is not set: connections over TCP are refused (set it and recreate the volume to allow them)" >&2
+    host_auth=reject
+    initdb_password=()
   fi
+  "$BIN/initdb" -D "$PGDATA" -U "$SC_BACKUP_BOOTSTRAP_USER" "${initdb_password[@]}" \
+    --auth-local=trust --auth-host="$host_auth" >/dev/null
+  {
+    echo "listen_addresses = '*'"
+    echo "shared_preload_libraries = 'sc_backup'"
+    echo "include '$CONF_DIR/settings.conf'"
+    echo "include '$CONF_DIR/secrets.conf'"
+  } >>"$PGDATA/postgresql.conf"
+  # The database and the extension, on a private socket only, then stopped.
+  socket=$(mktemp -d)
+  "$BIN/pg_ctl" -D "$PGDATA" -w -s -o "-c listen_addresses='' -c unix_socket_directories='$socket' -c archive_mode=off" start
+  if [ "$SC_BACKUP_BOOTSTRAP_DATABASE" != postgres ] && [ "$SC_BACKUP_BOOTSTRAP_DATABASE" != template1 ]; then
+    # Through stdin: psql quotes :"db" there, not in -c.
+    echo 'CREATE DATABASE :"db"' | "$BIN/psql" -h "$socket" -d postgres -X -q -v ON_ERROR_STOP=1 \
+      -v db="$SC_BACKUP_BOOTSTRAP_DATABASE"
+  fi
+  "$BIN/psql" -h "$socket" -d "$SC_BACKUP_BOOTSTRAP_DATABASE" -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION sc_backup'
+  "$BIN/pg_ctl" -D "$PGDATA" -w -s -m fast stop
+  rmdir "$socket"
 fi
-exec "$BIN/postgres" -D "$PGDATA"
+# Only initdb reads it, and only once.
+rm -f "$CONF_DIR/bootstrap-password"
+
+if [ $# -gt 0 ] && [ "$1" != postgres ]; then
+  exec "$@"
+fi
+[ "${1:-}" = postgres ] && shift
+exec "$BIN/postgres" -D "$PGDATA" "$@"

@@ -1326,9 +1326,10 @@ impl Bench {
         let socket = cluster.socket_dir.display().to_string();
         let bindir = pg_bindir();
         let shell = |script: String| {
-            let mut command = as_postgres("sh");
+            // bash with pipefail: a failing pg_dump or decompressor fails the pipeline.
+            let mut command = as_postgres("bash");
             command
-                .args(["-c", &script])
+                .args(["-o", "pipefail", "-c", &script])
                 .env("PGHOST", &socket)
                 .env("PGUSER", "postgres");
             command
@@ -1378,9 +1379,9 @@ impl Bench {
             for (label, pipeline, compression) in &pairs {
                 let (mut theirs, mut mine) = (Vec::new(), Vec::new());
                 let mut ours_name = String::new();
+                let output = if *compression == "gzip" { &gz } else { &zst };
                 for _ in 0..3 {
-                    let _ = fs::remove_file(&gz);
-                    let _ = fs::remove_file(&zst);
+                    let _ = fs::remove_file(output);
                     theirs.push(measure(label, &mut shell(pipeline.clone()), &log).seconds);
                     // Only the last of our dumps stays (expiring the others is not measured).
                     if !ours_name.is_empty() {
@@ -1405,7 +1406,7 @@ impl Bench {
                         .unwrap_or_default()
                         .to_string();
                 }
-                let stored_theirs = du(Path::new(if *compression == "gzip" { &gz } else { &zst }));
+                let stored_theirs = du(Path::new(output));
                 let stored_ours = du(&repo.join("dumps").join(&ours_name));
                 let (their_median, their_spread) = median(theirs);
                 let (our_median, our_spread) = median(mine);
@@ -1482,7 +1483,7 @@ impl Bench {
                         "pipeline restore",
                         &mut shell(format!(
                             "{psql} -X -q -c 'CREATE DATABASE restored' postgres && \
-                             {decompress} {file} | {psql} -X -q -v ON_ERROR_STOP=1 -1 restored >/dev/null"
+                             {decompress} {file} | {psql} -X -q -v ON_ERROR_STOP=1 -1 -f - restored >/dev/null"
                         )),
                     ));
                     mine.push(restore(

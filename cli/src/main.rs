@@ -89,6 +89,14 @@ enum Command {
         /// Backup name
         backup: String,
     },
+    /// For the container image's entrypoint: write the settings the playbook's variables mean
+    /// (POSTGRES_DB, BACKUP_STORAGE, COMPRESSION, ...) into DIR/settings.conf and, readable only
+    /// by this user, DIR/secrets.conf; print the bootstrap user and database
+    ContainerSettings {
+        /// The directory the server's postgresql.conf includes the two files from
+        #[arg(long, value_name = "DIR")]
+        write: PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,61 +125,67 @@ impl CliError {
 }
 
 fn main() -> ExitCode {
+    commands::container_settings::adopt_restore_variables();
     let cli = Cli::parse();
-    let result = cli
-        .settings
-        .resolve()
-        .and_then(|settings| match &cli.command {
-            Command::WalFetch {
-                wal_file,
-                destination,
-                identity_file,
-            } => {
-                commands::wal_fetch::run(&settings, wal_file, destination, identity_file.as_deref())
-            }
-            Command::List { json } => commands::list::run(&settings, *json),
-            Command::Verify {
-                backup,
-                restore: false,
-                ..
-            } => commands::verify::run(&settings, backup),
-            Command::Verify {
-                backup,
-                json,
-                sandbox,
-                ..
-            } => commands::verify::run_restore(
-                &settings,
-                backup,
-                *json,
-                sandbox,
-                &interrupt::install(),
-            ),
-            Command::Extract(args) => {
-                commands::extract::run(&settings, args, &interrupt::install())
-            }
-            Command::Drill(args) => commands::drill::run(&settings, args, &interrupt::install()),
-            Command::Dump(args) => commands::dump::run_dump(&settings, args, &interrupt::install()),
-            Command::RestoreDump(args) => {
-                commands::dump::run_restore_dump(&settings, args, &interrupt::install())
-            }
-            Command::Expire {
-                retention_days,
-                retention_full,
-                dry_run,
-            } => commands::expire::run_expire(
-                &settings,
-                sc_backup_core::retention::RetentionPolicy {
-                    days: retention_days.unwrap_or(settings.retention.days),
-                    min_backups: retention_full.unwrap_or(settings.retention.min_backups),
-                },
-                *dry_run,
-            ),
-            Command::Delete { backup } => commands::expire::run_delete(&settings, backup),
-            Command::Restore(args) => {
-                commands::restore::run(&settings, cli.settings.pgdata.as_deref(), args)
-            }
-        });
+    // Before any repository setting exists: it is what writes them.
+    let result = if let Command::ContainerSettings { write } = &cli.command {
+        commands::container_settings::run(write)
+    } else {
+        cli.settings
+            .resolve()
+            .and_then(|settings| run(&cli, &settings))
+    };
+    report(result)
+}
+
+fn run(cli: &Cli, settings: &sc_backup_core::config::Settings) -> Result<(), CliError> {
+    match &cli.command {
+        Command::WalFetch {
+            wal_file,
+            destination,
+            identity_file,
+        } => commands::wal_fetch::run(&settings, wal_file, destination, identity_file.as_deref()),
+        Command::List { json } => commands::list::run(&settings, *json),
+        Command::Verify {
+            backup,
+            restore: false,
+            ..
+        } => commands::verify::run(&settings, backup),
+        Command::Verify {
+            backup,
+            json,
+            sandbox,
+            ..
+        } => {
+            commands::verify::run_restore(&settings, backup, *json, sandbox, &interrupt::install())
+        }
+        Command::Extract(args) => commands::extract::run(&settings, args, &interrupt::install()),
+        Command::Drill(args) => commands::drill::run(&settings, args, &interrupt::install()),
+        Command::Dump(args) => commands::dump::run_dump(&settings, args, &interrupt::install()),
+        Command::RestoreDump(args) => {
+            commands::dump::run_restore_dump(&settings, args, &interrupt::install())
+        }
+        Command::Expire {
+            retention_days,
+            retention_full,
+            dry_run,
+        } => commands::expire::run_expire(
+            &settings,
+            sc_backup_core::retention::RetentionPolicy {
+                days: retention_days.unwrap_or(settings.retention.days),
+                min_backups: retention_full.unwrap_or(settings.retention.min_backups),
+            },
+            *dry_run,
+        ),
+        Command::Delete { backup } => commands::expire::run_delete(&settings, backup),
+        Command::Restore(args) => {
+            commands::restore::run(&settings, cli.settings.pgdata.as_deref(), args)
+        }
+        Command::ContainerSettings { .. } => unreachable!("run before the settings resolve"),
+    }
+}
+
+fn report(result: Result<(), CliError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::QuietNotFound) => ExitCode::from(1),

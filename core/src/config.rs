@@ -672,9 +672,21 @@ impl Settings {
     }
 }
 
+/// A value quoted as postgresql.conf reads it: in single quotes, with quotes doubled and
+/// backslashes escaped (the configuration file's lexer reads backslash escapes).
+pub fn conf_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conf_values_are_quoted() {
+        assert_eq!(conf_quote("it's"), "'it''s'");
+        assert_eq!(conf_quote(r"a\b"), r"'a\\b'");
+    }
 
     fn raw(repository: &str) -> RawSettings {
         RawSettings {

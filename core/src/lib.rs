@@ -8,6 +8,7 @@ pub mod audit;
 pub mod backup;
 pub mod codec;
 pub mod config;
+pub mod container_env;
 pub mod drill;
 pub mod dump;
 pub mod error;

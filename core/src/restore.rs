@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::backup::{read_backup_file, BackupMetadata, EntryType, Manifest, ManifestEntry};
+use crate::config::conf_quote;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::repository::Repository;
@@ -580,10 +581,6 @@ fn rewrite_tablespace_map(content: &str, mapping: &BTreeMap<u32, PathBuf>) -> St
 }
 
 /// Quotes a value for postgresql.conf.
-fn conf_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
 fn append_recovery_settings(
     pgdata: &Path,
     metadata: &BackupMetadata,
@@ -716,11 +713,5 @@ mod tests {
             rewrite_tablespace_map("16385 /old/ts\n16386 /other\n", &mapping),
             "16385 /new/ts\n16386 /other\n"
         );
-    }
-
-    #[test]
-    fn conf_values_are_quoted() {
-        assert_eq!(conf_quote("it's"), "'it''s'");
-        assert_eq!(conf_quote(r"a\b"), r"'a\\b'");
     }
 }

@@ -1,3 +1,4 @@
+pub mod container_settings;
 pub mod drill;
 pub mod dump;
 pub mod expire;

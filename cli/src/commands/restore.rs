@@ -44,8 +44,9 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub target_timeline: Option<String>,
 
-    /// Replace the contents of a non-empty data directory
-    #[arg(long)]
+    /// Replace the contents of a non-empty data directory (also SC_BACKUP_FORCE=true, or the
+    /// playbook's FORCE_RESTORE=true)
+    #[arg(long, env = "SC_BACKUP_FORCE")]
     pub force: bool,
 
     /// Restore tablespace OID to DIR instead of its original location (repeatable)
@@ -138,7 +139,7 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
     })?;
     let pgdata = std::path::absolute(pgdata)
         .map_err(|e| CliError::Message(format!("{}: {e}", pgdata.display())))?;
-    let target = args.target.target()?;
+    let target = args.target.target_or_env()?;
     let tablespace_map = args.tablespace_map()?;
     let started = Instant::now();
     let repository = Repository::open(settings)?;

@@ -38,6 +38,19 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
+    /// For `restore`: with no target flag, SC_BACKUP_TARGET_TIME (or the playbook's
+    /// TARGET_TIME) is the target time.
+    pub fn target_or_env(&self) -> Result<RecoveryTarget, CliError> {
+        match self.target()? {
+            RecoveryTarget::EndOfWal => Ok(std::env::var("SC_BACKUP_TARGET_TIME")
+                .ok()
+                .filter(|time| !time.trim().is_empty())
+                .map(RecoveryTarget::Time)
+                .unwrap_or(RecoveryTarget::EndOfWal)),
+            target => Ok(target),
+        }
+    }
+
     /// The target; none of the flags: the end of the archived WAL.
     pub fn target(&self) -> Result<RecoveryTarget, CliError> {
         Ok(if let Some(time) = &self.target_time {
