@@ -13,15 +13,17 @@ for BIN in "${SC_BACKUP_PG_BINDIR:-}" "/usr/lib/postgresql/$PG_MAJOR/bin" "/opt/
 done
 # The rendered settings live outside PGDATA, so base backups never carry the secrets file.
 CONF_DIR=${SC_BACKUP_CONF_DIR:-/etc/sc_backup}
+# What the server includes and sc-backup reads (the image sets it too, for `exec`).
+export SC_BACKUP_CONFIG_FILE=$CONF_DIR/sc_backup.conf
 umask 0077
 
 # The settings file (readable), the secrets file (0600) and the bootstrap's user and database.
-bootstrap=$(sc-backup container-settings --write "$CONF_DIR")
+bootstrap=$("${SC_BACKUP_CLI:-sc-backup}" container-settings --write "$CONF_DIR")
 eval "$bootstrap"
 # Secrets are in the 0600 file now: the server and its children do not need them in their
 # environment, where a superuser's pg_read_file('/proc/self/environ') would find them.
 unset POSTGRES_PASSWORD ENCRYPTION_KEY BACKUP_ENCRYPTION_KEY AWS_SECRET_ACCESS_KEY
-export PGUSER=$SC_BACKUP_BOOTSTRAP_USER
+export PGUSER=$SC_BACKUP_BOOTSTRAP_USER PGDATABASE=$SC_BACKUP_BOOTSTRAP_DATABASE
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   password_file=$CONF_DIR/bootstrap-password
@@ -39,12 +41,13 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   {
     echo "listen_addresses = '*'"
     echo "shared_preload_libraries = 'sc_backup'"
-    echo "include '$CONF_DIR/settings.conf'"
-    echo "include '$CONF_DIR/secrets.conf'"
+    echo "include '$SC_BACKUP_CONFIG_FILE'"
   } >>"$PGDATA/postgresql.conf"
   # The database and the extension, on a private socket only, then stopped.
   socket=$(mktemp -d)
-  "$BIN/pg_ctl" -D "$PGDATA" -w -s -o "-c listen_addresses='' -c unix_socket_directories='$socket' -c archive_mode=off" start
+  # Without the library preloaded: no archiving, no scheduler looking for the database yet.
+  "$BIN/pg_ctl" -D "$PGDATA" -w -s -l "$socket/bootstrap.log" \
+    -o "-c listen_addresses='' -c unix_socket_directories='$socket' -c archive_mode=off -c shared_preload_libraries=''" start
   if [ "$SC_BACKUP_BOOTSTRAP_DATABASE" != postgres ] && [ "$SC_BACKUP_BOOTSTRAP_DATABASE" != template1 ]; then
     # Through stdin: psql quotes :"db" there, not in -c.
     echo 'CREATE DATABASE :"db"' | "$BIN/psql" -h "$socket" -d postgres -X -q -v ON_ERROR_STOP=1 \
@@ -52,7 +55,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   fi
   "$BIN/psql" -h "$socket" -d "$SC_BACKUP_BOOTSTRAP_DATABASE" -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION sc_backup'
   "$BIN/pg_ctl" -D "$PGDATA" -w -s -m fast stop
-  rmdir "$socket"
+  rm -rf "$socket"
 fi
 # Only initdb reads it, and only once.
 rm -f "$CONF_DIR/bootstrap-password"

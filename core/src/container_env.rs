@@ -94,7 +94,11 @@ pub struct ContainerSettings {
     pub password: Option<Secret>,
 }
 
-/// The files the server includes, in the directory the entrypoint names.
+/// The file the server's postgresql.conf includes and `sc-backup` reads (SC_BACKUP_CONFIG_FILE
+/// in the image), in the directory the entrypoint names; it includes the other two. Outside
+/// the data directory, so a restore into an empty volume finds it, and base backups never
+/// carry the secrets.
+pub const CONFIG_FILE: &str = "sc_backup.conf";
 pub const SETTINGS_FILE: &str = "settings.conf";
 pub const SECRETS_FILE: &str = "secrets.conf";
 /// Read by initdb on the first start, removed by the entrypoint right after.
@@ -119,6 +123,11 @@ impl ContainerSettings {
             .map(|(name, value)| conf_line(name, value.expose()))
             .collect();
         write_private(directory, SECRETS_FILE, &format!("{header}{secrets}"))?;
+        write_private(
+            directory,
+            CONFIG_FILE,
+            &format!("{header}include '{SETTINGS_FILE}'\ninclude '{SECRETS_FILE}'\n"),
+        )?;
         match &self.password {
             Some(password) => write_private(directory, PASSWORD_FILE, password.expose()),
             None => match fs::remove_file(directory.join(PASSWORD_FILE)) {
@@ -602,7 +611,7 @@ mod tests {
         let settings = fs::read_to_string(directory.path().join(SETTINGS_FILE)).unwrap();
         assert!(settings.contains("\nsc_backup.repository = 'gs://simcorp-backups'\n"));
         assert!(!settings.contains("passphrase"));
-        for name in [SETTINGS_FILE, SECRETS_FILE] {
+        for name in [CONFIG_FILE, SETTINGS_FILE, SECRETS_FILE] {
             let mode = fs::metadata(directory.path().join(name))
                 .unwrap()
                 .permissions()
@@ -621,7 +630,7 @@ mod tests {
         assert!(!directory.path().join(PASSWORD_FILE).exists());
         assert_eq!(
             fs::read_dir(directory.path()).unwrap().count(),
-            2,
+            3,
             "no temporary file left"
         );
     }
