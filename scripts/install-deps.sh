@@ -29,6 +29,7 @@ APT_PACKAGES=(
   age zstd                          # the standard tools the README's manual recovery uses (tested)
   python3 python3-venv openssl curl # the GCS emulator's venv; the tests' service account and buckets
   prometheus                        # promtool, which checks and unit-tests docs/alerts.yml (not started)
+  docker-compose                    # validates docker/compose.yaml (1.29 needs no daemon for `config`)
 )
 
 if [[ " ${PG_MAJORS[*]} " == *" 15 "* ]]; then

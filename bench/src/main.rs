@@ -96,7 +96,8 @@ impl Table {
         out.push_str(&"---:|".repeat(self.columns.len()));
         out.push('\n');
         for row in &self.rows {
-            out.push_str(&format!("| {} |", row.method));
+            // A shell pipeline's "|" would end the cell.
+            out.push_str(&format!("| {} |", row.method.replace('|', "\\|")));
             for column in &self.columns {
                 let cell = row.figures.get(column).map(cell).unwrap_or_default();
                 out.push_str(&format!(" {cell} |"));

@@ -13,6 +13,7 @@ pub mod drill;
 pub mod dump;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod live;
 pub mod lsn;
 pub mod metrics;

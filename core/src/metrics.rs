@@ -9,6 +9,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
+use crate::health::HealthCheck;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -73,6 +75,8 @@ pub struct Status {
     pub recovery: RecoveryFigures,
     /// Whether the scheduler worker is running.
     pub scheduler_running: bool,
+    /// `sc_health()`'s checks: backups and WAL archiving on time.
+    pub health: Vec<HealthCheck>,
 }
 
 /// Counts `.ready` files in `<data directory>/pg_wal/archive_status` and ages the oldest by
@@ -134,6 +138,7 @@ pub const WAL_LAST_FAILURE: &str = "sc_backup_wal_last_failure_timestamp_seconds
 pub const WAL_READY: &str = "sc_backup_wal_ready_segments";
 pub const WAL_OLDEST_READY_AGE: &str = "sc_backup_wal_oldest_unarchived_age_seconds";
 pub const SCHEDULER_UP: &str = "sc_backup_scheduler_up";
+pub const HEALTHY: &str = "sc_backup_healthy";
 pub const LAST_VERIFIED: &str = "sc_backup_last_verified_timestamp_seconds";
 pub const VERIFY_SCHEDULED: &str = "sc_backup_verify_scheduled";
 pub const LAST_DRILL: &str = "sc_backup_last_drill_timestamp_seconds";
@@ -160,6 +165,11 @@ fn recovery_metrics(recovery: &RecoveryFigures) -> [(&'static str, &'static str,
 }
 
 impl Status {
+    /// Whether every health check passes.
+    pub fn healthy(&self) -> bool {
+        self.health.iter().all(|check| check.healthy)
+    }
+
     /// Every figure, in a fixed order (the rows of `sc_status()`).
     pub fn figures(&self) -> Vec<Figure> {
         let mut figures = Vec::new();
@@ -201,6 +211,7 @@ impl Status {
             SCHEDULER_UP,
             Some(if self.scheduler_running { 1.0 } else { 0.0 }),
         ));
+        figures.extend(plain(HEALTHY, Some(if self.healthy() { 1.0 } else { 0.0 })));
         for (metric, _, value) in recovery_metrics(&self.recovery) {
             figures.extend(plain(metric, value));
         }
@@ -311,6 +322,11 @@ impl Status {
             "1 while the sc_backup scheduler worker runs",
             gauge(if self.scheduler_running { 1.0 } else { 0.0 }),
         );
+        registry.register(
+            HEALTHY,
+            "1 while every sc_health() check passes: the scheduler runs, no backup or dump is over an hour late, no WAL waits too long",
+            gauge(if self.healthy() { 1.0 } else { 0.0 }),
+        );
         for (metric, help, value) in recovery_metrics(&self.recovery) {
             if let Some(value) = value {
                 registry.register(metric, help, gauge(value));
@@ -374,6 +390,7 @@ mod tests {
                 drill_rpo_seconds: None,
             },
             scheduler_running: true,
+            health: Vec::new(),
         }
     }
 
@@ -393,6 +410,7 @@ mod tests {
             "sc_backup_wal_ready_segments 4.0",
             "sc_backup_wal_oldest_unarchived_age_seconds 61.0",
             "sc_backup_scheduler_up 1.0",
+            "sc_backup_healthy 1.0",
             "sc_backup_last_verified_timestamp_seconds 1794000000.0",
             "sc_backup_verify_scheduled 1.0",
             "# TYPE sc_backup_failures counter",

@@ -477,6 +477,8 @@ GRANT USAGE ON SCHEMA sc_backup TO sc_backup_operator;
 GRANT SELECT ON sc_backup.audit TO sc_backup_operator;
 REVOKE ALL ON FUNCTION sc_dump(text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sc_dump(text, boolean) TO sc_backup_operator;
+REVOKE ALL ON FUNCTION sc_health() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sc_health() TO sc_backup_operator;
 "#,
     name = "privileges",
     finalize

@@ -10,11 +10,14 @@ use chrono::{DateTime, Utc};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use sc_backup_core::dump::{delete_dump_file, find_named, Named};
+use sc_backup_core::health::{self, Archiving, HealthCheck, ScheduledTask};
 use sc_backup_core::metrics::{
     archive_backlog, BackupFigures, RecoveryFigures, Status, WalFigures,
 };
 use sc_backup_core::retention::{delete_backup, expire, plan_expiry};
-use sc_backup_core::schedule::{ScheduleHistory, ScheduleKind, Scheduler};
+use sc_backup_core::schedule::{
+    next_occurrence, parse_cron, ScheduleHistory, ScheduleKind, Scheduler,
+};
 use sc_backup_core::Error;
 
 use crate::backup::{open_repository, raise, raise_message};
@@ -127,10 +130,75 @@ pub fn gather_status(scheduler_running: bool) -> Status {
         wal,
         recovery,
         scheduler_running,
+        health: Vec::new(),
     };
     status.wal.backlog =
         archive_backlog(&data_directory(), std::time::SystemTime::now()).unwrap_or_default();
+    status.health = health_checks(&status);
     status
+}
+
+/// `sc_health()`'s checks: the scheduler runs, each backup and dump schedule succeeded within
+/// an hour of being due, and no WAL waits for the archiver too long. `status` gives the WAL
+/// figures.
+pub fn health_checks(status: &Status) -> Vec<HealthCheck> {
+    let now = Utc::now();
+    let running = scheduler_started();
+    let started = running.unwrap_or(now);
+    let mut tasks = Vec::new();
+    // An invalid schedule cannot be set (check hooks), so a failure here is not a health
+    // question; sc_schedule() reports it.
+    if let Ok(scheduler) = Scheduler::new(&guc::schedule_settings()) {
+        let history = schedule_history();
+        for schedule in &scheduler.schedules {
+            let past = history.get(&schedule.kind).cloned().unwrap_or_default();
+            tasks.push(ScheduledTask {
+                name: format!("{} backups", schedule.kind.name()),
+                due: Some(schedule.next_run(past.last_success, started)),
+                last_success: past.last_success,
+                last_error: past.last_error.filter(|_| past.consecutive_failures > 0),
+            });
+        }
+    }
+    if let Some(expression) = guc::cstring_setting(&guc::DUMP_SCHEDULE) {
+        if let Ok(cron) = parse_cron("dump", &expression) {
+            let past = scheduled_history("dump");
+            tasks.push(ScheduledTask {
+                name: "logical dumps".into(),
+                due: next_occurrence(&cron, past.last_success, started),
+                last_success: past.last_success,
+                last_error: past.last_error.filter(|_| past.consecutive_failures > 0),
+            });
+        }
+    }
+    let archive_mode = Spi::get_one::<String>("SELECT current_setting('archive_mode')")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let archive_timeout_seconds = Spi::get_one::<f64>(
+        "SELECT setting::float8 FROM pg_settings WHERE name = 'archive_timeout'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0.0);
+    let failing_since_success = Spi::get_one::<String>(
+        "SELECT last_failed_wal FROM pg_stat_archiver
+          WHERE last_failed_time > coalesce(last_archived_time, '-infinity')",
+    )
+    .ok()
+    .flatten();
+    health::assess(
+        now,
+        guc::SCHEDULER.get(),
+        running.is_some(),
+        &tasks,
+        &Archiving {
+            enabled: archive_mode != "off",
+            archive_timeout_seconds,
+            backlog: status.wal.backlog.clone(),
+            failing_since_success,
+        },
+    )
 }
 
 /// The scheduler's start time, when it runs.
@@ -237,6 +305,25 @@ fn sc_status() -> TableIterator<
             figure.database,
         )
     }))
+}
+
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn sc_health() -> TableIterator<
+    'static,
+    (
+        name!(check_name, String),
+        name!(healthy, bool),
+        name!(detail, String),
+    ),
+> {
+    let status = gather_status(scheduler_started().is_some());
+    TableIterator::new(
+        status
+            .health
+            .into_iter()
+            .map(|check| (check.name, check.healthy, check.detail)),
+    )
 }
 
 #[pg_extern(security_definer)]

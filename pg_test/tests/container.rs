@@ -2,8 +2,8 @@
 //! under test, as the image runs them: the playbook's variables become a running server that
 //! archives, takes its scheduled backup and keeps secrets out of readable files and the
 //! server's environment; a bad variable stops it with one line; a changed variable applies at
-//! the next start; `sc-backup` finds the settings through PGDATA alone; the playbook's restore
-//! variables drive a restore.
+//! the next start; `sc-backup` finds the settings the server uses; the playbook's restore
+//! variables drive a restore; the healthcheck fails while the scheduler is down.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -131,6 +131,41 @@ impl Container {
             .args(args)
             .output()
             .unwrap()
+    }
+}
+
+/// The compose file is valid (`docker-compose config`, which needs no daemon) with the example
+/// environment, and every variable the image reads is passed through by the compose file and
+/// explained in the example.
+#[test]
+fn the_compose_file_is_valid_and_passes_every_variable_the_image_reads() {
+    let config = Command::new("docker-compose")
+        .arg("--env-file")
+        .arg(docker_file(".env.example"))
+        .arg("-f")
+        .arg(docker_file("compose.yaml"))
+        .arg("config")
+        .output()
+        .expect("docker-compose (scripts/install-deps.sh installs it)");
+    assert!(config.status.success(), "{}", text(&config));
+    let rendered = String::from_utf8_lossy(&config.stdout);
+    assert!(rendered.contains("POSTGRES_DB: simcorp"), "{rendered}");
+    assert!(rendered.contains("test:") && rendered.contains("sc-backup-healthcheck"));
+    let compose = fs::read_to_string(docker_file("compose.yaml")).unwrap();
+    let example = fs::read_to_string(docker_file(".env.example")).unwrap();
+    for variable in sc_backup_core::container_env::VARIABLES {
+        assert!(
+            compose.contains(&format!("{variable}: ${{{variable}")),
+            "compose.yaml does not pass {variable}"
+        );
+        // The example sets each one, except BACKUP_ENCRYPTION*, the GCS example's spelling
+        // of ENCRYPTION*, and STORAGE_EMULATOR_HOST, for tests.
+        if !variable.starts_with("BACKUP_ENCRYPTION") && *variable != "STORAGE_EMULATOR_HOST" {
+            assert!(
+                example.contains(&format!("\n{variable}=")),
+                ".env.example does not set {variable}"
+            );
+        }
     }
 }
 
@@ -273,8 +308,52 @@ fn the_entrypoint_runs_the_playbooks_configuration_and_applies_changes_at_restar
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while objects_under(&container.repository.join("wal")).len() == archived {
-        assert!(Instant::now() < deadline, "the last WAL file was never archived");
+        assert!(
+            Instant::now() < deadline,
+            "the last WAL file was never archived"
+        );
         std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Healthy: the server answers, the scheduler runs, backups and archiving are on time.
+    let health = container.script("healthcheck.sh").output().unwrap();
+    assert!(health.status.success(), "{}", text(&health));
+    assert_eq!(text(&health).trim(), "healthy");
+    // Without its scheduler (terminated; the postmaster restarts it 10 s later) it is not.
+    client
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'sc_backup scheduler'",
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let unhealthy = loop {
+        let health = container.script("healthcheck.sh").output().unwrap();
+        if !health.status.success() {
+            break text(&health);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still healthy without the scheduler"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        unhealthy.starts_with("scheduler: the scheduler worker is not running"),
+        "{unhealthy}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !container
+        .script("healthcheck.sh")
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted scheduler never made it healthy"
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 
     // A changed variable applies at the next start; the cluster is kept.
