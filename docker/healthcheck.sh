@@ -10,7 +10,7 @@ if ! pg_isready -q; then
   echo "the server does not accept connections"
   exit 1
 fi
-problems=$(psql -X -A -t -q -v ON_ERROR_STOP=1 -c "SELECT check_name || ': ' || detail FROM sc_backup.sc_health() WHERE NOT healthy" 2>&1) || {
+problems=$(psql -X -A -t -q -v ON_ERROR_STOP=1 -c "SELECT check_name || ': ' || detail FROM sc_health() WHERE NOT healthy" 2>&1) || {
   echo "sc_health() failed: $problems"
   exit 1
 }
