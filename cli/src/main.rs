@@ -144,42 +144,40 @@ fn run(cli: &Cli, settings: &sc_backup_core::config::Settings) -> Result<(), Cli
             wal_file,
             destination,
             identity_file,
-        } => commands::wal_fetch::run(&settings, wal_file, destination, identity_file.as_deref()),
-        Command::List { json } => commands::list::run(&settings, *json),
+        } => commands::wal_fetch::run(settings, wal_file, destination, identity_file.as_deref()),
+        Command::List { json } => commands::list::run(settings, *json),
         Command::Verify {
             backup,
             restore: false,
             ..
-        } => commands::verify::run(&settings, backup),
+        } => commands::verify::run(settings, backup),
         Command::Verify {
             backup,
             json,
             sandbox,
             ..
-        } => {
-            commands::verify::run_restore(&settings, backup, *json, sandbox, &interrupt::install())
-        }
-        Command::Extract(args) => commands::extract::run(&settings, args, &interrupt::install()),
-        Command::Drill(args) => commands::drill::run(&settings, args, &interrupt::install()),
-        Command::Dump(args) => commands::dump::run_dump(&settings, args, &interrupt::install()),
+        } => commands::verify::run_restore(settings, backup, *json, sandbox, &interrupt::install()),
+        Command::Extract(args) => commands::extract::run(settings, args, &interrupt::install()),
+        Command::Drill(args) => commands::drill::run(settings, args, &interrupt::install()),
+        Command::Dump(args) => commands::dump::run_dump(settings, args, &interrupt::install()),
         Command::RestoreDump(args) => {
-            commands::dump::run_restore_dump(&settings, args, &interrupt::install())
+            commands::dump::run_restore_dump(settings, args, &interrupt::install())
         }
         Command::Expire {
             retention_days,
             retention_full,
             dry_run,
         } => commands::expire::run_expire(
-            &settings,
+            settings,
             sc_backup_core::retention::RetentionPolicy {
                 days: retention_days.unwrap_or(settings.retention.days),
                 min_backups: retention_full.unwrap_or(settings.retention.min_backups),
             },
             *dry_run,
         ),
-        Command::Delete { backup } => commands::expire::run_delete(&settings, backup),
+        Command::Delete { backup } => commands::expire::run_delete(settings, backup),
         Command::Restore(args) => {
-            commands::restore::run(&settings, cli.settings.pgdata.as_deref(), args)
+            commands::restore::run(settings, cli.settings.pgdata.as_deref(), args)
         }
         Command::ContainerSettings { .. } => unreachable!("run before the settings resolve"),
     }

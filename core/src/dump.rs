@@ -419,11 +419,9 @@ pub fn find_dump(
 ) -> Result<DumpMetadata> {
     let dumps = list_dumps(repository)?;
     let found = if name == "latest" {
-        dumps
-            .into_iter()
-            .filter(|d| d.content == DumpKind::Database)
-            .filter(|d| database.is_none_or(|db| d.database == db))
-            .next_back()
+        dumps.into_iter().rfind(|d| {
+            d.content == DumpKind::Database && database.is_none_or(|db| d.database == db)
+        })
     } else {
         let file = name.strip_suffix(".meta").unwrap_or(name);
         let file = file.strip_suffix(".sha256").unwrap_or(file);

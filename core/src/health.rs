@@ -118,9 +118,7 @@ fn archiving_check(archiving: &Archiving) -> HealthCheck {
     }
     // A segment waits up to archive_timeout to be completed, then for the archiver: twice the
     // timeout is late, and 15 minutes is late whatever the timeout.
-    let limit = (2.0 * archiving.archive_timeout_seconds)
-        .min(WAL_WAIT_LIMIT_SECONDS)
-        .max(60.0);
+    let limit = (2.0 * archiving.archive_timeout_seconds).clamp(60.0, WAL_WAIT_LIMIT_SECONDS);
     let backlog = &archiving.backlog;
     let waiting = format!(
         "{} WAL file{} waiting",
@@ -204,7 +202,7 @@ mod tests {
             at("2026-11-24 11:59:00Z"),
             true,
             true,
-            &[task.clone()],
+            std::slice::from_ref(&task),
             &archiving(0, 0.0),
         );
         assert!(on_time.iter().all(|c| c.healthy), "{on_time:?}");
@@ -264,7 +262,13 @@ mod tests {
     fn a_stopped_scheduler_is_unhealthy_and_a_disabled_one_is_not_checked() {
         let now = at("2026-11-24 12:00:00Z");
         let task = hourly("2026-11-20 10:00:00Z");
-        let stopped = assess(now, true, false, &[task.clone()], &archiving(0, 0.0));
+        let stopped = assess(
+            now,
+            true,
+            false,
+            std::slice::from_ref(&task),
+            &archiving(0, 0.0),
+        );
         assert_eq!(stopped[0].name, "scheduler");
         assert!(!stopped[0].healthy);
         let disabled = assess(now, false, false, &[task], &archiving(0, 0.0));

@@ -195,7 +195,7 @@ pub fn health_checks(status: &Status) -> Vec<HealthCheck> {
         &Archiving {
             enabled: archive_mode != "off",
             archive_timeout_seconds,
-            backlog: status.wal.backlog.clone(),
+            backlog: status.wal.backlog,
             failing_since_success,
         },
     )
