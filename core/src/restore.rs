@@ -149,8 +149,9 @@ pub struct RestoreOptions {
     pub parallelism: usize,
     /// Where recovery gets its WAL.
     pub wal_source: WalSource,
-    /// Turn WAL archiving off in the restored cluster: a side copy (table-level recovery, a
-    /// test restore) must not archive its new timeline into the production repository.
+    /// Turn WAL archiving and the scheduler off in the restored cluster: a side copy
+    /// (table-level recovery, a test restore) must not archive its new timeline into the
+    /// production repository, nor take, dump or expire backups there.
     pub archive_off: bool,
     /// Set (by a signal handler, say) to stop between files with [`Error::Interrupted`].
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -613,6 +614,8 @@ fn append_recovery_settings(
     }
     if options.archive_off {
         settings.push(("archive_mode", "off".into()));
+        // Nor its own scheduled backups, dumps and expiry (its configuration is production's).
+        settings.push(("sc_backup.scheduler", "off".into()));
     }
     let path = pgdata.join("postgresql.auto.conf");
     let mut text = fs::read_to_string(&path).unwrap_or_default();

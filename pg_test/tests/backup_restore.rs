@@ -693,6 +693,14 @@ fn expire_removes_old_backups_and_their_wal_but_never_what_a_kept_backup_needs()
     let (_restored, mut restored_client) =
         restore_and_start(&dir, &repo, "restored", &["--archive-mode", "off"]);
     assert_eq!(count(&mut restored_client, "t"), expected);
+    // A side copy: neither archiving nor scheduling into production's repository.
+    for (setting, value) in [("archive_mode", "off"), ("sc_backup.scheduler", "off")] {
+        let shown: String = restored_client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(shown, value, "{setting}");
+    }
 
     // Deleting on purpose removes the backup and its objects.
     repo.cli_ok(&dir.path, &["delete", &second]);

@@ -57,8 +57,9 @@ pub struct RestoreArgs {
     #[arg(long, default_value_t = 2)]
     pub parallel: usize,
 
-    /// "off" for a side copy, so that it never archives into the repository; "preserve" keeps
-    /// the backup's setting (a replacement of the lost cluster)
+    /// "off" for a side copy, so that it never archives into the repository (and its
+    /// scheduler is off); "preserve" keeps the backup's settings (a replacement of the lost
+    /// cluster)
     #[arg(long, value_enum, default_value = "preserve")]
     pub archive_mode: ArchiveMode,
 
