@@ -43,6 +43,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "shared_preload_libraries = 'sc_backup'"
     echo "include '$SC_BACKUP_CONFIG_FILE'"
   } >>"$PGDATA/postgresql.conf"
+  # initdb's host lines cover loopback only; clients come through the container's network
+  # (the official image adds the same line).
+  echo "host all all all $host_auth" >>"$PGDATA/pg_hba.conf"
   # The database and the extension, on a private socket only, then stopped.
   socket=$(mktemp -d)
   # Without the library preloaded: no archiving, no scheduler looking for the database yet.

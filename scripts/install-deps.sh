@@ -30,6 +30,7 @@ APT_PACKAGES=(
   python3 python3-venv openssl curl # the GCS emulator's venv; the tests' service account and buckets
   prometheus                        # promtool, which checks and unit-tests docs/alerts.yml (not started)
   docker-compose                    # validates docker/compose.yaml (1.29 needs no daemon for `config`)
+  podman runc debootstrap podman-compose # the image and the compose stack in the tests (base image: debootstrap)
 )
 
 if [[ " ${PG_MAJORS[*]} " == *" 15 "* ]]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, the extension's #[pg_test]s on every major, then the
 # integration tests that start real PostgreSQL clusters (as the postgres OS user): all of them
-# on PostgreSQL 18, and the cross-version subset below on 15, 16 and 17 (with one kill -9
-# round per target instead of three), which keeps CI within its time budget. Expects
+# on PostgreSQL 18 (the image sc_backup:18 is built first, for the container test), and the
+# cross-version subset below on 15, 16 and 17 (with one kill -9 round per target instead of
+# three), which keeps CI within its time budget. Expects
 # scripts/install-deps.sh to have run (`bash .ci/run` does both).
 #
 #   SC_BACKUP_PG_MAJORS="17" bash scripts/test.sh               # only these majors
@@ -59,6 +60,10 @@ for major in "${MAJORS[@]}"; do
   phase "building and installing the extension for PostgreSQL $major"
   PG_CONFIG=$pg_config bash scripts/install-extension.sh
   if [[ $FULL_SUITE_MAJORS == *" $major "* ]]; then
+    # The image the container test runs: this build, packaged (debug: reuses the build above),
+    # on a base image made with debootstrap once per machine (no registry is reachable here).
+    phase "building the image sc_backup:$major (podman)"
+    BASE_IMAGE=${BASE_IMAGE:-local} SC_BACKUP_BUILD=debug bash docker/build-image.sh "$major"
     phase "integration tests on PostgreSQL $major: all (pg_test/, real clusters)"
     filters=()
     trials=${SC_BACKUP_FAULT_TRIALS:-3}
