@@ -121,6 +121,20 @@ pub fn objects_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A table's row count and an MD5 of all its rows in text order: equal contents give equal
+/// pairs, whatever the physical order (an empty table's digest is "").
+pub fn table_content(client: &mut impl postgres::GenericClient, table: &str) -> (i64, String) {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM {table} t"
+            ),
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 /// A command's standard output then standard error, for assertions and their messages.
 pub fn output_text(output: &Output) -> String {
     format!(

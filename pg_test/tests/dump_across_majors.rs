@@ -3,24 +3,14 @@
 //! because it switches the server under test (`use_pg_bindir`) between clusters.
 
 use sc_backup_core::server_binaries::ServerBinaries;
-use sc_backup_pg_test::{use_pg_bindir, Cluster, ClusterOptions, TestDir};
+use sc_backup_pg_test::{table_content, use_pg_bindir, Cluster, ClusterOptions, TestDir};
 
 use sc_backup_pg_test::output_text as text;
 
 fn contents(client: &mut sc_backup_pg_test::postgres::Client) -> Vec<(i64, String)> {
     ["missions", "users"]
         .iter()
-        .map(|table| {
-            let row = client
-                .query_one(
-                    &format!(
-                        "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
-                    ),
-                    &[],
-                )
-                .unwrap();
-            (row.get(0), row.get(1))
-        })
+        .map(|table| table_content(client, table))
         .collect()
 }
 

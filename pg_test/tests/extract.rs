@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use sc_backup_pg_test::postgres::Client;
 use sc_backup_pg_test::{
-    archiving_conf, as_postgres, pg_bindir, run_ok, start_primary, take_backup, Cluster, TestDir,
+    archiving_conf, as_postgres, pg_bindir, run_ok, start_primary, table_content, take_backup,
+    Cluster, TestDir,
 };
 
 use sc_backup_pg_test::output_text as text;
@@ -55,19 +56,6 @@ fn assert_no_sandbox(dir: &TestDir) {
         })
         .collect();
     assert!(processes.is_empty(), "processes left: {processes:?}");
-}
-
-/// Row count and a digest of every row, in key order.
-fn content(client: &mut Client, table: &str) -> (i64, String) {
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM {table} t"
-            ),
-            &[],
-        )
-        .unwrap();
-    (row.get(0), row.get(1))
 }
 
 #[test]
@@ -155,7 +143,7 @@ fn a_table_deleted_under_load_comes_back_as_it_was_in_a_new_schema() {
     std::thread::sleep(Duration::from_secs(1));
     load.wait().unwrap();
     primary.switch_and_wait_archived(&mut client);
-    let others_before = content(&mut client, "pgbench_accounts");
+    let others_before = table_content(&mut client, "pgbench_accounts");
 
     let output = extract_ok(
         &primary,
@@ -192,7 +180,7 @@ fn a_table_deleted_under_load_comes_back_as_it_was_in_a_new_schema() {
     assert_no_sandbox(&dir);
 
     // Exactly the table at the target: rows, indexes, constraints, the sequence's value.
-    assert_eq!(content(&mut client, "recovered.missions"), expected);
+    assert_eq!(table_content(&mut client, "recovered.missions"), expected);
     let indexes: Vec<String> = client
         .query(
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'recovered' ORDER BY 1",
@@ -222,12 +210,15 @@ fn a_table_deleted_under_load_comes_back_as_it_was_in_a_new_schema() {
         "sequence at the target {sequence}, recovered {recovered_sequence}"
     );
     // The live cluster ran on, its other tables untouched.
-    assert_eq!(content(&mut client, "pgbench_accounts"), others_before);
-    assert_eq!(content(&mut client, "missions").0, 0);
+    assert_eq!(
+        table_content(&mut client, "pgbench_accounts"),
+        others_before
+    );
+    assert_eq!(table_content(&mut client, "missions").0, 0);
 
     // The printed example puts the rows back.
     client.batch_execute(example).unwrap();
-    assert_eq!(content(&mut client, "missions"), expected);
+    assert_eq!(table_content(&mut client, "missions"), expected);
 
     // An existing schema is refused, before anything is restored.
     let output = extract(

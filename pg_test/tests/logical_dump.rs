@@ -8,9 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use sc_backup_pg_test::postgres::Client;
+use sc_backup_pg_test::postgres::{Client, GenericClient};
 use sc_backup_pg_test::{
-    archiving_conf, as_postgres, pg_bindir, run_ok, start_primary, Cluster, TestDir,
+    archiving_conf, as_postgres, pg_bindir, run_ok, start_primary, table_content, Cluster, TestDir,
 };
 
 const TABLES: [&str; 4] = [
@@ -58,20 +58,10 @@ fn database_exists(client: &mut Client, name: &str) -> bool {
 }
 
 /// Row count and a digest of every row of each pgbench table.
-fn contents(client: &mut Client) -> Vec<(i64, String)> {
+fn contents(client: &mut impl GenericClient) -> Vec<(i64, String)> {
     TABLES
         .iter()
-        .map(|table| {
-            let row = client
-                .query_one(
-                    &format!(
-                        "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM {table} t"
-                    ),
-                    &[],
-                )
-                .unwrap();
-            (row.get(0), row.get(1))
-        })
+        .map(|table| table_content(client, table))
         .collect()
 }
 
@@ -143,20 +133,7 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
         .query_one("SELECT pg_export_snapshot()", &[])
         .unwrap()
         .get(0);
-    let reference = TABLES
-        .iter()
-        .map(|table| {
-            let row = snapshot_holder
-                .query_one(
-                    &format!(
-                        "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM {table} t"
-                    ),
-                    &[],
-                )
-                .unwrap();
-            (row.get::<_, i64>(0), row.get::<_, String>(1))
-        })
-        .collect::<Vec<_>>();
+    let reference = contents(&mut snapshot_holder);
     let dumped = cli_ok(
         &primary,
         &dir,
