@@ -41,6 +41,19 @@ impl std::fmt::Debug for RepositoryKey {
     }
 }
 
+/// scrypt's work factor (log2 of N) for wrapping a new repository's key: 2^16 × 1 KiB (r = 8)
+/// = 64 MiB, the same on every machine. age's own default is calibrated to a second on the
+/// machine that wraps, which here meant up to 2^20 (1 GiB) in every backend that opened the
+/// repository, and a repository made on a fast server could then be refused, or exhaust
+/// memory, on a small restore host. The passphrase should be long and
+/// random (docs/design.md): then the work factor is not what protects it.
+pub const KEY_WRAP_WORK_FACTOR: u8 = 16;
+
+/// The largest work factor accepted when unwrapping, whatever this machine's speed: keys
+/// wrapped with age's calibrated default (before the fixed factor) still open. age's own limit
+/// is the local calibration plus 4, which refuses a fast machine's key on a slow one.
+pub const KEY_UNWRAP_MAX_WORK_FACTOR: u8 = 22;
+
 impl RepositoryKey {
     pub fn generate() -> Self {
         let identity = age::x25519::Identity::generate();
@@ -56,15 +69,13 @@ impl RepositoryKey {
         self.recipient.to_string()
     }
 
-    /// The private key in age's identity-file format, encrypted with `passphrase`.
-    /// `work_factor` (log2 of scrypt's N) is only lowered by tests; `None` lets age pick its
-    /// ~1 second default.
+    /// The private key in age's identity-file format, encrypted with `passphrase` by age's
+    /// scrypt recipient at [`KEY_WRAP_WORK_FACTOR`]. `work_factor` (log2 of scrypt's N) is only
+    /// lowered by tests.
     pub fn wrap(&self, passphrase: &Secret, work_factor: Option<u8>) -> Result<Vec<u8>, KeyError> {
         let mut recipient =
             age::scrypt::Recipient::new(SecretString::from(passphrase.expose().to_owned()));
-        if let Some(log_n) = work_factor {
-            recipient.set_work_factor(log_n);
-        }
+        recipient.set_work_factor(work_factor.unwrap_or(KEY_WRAP_WORK_FACTOR));
         let encryptor =
             age::Encryptor::with_recipients(iter::once(&recipient as &dyn age::Recipient))
                 .map_err(|e| KeyError::Encrypt(e.to_string()))?;
@@ -82,8 +93,9 @@ impl RepositoryKey {
     pub fn unwrap_key(wrapped: &[u8], passphrase: &Secret) -> Result<Self, KeyError> {
         let decryptor =
             age::Decryptor::new(wrapped).map_err(|e| KeyError::Damaged(e.to_string()))?;
-        let identity =
+        let mut identity =
             age::scrypt::Identity::new(SecretString::from(passphrase.expose().to_owned()));
+        identity.set_max_work_factor(KEY_UNWRAP_MAX_WORK_FACTOR);
         let mut reader = decryptor
             .decrypt(iter::once(&identity as &dyn age::Identity))
             .map_err(|e| match e {

@@ -622,4 +622,24 @@ mod tests {
             Err(keys::KeyError::WrongPassphrase)
         ));
     }
+
+    /// A new repository's key costs the same scrypt everywhere (age's header line
+    /// `-> scrypt <salt> <log2 N>`), not what the wrapping machine's speed would pick.
+    #[test]
+    fn a_new_key_is_wrapped_at_the_fixed_work_factor() {
+        let key = test_key();
+        let wrapped = key.wrap(&Secret::new("right"), None).unwrap();
+        let header = String::from_utf8_lossy(&wrapped[..wrapped.len().min(200)]).into_owned();
+        let stanza = header
+            .lines()
+            .find(|line| line.starts_with("-> scrypt "))
+            .unwrap_or_else(|| panic!("no scrypt stanza in {header:?}"));
+        assert_eq!(
+            stanza.split(' ').nth(3),
+            Some(keys::KEY_WRAP_WORK_FACTOR.to_string().as_str()),
+            "{stanza}"
+        );
+        let unwrapped = RepositoryKey::unwrap_key(&wrapped, &Secret::new("right")).unwrap();
+        assert_eq!(unwrapped.recipient_string(), key.recipient_string());
+    }
 }
