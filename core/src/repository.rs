@@ -339,7 +339,7 @@ fn load_key(storage: &dyn Storage, passphrase: &Secret) -> Result<RepositoryKey>
         object: KEY_KEY.into(),
         reason: "the repository is encrypted but its key is missing".into(),
     })?;
-    RepositoryKey::unwrap_key(&wrapped, passphrase).map_err(|e| match e {
+    RepositoryKey::unwrap_key_once(&wrapped, passphrase).map_err(|e| match e {
         KeyError::WrongPassphrase => Error::WrongPassphrase {
             location: storage.describe(),
         },

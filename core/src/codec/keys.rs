@@ -4,7 +4,8 @@
 //! Paying that per WAL segment would cap archiving at one segment per second, so each
 //! encrypted repository has one X25519 key pair instead: objects are encrypted to its public
 //! key (fast), and its private key is stored in the repository as `keys/repository.key.age`,
-//! itself an age file encrypted with the passphrase. A process unwraps it once and keeps it.
+//! itself an age file encrypted with the passphrase. A process unwraps it once and keeps it
+//! ([`RepositoryKey::unwrap_key_once`]).
 //!
 //! Everything is standard age, so an operator can decrypt by hand:
 //! `age -d -o key.txt keys/repository.key.age` (asks for the passphrase), then
@@ -13,8 +14,10 @@
 use std::io::{self, Read, Write};
 use std::iter;
 use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
 
 use age::secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 
 use super::DecodeError;
 use crate::config::Secret;
@@ -54,7 +57,48 @@ pub const KEY_WRAP_WORK_FACTOR: u8 = 16;
 /// is the local calibration plus 4, which refuses a fast machine's key on a slow one.
 pub const KEY_UNWRAP_MAX_WORK_FACTOR: u8 = 22;
 
+/// The keys this process has unwrapped, by [`unwrap_id`]: a backend's next `sc_backup()`, the
+/// scheduler's next run and the archiver reopen the repository without another scrypt. The
+/// process holds the passphrase itself (its setting), so the cache holds nothing it could not
+/// derive again; only a successful unwrap is kept, and the key file is still read and its
+/// public key checked against repository.json at every open.
+static UNWRAPPED: Mutex<Vec<([u8; 32], RepositoryKey)>> = Mutex::new(Vec::new());
+/// Repositories (or passphrases) one process opens: a handful at most.
+const UNWRAPPED_KEPT: usize = 8;
+
+/// What a cached key answers for: this key file's exact bytes with this passphrase.
+fn unwrap_id(wrapped: &[u8], passphrase: &Secret) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    digest.update((wrapped.len() as u64).to_le_bytes());
+    digest.update(wrapped);
+    digest.update(passphrase.expose().as_bytes());
+    digest.finalize().into()
+}
+
+/// The key this process already unwrapped from `wrapped` with `passphrase`, if any.
+pub fn already_unwrapped(wrapped: &[u8], passphrase: &Secret) -> Option<RepositoryKey> {
+    let id = unwrap_id(wrapped, passphrase);
+    let kept = UNWRAPPED.lock().unwrap_or_else(PoisonError::into_inner);
+    kept.iter()
+        .find(|(kept_id, _)| *kept_id == id)
+        .map(|(_, key)| key.clone())
+}
+
 impl RepositoryKey {
+    /// [`RepositoryKey::unwrap_key`], paid once per process for one key file and passphrase.
+    pub fn unwrap_key_once(wrapped: &[u8], passphrase: &Secret) -> Result<Self, KeyError> {
+        if let Some(key) = already_unwrapped(wrapped, passphrase) {
+            return Ok(key);
+        }
+        let key = Self::unwrap_key(wrapped, passphrase)?;
+        let mut kept = UNWRAPPED.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() == UNWRAPPED_KEPT {
+            kept.remove(0);
+        }
+        kept.push((unwrap_id(wrapped, passphrase), key.clone()));
+        Ok(key)
+    }
+
     pub fn generate() -> Self {
         let identity = age::x25519::Identity::generate();
         let recipient = identity.to_public();

@@ -623,6 +623,26 @@ mod tests {
         ));
     }
 
+    /// A process pays scrypt once per key file and passphrase; another passphrase or another
+    /// key file is not answered from what it kept.
+    #[test]
+    fn a_process_unwraps_a_key_once() {
+        let key = test_key();
+        let right = Secret::new("right");
+        let wrapped = key.wrap(&right, Some(10)).unwrap();
+        assert!(keys::already_unwrapped(&wrapped, &right).is_none());
+        let first = RepositoryKey::unwrap_key_once(&wrapped, &right).unwrap();
+        assert_eq!(first.recipient_string(), key.recipient_string());
+        let kept = keys::already_unwrapped(&wrapped, &right).expect("kept after the first");
+        assert_eq!(kept.recipient_string(), key.recipient_string());
+        assert!(matches!(
+            RepositoryKey::unwrap_key_once(&wrapped, &Secret::new("wrong")),
+            Err(keys::KeyError::WrongPassphrase)
+        ));
+        let rewrapped = key.wrap(&right, Some(10)).unwrap();
+        assert!(keys::already_unwrapped(&rewrapped, &right).is_none());
+    }
+
     /// A new repository's key costs the same scrypt everywhere (age's header line
     /// `-> scrypt <salt> <log2 N>`), not what the wrapping machine's speed would pick.
     #[test]
