@@ -917,10 +917,14 @@ impl Bench {
             );
             let stored = du(&self.dir.path.join("pgbackrest-backup/repo/backup"));
             let target = self.dir.subdir("restored-pgbackrest");
+            // Its own spool: restore empties the spool's archive queue, which the running
+            // cluster's asynchronous archive-push is writing into.
+            let restore_spool = self.dir.subdir("pgbackrest-restore-spool");
             let restore = measure(
                 "pgbackrest restore",
                 pgbackrest(&conf)
                     .arg(format!("--pg1-path={}", target.display()))
+                    .arg(format!("--spool-path={}", restore_spool.display()))
                     .arg("restore"),
                 &self.dir.path.join("pgbackrest-restore.log"),
             );
