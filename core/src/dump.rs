@@ -18,7 +18,7 @@
 //! and only after the new copy is complete: the dump is loaded into a new database that is
 //! then renamed over it.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +32,7 @@ use crate::backup::Interrupted;
 use crate::codec::{
     pump, CodecSpec, Decoder, DigestingReader, DigestingWriter, Encoder, PumpError, Sha256Digest,
 };
+use crate::dump_copy_scan::{copy_tags, CopiedTable, CopyScan};
 use crate::error::{Error, Result};
 use crate::extract::quote_ident;
 use crate::live::Live;
@@ -714,8 +715,8 @@ pub fn restore_dump(
         options,
         cancel,
     );
-    let checksum_mismatch = match loaded {
-        Ok(mismatch) => mismatch,
+    let (checksum_mismatch, copied) = match loaded {
+        Ok(loaded) => loaded,
         Err(error) => {
             let _ = live.query(
                 "DROP DATABASE IF EXISTS :\"name\" WITH (FORCE);",
@@ -736,7 +737,18 @@ pub fn restore_dump(
             ),
         ])?;
     }
-    let tables = count_rows(&live.for_database(target))?;
+    let restored = live.for_database(target);
+    let tables = match copied {
+        Some(copied) if same_tables(&restored, &copied)? => {
+            let mut tables: Vec<(String, u64)> = copied
+                .into_iter()
+                .map(|(table, rows)| (table.shown, rows))
+                .collect();
+            tables.sort();
+            tables
+        }
+        _ => count_rows(&restored)?,
+    };
     Ok(RestoreDumpReport {
         database: target.to_string(),
         replaced: exists,
@@ -749,31 +761,48 @@ fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
 
+/// Each table a dump's COPY filled, with the rows psql reported for it.
+type CopiedRows = Vec<(CopiedTable, u64)>;
+
 /// Streams the dump into `psql` between BEGIN and a COMMIT that is sent only when everything
-/// read was verified. Returns the checksum mismatch that `skip_verify` let through.
+/// read was verified. Returns the checksum mismatch that `skip_verify` let through, and the
+/// rows each COPY loaded when psql's tags and the dump's COPY statements pair up.
 fn load(
     repository: &Repository,
     dump: &DumpMetadata,
     database: &Live,
     options: RestoreDumpOptions,
     cancel: &AtomicBool,
-) -> Result<Option<String>> {
+) -> Result<(Option<String>, Option<CopiedRows>)> {
     let expected = recorded_checksum(repository, dump);
     let mut psql = database
         .command()
         .args(["-f", "-"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
         .map_err(|e| Error::io("run", database.psql.display(), e))?;
     let stderr = psql.stderr.take().expect("piped");
     let errors = std::thread::spawn(move || read_capped(stderr));
-    let mut stdin = psql.stdin.take().expect("piped");
+    // Command tags, one line per statement: only the COPY counts are kept.
+    let stdout = psql.stdout.take().expect("piped");
+    let tags = std::thread::spawn(move || {
+        let mut tags = Vec::new();
+        let mut reader = io::BufReader::new(stdout);
+        let mut line = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            tags.extend(copy_tags(&String::from_utf8_lossy(&line)));
+            line.clear();
+        }
+        tags
+    });
+    let mut stdin = CopyScan::new(psql.stdin.take().expect("piped"));
     let streamed = (|| {
+        // Command tags on (psql runs with -q): "COPY <rows>" after each table's data.
         stdin
-            .write_all(b"BEGIN;\n")
+            .write_all(b"\\set QUIET off\nBEGIN;\n")
             .map_err(|e| Error::io("write to", "psql", e))?;
         let read = read_dump(repository, dump, &mut stdin, "psql", cancel)?;
         let mut mismatch = None;
@@ -805,21 +834,55 @@ fn load(
     })();
     // Without the COMMIT, psql reaches the end of its input inside the transaction, which the
     // server rolls back when it disconnects.
+    let copied = stdin.tables().map(<[_]>::to_vec);
     drop(stdin);
     if streamed.is_err() {
         let _ = psql.kill();
     }
     let status = wait_cancellable(&mut psql, cancel);
     let errors = errors.join().unwrap_or_default();
+    let tags = tags.join().unwrap_or_default();
     if cancel.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
     }
+    let copied = copied
+        .filter(|tables| tables.len() == tags.len())
+        .map(|tables| tables.into_iter().zip(tags).collect());
     match (streamed, status) {
         (Err(Error::Io { path, .. }), Some(false)) if path == "psql" => Err(psql_failed(&errors)),
         (Err(error), _) => Err(error),
-        (Ok(mismatch), Some(true)) => Ok(mismatch),
+        (Ok(mismatch), Some(true)) => Ok((mismatch, copied)),
         (Ok(_), _) => Err(psql_failed(&errors)),
     }
+}
+
+/// Whether the COPY statements filled exactly the database's tables, each once, apart from
+/// tables an extension created (CREATE EXTENSION made them, not the dump): then the COPY tags
+/// are the rows restored.
+fn same_tables(database: &Live, copied: &[(CopiedTable, u64)]) -> Result<bool> {
+    let output = database.query(
+        "SELECT format('%I.%I', n.nspname, c.relname), \
+                EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                          AND d.objid = c.oid AND d.deptype = 'e') \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+            AND n.nspname NOT LIKE 'pg_toast%';",
+        "",
+    )?;
+    let mut unmatched: Vec<&str> = copied.iter().map(|(t, _)| t.quoted.as_str()).collect();
+    for line in output.lines().filter(|l| !l.is_empty()) {
+        let Some((table, of_extension)) = line.rsplit_once('|') else {
+            return Ok(false);
+        };
+        match unmatched.iter().position(|t| *t == table) {
+            Some(at) => {
+                unmatched.swap_remove(at);
+            }
+            None if of_extension == "t" => {}
+            None => return Ok(false),
+        }
+    }
+    Ok(unmatched.is_empty())
 }
 
 fn psql_failed(errors: &str) -> Error {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod container_env;
 pub mod drill;
 pub mod dump;
+pub mod dump_copy_scan;
 pub mod error;
 pub mod extract;
 pub mod health;
