@@ -693,7 +693,7 @@ impl Bench {
              was written with archiving paused (`archive_command = ''`); the clock runs from \
              `pg_ctl start` with the method's settings (about 0.2 s of start-up, the same for \
              all) until no `.ready` file is left. Durable methods fsync every file; `cp` does \
-             not. The encrypted run includes creating the repository key (one scrypt, ~1 s)."
+             not. The encrypted run includes creating the repository key (one scrypt at N = 2^16)."
                 .into(),
         );
         self.tables.push(table);
@@ -966,8 +966,7 @@ impl Bench {
              maps are not counted); the others' are wait4's ru_maxrss of the command and its \
              children. The database is the same cluster, grown from scale {} to {} between \
              the first two rows. With encryption, opening the repository unwraps its key with \
-             scrypt (age's work factor, calibrated to about a second), whose memory cost is \
-             most of that row's peak.",
+             scrypt (N = 2^16, 64 MiB), most of that row's extra peak.",
             self.args.small_scale, self.args.scale
         ));
         cluster.stop("fast");
@@ -1534,7 +1533,7 @@ impl Bench {
         table.notes.push(
             "The pipelines write a local file; sc-backup writes into a local repository (fsync'd \
              on commit) with the .sha256 and .meta, and restore-dump first checks the stored \
-             file's SHA-256, loads in one transaction, then counts every table's rows. Each \
+             file's SHA-256, loads in one transaction and reports every table's rows. Each \
              restore's sum(abalance) equals the source's."
                 .into(),
         );
