@@ -242,21 +242,18 @@ impl Container {
             ],
         );
         self.exec_ok(&[], &["mkdir", "-p", "/tmp/restored-socket"]);
-        self.exec_ok(
-            &[],
-            &[
-                "pg_ctl",
-                "-D",
-                "/tmp/restored",
-                "-w",
-                "-s",
-                "-l",
-                "/tmp/restored.log",
-                "-o",
-                "-c listen_addresses='' -c unix_socket_directories=/tmp/restored-socket",
-                "start",
-            ],
-        );
+        let pg_ctl = |args: &[&str]| {
+            let mut all = vec!["pg_ctl", "-D", "/tmp/restored", "-w", "-s"];
+            all.extend_from_slice(args);
+            self.exec_ok(&[], &all)
+        };
+        pg_ctl(&[
+            "-l",
+            "/tmp/restored.log",
+            "-o",
+            "-c listen_addresses='' -c unix_socket_directories=/tmp/restored-socket",
+            "start",
+        ]);
         let restored = ["-h", "/tmp/restored-socket"];
         self.wait_until(
             "the restored copy's promotion",
@@ -265,19 +262,7 @@ impl Container {
         );
         assert_eq!(self.psql(&restored, "SHOW sc_backup.scheduler"), "off");
         let rows = self.psql(&restored, "SELECT count(*) FROM t");
-        self.exec_ok(
-            &[],
-            &[
-                "pg_ctl",
-                "-D",
-                "/tmp/restored",
-                "-w",
-                "-s",
-                "-m",
-                "fast",
-                "stop",
-            ],
-        );
+        pg_ctl(&["-m", "fast", "stop"]);
         rows.parse().unwrap()
     }
 }

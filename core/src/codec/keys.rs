@@ -1,7 +1,7 @@
 //! The repository key.
 //!
-//! Deriving a key from a passphrase (age's scrypt recipient) deliberately costs about a second.
-//! Paying that per WAL segment would cap archiving at one segment per second, so each
+//! Deriving a key from a passphrase (age's scrypt recipient) deliberately costs time and
+//! memory ([`KEY_WRAP_WORK_FACTOR`]). Paying that per WAL segment would cap archiving, so each
 //! encrypted repository has one X25519 key pair instead: objects are encrypted to its public
 //! key (fast), and its private key is stored in the repository as `keys/repository.key.age`,
 //! itself an age file encrypted with the passphrase. A process unwraps it once and keeps it
@@ -48,8 +48,8 @@ impl std::fmt::Debug for RepositoryKey {
 /// = 64 MiB, the same on every machine. age's own default is calibrated to a second on the
 /// machine that wraps, which here meant up to 2^20 (1 GiB) in every backend that opened the
 /// repository, and a repository made on a fast server could then be refused, or exhaust
-/// memory, on a small restore host. The passphrase should be long and
-/// random (docs/design.md): then the work factor is not what protects it.
+/// memory, on a small restore host. The passphrase should be long and random
+/// (docs/design.md): then the work factor is not what protects it.
 pub const KEY_WRAP_WORK_FACTOR: u8 = 16;
 
 /// The largest work factor accepted when unwrapping, whatever this machine's speed: keys
