@@ -13,12 +13,7 @@ use crate::error::Result;
 use crate::restore::parse_time;
 use crate::Repository;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetentionPolicy {
-    pub days: u32,
-    /// Keep at least this many of the newest backups (values below 1 count as 1).
-    pub min_backups: u32,
-}
+pub use crate::config::RetentionPolicy;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExpiryPlan {

@@ -117,7 +117,7 @@ impl Write for LocalObjectWriter {
 
 impl ObjectWriter for LocalObjectWriter {
     fn commit(self: Box<Self>) -> Result<(), StorageError> {
-        self.commit_to_final_path()
+        (*self).commit_to_final_path()
     }
 
     fn commit_as(mut self: Box<Self>, key: &str) -> Result<(), StorageError> {
@@ -133,12 +133,12 @@ impl ObjectWriter for LocalObjectWriter {
         }
         self.final_path = final_path;
         self.key = key.to_string();
-        self.commit_to_final_path()
+        (*self).commit_to_final_path()
     }
 }
 
 impl LocalObjectWriter {
-    fn commit_to_final_path(mut self: Box<Self>) -> Result<(), StorageError> {
+    fn commit_to_final_path(mut self) -> Result<(), StorageError> {
         let file = self.file.take().expect("commit is called once");
         let file = file
             .into_inner()

@@ -13,9 +13,8 @@
 //! objects embed their content digest, so even without it two writers of one key write the
 //! same bytes.
 
-use std::fmt;
 use std::io::{self, Read, Write};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
@@ -33,51 +32,8 @@ use super::http::{
     client, describe_reqwest_error, is_transient, with_retries, Attempt, LengthCheckedBody,
 };
 use super::{validate_key, ObjectMeta, ObjectWriter, Storage, StorageError};
-use crate::config::Secret;
 
-/// How to reach one bucket.
-#[derive(Clone, PartialEq, Eq)]
-pub struct S3Config {
-    pub bucket: String,
-    /// Key prefix inside the bucket, without leading or trailing `/` (may be empty).
-    pub prefix: String,
-    pub region: String,
-    /// `https://host[:port]`; `None` for AWS (`https://s3.<region>.amazonaws.com`).
-    pub endpoint: Option<String>,
-    /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`.
-    pub path_style: bool,
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-    pub session_token: Option<Secret>,
-    /// Objects larger than this are uploaded in parts of this size (S3's minimum is 5 MiB).
-    pub part_size: usize,
-    pub max_attempts: u32,
-    pub request_timeout: Duration,
-}
-
-impl fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Credentials stay out of logs: only the access key id's first characters.
-        f.debug_struct("S3Config")
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("region", &self.region)
-            .field("endpoint", &self.endpoint)
-            .field("path_style", &self.path_style)
-            .field(
-                "access_key_id",
-                &format!(
-                    "{}…",
-                    self.access_key_id.chars().take(4).collect::<String>()
-                ),
-            )
-            .finish()
-    }
-}
-
-impl S3Config {
-    pub const DEFAULT_PART_SIZE: usize = 16 << 20;
-}
+pub use crate::config::S3Config;
 
 #[derive(Debug)]
 pub struct S3Storage {

@@ -8,6 +8,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+mod object_store;
+
+pub use object_store::{GcsConfig, S3Config, ServiceAccount};
+
 /// Names of the settings, as they appear in postgresql.conf.
 pub mod names {
     pub const REPOSITORY: &str = "sc_backup.repository";
@@ -473,6 +477,14 @@ impl RawSettings {
     }
 }
 
+/// What `expire` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub days: u32,
+    /// Keep at least this many of the newest backups (values below 1 count as 1).
+    pub min_backups: u32,
+}
+
 /// Validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -481,11 +493,11 @@ pub struct Settings {
     pub encryption: EncryptionMode,
     pub encryption_passphrase: Option<Secret>,
     /// How to reach the bucket, for an `s3://` repository.
-    pub s3: Option<crate::storage::S3Config>,
+    pub s3: Option<S3Config>,
     /// How to reach the bucket, for a `gs://` repository.
-    pub gcs: Option<crate::storage::GcsConfig>,
+    pub gcs: Option<GcsConfig>,
     /// What `expire` keeps.
-    pub retention: crate::retention::RetentionPolicy,
+    pub retention: RetentionPolicy,
 }
 
 /// Non-empty values only: an empty GUC means "not set".
@@ -501,11 +513,7 @@ fn env_var(names: &[&str]) -> Option<String> {
 
 impl Settings {
     /// The S3 client configuration: settings first, then the standard AWS environment.
-    fn s3_config(
-        raw: &RawSettings,
-        bucket: &str,
-        prefix: &str,
-    ) -> Result<crate::storage::S3Config, ConfigError> {
+    fn s3_config(raw: &RawSettings, bucket: &str, prefix: &str) -> Result<S3Config, ConfigError> {
         let endpoint = non_empty(&raw.s3_endpoint)
             .or_else(|| env_var(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]));
         let path_style = match non_empty(&raw.s3_uri_style)
@@ -537,7 +545,7 @@ impl Settings {
                 repository: format!("s3://{bucket}"),
             });
         };
-        Ok(crate::storage::S3Config {
+        Ok(S3Config {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             region: non_empty(&raw.s3_region)
@@ -548,7 +556,7 @@ impl Settings {
             access_key_id,
             secret_access_key,
             session_token: env_var(&["AWS_SESSION_TOKEN"]).map(Secret::new),
-            part_size: crate::storage::S3Config::DEFAULT_PART_SIZE,
+            part_size: S3Config::DEFAULT_PART_SIZE,
             max_attempts: 5,
             request_timeout: std::time::Duration::from_secs(120),
         })
@@ -556,11 +564,7 @@ impl Settings {
 
     /// The GCS client configuration: settings first, then the standard environment
     /// (`GOOGLE_APPLICATION_CREDENTIALS`, `STORAGE_EMULATOR_HOST`).
-    fn gcs_config(
-        raw: &RawSettings,
-        bucket: &str,
-        prefix: &str,
-    ) -> Result<crate::storage::GcsConfig, ConfigError> {
+    fn gcs_config(raw: &RawSettings, bucket: &str, prefix: &str) -> Result<GcsConfig, ConfigError> {
         let emulator = env_var(&["STORAGE_EMULATOR_HOST"]).map(|host| {
             if host.contains("://") {
                 host
@@ -573,7 +577,7 @@ impl Settings {
             .or_else(|| env_var(&["GOOGLE_APPLICATION_CREDENTIALS"]));
         let credentials = match credentials_file {
             Some(path) => Some(
-                crate::storage::gcs::ServiceAccount::from_file(std::path::Path::new(&path))
+                ServiceAccount::from_file(std::path::Path::new(&path))
                     .map_err(ConfigError::InvalidGcsCredentials)?,
             ),
             // Emulators take unauthenticated requests; Google does not.
@@ -584,12 +588,12 @@ impl Settings {
                 })
             }
         };
-        Ok(crate::storage::GcsConfig {
+        Ok(GcsConfig {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             endpoint: endpoint.unwrap_or_else(|| "https://storage.googleapis.com".into()),
             credentials,
-            chunk_size: crate::storage::GcsConfig::DEFAULT_CHUNK_SIZE,
+            chunk_size: GcsConfig::DEFAULT_CHUNK_SIZE,
             max_attempts: 5,
             request_timeout: std::time::Duration::from_secs(120),
         })
@@ -630,7 +634,7 @@ impl Settings {
             }
             _ => None,
         };
-        let retention = crate::retention::RetentionPolicy {
+        let retention = RetentionPolicy {
             days: parse_count(names::RETENTION_DAYS, &raw.retention_days, 30)?,
             min_backups: parse_count(names::RETENTION_FULL, &raw.retention_full, 1)?,
         };
