@@ -111,6 +111,21 @@ pub enum Error {
 
     #[error("invalid repository metadata \"{object}\": {reason}")]
     InvalidMetadata { object: String, reason: String },
+
+    #[error(
+        "backup \"{backup}\" cannot be read: it depends on backup \"{parent}\", which {reason}"
+    )]
+    BrokenChain {
+        backup: String,
+        parent: String,
+        reason: String,
+    },
+
+    #[error("backup \"{backup}\" is the parent of {}: deleting it alone would make them unrestorable; nothing was deleted", dependents.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", "))]
+    BackupHasDependents {
+        backup: String,
+        dependents: Vec<String>,
+    },
 }
 
 impl Error {
@@ -153,6 +168,14 @@ impl Error {
             ),
             Error::DumpChecksumMismatch(_) => Some(
                 "The stored dump is corrupt or was changed; restore an older dump, or pass --skip-verify to load it anyway (psql still stops at the first error, and nothing is committed unless all of it loads)."
+                    .into(),
+            ),
+            Error::BrokenChain { .. } => Some(
+                "An incremental or differential backup needs every backup it was taken against: restore an older backup whose chain is complete, or the chain's full backup itself."
+                    .into(),
+            ),
+            Error::BackupHasDependents { .. } => Some(
+                "Delete them with it (sc-backup delete --with-dependents, sc_delete_backup(name, with_dependents => true)), or let expire remove whole chains once they are past retention."
                     .into(),
             ),
             Error::WrongKey { .. } => Some("The object does not belong to this repository.".into()),

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::backup::{read_backup_file, BackupMetadata, EntryType, Manifest, ManifestEntry};
+use crate::backup::{
+    read_backup_file, BackupChain, BackupMetadata, EntryType, Manifest, ManifestEntry,
+};
 use crate::config::conf_quote;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -309,6 +311,8 @@ pub fn restore(
     progress: &(dyn Fn(RestoreProgress) + Sync),
 ) -> Result<RestoreSummary> {
     check_target(metadata, manifest, options)?;
+    // Before anything is written: an incremental backup whose chain is broken restores nothing.
+    let chain = BackupChain::load(repository, metadata, manifest)?;
     prepare_data_directory(&options.pgdata, options.force)?;
     let pgdata = &options.pgdata;
 
@@ -392,7 +396,7 @@ pub fn restore(
                 let Some(entry) = queue.lock().unwrap().next() else {
                     return;
                 };
-                match restore_file(repository, &metadata.backup_name, entry, pgdata) {
+                match restore_file(repository, &chain, entry, pgdata) {
                     Ok(()) => report(entry),
                     Err(e) => {
                         first_error.lock().unwrap().get_or_insert(e);
@@ -451,7 +455,7 @@ pub fn restore(
             object: metadata.manifest.clone(),
             reason: "the backup has no global/pg_control".into(),
         })?;
-    restore_file(repository, &metadata.backup_name, control, pgdata)?;
+    restore_file(repository, &chain, control, pgdata)?;
     report(control);
     Ok(RestoreSummary {
         files: totals.files_total,
@@ -506,7 +510,7 @@ fn prepare_tablespace_directory(location: &Path) -> Result<()> {
 
 fn restore_file(
     repository: &Repository,
-    backup: &str,
+    chain: &BackupChain,
     entry: &ManifestEntry,
     pgdata: &Path,
 ) -> Result<()> {
@@ -526,18 +530,12 @@ fn restore_file(
             .mode(0o600)
             .open(&temporary)
             .map_err(|e| Error::io("create", temporary.display(), e))?;
-        let mut writer = io::BufWriter::with_capacity(256 * 1024, &mut file);
-        read_backup_file(
+        chain.write_file(
             repository,
-            backup,
             entry,
-            &mut writer,
+            &mut file,
             &temporary.display().to_string(),
         )?;
-        writer
-            .flush()
-            .map_err(|e| Error::io("write", temporary.display(), e))?;
-        drop(writer);
         let mode = if entry.mode == 0 { 0o600 } else { entry.mode };
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("set permissions on", temporary.display(), e))?;

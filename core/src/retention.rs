@@ -2,14 +2,17 @@
 //!
 //! A backup is kept while it is younger than the retention period, and the newest
 //! `min_backups` are kept whatever their age (at least one: the newest backup is never
-//! expired). WAL is kept from the start of the oldest kept backup onwards, because
+//! expired), and so is every backup a kept incremental or differential backup is restored
+//! through (its chain, back to its full backup). WAL is kept from the start of the oldest kept backup onwards, because
 //! point-in-time recovery from that backup needs every WAL file after it; older segments go.
 //! Timeline history files are always kept (they are tiny, and recovery follows them).
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
 use crate::backup::{backup_prefix, BackupMetadata};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::restore::parse_time;
 use crate::Repository;
 
@@ -113,11 +116,29 @@ pub fn plan_expiry(
     let protected_from = backups
         .len()
         .saturating_sub(policy.min_backups.max(1) as usize);
-    let mut oldest_kept: Option<&BackupMetadata> = None;
+    let mut keep: HashSet<&str> = HashSet::new();
     for (index, backup) in backups.iter().enumerate() {
         // A stop time we cannot read is treated as recent: when in doubt, keep.
         let recent = parse_time(&backup.stop_time).is_none_or(|stop| stop >= cutoff);
         if recent || index >= protected_from {
+            keep.insert(&backup.backup_name);
+        }
+    }
+    // A kept incremental or differential backup keeps the backups it is restored through.
+    let by_name: HashMap<&str, &BackupMetadata> = backups
+        .iter()
+        .map(|b| (b.backup_name.as_str(), b))
+        .collect();
+    let mut pending: Vec<&str> = keep.iter().copied().collect();
+    while let Some(name) = pending.pop() {
+        let parent = by_name.get(name).map(|b| b.parent.as_str()).unwrap_or("");
+        if !parent.is_empty() && by_name.contains_key(parent) && keep.insert(parent) {
+            pending.push(parent);
+        }
+    }
+    let mut oldest_kept: Option<&BackupMetadata> = None;
+    for backup in &backups {
+        if keep.contains(backup.backup_name.as_str()) {
             plan.kept_backups.push(backup.backup_name.clone());
             oldest_kept.get_or_insert(backup);
         } else {
@@ -174,8 +195,33 @@ fn plan_dump_expiry(
 }
 
 /// Deletes one backup: its metadata first (from then on it is not listed), then its objects.
+/// Refused, naming them, when incremental or differential backups depend on it.
 pub fn delete_backup(repository: &Repository, name: &str) -> Result<()> {
     crate::backup::read_metadata(repository, name)?;
+    let dependents = crate::backup::dependents(&crate::backup::list_backups(repository)?, name);
+    if !dependents.is_empty() {
+        return Err(Error::BackupHasDependents {
+            backup: name.to_string(),
+            dependents,
+        });
+    }
+    remove_backup(repository, name)
+}
+
+/// Deletes a backup and every backup that depends on it, newest first (so a chain is never
+/// left with a missing middle); returns their names, the named backup last.
+pub fn delete_backup_with_dependents(repository: &Repository, name: &str) -> Result<Vec<String>> {
+    crate::backup::read_metadata(repository, name)?;
+    let mut doomed = crate::backup::dependents(&crate::backup::list_backups(repository)?, name);
+    doomed.reverse();
+    doomed.push(name.to_string());
+    for backup in &doomed {
+        remove_backup(repository, backup)?;
+    }
+    Ok(doomed)
+}
+
+fn remove_backup(repository: &Repository, name: &str) -> Result<()> {
     let prefix = backup_prefix(name);
     let metadata_key = format!("{prefix}backup.json");
     repository.storage().delete(&metadata_key)?;
@@ -192,8 +238,10 @@ pub fn delete_backup(repository: &Repository, name: &str) -> Result<()> {
 pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 pub fn expire(repository: &Repository, plan: &ExpiryPlan, remove_unfinished: bool) -> Result<()> {
-    for name in &plan.expired_backups {
-        delete_backup(repository, name)?;
+    // Newest first: an expired chain loses its incremental backups before their parents. No
+    // kept backup depends on an expired one (plan_expiry keeps whole chains).
+    for name in plan.expired_backups.iter().rev() {
+        remove_backup(repository, name)?;
     }
     for file in &plan.expired_dumps {
         crate::dump::delete_dump_file(repository, file)?;
@@ -256,9 +304,28 @@ mod tests {
         age_days: i64,
         now: DateTime<Utc>,
     ) {
+        backup_against(repo, work, name, segment, age_days, now, None)
+    }
+
+    /// A backup as [`backup`] makes, incremental when `parent` is given.
+    fn backup_against(
+        repo: &Repository,
+        work: &Path,
+        name: &str,
+        segment: u64,
+        age_days: i64,
+        now: DateTime<Utc>,
+        parent: Option<&str>,
+    ) {
         let file = work.join(format!("{name}.data"));
         std::fs::write(&file, name).unwrap();
-        let writer = BackupWriter::new(repo, name).unwrap();
+        let writer = match parent {
+            Some(parent) => {
+                let parent = crate::backup::read_metadata(repo, parent).unwrap();
+                BackupWriter::new_incremental(repo, name, &parent, 8192).unwrap()
+            }
+            None => BackupWriter::new(repo, name).unwrap(),
+        };
         let entries = writer
             .store_files(
                 vec![SourceEntry {
@@ -282,6 +349,50 @@ mod tests {
             ..crate::backup::tests::metadata()
         };
         writer.finish(entries, None, metadata).unwrap();
+    }
+
+    #[test]
+    fn a_kept_incremental_keeps_its_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path());
+        let now = Utc::now();
+        for segment in 1..=9 {
+            archive_segment(&repo, work.path(), segment);
+        }
+        backup(&repo, work.path(), "a_full", 2, 50, now);
+        backup(&repo, work.path(), "b_full", 3, 45, now);
+        backup_against(&repo, work.path(), "c_incr", 4, 40, now, Some("b_full"));
+        backup_against(&repo, work.path(), "d_incr", 6, 10, now, Some("c_incr"));
+        backup(&repo, work.path(), "e_full", 8, 1, now);
+        let policy = RetentionPolicy {
+            days: 30,
+            min_backups: 1,
+        };
+        let plan = plan_expiry(&repo, policy, now).unwrap();
+        assert_eq!(plan.expired_backups, ["a_full"]);
+        assert_eq!(plan.kept_backups, ["b_full", "c_incr", "d_incr", "e_full"]);
+        // WAL from the chain's full backup on.
+        assert!(plan
+            .expired_wal
+            .iter()
+            .all(|k| k.contains("000000010000000000000001")
+                || k.contains("000000010000000000000002")));
+        expire(&repo, &plan, false).unwrap();
+        let (_, problems) = crate::backup::verify_backup(&repo, "d_incr").unwrap();
+        assert_eq!(problems, []);
+
+        // Once the incremental is past retention too, the whole chain goes, newest first.
+        let later = now + chrono::Duration::days(25);
+        let plan = plan_expiry(&repo, policy, later).unwrap();
+        assert_eq!(plan.expired_backups, ["b_full", "c_incr", "d_incr"]);
+        expire(&repo, &plan, false).unwrap();
+        let left: Vec<String> = list_backups(&repo)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.backup_name)
+            .collect();
+        assert_eq!(left, ["e_full"]);
     }
 
     #[test]

@@ -69,6 +69,16 @@ pub fn read_metadata(repository: &Repository, name: &str) -> Result<BackupMetada
             reason: "its checksum does not match its content".into(),
         });
     }
+    if metadata.format > super::manifest::FORMAT_VERSION {
+        return Err(Error::InvalidMetadata {
+            object: key,
+            reason: format!(
+                "it is in format {}, written by a newer sc_backup; this one reads up to {}",
+                metadata.format,
+                super::manifest::FORMAT_VERSION
+            ),
+        });
+    }
     if metadata.backup_name != name {
         return Err(Error::InvalidMetadata {
             object: key,

@@ -10,7 +10,11 @@ use crate::codec::{CodecSpec, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 
-pub(super) const FORMAT_VERSION: u32 = 1;
+/// Format 2 adds incremental backups: entries stored as pages or unchanged, and the
+/// metadata's parent. Format 1 manifests read as all whole.
+pub(super) const FORMAT_VERSION: u32 = 2;
+/// Full backups keep format 1: nothing in them needs more, and older readers restore them.
+pub(super) const FULL_FORMAT_VERSION: u32 = 1;
 
 /// The manifest grows with the number of files, never with their size; this bounds what a
 /// damaged or hostile manifest can make us allocate.
@@ -44,6 +48,34 @@ pub struct ManifestEntry {
     pub object: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_target: Option<String>,
+    /// How this backup holds the file: whole (every full backup's files), as the pages that
+    /// changed since the parent backup, or not at all (unchanged since the parent).
+    #[serde(default, skip_serializing_if = "Stored::is_whole")]
+    pub stored: Stored,
+    /// Pages in the object, for [`Stored::Pages`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<u64>,
+}
+
+/// How a backup holds one file. `size` is always the file's length in this backup; `sha256`
+/// is the digest of what the object decodes to (the file itself when whole, the page stream
+/// for pages), and for an unchanged file the parent entry's digest, copied.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Stored {
+    #[default]
+    Whole,
+    /// The object holds the pages changed since the parent's start (see `incremental`); the
+    /// others come from the parent backup's copy of the same path.
+    Pages,
+    /// No object: the parent backup's copy of the same path is this file.
+    Unchanged,
+}
+
+impl Stored {
+    fn is_whole(&self) -> bool {
+        *self == Stored::Whole
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,7 +120,9 @@ pub(crate) fn read_backup_file(
         .and_then(Sha256Digest::from_hex)
         .ok_or_else(|| invalid("a file without a valid SHA-256"))?;
     let (key, spec) = backup_object(backup, object)?;
-    repository.read_verified(&key, spec, &expected, entry.size, out, destination)
+    // A page stream's length is not the file's.
+    let expected_size = entry.size.filter(|_| entry.stored == Stored::Whole);
+    repository.read_verified(&key, spec, &expected, expected_size, out, destination)
 }
 
 /// Collects a small decoded object in memory, refusing to grow past `limit`.

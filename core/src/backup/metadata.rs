@@ -67,12 +67,32 @@ pub struct BackupMetadata {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub catalog_checksum: String,
     pub status: String,
+    /// The backup an incremental or differential one was taken against: its pages and
+    /// unchanged files come from there (and, through it, from the chain's full backup).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent: String,
+    /// The server's page size (BLCKSZ), for backups with page streams; 0 means 8192.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub block_size: u32,
     /// SHA-256 of this document serialized with this field empty.
     #[serde(default)]
     pub metadata_sha256: String,
 }
 
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
 impl BackupMetadata {
+    /// The page size of the backup's page streams.
+    pub fn block_size(&self) -> u32 {
+        if self.block_size == 0 {
+            super::DEFAULT_BLOCK_SIZE
+        } else {
+            self.block_size
+        }
+    }
+
     /// Serializes the metadata with `metadata_sha256` set to the SHA-256 of the document as
     /// written with that field empty. The digest is over bytes, not values: parsing and
     /// re-serializing a float need not give the same text back.

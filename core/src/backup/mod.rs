@@ -13,8 +13,12 @@
 //!
 //! One file per concern: `source_plan` (what a backup copies), `manifest` (the list of files
 //! and reading one back), `metadata` (`backup.json` and the catalog snapshot), `writer`
-//! (storing a new backup), `listing` (finding backups), `verify` (re-reading one).
+//! (storing a new backup), `listing` (finding backups), `verify` (re-reading one),
+//! `incremental` (what an incremental backup stores and against which parent), `chain`
+//! (reading a backup through the backups it depends on).
 
+mod chain;
+mod incremental;
 mod listing;
 mod manifest;
 mod metadata;
@@ -22,9 +26,13 @@ mod source_plan;
 mod verify;
 mod writer;
 
+pub use chain::{ancestors, dependents, BackupChain};
+pub use incremental::{
+    choose_parent, is_page_compared, BackupKind, ClusterPosition, DEFAULT_BLOCK_SIZE,
+};
 pub use listing::{find_backup, list_backups, read_metadata, scan_backups, BackupScan};
 pub(crate) use manifest::read_backup_file;
-pub use manifest::{read_manifest, EntryType, Manifest, ManifestEntry};
+pub use manifest::{read_manifest, EntryType, Manifest, ManifestEntry, Stored};
 pub use metadata::{read_catalog, BackupMetadata, CatalogSnapshot, DatabaseTables};
 pub use source_plan::{plan, SourceEntry, SourceKind, Tablespace};
 pub use verify::{verify_backup, Problem};
@@ -85,6 +93,8 @@ pub(crate) mod tests {
             catalog: String::new(),
             catalog_checksum: String::new(),
             status: "complete".into(),
+            parent: String::new(),
+            block_size: 0,
             metadata_sha256: String::new(),
         }
     }

@@ -1,21 +1,26 @@
 //! Storing a new backup: files streamed through the codec pipeline by worker threads, then the
 //! manifest, then the metadata that makes the backup exist.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
-use super::manifest::FORMAT_VERSION;
+use sha2::{Digest, Sha256};
+
+use super::incremental::{database_directory, is_page_compared, pages_header, PageFilter};
+use super::manifest::{Stored, FORMAT_VERSION, FULL_FORMAT_VERSION};
 use super::metadata::metadata_key;
 use super::{
-    backup_prefix, BackupMetadata, CatalogSnapshot, EntryType, Manifest, ManifestEntry,
-    SourceEntry, SourceKind,
+    backup_prefix, read_manifest, read_metadata, BackupMetadata, CatalogSnapshot, EntryType,
+    Manifest, ManifestEntry, SourceEntry, SourceKind,
 };
-use crate::codec::{pump, EncodeSummary, Encoder, PumpError};
+use crate::codec::{pump, EncodeSummary, Encoder, PumpError, RepositoryKey};
 use crate::error::{Error, Result};
+use crate::lsn::Lsn;
 use crate::repository::Repository;
 use crate::wal::WalFileName;
 
@@ -24,6 +29,17 @@ use crate::wal::WalFileName;
 pub struct BackupWriter<'r> {
     repository: &'r Repository,
     name: String,
+    /// For an incremental or differential backup: what it is taken against.
+    parent: Option<ParentBase>,
+}
+
+/// The parent of an incremental backup, as the writer compares files with it.
+struct ParentBase {
+    name: String,
+    start_lsn: Lsn,
+    block_size: u32,
+    /// The parent's file entries by path.
+    files: HashMap<String, ManifestEntry>,
 }
 
 /// Returned by the poll closure to stop a backup (PostgreSQL's query cancel, say).
@@ -41,7 +57,38 @@ impl<'r> BackupWriter<'r> {
         Ok(BackupWriter {
             repository,
             name: name.to_string(),
+            parent: None,
         })
+    }
+
+    /// A writer of an incremental or differential backup taken against `parent`: relation
+    /// files keep only the pages changed since the parent's start, other files only when
+    /// their content changed. `block_size` is the server's BLCKSZ.
+    pub fn new_incremental(
+        repository: &'r Repository,
+        name: &str,
+        parent: &BackupMetadata,
+        block_size: u32,
+    ) -> Result<Self> {
+        let mut writer = BackupWriter::new(repository, name)?;
+        let files = read_manifest(repository, parent)?
+            .entries
+            .into_iter()
+            .filter(|e| e.entry_type == EntryType::File)
+            .map(|e| (e.path.clone(), e))
+            .collect();
+        writer.parent = Some(ParentBase {
+            name: parent.backup_name.clone(),
+            start_lsn: parent.start_lsn()?,
+            block_size,
+            files,
+        });
+        Ok(writer)
+    }
+
+    /// The backup this one is taken against, if any.
+    pub fn parent_name(&self) -> Option<&str> {
+        self.parent.as_ref().map(|p| p.name.as_str())
     }
 
     pub fn name(&self) -> &str {
@@ -78,6 +125,8 @@ impl<'r> BackupWriter<'r> {
                         stored_size: None,
                         object: None,
                         link_target: None,
+                        stored: Stored::Whole,
+                        pages: None,
                     })
                 }
                 SourceKind::Symlink(target) => manifest.push(ManifestEntry {
@@ -90,6 +139,8 @@ impl<'r> BackupWriter<'r> {
                     stored_size: None,
                     object: None,
                     link_target: Some(target.clone()),
+                    stored: Stored::Whole,
+                    pages: None,
                 }),
             }
         }
@@ -98,6 +149,8 @@ impl<'r> BackupWriter<'r> {
         files.sort_by_cached_key(|(_, entry)| {
             std::cmp::Reverse(fs::metadata(&entry.source).map(|m| m.len()).unwrap_or(0))
         });
+        let recreated = self.recreated_databases(&files);
+        let recreated = &recreated;
         let key = self.repository.key()?;
         let queue = Mutex::new(files.into_iter());
         let stop = AtomicBool::new(false);
@@ -124,7 +177,7 @@ impl<'r> BackupWriter<'r> {
                         let Some((index, entry)) = queue.lock().unwrap().next() else {
                             return;
                         };
-                        let result = self.store_file(index, &entry, key);
+                        let result = self.store_file(index, &entry, key, recreated);
                         if results.send(result).is_err() {
                             return;
                         }
@@ -155,13 +208,162 @@ impl<'r> BackupWriter<'r> {
         Ok(manifest)
     }
 
+    /// Database directories whose `PG_VERSION` is not the parent's (same size and mtime): the
+    /// database was created since (CREATE DATABASE ... STRATEGY file_copy, or ALTER DATABASE
+    /// SET TABLESPACE, copies files whose page LSNs are old), so all of its files go whole.
+    fn recreated_databases(&self, files: &[(usize, SourceEntry)]) -> HashSet<String> {
+        let Some(parent) = &self.parent else {
+            return HashSet::new();
+        };
+        files
+            .iter()
+            .filter_map(|(_, entry)| {
+                let directory = database_directory(&entry.path)?;
+                if entry.path.strip_prefix(directory)? != "/PG_VERSION" {
+                    return None;
+                }
+                let now = fs::metadata(&entry.source).ok();
+                let same = parent.files.get(&entry.path).is_some_and(|previous| {
+                    now.as_ref().is_some_and(|now| {
+                        previous.mtime == now.mtime() && previous.size == Some(now.len())
+                    })
+                });
+                (!same).then(|| directory.to_string())
+            })
+            .collect()
+    }
+
     /// Stores one file; `None` when it vanished before we could open it (PostgreSQL dropped the
     /// relation; WAL replay accounts for that).
     fn store_file(
         &self,
         index: usize,
         entry: &SourceEntry,
-        key: Option<&crate::codec::RepositoryKey>,
+        key: Option<&RepositoryKey>,
+        recreated: &HashSet<String>,
+    ) -> Result<Option<ManifestEntry>> {
+        let previous = self.parent.as_ref().and_then(|parent| {
+            let in_recreated =
+                database_directory(&entry.path).is_some_and(|d| recreated.contains(d));
+            let previous = parent.files.get(&entry.path).filter(|_| !in_recreated)?;
+            Some((parent, previous))
+        });
+        match previous {
+            None => self.store_whole(index, entry, key),
+            Some((parent, previous)) if is_page_compared(&entry.path) => {
+                self.store_pages(index, entry, key, parent, previous)
+            }
+            Some((_, previous)) => {
+                if let Some(unchanged) = unchanged_file(entry, previous)? {
+                    return Ok(Some(unchanged));
+                }
+                self.store_whole(index, entry, key)
+            }
+        }
+    }
+
+    /// Stores the pages of a relation file that changed since the parent's start, or records
+    /// the file as unchanged when none did and its length is the parent's.
+    fn store_pages(
+        &self,
+        index: usize,
+        entry: &SourceEntry,
+        key: Option<&RepositoryKey>,
+        parent: &ParentBase,
+        previous: &ManifestEntry,
+    ) -> Result<Option<ManifestEntry>> {
+        let file = match File::open(&entry.source) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", entry.source.display(), e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("stat", entry.source.display(), e))?;
+        let block_size = parent.block_size as usize;
+        let filter = PageFilter {
+            parent_start_lsn: parent.start_lsn,
+            parent_blocks: previous.size.unwrap_or(0) / block_size as u64,
+        };
+        let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
+        let object = format!("data/{index:06}{}", spec.suffix());
+        let full_key = format!("{}{object}", backup_prefix(&self.name));
+        let start = || -> Result<_> {
+            let writer = self.repository.storage().create(&full_key)?;
+            let mut encoder = Encoder::new(writer, self.repository.compression(), key)
+                .map_err(|e| Error::io("encode", &full_key, e))?;
+            encoder
+                .write_all(&pages_header(parent.block_size))
+                .map_err(|e| Error::io("write", &full_key, e))?;
+            Ok(encoder)
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut page = vec![0u8; block_size];
+        let mut encoder = None;
+        let (mut blocks, mut pages) = (0u64, 0u64);
+        // Whole pages to the end, whatever the size was when listed: a torn or partly written
+        // last page belongs to a change after our start, which WAL replay redoes (PostgreSQL
+        // itself counts whole pages only, mdnblocks).
+        while read_page(&mut reader, &mut page)
+            .map_err(|e| Error::io("read", entry.source.display(), e))?
+        {
+            if filter.must_store(blocks, &page) {
+                if encoder.is_none() {
+                    encoder = Some(start()?);
+                }
+                let encoder = encoder.as_mut().expect("started");
+                let block = u32::try_from(blocks).map_err(|_| Error::InvalidMetadata {
+                    object: entry.path.clone(),
+                    reason: "more pages than a relation segment can hold".into(),
+                })?;
+                encoder
+                    .write_all(&block.to_le_bytes())
+                    .and_then(|()| encoder.write_all(&page))
+                    .map_err(|e| Error::io("write", &full_key, e))?;
+                pages += 1;
+            }
+            blocks += 1;
+        }
+        let size = blocks * block_size as u64;
+        let mut stored = ManifestEntry {
+            path: entry.path.clone(),
+            entry_type: EntryType::File,
+            mode: meta.permissions().mode() & 0o7777,
+            mtime: meta.mtime(),
+            size: Some(size),
+            sha256: previous.sha256.clone(),
+            stored_size: None,
+            object: None,
+            link_target: None,
+            stored: Stored::Unchanged,
+            pages: None,
+        };
+        if encoder.is_none() && previous.size == Some(size) {
+            return Ok(Some(stored));
+        }
+        let encoder = match encoder {
+            Some(encoder) => encoder,
+            // Shorter than the parent's copy, nothing else changed: an empty page stream.
+            None => start()?,
+        };
+        let (writer, summary) = encoder
+            .finish()
+            .map_err(|e| Error::io("write", &full_key, e))?;
+        writer.commit()?;
+        stored.sha256 = Some(summary.original_sha256.to_hex());
+        stored.stored_size = Some(summary.stored_size);
+        stored.object = Some(object);
+        stored.stored = Stored::Pages;
+        stored.pages = Some(pages);
+        Ok(Some(stored))
+    }
+
+    /// Stores a whole file.
+    fn store_whole(
+        &self,
+        index: usize,
+        entry: &SourceEntry,
+        key: Option<&RepositoryKey>,
     ) -> Result<Option<ManifestEntry>> {
         let mut file = match File::open(&entry.source) {
             Ok(file) => file,
@@ -198,6 +400,8 @@ impl<'r> BackupWriter<'r> {
             stored_size: Some(summary.stored_size),
             object: Some(object),
             link_target: None,
+            stored: Stored::Whole,
+            pages: None,
         }))
     }
 
@@ -214,6 +418,8 @@ impl<'r> BackupWriter<'r> {
             stored_size: Some(summary.stored_size),
             object: Some(object),
             link_target: None,
+            stored: Stored::Whole,
+            pages: None,
         })
     }
 
@@ -249,7 +455,11 @@ impl<'r> BackupWriter<'r> {
         let key = self.repository.key()?;
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
         let manifest = Manifest {
-            format: FORMAT_VERSION,
+            format: if self.parent.is_some() {
+                FORMAT_VERSION
+            } else {
+                FULL_FORMAT_VERSION
+            },
             backup_name: self.name.clone(),
             entries,
         };
@@ -279,7 +489,21 @@ impl<'r> BackupWriter<'r> {
             .entries
             .iter()
             .filter(|e| e.entry_type == EntryType::File);
-        metadata.format = FORMAT_VERSION;
+        if let Some(parent) = &self.parent {
+            // The parent must still be there (an expiry run from another host, say).
+            read_metadata(self.repository, &parent.name).map_err(|e| Error::BrokenChain {
+                backup: self.name.clone(),
+                parent: parent.name.clone(),
+                reason: format!("could not be read when this backup finished: {e}"),
+            })?;
+        }
+        metadata.format = if self.parent.is_some() {
+            FORMAT_VERSION
+        } else {
+            FULL_FORMAT_VERSION
+        };
+        metadata.parent = self.parent_name().unwrap_or_default().to_string();
+        metadata.block_size = self.parent.as_ref().map_or(0, |p| p.block_size);
         metadata.backup_name = self.name.clone();
         metadata.file_count = files.clone().count() as u64;
         metadata.size_bytes = files.clone().filter_map(|e| e.size).sum();
@@ -314,4 +538,56 @@ fn delete_prefix(repository: &Repository, prefix: &str) {
             let _ = repository.storage().delete(&object.key);
         }
     }
+}
+
+/// Reads one whole page; `false` at the end of the file (a partial last page included).
+fn read_page(reader: &mut impl Read, page: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < page.len() {
+        match reader.read(&mut page[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The entry of a file whose content is the parent's (same length and SHA-256), else `None`.
+/// The file is read once here and again if it is stored: only files that are not compared
+/// page by page come here, and they are small (the SLRUs, pg_filenode.map, the FSM and VM).
+fn unchanged_file(entry: &SourceEntry, previous: &ManifestEntry) -> Result<Option<ManifestEntry>> {
+    let file = match File::open(&entry.source) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", entry.source.display(), e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("stat", entry.source.display(), e))?;
+    if previous.size != Some(meta.len()) {
+        return Ok(None);
+    }
+    let mut hasher = Sha256::new();
+    let mut reader = BufReader::with_capacity(256 << 10, file);
+    let size = io::copy(&mut reader, &mut hasher)
+        .map_err(|e| Error::io("read", entry.source.display(), e))?;
+    let digest = hex::encode(hasher.finalize());
+    if Some(size) != previous.size || previous.sha256.as_deref() != Some(digest.as_str()) {
+        return Ok(None);
+    }
+    Ok(Some(ManifestEntry {
+        path: entry.path.clone(),
+        entry_type: EntryType::File,
+        mode: meta.permissions().mode() & 0o7777,
+        mtime: meta.mtime(),
+        size: Some(size),
+        sha256: Some(digest),
+        stored_size: None,
+        object: None,
+        link_target: None,
+        stored: Stored::Unchanged,
+        pages: None,
+    }))
 }
