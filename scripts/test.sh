@@ -40,6 +40,7 @@ CROSS_VERSION_TESTS=(
   restore_test_passes_a_good_backup_and_names_a_page_damaged_before_the_backup
   drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests_and_dumps
   an_encrypted_dump_opens_with_the_stock_age_zstd_and_sha256sum
+  a_chain_restores_each_backup_and_a_point_between_them_exactly
 )
 
 phase() { echo "== $(date -u +%H:%M:%S) $*"; }

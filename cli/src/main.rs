@@ -88,6 +88,10 @@ enum Command {
     Delete {
         /// Backup name
         backup: String,
+        /// Also delete the incremental and differential backups that depend on it (refused
+        /// without this flag, naming them)
+        #[arg(long)]
+        with_dependents: bool,
     },
     /// For the container image's entrypoint: write the settings the playbook's variables mean
     /// (POSTGRES_DB, BACKUP_STORAGE, COMPRESSION, ...) into DIR/settings.conf and, readable only
@@ -175,7 +179,10 @@ fn run(cli: &Cli, settings: &sc_backup_core::config::Settings) -> Result<(), Cli
             },
             *dry_run,
         ),
-        Command::Delete { backup } => commands::expire::run_delete(settings, backup),
+        Command::Delete {
+            backup,
+            with_dependents,
+        } => commands::expire::run_delete(settings, backup, *with_dependents),
         Command::Restore(args) => {
             commands::restore::run(settings, cli.settings.pgdata.as_deref(), args)
         }

@@ -15,7 +15,8 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
 use sc_backup_core::backup::{
-    self, BackupMetadata, BackupWriter, CatalogSnapshot, Interrupted, Tablespace,
+    self, BackupKind, BackupMetadata, BackupWriter, CatalogSnapshot, ClusterPosition, Interrupted,
+    Tablespace,
 };
 use sc_backup_core::dump::{find_named, list_dumps, verify_dump, DumpKind, Named};
 use sc_backup_core::repository::ClusterIdentity;
@@ -147,17 +148,17 @@ fn sc_backup(
         name!(duration_seconds, f64),
     ),
 > {
-    if kind != "full" {
+    let Some(kind) = BackupKind::parse(kind) else {
         raise_message(
             format!("sc_backup: invalid backup kind \"{kind}\""),
-            "Valid kinds are: full.",
+            "Valid kinds are: full, incremental (changes since the newest backup), differential (changes since the newest full backup).",
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         );
-    }
+    };
     let mut timer = audit::start("backup", sc_backup_core::audit::source::SQL);
-    timer.details().backup_type = Some("full".into());
+    timer.details().backup_type = Some(kind.name().into());
     let metadata = audit::audited(&mut timer, |timer| {
-        take_backup("full", fast_checkpoint, timer)
+        take_backup(kind.name(), kind, fast_checkpoint, timer)
     });
     TableIterator::once((
         metadata.backup_name,
@@ -171,11 +172,14 @@ fn sc_backup(
 }
 
 /// Takes one base backup labelled `backup_type` in the current transaction, one at a time
-/// (a transaction-level advisory lock, also taken by the scheduler). Raises an ERROR on
-/// failure, after aborting the backup in PostgreSQL and removing what was stored; the lock
-/// being taken is ERRCODE_OBJECT_IN_USE.
+/// (a transaction-level advisory lock, also taken by the scheduler). `kind` incremental or
+/// differential takes only what changed since its parent, or a full backup (with a NOTICE
+/// saying why) when no backup can be its parent. Raises an ERROR on failure, after aborting
+/// the backup in PostgreSQL and removing what was stored; the lock being taken is
+/// ERRCODE_OBJECT_IN_USE.
 pub fn take_backup(
     backup_type: &str,
+    kind: BackupKind,
     fast_checkpoint: bool,
     timer: &mut AuditTimer,
 ) -> BackupMetadata {
@@ -193,10 +197,19 @@ pub fn take_backup(
     let database = spi_text("SELECT current_database()::text");
     let started_at = chrono_now();
     let started = Instant::now();
+    let parent = choose_parent(&repository, kind);
+    let backup_type = match (&parent, backup_type) {
+        // sc_backup('incremental') that became a full backup is labelled as one.
+        (None, "incremental" | "differential") => "full",
+        _ => backup_type,
+    };
     let name = backup::backup_name(&database, backup_type, started_at);
     timer.details().backup = Some(name.clone());
-    let writer = BackupWriter::new(&repository, &name)
-        .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT));
+    let writer = match &parent {
+        Some(parent) => BackupWriter::new_incremental(&repository, &name, parent, pg_sys::BLCKSZ),
+        None => BackupWriter::new(&repository, &name),
+    }
+    .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT));
     let tablespaces = tablespaces();
     // Safety: DataDir is set for the postmaster's lifetime.
     let data_directory = PathBuf::from(
@@ -259,6 +272,13 @@ pub fn take_backup(
         catalog: String::new(),
         catalog_checksum: String::new(),
         status: String::new(),
+        parent: String::new(),
+        method: if parent.is_some() {
+            kind.name().into()
+        } else {
+            String::new()
+        },
+        block_size: 0,
         metadata_sha256: String::new(),
     };
     let metadata = writer
@@ -315,6 +335,46 @@ fn copy_and_stop(
     Ok((entries, stop_lsn.unwrap_or_default(), label, catalog))
 }
 
+/// The parent of a new `kind` backup, with its chain checked readable; `None` (with a NOTICE
+/// saying why, for incremental and differential) when a full backup is to be taken.
+fn choose_parent(repository: &Repository, kind: BackupKind) -> Option<BackupMetadata> {
+    if kind == BackupKind::Full {
+        return None;
+    }
+    // Safety: reads shared memory state.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        notice!(
+            "sc_backup: taking a full backup instead of an {} one: the server is in recovery",
+            kind.name()
+        );
+        return None;
+    }
+    let backups = backup::list_backups(repository)
+        .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+    let position = ClusterPosition {
+        system_identifier: cluster_identity().system_identifier,
+        pg_version_num: pg_sys::PG_VERSION_NUM,
+        // Safety: the WAL insertion timeline, valid once recovery has ended (checked above).
+        timeline: unsafe { pg_sys::GetWALInsertionTimeLine() },
+    };
+    let chosen = backup::choose_parent(&backups, kind, position).and_then(|parent| match parent {
+        Some(parent) => backup::ancestors(repository, parent)
+            .map(|_| Some(parent.clone()))
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    });
+    match chosen {
+        Ok(parent) => parent,
+        Err(reason) => {
+            notice!(
+                "sc_backup: taking a full backup instead of an {} one: {reason}",
+                kind.name()
+            );
+            None
+        }
+    }
+}
+
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }
@@ -352,16 +412,24 @@ fn sc_list_backups() -> TableIterator<
         name!(status, String),
         name!(kind, String),
         name!(database, String),
+        name!(method, String),
+        name!(parent, Option<String>),
+        name!(chain_length, i32),
+        name!(chain_stored_bytes, i64),
     ),
 > {
     let repository = open_repository();
     let backups = backup::list_backups(&repository)
         .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+    let chains = backup::chain_sizes(&backups);
     let dumps = list_dumps(&repository)
         .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
     let mut rows: Vec<_> = backups
         .into_iter()
-        .map(|b| {
+        .zip(chains)
+        .map(|(b, (chain_length, chain_stored_bytes))| {
+            let method = b.method().to_string();
+            let parent = Some(b.parent).filter(|p| !p.is_empty());
             (
                 b.backup_name,
                 b.backup_type,
@@ -376,6 +444,10 @@ fn sc_list_backups() -> TableIterator<
                 b.status,
                 "physical".to_string(),
                 b.database,
+                method,
+                parent,
+                chain_length as i32,
+                chain_stored_bytes as i64,
             )
         })
         .chain(dumps.into_iter().map(|d| {
@@ -397,6 +469,10 @@ fn sc_list_backups() -> TableIterator<
                 }
                 .to_string(),
                 d.database,
+                "full".to_string(),
+                None,
+                1,
+                d.size_bytes as i64,
             )
         }))
         .collect();
@@ -466,11 +542,11 @@ GRANT EXECUTE ON FUNCTION sc_backup(text, boolean) TO sc_backup_operator;
 GRANT EXECUTE ON FUNCTION sc_list_backups() TO sc_backup_operator;
 GRANT EXECUTE ON FUNCTION sc_verify(text) TO sc_backup_operator;
 REVOKE ALL ON FUNCTION sc_expire(boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION sc_delete_backup(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sc_delete_backup(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION sc_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION sc_schedule() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sc_expire(boolean) TO sc_backup_operator;
-GRANT EXECUTE ON FUNCTION sc_delete_backup(text) TO sc_backup_operator;
+GRANT EXECUTE ON FUNCTION sc_delete_backup(text, boolean) TO sc_backup_operator;
 GRANT EXECUTE ON FUNCTION sc_status() TO sc_backup_operator;
 GRANT EXECUTE ON FUNCTION sc_schedule() TO sc_backup_operator;
 GRANT USAGE ON SCHEMA sc_backup TO sc_backup_operator;

@@ -10,11 +10,12 @@ use std::ffi::{c_char, c_void, CStr, CString};
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
+use sc_backup_core::backup::BackupKind;
 use sc_backup_core::config::{
     names, CompressionAlgorithm, ConfigError, EncryptionMode, RawSettings, RepositoryLocation,
     Secret, Settings,
 };
-use sc_backup_core::schedule::{self, ScheduleSettings};
+use sc_backup_core::schedule::{self, ScheduleKind, ScheduleSettings};
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum CompressionGuc {
@@ -65,6 +66,14 @@ pub static WEEKLY_DAY: GucSetting<Option<CString>> = GucSetting::<Option<CString
 pub static WEEKLY_TIME: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"02:00"));
 pub static SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static HOURLY_TYPE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"full"));
+pub static DAILY_TYPE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"full"));
+pub static WEEKLY_TYPE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"full"));
+pub static SCHEDULE_TYPE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"full"));
 pub static RETRY_DELAY: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static METRICS_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static VERIFY_SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -297,6 +306,34 @@ fn register_retention_and_scheduler() {
                 check_weekly_time,
             ),
             (
+                c"sc_backup.hourly_type",
+                c"What the hourly backups take: full, incremental (changes since the newest backup) or differential (since the newest full).",
+                c"",
+                &HOURLY_TYPE,
+                check_hourly_type,
+            ),
+            (
+                c"sc_backup.daily_type",
+                c"What the daily backups take: full, incremental or differential.",
+                c"",
+                &DAILY_TYPE,
+                check_daily_type,
+            ),
+            (
+                c"sc_backup.weekly_type",
+                c"What the weekly backups take: full, incremental or differential.",
+                c"",
+                &WEEKLY_TYPE,
+                check_weekly_type,
+            ),
+            (
+                c"sc_backup.schedule_type",
+                c"What the backups of sc_backup.schedule take: full, incremental or differential.",
+                c"",
+                &SCHEDULE_TYPE,
+                check_schedule_type,
+            ),
+            (
                 c"sc_backup.schedule",
                 c"A cron expression (minute hour day month weekday, UTC); when set it replaces the hourly, daily and weekly schedules.",
                 c"Like '0 2 * * *'. Empty (the default): the built-in schedules apply.",
@@ -417,6 +454,48 @@ string_check_hook!(check_weekly_time, |v| {
 string_check_hook!(check_weekly_day, |v| {
     schedule::parse_weekday(names::WEEKLY_DAY, v).map(drop)
 });
+/// A backup type setting: full, incremental or differential.
+fn parse_backup_kind(setting: &'static str, value: &str) -> Result<BackupKind, ConfigError> {
+    BackupKind::parse(value).ok_or_else(|| ConfigError::InvalidChoice {
+        setting,
+        value: value.to_string(),
+        valid: BackupKind::NAMES,
+    })
+}
+
+string_check_hook!(check_hourly_type, |v| parse_backup_kind(
+    names::HOURLY_TYPE,
+    v
+)
+.map(drop));
+string_check_hook!(check_daily_type, |v| parse_backup_kind(
+    names::DAILY_TYPE,
+    v
+)
+.map(drop));
+string_check_hook!(check_weekly_type, |v| parse_backup_kind(
+    names::WEEKLY_TYPE,
+    v
+)
+.map(drop));
+string_check_hook!(check_schedule_type, |v| {
+    parse_backup_kind(names::SCHEDULE_TYPE, v).map(drop)
+});
+
+/// What a scheduled backup for `schedule` takes (full when unset).
+pub fn backup_kind_for(schedule: ScheduleKind) -> BackupKind {
+    let (setting, name) = match schedule {
+        ScheduleKind::Hourly => (&HOURLY_TYPE, names::HOURLY_TYPE),
+        ScheduleKind::Daily => (&DAILY_TYPE, names::DAILY_TYPE),
+        ScheduleKind::Weekly => (&WEEKLY_TYPE, names::WEEKLY_TYPE),
+        ScheduleKind::Cron => (&SCHEDULE_TYPE, names::SCHEDULE_TYPE),
+    };
+    cstring_setting(setting)
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| parse_backup_kind(name, &v).ok())
+        .unwrap_or(BackupKind::Full)
+}
+
 string_check_hook!(check_schedule, |v| {
     schedule::parse_cron(names::SCHEDULE, v).map(drop)
 });
@@ -548,6 +627,10 @@ pub const DEFINED: &[&str] = &[
     names::WEEKLY_DAY,
     names::WEEKLY_TIME,
     names::SCHEDULE,
+    names::HOURLY_TYPE,
+    names::DAILY_TYPE,
+    names::WEEKLY_TYPE,
+    names::SCHEDULE_TYPE,
     names::RETRY_DELAY,
     names::METRICS_LISTEN,
     names::VERIFY_SCHEDULE,

@@ -20,6 +20,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTi
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use sc_backup_core::audit::{source, AuditRecord, AuditTimer};
+use sc_backup_core::backup::BackupKind;
 use sc_backup_core::metrics::{self, Status};
 use sc_backup_core::retention::{expire, plan_expiry};
 use sc_backup_core::schedule::{ScheduleKind, Scheduler};
@@ -303,13 +304,23 @@ fn guc_listen() -> String {
 /// whether the backup was taken.
 fn run_scheduled_backup(due: &[ScheduleKind], user: &str) -> bool {
     let kind = due[0];
+    // A full backup due on any of them is never put off for an incremental one.
+    let method = due
+        .iter()
+        .map(|schedule| guc::backup_kind_for(*schedule))
+        .max_by_key(|method| match method {
+            BackupKind::Incremental => 0,
+            BackupKind::Differential => 1,
+            BackupKind::Full => 2,
+        })
+        .unwrap_or(BackupKind::Full);
     let mut timer = AuditTimer::start("backup", source::SCHEDULER, user);
     timer.details().backup_type = Some(kind.name().into());
     timer.details().schedules = due.iter().map(|k| k.name().to_string()).collect();
     report_activity(&format!("taking a scheduled {kind} backup"));
     pgrx::log!("sc_backup scheduler: starting a scheduled {kind} backup");
     let outcome = in_transaction(|| {
-        let metadata = backup::take_backup(kind.name(), true, &mut timer);
+        let metadata = backup::take_backup(kind.name(), method, true, &mut timer);
         // Recorded in the backup's own transaction: both or neither.
         audit::store(&timer.finish(None), true);
         metadata

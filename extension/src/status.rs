@@ -14,7 +14,9 @@ use sc_backup_core::health::{self, Archiving, HealthCheck, ScheduledTask};
 use sc_backup_core::metrics::{
     archive_backlog, BackupFigures, RecoveryFigures, Status, WalFigures,
 };
-use sc_backup_core::retention::{delete_backup, expire, plan_expiry};
+use sc_backup_core::retention::{
+    delete_backup, delete_backup_with_dependents, expire, plan_expiry,
+};
 use sc_backup_core::schedule::{
     next_occurrence, parse_cron, ScheduleHistory, ScheduleKind, Scheduler,
 };
@@ -459,7 +461,7 @@ fn sc_expire(
 
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn sc_delete_backup(name: &str) {
+fn sc_delete_backup(name: &str, with_dependents: default!(bool, false)) {
     let mut timer = audit::start("delete", sc_backup_core::audit::source::SQL);
     timer.details().backup = Some(name.to_string());
     audit::audited(&mut timer, |timer| {
@@ -475,6 +477,11 @@ fn sc_delete_backup(name: &str) {
             Ok(Named::Dump(dump)) => {
                 timer.details().backup = Some(dump.file.clone());
                 delete_dump_file(&repository, &dump.file)
+            }
+            Ok(Named::Backup(metadata)) if with_dependents => {
+                delete_backup_with_dependents(&repository, &metadata.backup_name).map(|deleted| {
+                    timer.details().target = Some(format!("deleted {}", deleted.join(", ")));
+                })
             }
             Ok(Named::Backup(metadata)) => delete_backup(&repository, &metadata.backup_name),
             Err(error) => Err(error),

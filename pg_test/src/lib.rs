@@ -135,6 +135,44 @@ pub fn table_content(client: &mut impl postgres::GenericClient, table: &str) -> 
     (row.get(0), row.get(1))
 }
 
+/// Every user table of every database but the templates, with [`table_content`]: what a
+/// restore of the cluster must give back, keyed by `database.schema.table` (the extension's own
+/// audit table left out: a backup's audit row commits after the backup ends).
+pub fn cluster_content(cluster: &Cluster) -> std::collections::BTreeMap<String, (i64, String)> {
+    let mut content = std::collections::BTreeMap::new();
+    let databases: Vec<String> = cluster
+        .connect()
+        .query(
+            "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for database in databases {
+        let mut client = cluster.connect_to(&database);
+        let tables: Vec<String> = client
+            .query(
+                "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables WHERE schemaname <> 'sc_backup' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        content.insert(
+            format!("{database} (database)"),
+            (tables.len() as i64, String::new()),
+        );
+        for table in tables {
+            let digest = table_content(&mut client, &table);
+            content.insert(format!("{database}.{table}"), digest);
+        }
+    }
+    content
+}
+
 /// A command's standard output then standard error, for assertions and their messages.
 pub fn output_text(output: &Output) -> String {
     format!(
@@ -359,10 +397,14 @@ impl Cluster {
     }
 
     pub fn connect(&self) -> postgres::Client {
+        self.connect_to("postgres")
+    }
+
+    pub fn connect_to(&self, database: &str) -> postgres::Client {
         postgres::Config::new()
             .host_path(&self.socket_dir)
             .user("postgres")
-            .dbname("postgres")
+            .dbname(database)
             .connect(postgres::NoTls)
             .unwrap_or_else(|e| panic!("connect: {e}\nserver log:\n{}", self.log_text()))
     }

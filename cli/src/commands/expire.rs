@@ -1,7 +1,9 @@
 //! `sc-backup expire` and `sc-backup delete`: retention, and removing one backup on purpose.
 
 use sc_backup_core::dump::{delete_dump_file, find_named, Named};
-use sc_backup_core::retention::{delete_backup, expire, plan_expiry, RetentionPolicy};
+use sc_backup_core::retention::{
+    delete_backup, delete_backup_with_dependents, expire, plan_expiry, RetentionPolicy,
+};
 use sc_backup_core::{Repository, Settings};
 
 use super::{audit_start, audited};
@@ -70,7 +72,11 @@ fn report(plan: &sc_backup_core::retention::ExpiryPlan, dry_run: bool) -> Result
     Ok(())
 }
 
-pub fn run_delete(settings: &Settings, backup: &str) -> Result<(), CliError> {
+pub fn run_delete(
+    settings: &Settings,
+    backup: &str,
+    with_dependents: bool,
+) -> Result<(), CliError> {
     if backup == "latest" {
         return Err(CliError::Message(
             "delete takes the name of one backup or dump, not \"latest\" (see `sc-backup list`)"
@@ -85,6 +91,14 @@ pub fn run_delete(settings: &Settings, backup: &str) -> Result<(), CliError> {
             timer.details().backup = Some(dump.file.clone());
             delete_dump_file(&repository, &dump.file)
                 .map(|()| format!("deleted dump {} with its .sha256 and .meta", dump.file))
+        }
+        Ok(Named::Backup(metadata)) if with_dependents => {
+            delete_backup_with_dependents(&repository, &metadata.backup_name).map(|deleted| {
+                format!(
+                    "deleted backup(s) {} (the WAL stays until `sc-backup expire`)",
+                    deleted.join(", ")
+                )
+            })
         }
         Ok(Named::Backup(metadata)) => {
             delete_backup(&repository, &metadata.backup_name).map(|()| {

@@ -1,7 +1,7 @@
 //! `sc-backup list [--json]`: the base backups and logical dumps in the repository, oldest
 //! first (as sc_list_backups()).
 
-use sc_backup_core::backup::{list_backups, BackupMetadata};
+use sc_backup_core::backup::{chain_sizes, list_backups, BackupMetadata};
 use sc_backup_core::dump::{list_dumps, DumpKind, DumpMetadata};
 use sc_backup_core::sandbox::human_bytes;
 use sc_backup_core::{Repository, Settings};
@@ -38,9 +38,10 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
 
 fn print_backups(backups: &[BackupMetadata]) {
     println!(
-        "{:<36} {:<5} {:<20} {:<20} {:<12} {:<12} {:>10} {:>10} {:<5} {:<5} status",
+        "{:<40} {:<12} {:<12} {:<20} {:<20} {:<12} {:<12} {:>10} {:>10} {:<5} {:<5} {:<8} chain",
         "backup",
         "type",
+        "method",
         "start (UTC)",
         "stop (UTC)",
         "start lsn",
@@ -48,13 +49,26 @@ fn print_backups(backups: &[BackupMetadata]) {
         "size",
         "stored",
         "comp",
-        "enc"
+        "enc",
+        "status"
     );
-    for b in backups {
+    for (b, (length, bytes)) in backups.iter().zip(chain_sizes(backups)) {
+        // A full backup stands alone; an incremental one names its parent and what a restore
+        // of it reads: the backups of its chain and their stored bytes.
+        let chain = if b.parent.is_empty() {
+            "-".to_string()
+        } else {
+            format!(
+                "{length} backups, {} stored, parent {}",
+                human_bytes(bytes),
+                b.parent
+            )
+        };
         println!(
-            "{:<36} {:<5} {:<20} {:<20} {:<12} {:<12} {:>10} {:>10} {:<5} {:<5} {}",
+            "{:<40} {:<12} {:<12} {:<20} {:<20} {:<12} {:<12} {:>10} {:>10} {:<5} {:<5} {:<8} {}",
             b.backup_name,
             b.backup_type,
+            b.method(),
             short_time(&b.start_time),
             short_time(&b.stop_time),
             b.start_lsn,
@@ -63,7 +77,8 @@ fn print_backups(backups: &[BackupMetadata]) {
             human_bytes(b.stored_bytes),
             b.compression,
             b.encryption,
-            b.status
+            b.status,
+            chain
         );
     }
 }

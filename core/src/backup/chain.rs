@@ -86,6 +86,24 @@ pub fn dependents(backups: &[BackupMetadata], name: &str) -> Vec<String> {
     found
 }
 
+/// For each of `backups` (oldest first, as listed): how many backups a restore of it reads
+/// (1 for a full backup) and their stored bytes together; a chain whose parent is missing
+/// counts what is there.
+pub fn chain_sizes(backups: &[BackupMetadata]) -> Vec<(u32, u64)> {
+    let mut by_name: HashMap<&str, (u32, u64)> = HashMap::new();
+    let mut sizes = Vec::with_capacity(backups.len());
+    for backup in backups {
+        let (length, bytes) = by_name
+            .get(backup.parent.as_str())
+            .copied()
+            .unwrap_or((0, 0));
+        let size = (length + 1, bytes + backup.stored_bytes);
+        by_name.insert(&backup.backup_name, size);
+        sizes.push(size);
+    }
+    sizes
+}
+
 impl BackupChain {
     /// Loads the manifests of `metadata`'s chain; `manifest` is its own, already read.
     pub fn load(

@@ -78,7 +78,7 @@ pub fn choose_parent(
     let parent = match kind {
         BackupKind::Full => return Ok(None),
         BackupKind::Incremental => backups.last(),
-        BackupKind::Differential => backups.iter().rev().find(|b| b.backup_type == "full"),
+        BackupKind::Differential => backups.iter().rev().find(|b| b.parent.is_empty()),
     };
     let Some(parent) = parent else {
         return Err(match kind {
@@ -391,10 +391,10 @@ mod tests {
         assert!(parser.finish().is_err());
     }
 
-    fn backup(name: &str, kind: &str, timeline: u32) -> BackupMetadata {
+    fn backup(name: &str, parent: &str, timeline: u32) -> BackupMetadata {
         BackupMetadata {
             backup_name: name.into(),
-            backup_type: kind.into(),
+            parent: parent.into(),
             timeline,
             ..crate::backup::tests::metadata()
         }
@@ -408,9 +408,9 @@ mod tests {
             timeline: 1,
         };
         let backups = [
-            backup("f1", "full", 1),
-            backup("i1", "incremental", 1),
-            backup("d1", "differential", 1),
+            backup("f1", "", 1),
+            backup("i1", "f1", 1),
+            backup("d1", "f1", 1),
         ];
         let name =
             |kind| choose_parent(&backups, kind, cluster).map(|p| p.map(|p| p.backup_name.clone()));

@@ -71,6 +71,10 @@ pub struct BackupMetadata {
     /// unchanged files come from there (and, through it, from the chain's full backup).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub parent: String,
+    /// `incremental` or `differential` when `parent` is set; empty for a full backup.
+    /// (`backup_type` is the label: `full`, or the schedule that took it.)
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub method: String,
     /// The server's page size (BLCKSZ), for backups with page streams; 0 means 8192.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub block_size: u32,
@@ -84,6 +88,17 @@ fn is_zero(value: &u32) -> bool {
 }
 
 impl BackupMetadata {
+    /// `full`, `incremental` or `differential`.
+    pub fn method(&self) -> &str {
+        if self.parent.is_empty() {
+            "full"
+        } else if self.method.is_empty() {
+            "incremental"
+        } else {
+            &self.method
+        }
+    }
+
     /// The page size of the backup's page streams.
     pub fn block_size(&self) -> u32 {
         if self.block_size == 0 {

@@ -26,7 +26,7 @@ mod source_plan;
 mod verify;
 mod writer;
 
-pub use chain::{ancestors, dependents, BackupChain};
+pub use chain::{ancestors, chain_sizes, dependents, BackupChain};
 pub use incremental::{
     choose_parent, is_page_compared, BackupKind, ClusterPosition, DEFAULT_BLOCK_SIZE,
 };
@@ -94,6 +94,7 @@ pub(crate) mod tests {
             catalog_checksum: String::new(),
             status: "complete".into(),
             parent: String::new(),
+            method: String::new(),
             block_size: 0,
             metadata_sha256: String::new(),
         }

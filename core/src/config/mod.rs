@@ -32,6 +32,10 @@ pub mod names {
     pub const SCHEDULER: &str = "sc_backup.scheduler";
     pub const DATABASE: &str = "sc_backup.database";
     pub const HOURLY_INTERVAL: &str = "sc_backup.hourly_interval";
+    pub const HOURLY_TYPE: &str = "sc_backup.hourly_type";
+    pub const DAILY_TYPE: &str = "sc_backup.daily_type";
+    pub const WEEKLY_TYPE: &str = "sc_backup.weekly_type";
+    pub const SCHEDULE_TYPE: &str = "sc_backup.schedule_type";
     pub const DAILY_TIME: &str = "sc_backup.daily_time";
     pub const WEEKLY_DAY: &str = "sc_backup.weekly_day";
     pub const WEEKLY_TIME: &str = "sc_backup.weekly_time";
