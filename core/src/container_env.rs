@@ -161,8 +161,9 @@ fn write_private(directory: &Path, name: &str, text: &str) -> std::io::Result<()
     Ok(())
 }
 
-/// Which backups the scheduler takes, from `BACKUP_TYPE`.
-const BACKUP_TYPES: &[&str] = &["full", "physical", "logical"];
+/// Which backups the scheduler takes, from `BACKUP_TYPE`: `incremental` and `differential`
+/// are `full` with the hourly backups taking only what changed (daily and weekly stay full).
+const BACKUP_TYPES: &[&str] = &["full", "incremental", "differential", "physical", "logical"];
 const STORAGES: &[&str] = &["local", "s3", "gcs"];
 const BOOLEANS: &[&str] = &["true", "false"];
 
@@ -307,6 +308,11 @@ pub fn container_settings(
         if let Some((_, time)) = weekly {
             settings.push((names::WEEKLY_TIME, hh_mm(time)));
         }
+        let hourly_type = match backup_type {
+            "incremental" | "differential" => backup_type,
+            _ => "full",
+        };
+        settings.push((names::HOURLY_TYPE, hourly_type.into()));
     }
     // The playbook's files: a dump of every database. With base backups (full), once a day
     // half an hour after the daily base backup, so the two do not read the disk at once;
@@ -637,9 +643,19 @@ mod tests {
 
     #[test]
     fn backup_types_choose_base_backups_dumps_or_both() {
+        let incremental = settings_for(&[("BACKUP_TYPE", "incremental")])
+            .unwrap()
+            .settings;
+        assert_eq!(value(&incremental, names::HOURLY_TYPE), Some("incremental"));
+        assert_eq!(value(&incremental, names::DAILY_TIME), Some("02:00"));
+        assert_eq!(
+            value(&incremental, names::DUMP_SCHEDULE),
+            Some("30 2 * * *")
+        );
         let physical = settings_for(&[("BACKUP_TYPE", "physical")])
             .unwrap()
             .settings;
+        assert_eq!(value(&physical, names::HOURLY_TYPE), Some("full"));
         assert_eq!(value(&physical, names::DUMP_SCHEDULE), Some(""));
         assert_eq!(value(&physical, names::DAILY_TIME), Some("02:00"));
         let logical = settings_for(&[("BACKUP_TYPE", "logical"), ("HOURLY_INTERVAL", "7200")])
@@ -710,8 +726,8 @@ mod tests {
                 "RETENTION_DAYS=\"-1\": use a whole number",
             ),
             (
-                &[("BACKUP_TYPE", "incremental")],
-                "BACKUP_TYPE=\"incremental\": accepted values are full, physical, logical",
+                &[("BACKUP_TYPE", "snapshot")],
+                "BACKUP_TYPE=\"snapshot\": accepted values are full, incremental, differential, physical, logical",
             ),
             (
                 &[("ENCRYPTION", "true")],

@@ -2,7 +2,8 @@
 //! pgbench load and the changes that move, shrink, rewrite, copy and drop relation files;
 //! each backup of the chain, and a point between two of them, restored and compared table by
 //! table with the live cluster at that moment; damage in the middle of the chain found by
-//! verify and restore; deleting a parent refused.
+//! verify and restore; deleting a parent refused. The repository is encrypted, as production
+//! ones with PII are.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,6 +18,8 @@ use sc_backup_pg_test::{
 };
 
 type Content = BTreeMap<String, (i64, String)>;
+
+const PASSPHRASE: &str = "incremental test passphrase";
 
 fn backup(client: &mut Client, kind: &str) -> String {
     client
@@ -37,6 +40,7 @@ fn execute_each(client: &mut Client, statements: &[&str]) {
 fn cli(dir: &Path, repository: &Path, args: &[&str]) -> std::process::Output {
     sc_backup(dir)
         .env("SC_BACKUP_REPOSITORY", repository)
+        .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", PASSPHRASE)
         .args(args)
         .output()
         .unwrap()
@@ -64,6 +68,8 @@ fn pgbench(primary: &Cluster, transactions: &str) {
 fn stored_object(repository: &Path, backup: &str, path: &str) -> (PathBuf, Stored) {
     let settings = sc_backup_core::Settings::from_raw(&sc_backup_core::RawSettings {
         repository: Some(repository.display().to_string()),
+        encryption: Some("age".into()),
+        encryption_passphrase: Some(sc_backup_core::config::Secret::new(PASSPHRASE)),
         ..Default::default()
     })
     .unwrap();
