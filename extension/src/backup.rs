@@ -9,7 +9,7 @@
 use std::ffi::CStr;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
@@ -226,7 +226,7 @@ pub fn take_backup(
     .unwrap_or_default();
 
     let staged = PgTryBuilder::new(AssertUnwindSafe(|| {
-        copy_and_stop(&writer, &data_directory, &tablespaces).map_err(Failure::Core)
+        copy_and_stop(&writer, &data_directory, &tablespaces, &start_lsn).map_err(Failure::Core)
     }))
     .catch_others(|caught| Err(Failure::Postgres(caught)))
     .execute();
@@ -295,6 +295,7 @@ fn copy_and_stop(
     writer: &BackupWriter,
     data_directory: &Path,
     tablespaces: &[Tablespace],
+    start_lsn: &str,
 ) -> Result<
     (
         Vec<backup::ManifestEntry>,
@@ -323,16 +324,75 @@ fn copy_and_stop(
         }
     };
     let (stop_lsn, label, map) = Spi::get_three::<String, String, String>(
-        "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => true)",
+        "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)",
     )
     .map_err(|e| Error::InvalidTarget(format!("pg_backup_stop failed: {e}")))?;
     let label = label.unwrap_or_default();
+    let stop_lsn = stop_lsn.unwrap_or_default();
+    let invalid = |e: String| Error::InvalidTarget(format!("pg_backup_stop returned {e}"));
+    // Safety: set once at startup.
+    let segment_size = unsafe { pg_sys::wal_segment_size } as u64;
+    let segments = sc_backup_core::lsn::segments_between(
+        label_timeline(&label),
+        start_lsn.parse().map_err(invalid)?,
+        stop_lsn.parse().map_err(invalid)?,
+        segment_size,
+    );
+    wait_until_archived(data_directory, &segments);
     entries.push(writer.store_bytes("backup_label", label.as_bytes())?);
     if let Some(map) = map.filter(|m| !m.is_empty()) {
         entries.push(writer.store_bytes("tablespace_map", map.as_bytes())?);
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((entries, stop_lsn.unwrap_or_default(), label, catalog))
+    Ok((entries, stop_lsn, label, catalog))
+}
+
+/// Waits until the archiver has archived `segments`, as `pg_backup_stop(wait_for_archive =>
+/// true)` does (its `XLogArchiveIsBusy` test: `.done`, or neither `.ready` nor the file), but
+/// looking every 10 ms: PostgreSQL's loop sleeps a whole second between looks, which added
+/// about a second to every backup. Interruptible (query cancel); warns each minute, and waits
+/// as long as it takes, as PostgreSQL does: a backup without its WAL is no backup.
+fn wait_until_archived(data_directory: &Path, segments: &[String]) {
+    // Shown in pg_stat_activity as PostgreSQL's own wait shows (pgstat_report_wait_start is a
+    // static inline writing this word); cleared when done, and by PostgreSQL on an ERROR.
+    struct ReportedWait;
+    impl Drop for ReportedWait {
+        fn drop(&mut self) {
+            // Safety: my_wait_event_info points at this backend's wait event word.
+            unsafe { *pg_sys::my_wait_event_info = 0 };
+        }
+    }
+    // Safety: as above.
+    unsafe {
+        *pg_sys::my_wait_event_info = pg_sys::WaitEventIPC::WAIT_EVENT_BACKUP_WAIT_WAL_ARCHIVE;
+    }
+    let _reported = ReportedWait;
+    let pg_wal = data_directory.join("pg_wal");
+    let started = Instant::now();
+    let mut next_warning = Duration::from_secs(60);
+    for segment in segments {
+        loop {
+            let status = |suffix: &str| {
+                pg_wal
+                    .join("archive_status")
+                    .join(format!("{segment}.{suffix}"))
+                    .exists()
+            };
+            let busy = !status("done") && (status("ready") || pg_wal.join(segment).exists());
+            if !busy {
+                break;
+            }
+            check_for_interrupts!();
+            if started.elapsed() >= next_warning {
+                warning!(
+                    "sc_backup: still waiting for WAL file {segment} to be archived ({} s elapsed)",
+                    started.elapsed().as_secs()
+                );
+                next_warning += Duration::from_secs(60);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// The parent of a new `kind` backup, with its chain checked readable; `None` (with a NOTICE

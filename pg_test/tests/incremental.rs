@@ -219,6 +219,58 @@ fn a_chain_restores_each_backup_and_a_point_between_them_exactly() {
         second_bytes * 4 < full_bytes,
         "incremental {second_bytes} bytes, full {full_bytes}"
     );
+    let problems: i64 = client
+        .query_one("SELECT count(*) FROM sc_verify($1)", &[&second])
+        .unwrap()
+        .get(0);
+    assert_eq!(problems, 0, "sc_verify({second})");
+
+    // The scheduler's hourly backups as incremental ones: a bad type is refused, then one
+    // scheduled run builds on the differential backup.
+    let refused = client
+        .batch_execute("ALTER SYSTEM SET sc_backup.hourly_type = 'snapshot'")
+        .unwrap_err();
+    let refused = refused.as_db_error().unwrap();
+    assert!(
+        refused
+            .hint()
+            .unwrap_or("")
+            .contains("full, incremental, differential"),
+        "{refused:?}"
+    );
+    execute_each(
+        &mut client,
+        &[
+            "ALTER SYSTEM SET sc_backup.hourly_type = 'incremental'",
+            "ALTER SYSTEM SET sc_backup.hourly_interval = '2s'",
+            "ALTER SYSTEM SET sc_backup.scheduler = on",
+            "SELECT pg_reload_conf()",
+        ],
+    );
+    let mut scheduled: Option<(String, String, Option<String>)> = None;
+    primary.wait_until("a scheduled incremental backup", Duration::from_secs(90), || {
+        scheduled = client
+            .query_opt(
+                "SELECT backup_name, method, parent FROM sc_list_backups() WHERE backup_type = 'hourly'",
+                &[],
+            )
+            .unwrap()
+            .map(|row| (row.get(0), row.get(1), row.get(2)));
+        scheduled.is_some()
+    });
+    execute_each(
+        &mut client,
+        &[
+            "ALTER SYSTEM SET sc_backup.hourly_interval = 0",
+            "SELECT pg_reload_conf()",
+        ],
+    );
+    let (scheduled_name, method, parent) = scheduled.unwrap();
+    assert_eq!(
+        (method.as_str(), parent.as_deref()),
+        ("incremental", Some(differential.as_str())),
+        "{scheduled_name}"
+    );
 
     let accounts: String = client
         .query_one("SELECT pg_relation_filepath('pgbench_accounts')", &[])
@@ -329,7 +381,7 @@ fn a_chain_restores_each_backup_and_a_point_between_them_exactly() {
     let refused = cli(&dir.path, &repository, &["delete", &full]);
     assert!(!refused.status.success());
     let message = output_text(&refused);
-    for dependent in [&first, &second, &differential] {
+    for dependent in [&first, &second, &differential, &scheduled_name] {
         assert!(message.contains(dependent.as_str()), "{message}");
     }
     assert_eq!(message.trim().lines().count(), 1, "{message}");
