@@ -41,6 +41,7 @@ CROSS_VERSION_TESTS=(
   drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests_and_dumps
   an_encrypted_dump_opens_with_the_stock_age_zstd_and_sha256sum
   a_chain_restores_each_backup_and_a_point_between_them_exactly
+  recovery_reads_ahead_through_the_spool_and_never_trusts_a_bad_copy
 )
 
 phase() { echo "== $(date -u +%H:%M:%S) $*"; }

@@ -1363,6 +1363,41 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 ("seconds", round1(replay)),
             ],
         );
+        // The same replay with wal-fetch's prefetch off: one serial fetch per segment.
+        drop(client);
+        restored.stop("fast");
+        let _ = fs::remove_dir_all(&target);
+        let _ = self.ours_restore(&repo_url, &target, &name);
+        let auto_conf = target.join("postgresql.auto.conf");
+        let settings = fs::read_to_string(&auto_conf).unwrap();
+        sc_backup_pg_test::write_as_postgres(
+            &auto_conf,
+            settings
+                .replacen(" wal-fetch ", " wal-fetch --prefetch 0 ", 1)
+                .as_bytes(),
+        );
+        let mut serial = Cluster::adopt(&self.dir, "drill-serial", target.clone());
+        serial.append_conf("archive_mode = off\nsc_backup.scheduler = off\narchive_timeout = 0");
+        let serial_started = Instant::now();
+        serial.start();
+        let mut client = serial.connect();
+        serial.wait_promoted(&mut client);
+        let serial_replay = serial_started.elapsed().as_secs_f64();
+        let serial_sum = query_i64(
+            &mut client,
+            "SELECT sum(abalance)::bigint FROM pgbench_accounts",
+        );
+        assert_eq!(
+            serial_sum, restored_sum,
+            "both replays reach the same state"
+        );
+        table.add(
+            "  same replay with wal-fetch --prefetch 0",
+            &[
+                ("figure", json!("one serial fetch per segment")),
+                ("seconds", round1(serial_replay)),
+            ],
+        );
         table.add(
             "RPO: newest archived WAL age, worst over the window",
             &[
@@ -1378,7 +1413,7 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             ],
         );
         drop(client);
-        restored.stop("fast");
+        serial.stop("fast");
         let _ = fs::remove_dir_all(&target);
 
         println!("== RTO: sc-backup drill on the same repository");

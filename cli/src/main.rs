@@ -35,6 +35,10 @@ enum Command {
         /// The unwrapped repository key written by `sc-backup restore` (instead of the passphrase)
         #[arg(long)]
         identity_file: Option<PathBuf>,
+        /// Segments fetched ahead, in the background, into the data directory's spool while it
+        /// is in recovery (default 8 for a local repository, 32 for S3/GCS; 0 turns it off)
+        #[arg(long, env = "SC_BACKUP_RESTORE_PREFETCH")]
+        prefetch: Option<usize>,
     },
     /// List the backups in the repository, oldest first
     List {
@@ -148,7 +152,14 @@ fn run(cli: &Cli, settings: &sc_backup_core::config::Settings) -> Result<(), Cli
             wal_file,
             destination,
             identity_file,
-        } => commands::wal_fetch::run(settings, wal_file, destination, identity_file.as_deref()),
+            prefetch,
+        } => commands::wal_fetch::run(
+            settings,
+            wal_file,
+            destination,
+            identity_file.as_deref(),
+            *prefetch,
+        ),
         Command::List { json } => commands::list::run(settings, *json),
         Command::Verify {
             backup,

@@ -28,6 +28,7 @@ pub mod storage;
 pub mod threads;
 pub mod verify_restore;
 pub mod wal;
+pub mod wal_prefetch;
 pub mod wal_scan;
 
 pub use config::{RawSettings, Settings};

@@ -600,8 +600,13 @@ fn append_recovery_settings(
             WalSource::BackupOnly => "false".to_string(),
         },
     ));
-    if key_written {
-        settings.push(("recovery_end_command", format!("rm -f {RECOVERY_KEY_FILE}")));
+    if let WalSource::Command(_) = &options.wal_source {
+        // The unwrapped key and wal-fetch's prefetch spool end with recovery.
+        let mut remove = format!("rm -rf {}", crate::wal_prefetch::SPOOL_DIRECTORY);
+        if key_written {
+            remove.push_str(&format!(" {RECOVERY_KEY_FILE}"));
+        }
+        settings.push(("recovery_end_command", remove));
     }
     settings.extend(options.target.settings());
     if let Some(action) = &options.target_action {

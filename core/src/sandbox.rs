@@ -574,6 +574,8 @@ impl Drop for Sandbox {
             return;
         }
         self.stop();
+        // The server is gone; its WAL prefetcher notices within a download, or is told to.
+        crate::wal_prefetch::stop_prefetcher(&self.data, Duration::from_secs(10));
         let _ = fs::remove_dir_all(&self.directory);
     }
 }

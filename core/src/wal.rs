@@ -234,6 +234,13 @@ impl Repository {
         let stored = self
             .find_wal(&name)?
             .ok_or_else(|| Error::WalNotFound(name.as_str().to_string()))?;
+        self.fetch_stored(&stored, destination)?;
+        Ok(stored)
+    }
+
+    /// Decodes a WAL object found by [`Repository::find_wal`] to `destination`, verified,
+    /// appearing there (by rename) only once complete.
+    pub fn fetch_stored(&self, stored: &StoredWal, destination: &Path) -> Result<()> {
         let temporary = TemporaryFile::create(destination)?;
         let mut output = temporary.file()?;
         let label = temporary.path.display().to_string();
@@ -246,8 +253,7 @@ impl Repository {
             &label,
         )?;
         drop(output);
-        temporary.persist(destination)?;
-        Ok(stored)
+        temporary.persist(destination)
     }
 }
 

@@ -154,6 +154,10 @@ fn walk(dir: &Path, prefix: &str, is_data_root: bool, out: &mut Vec<SourceEntry>
                 kind: SourceKind::Symlink(target.to_string_lossy().into_owned()),
             });
         } else if meta.is_dir() {
+            if is_data_root && name == crate::wal_prefetch::SPOOL_DIRECTORY {
+                // wal-fetch's spool in a cluster still in recovery: copies of archived WAL.
+                continue;
+            }
             out.push(SourceEntry {
                 path: relative.clone(),
                 source: path.clone(),
