@@ -48,6 +48,10 @@ struct Args {
     /// Where results.md and results.json go
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Latency added to each S3 request in the S3 phase's recovery (a delaying proxy in front
+    /// of s3s-fs), in milliseconds: what a real region costs
+    #[arg(long, default_value_t = 20)]
+    s3_latency_ms: u64,
 }
 
 const PASSPHRASE: &str = "bench-passphrase-not-secret";
@@ -1878,13 +1882,133 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 ("seconds", round2(seconds)),
             ],
         );
-        table.notes.push(
-            "pgBackRest is not in this table: its S3 client requires TLS, which s3s-fs does not \
-             serve. basic_archive and cp write only to local directories."
-                .into(),
+        let (serial, prefetched, wal_mib) = self.s3_recovery(&server, &mut cluster);
+        let latency = self.args.s3_latency_ms;
+        table.add(
+            &format!("recovery replay of {wal_mib:.0} MiB WAL, {latency} ms per request: serial wal-fetch (--prefetch 0)"),
+            &[("seconds", round2(serial))],
         );
+        table.add(
+            &format!("recovery replay of {wal_mib:.0} MiB WAL, {latency} ms per request: wal-fetch with prefetch (32 ahead, 4 workers)"),
+            &[
+                ("seconds", round2(prefetched)),
+                ("segments/s", round1(wal_mib / 16.0 / prefetched)),
+            ],
+        );
+        table.notes.push(format!(
+            "The recovery rows restore the S3 backup (through a proxy that holds each request \
+             {latency} ms before passing it on) and time `pg_ctl start` to a promoted cluster \
+             replaying the WAL written after the backup; the serial row has `--prefetch 0` in \
+             its restore_command. Prefetch is {:.1}× the serial fetch. pgBackRest is not in \
+             this table: its S3 client requires TLS, which s3s-fs does not serve. basic_archive \
+             and cp write only to local directories.",
+            serial / prefetched
+        ));
         cluster.stop("fast");
         self.tables.push(table);
+    }
+
+    /// WAL written after a backup to S3, then two recoveries of it through a delaying proxy:
+    /// serial and prefetched. Returns their seconds and the WAL's MiB.
+    fn s3_recovery(&self, server: &S3Server, cluster: &mut Cluster) -> (f64, f64, f64) {
+        let wal_bytes: i64 = if self.args.quick {
+            128 << 20
+        } else {
+            512 << 20
+        };
+        let mut client = cluster.connect();
+        let (name, _, _, _) = Self::ours_backup(cluster);
+        let start_lsn: String = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .unwrap()
+            .get(0);
+        println!("== {} MiB of WAL after the S3 backup", wal_bytes >> 20);
+        loop {
+            run_ok(
+                cluster
+                    .pgbench(&["-n", "-c", "2", "-T", "5"])
+                    .stdout(Stdio::null()),
+            );
+            let written: i64 = client
+                .query_one(
+                    "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::bigint",
+                    &[&start_lsn],
+                )
+                .unwrap()
+                .get(0);
+            if written >= wal_bytes {
+                break;
+            }
+        }
+        let expected = query_i64(
+            &mut client,
+            "SELECT sum(abalance)::bigint FROM pgbench_accounts",
+        );
+        cluster.switch_and_wait_archived(&mut client);
+        drop(client);
+        let proxy = LatencyProxy::start(
+            server.endpoint.trim_start_matches("http://").to_string(),
+            Duration::from_millis(self.args.s3_latency_ms),
+        );
+        let mut seconds = Vec::new();
+        for prefetch in [false, true] {
+            let label = if prefetch { "prefetch" } else { "serial" };
+            println!(
+                "== recovery from S3 with {} ms latency, {label}",
+                self.args.s3_latency_ms
+            );
+            let target = self.dir.path.join(format!("s3-restored-{label}"));
+            let mut command = sc_backup(&self.dir.path);
+            command
+                .env("SC_BACKUP_REPOSITORY", "s3://bench/backup")
+                .env("SC_BACKUP_S3_ENDPOINT", proxy.endpoint())
+                .env("SC_BACKUP_S3_URI_STYLE", "path")
+                .env("AWS_ACCESS_KEY_ID", S3Server::ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", S3Server::SECRET_KEY)
+                .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", PASSPHRASE)
+                .args([
+                    "restore",
+                    "--backup",
+                    &name,
+                    "--archive-mode",
+                    "off",
+                    "--pgdata",
+                ])
+                .arg(&target);
+            measure(
+                "sc-backup restore",
+                &mut command,
+                &self.dir.path.join("s3-restore.log"),
+            );
+            if !prefetch {
+                let auto_conf = target.join("postgresql.auto.conf");
+                let settings = fs::read_to_string(&auto_conf).unwrap();
+                sc_backup_pg_test::write_as_postgres(
+                    &auto_conf,
+                    settings
+                        .replacen(" wal-fetch ", " wal-fetch --prefetch 0 ", 1)
+                        .as_bytes(),
+                );
+            }
+            let mut restored = Cluster::adopt(&self.dir, &format!("s3-{label}"), target.clone());
+            let started = Instant::now();
+            restored.start();
+            let mut client = restored.connect();
+            restored.wait_promoted(&mut client);
+            seconds.push(started.elapsed().as_secs_f64());
+            assert_eq!(
+                query_i64(
+                    &mut client,
+                    "SELECT sum(abalance)::bigint FROM pgbench_accounts"
+                ),
+                expected,
+                "the {label} recovery reached the end of the WAL"
+            );
+            drop(client);
+            restored.stop("fast");
+            let _ = fs::remove_dir_all(&target);
+        }
+        (seconds[0], seconds[1], wal_bytes as f64 / MIB)
     }
 
     /// The pgBackRest rate to compare with: this major's if measured (it becomes the anchor
@@ -1955,5 +2079,68 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             self.args.out.join("results.md").display(),
             self.args.out.join("results.json").display()
         );
+    }
+}
+
+/// A TCP proxy that holds each request `latency` before passing it on: the first bytes a
+/// client sends on a fresh connection, or after the server answered, wait; the rest flows.
+struct LatencyProxy {
+    port: u16,
+}
+
+impl LatencyProxy {
+    fn start(upstream: String, latency: Duration) -> LatencyProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let upstream = upstream.clone();
+                std::thread::spawn(move || {
+                    let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+                    let (mut client_in, mut server_out) =
+                        (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let request_answered = answered.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buffer = vec![0u8; 64 << 10];
+                        loop {
+                            let n = match client_in.read(&mut buffer) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if request_answered.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                                std::thread::sleep(latency);
+                            }
+                            if server_out.write_all(&buffer[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = server_out.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut server_in, mut client_out) = (server, client);
+                    use std::io::{Read, Write};
+                    let mut buffer = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match server_in.read(&mut buffer) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        answered.store(true, std::sync::atomic::Ordering::SeqCst);
+                        if client_out.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        LatencyProxy { port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
