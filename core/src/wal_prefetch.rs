@@ -10,16 +10,20 @@
 //! sc_backup_prefetch/requested                 "<segment> <segment size>": the newest request
 //! sc_backup_prefetch/stop                      asks the prefetcher to exit (a sandbox's cleanup)
 //! sc_backup_prefetch/served                    how many segments came from the spool
+//! sc_backup_prefetch/repository                the repository the copies came from
 //! sc_backup_prefetch/<segment>.<sha256 hex>    a verified copy, named with its content's digest
 //! sc_backup_prefetch/.tmp-<segment>            being written
 //! ```
 //!
-//! A spooled copy is never trusted: it is used only when its name's digest is the digest the
-//! repository records for that segment, and its content hashes to it, checked at the moment it
-//! is used. Anything else is removed and the segment fetched directly, so a spool left by a
-//! crash, or damaged, costs a download, never a wrong byte. A segment the repository does not
-//! have is never remembered: the prefetcher asks again after a pause (the end of the archive
-//! moves), and `wal-fetch` answers "not found" only from the repository itself.
+//! A spooled copy is never trusted: the prefetcher names it with the digest the repository
+//! records for that segment, after verifying the download against it, and `wal-fetch` uses it
+//! only when its content hashes to that name, checked at the moment it is used (a hit then needs
+//! no request to the repository: that is the point on an object store). Anything else is
+//! removed and the segment fetched directly, so a spool left by a crash, or damaged, costs a
+//! download, never a wrong byte; a spool filled from another repository is emptied. A segment
+//! the repository does not have is never remembered: the prefetcher asks again after a pause
+//! (the end of the archive moves), and `wal-fetch` answers "not found" only from the repository
+//! itself.
 //!
 //! The prefetcher keeps at most `depth` segments ahead of the newest request, removes those
 //! PostgreSQL has passed (or of another timeline), and exits when recovery ends (the signal
@@ -47,6 +51,7 @@ const LOCK: &str = "lock";
 const REQUESTED: &str = "requested";
 const STOP: &str = "stop";
 const SERVED: &str = "served";
+const REPOSITORY: &str = "repository";
 const TEMPORARY_PREFIX: &str = ".tmp-";
 /// Without a new request for this long (a recovery paused at its target, a standby with
 /// nothing new), the prefetcher exits.
@@ -80,7 +85,9 @@ pub struct Spool {
 impl Spool {
     /// The spool of `data_directory`, created if needed; `None` unless it is in recovery (a
     /// `wal-fetch` run by hand elsewhere gets no spool).
-    pub fn in_recovery(data_directory: &Path) -> Result<Option<Spool>> {
+    /// `repository` names the repository the segments come from: a spool filled from
+    /// another one (the restore_command was changed) is emptied first.
+    pub fn in_recovery(data_directory: &Path, repository: &str) -> Result<Option<Spool>> {
         if !in_recovery(data_directory) {
             return Ok(None);
         }
@@ -90,10 +97,21 @@ impl Spool {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("create directory", directory.display(), e)),
         }
-        Ok(Some(Spool {
+        let spool = Spool {
             data_directory: data_directory.to_path_buf(),
             directory,
-        }))
+        };
+        let recorded = spool.directory.join(REPOSITORY);
+        if fs::read_to_string(&recorded).ok().as_deref() != Some(repository) {
+            for entry in spool.entries() {
+                if ![LOCK, STOP].contains(&entry.as_str()) {
+                    let _ = fs::remove_file(spool.directory.join(entry));
+                }
+            }
+            fs::write(&recorded, repository)
+                .map_err(|e| Error::io("write", recorded.display(), e))?;
+        }
+        Ok(Some(spool))
     }
 
     fn spooled_path(&self, segment: &str, stored: &StoredWal) -> PathBuf {
@@ -101,18 +119,30 @@ impl Spool {
             .join(format!("{segment}.{}", stored.sha256.to_hex()))
     }
 
-    /// Moves the spooled copy of `stored` (segment `name`) to `destination` when there is one
-    /// whose content is what the repository holds; `false` when there is none (a copy that
-    /// does not match is removed).
-    pub fn take(&self, name: &WalFileName, stored: &StoredWal, destination: &Path) -> Result<bool> {
+    /// Moves a spooled copy of segment `name` to `destination` when there is one whose content
+    /// hashes to the digest in its name (the repository's digest, recorded by the prefetcher
+    /// that downloaded and verified it); `false` when there is none. Copies that do not match
+    /// are removed. No request to the repository: that is what makes a spooled segment cheap.
+    pub fn take(&self, name: &WalFileName, destination: &Path) -> Result<bool> {
         let segment = name.as_str();
-        let wanted = self.spooled_path(segment, stored);
-        // Copies of this segment under another digest are not the repository's: remove them.
-        for entry in self.entries() {
-            if entry.starts_with(&format!("{segment}.")) && self.directory.join(&entry) != wanted {
-                let _ = fs::remove_file(self.directory.join(&entry));
-            }
+        let mut candidates: Vec<String> = self
+            .entries()
+            .into_iter()
+            .filter(|entry| {
+                entry
+                    .strip_prefix(segment)
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .is_some_and(|digest| digest.len() == 64)
+            })
+            .collect();
+        let Some(entry) = candidates.pop() else {
+            return Ok(false);
+        };
+        for other in candidates {
+            let _ = fs::remove_file(self.directory.join(other));
         }
+        let wanted = self.directory.join(&entry);
+        let digest = &entry[segment.len() + 1..];
         let mut file = match File::open(&wanted) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -121,7 +151,7 @@ impl Spool {
         let mut hasher = Sha256::new();
         io::copy(&mut file, &mut hasher).map_err(|e| Error::io("read", wanted.display(), e))?;
         drop(file);
-        if hex::encode(hasher.finalize()) != stored.sha256.to_hex() {
+        if hex::encode(hasher.finalize()) != digest {
             let _ = fs::remove_file(&wanted);
             return Ok(false);
         }
@@ -283,7 +313,7 @@ impl Spool {
     fn tidy(&self, wanted: &[String]) -> Vec<String> {
         let mut present = Vec::new();
         for entry in self.entries() {
-            if [LOCK, REQUESTED, STOP, SERVED].contains(&entry.as_str())
+            if [LOCK, REQUESTED, STOP, SERVED, REPOSITORY].contains(&entry.as_str())
                 || entry.starts_with(TEMPORARY_PREFIX)
             {
                 continue;

@@ -86,6 +86,9 @@ fn recovery_reads_ahead_through_the_spool_and_never_trusts_a_bad_copy() {
     // And one under a digest the repository does not have.
     let foreign = spool.join(format!("{planted_segment}.{}", "0".repeat(64)));
     fs::write(&foreign, b"not WAL").unwrap();
+    // Filled from this repository (a spool of another one would be emptied unread).
+    let location = repository_dir.display().to_string();
+    fs::write(spool.join("repository"), &location).unwrap();
     let status = std::process::Command::new("chown")
         .args(["-R", "postgres:postgres"])
         .arg(&spool)

@@ -31,34 +31,45 @@ pub fn run(
     identity_file: Option<&Path>,
     prefetch: Option<usize>,
 ) -> Result<(), CliError> {
-    let repository = open(settings, identity_file)?;
     let object_store = settings.s3.is_some() || settings.gcs.is_some();
+    let location = settings.repository.to_string();
+    let in_recovery_spool = || {
+        std::env::current_dir()
+            .ok()
+            .and_then(|dir| Spool::in_recovery(&dir, &location).ok().flatten())
+    };
     if let Some(depth) = std::env::var(PREFETCHER_ENV)
         .ok()
         .and_then(|d| d.parse().ok())
     {
-        return run_prefetcher(&repository, depth, if object_store { 4 } else { 2 });
+        let Some(spool) = in_recovery_spool() else {
+            return Ok(());
+        };
+        let repository = open(settings, identity_file)?;
+        spool.prefetch(&repository, depth, if object_store { 4 } else { 2 })?;
+        return Ok(());
     }
     let depth = prefetch.unwrap_or_else(|| default_depth(object_store));
     let name = WalFileName::parse(wal_file)?;
     let spool = match (depth, name.kind()) {
-        (1.., WalFileKind::Segment) => std::env::current_dir()
-            .ok()
-            .and_then(|dir| Spool::in_recovery(&dir).ok().flatten()),
+        (1.., WalFileKind::Segment) => in_recovery_spool(),
         _ => None,
     };
     let Some(spool) = spool else {
+        let repository = open(settings, identity_file)?;
         return match repository.fetch_wal(wal_file, destination) {
             Ok(_) => Ok(()),
             Err(Error::WalNotFound(_)) => Err(CliError::QuietNotFound),
             Err(e) => Err(e.into()),
         };
     };
-    // What exists is the repository's answer, never the spool's.
-    let Some(stored) = repository.find_wal(&name)? else {
-        return Err(CliError::QuietNotFound);
-    };
-    if !spool.take(&name, &stored, destination).unwrap_or(false) {
+    // A verified spooled copy needs nothing from the repository; otherwise what exists is the
+    // repository's answer, never the spool's.
+    if !spool.take(&name, destination).unwrap_or(false) {
+        let repository = open(settings, identity_file)?;
+        let Some(stored) = repository.find_wal(&name)? else {
+            return Err(CliError::QuietNotFound);
+        };
         repository.fetch_stored(&stored, destination)?;
     }
     // Best effort from here: the file is in place, recovery goes on without a prefetcher.
@@ -108,15 +119,4 @@ fn start_prefetcher(depth: usize) {
         });
     }
     let _ = command.spawn();
-}
-
-fn run_prefetcher(repository: &Repository, depth: usize, workers: usize) -> Result<(), CliError> {
-    let Some(spool) = std::env::current_dir()
-        .ok()
-        .and_then(|dir| Spool::in_recovery(&dir).ok().flatten())
-    else {
-        return Ok(());
-    };
-    spool.prefetch(repository, depth, workers)?;
-    Ok(())
 }
