@@ -196,7 +196,8 @@ impl Repository {
             Some(digest) => key_for(digest),
             None => format!("{}unnamed{}", name.object_prefix(), spec.suffix()),
         };
-        let writer = self.storage().create(&created_key)?;
+        // find_wal above found no object for this segment, and the key names the content.
+        let writer = self.storage().create_unique(&created_key)?;
         let mut encoder = Encoder::new(writer, self.compression(), repository_key)
             .map_err(|e| Error::io("encode", &created_key, e))?;
         pump(&mut file, &mut encoder).map_err(|e| match e {

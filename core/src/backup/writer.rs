@@ -289,7 +289,7 @@ impl<'r> BackupWriter<'r> {
         let object = format!("data/{index:06}{}", spec.suffix());
         let full_key = format!("{}{object}", backup_prefix(&self.name));
         let start = || -> Result<_> {
-            let writer = self.repository.storage().create(&full_key)?;
+            let writer = self.repository.storage().create_unique(&full_key)?;
             let mut encoder = Encoder::new(writer, self.repository.compression(), key)
                 .map_err(|e| Error::io("encode", &full_key, e))?;
             encoder
@@ -382,7 +382,7 @@ impl<'r> BackupWriter<'r> {
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
         let object = format!("data/{index:06}{}", spec.suffix());
         let full_key = format!("{}{object}", backup_prefix(&self.name));
-        let writer = self.repository.storage().create(&full_key)?;
+        let writer = self.repository.storage().create_unique(&full_key)?;
         let mut encoder = Encoder::new(writer, self.repository.compression(), key)
             .map_err(|e| Error::io("encode", &full_key, e))?;
         // Read to the end, whatever the size was when listed: a file may grow or shrink while
@@ -436,7 +436,7 @@ impl<'r> BackupWriter<'r> {
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
         let object = format!("{base}{}", spec.suffix());
         let full_key = format!("{}{object}", backup_prefix(&self.name));
-        let writer = self.repository.storage().create(&full_key)?;
+        let writer = self.repository.storage().create_unique(&full_key)?;
         let mut encoder = Encoder::new(writer, self.repository.compression(), key)
             .map_err(|e| Error::io("encode", &full_key, e))?;
         encoder

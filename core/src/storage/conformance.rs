@@ -19,6 +19,7 @@ pub fn run_all(store: &dyn Storage) {
     large_objects_stream(store, 104 << 20);
     concurrent_writers_to_one_key_leave_one_complete_object(store);
     keys_chosen_at_commit(store);
+    unique_keys_commit_like_any_other(store);
 }
 
 fn put(store: &dyn Storage, key: &str, data: &[u8]) -> Result<(), StorageError> {
@@ -234,4 +235,39 @@ fn concurrent_writers_to_one_key_leave_one_complete_object(store: &dyn Storage) 
         stored.iter().all(|b| *b == stored[0]),
         "object mixes writers' data"
     );
+}
+
+/// `create_unique` only leaves out the look before committing: one part and several parts
+/// are durable and listed like `create`'s, an aborted one leaves nothing.
+fn unique_keys_commit_like_any_other(store: &dyn Storage) {
+    let mut writer = store.create_unique("conf/unique/small").unwrap();
+    writer.write_all(b"the only writer of this key").unwrap();
+    writer.commit().unwrap();
+    assert_eq!(
+        get(store, "conf/unique/small").unwrap(),
+        b"the only writer of this key"
+    );
+
+    // Past one S3 part and one GCS chunk (16 MiB each by default).
+    let piece: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut writer = store.create_unique("conf/unique/large").unwrap();
+    for _ in 0..20 {
+        writer.write_all(&piece).unwrap();
+    }
+    writer.commit().unwrap();
+    let data = get(store, "conf/unique/large").unwrap();
+    assert_eq!(data.len(), 20 << 20);
+    assert!(data.chunks(piece.len()).all(|chunk| chunk == piece));
+
+    let mut aborted = store.create_unique("conf/unique/aborted").unwrap();
+    aborted.write_all(b"never committed").unwrap();
+    drop(aborted);
+    assert!(store.open("conf/unique/aborted").err().unwrap().is_not_found());
+    let keys: Vec<String> = store
+        .list("conf/unique/")
+        .unwrap()
+        .into_iter()
+        .map(|meta| meta.key)
+        .collect();
+    assert_eq!(keys, ["conf/unique/large", "conf/unique/small"]);
 }

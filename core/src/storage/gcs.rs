@@ -323,6 +323,8 @@ struct GcsObjectWriter<'s> {
     uploaded: u64,
     md5: Md5,
     committed: bool,
+    /// Look before committing (see [`Storage::create_unique`]).
+    check_exists: bool,
 }
 
 impl GcsObjectWriter<'_> {
@@ -422,7 +424,7 @@ impl ObjectWriter for GcsObjectWriter<'_> {
         let storage = self.storage;
         // ifGenerationMatch=0 below makes this atomic on GCS; emulators may ignore it, so
         // look first as well.
-        if storage.exists(&self.full_key, &self.key)? {
+        if self.check_exists && storage.exists(&self.full_key, &self.key)? {
             self.cancel();
             self.committed = true;
             return Err(StorageError::AlreadyExists {
@@ -468,10 +470,10 @@ impl Drop for GcsObjectWriter<'_> {
     }
 }
 
-impl Storage for GcsStorage {
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
+impl GcsStorage {
+    fn writer(&self, key: &str, check_exists: bool) -> Result<GcsObjectWriter<'_>, StorageError> {
         validate_key(key)?;
-        Ok(Box::new(GcsObjectWriter {
+        Ok(GcsObjectWriter {
             storage: self,
             key: key.to_string(),
             full_key: self.full_key(key),
@@ -480,7 +482,18 @@ impl Storage for GcsStorage {
             uploaded: 0,
             md5: Md5::new(),
             committed: false,
-        }))
+            check_exists,
+        })
+    }
+}
+
+impl Storage for GcsStorage {
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
+        Ok(Box::new(self.writer(key, true)?))
+    }
+
+    fn create_unique(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
+        Ok(Box::new(self.writer(key, false)?))
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {

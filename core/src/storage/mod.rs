@@ -111,6 +111,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Starts writing a new object.
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError>;
 
+    /// Starts writing a new object whose key no other writer uses: in a prefix its writer
+    /// found empty and holds (a backup's objects, under the backup lock), or named by its
+    /// content (WAL, after the archive found no object for the segment). Object stores then
+    /// skip the existence check they make before committing, one round trip per object;
+    /// the conditional write still refuses an existing key where the store enforces it.
+    fn create_unique(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
+        self.create(key)
+    }
+
     /// Opens an object for streaming reads.
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError>;
 

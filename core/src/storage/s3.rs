@@ -9,9 +9,8 @@
 //! timeouts, 5xx, throttling) are retried with exponential backoff and jitter.
 //!
 //! "Never replace an object" is a HEAD before the PUT plus `If-None-Match: *`, which stores
-//! that support conditional writes enforce atomically. Repository keys of WAL and backup
-//! objects embed their content digest, so even without it two writers of one key write the
-//! same bytes.
+//! that support conditional writes enforce atomically. Keys only one writer uses (a backup's
+//! objects, WAL named by its digest: `create_unique`) skip the HEAD, a round trip per object.
 
 use std::io::{self, Read, Write};
 use std::time::SystemTime;
@@ -297,6 +296,8 @@ struct S3ObjectWriter<'s> {
     /// (part number, ETag)
     parts: Vec<(u32, String)>,
     committed: bool,
+    /// HEAD before committing (see [`Storage::create_unique`]).
+    check_exists: bool,
 }
 
 impl S3ObjectWriter<'_> {
@@ -381,7 +382,7 @@ impl Write for S3ObjectWriter<'_> {
 impl ObjectWriter for S3ObjectWriter<'_> {
     fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
         let storage = self.storage;
-        if storage.exists(&self.full_key, &self.key)? {
+        if self.check_exists && storage.exists(&self.full_key, &self.key)? {
             self.abort();
             self.committed = true;
             return Err(StorageError::AlreadyExists {
@@ -460,10 +461,10 @@ impl Drop for S3ObjectWriter<'_> {
     }
 }
 
-impl Storage for S3Storage {
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
+impl S3Storage {
+    fn writer(&self, key: &str, check_exists: bool) -> Result<S3ObjectWriter<'_>, StorageError> {
         validate_key(key)?;
-        Ok(Box::new(S3ObjectWriter {
+        Ok(S3ObjectWriter {
             storage: self,
             key: key.to_string(),
             full_key: self.full_key(key),
@@ -471,7 +472,18 @@ impl Storage for S3Storage {
             upload_id: None,
             parts: Vec::new(),
             committed: false,
-        }))
+            check_exists,
+        })
+    }
+}
+
+impl Storage for S3Storage {
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
+        Ok(Box::new(self.writer(key, true)?))
+    }
+
+    fn create_unique(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
+        Ok(Box::new(self.writer(key, false)?))
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
