@@ -11,11 +11,15 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 bash scripts/install-deps.sh
-# The performance anchor, only needed here.
-if ! command -v pgbackrest >/dev/null; then
-  echo "bench: installing pgbackrest"
+# The performance anchor, and the TLS terminator its S3 client needs in front of s3s-fs:
+# only needed here.
+bench_packages=()
+command -v pgbackrest >/dev/null || bench_packages+=(pgbackrest)
+command -v stunnel >/dev/null || bench_packages+=(stunnel4)
+if ((${#bench_packages[@]})); then
+  echo "bench: installing ${bench_packages[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${bench_packages[@]}" >/dev/null
 fi
 # The majors measured (--pg 15,18 or --pg=15,18; default 15): the release extension goes into each.
 majors=15

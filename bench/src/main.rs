@@ -20,6 +20,9 @@ use sc_backup_pg_test::{
 };
 use serde_json::{json, Value};
 
+mod network;
+use network::{LatencyProxy, TlsTerminator};
+
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks sc_backup against pgBackRest and PostgreSQL's own tools")]
 struct Args {
@@ -280,6 +283,19 @@ fn ready_files(data: &Path) -> usize {
 
 /// The pgBackRest configuration for one stanza, written where the postgres user can read it.
 fn pgbackrest_conf(dir: &TestDir, name: &str, cluster: &Cluster, async_push: bool) -> PathBuf {
+    let repository = format!("repo1-path={}/repo\n", dir.path.join(name).display());
+    pgbackrest_conf_with(dir, name, cluster, async_push, &repository)
+}
+
+/// A pgBackRest configuration for `cluster` whose `[global]` section also holds `global`
+/// (the repository's lines, a cipher): zst 1, process-max 2, like every pgBackRest row.
+fn pgbackrest_conf_with(
+    dir: &TestDir,
+    name: &str,
+    cluster: &Cluster,
+    async_archive: bool,
+    global: &str,
+) -> PathBuf {
     let base = dir.subdir(name);
     for sub in ["repo", "log", "lock", "spool"] {
         dir.subdir(&format!("{name}/{sub}"));
@@ -288,18 +304,54 @@ fn pgbackrest_conf(dir: &TestDir, name: &str, cluster: &Cluster, async_push: boo
     sc_backup_pg_test::write_as_postgres(
         &conf,
         format!(
-            "[global]\nrepo1-path={base}/repo\nlog-path={base}/log\nlock-path={base}/lock\n\
+            "[global]\n{global}log-path={base}/log\nlock-path={base}/lock\n\
              spool-path={base}/spool\ncompress-type=zst\ncompress-level=1\nprocess-max=2\n\
-             archive-async={async_push}\nstart-fast=y\nlog-level-console=warn\n\
+             archive-async={async_archive}\nstart-fast=y\nlog-level-console=warn\n\
              log-level-file=off\n\n[bench]\npg1-path={data}\npg1-socket-path={socket}\n",
             base = base.display(),
-            async_push = if async_push { "y" } else { "n" },
+            async_archive = if async_archive { "y" } else { "n" },
             data = cluster.data.display(),
             socket = cluster.socket_dir.display(),
         )
         .as_bytes(),
     );
     conf
+}
+
+/// pgBackRest's lines for an S3 repository on s3s-fs behind a TLS terminator on `tls_port`.
+fn pgbackrest_s3_repository(prefix: &str, tls_port: u16) -> String {
+    format!(
+        "repo1-type=s3\nrepo1-path=/{prefix}\nrepo1-s3-bucket=bench\nrepo1-s3-endpoint=127.0.0.1\n\
+         repo1-storage-port={tls_port}\nrepo1-s3-region=us-east-1\nrepo1-s3-uri-style=path\n\
+         repo1-s3-key={}\nrepo1-s3-key-secret={}\nrepo1-storage-verify-tls=n\n",
+        S3Server::ACCESS_KEY,
+        S3Server::SECRET_KEY
+    )
+}
+
+/// pgBackRest's repository encryption, standing beside our age-encrypted repositories.
+const PGBACKREST_CIPHER: &str =
+    "repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=bench-passphrase-not-secret\n";
+
+/// Rewrites `key=value` in a pgBackRest configuration (e.g. the data directory a restore
+/// writes into, or archive-async for the restore_command it leaves behind).
+fn pgbackrest_set(conf: &Path, key: &str, value: &str) {
+    let text = fs::read_to_string(conf).unwrap();
+    let prefix = format!("{key}=");
+    let mut found = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.starts_with(&prefix) {
+                found = true;
+                format!("{prefix}{value}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    assert!(found, "{key} is not in {}", conf.display());
+    sc_backup_pg_test::write_as_postgres(conf, (lines.join("\n") + "\n").as_bytes());
 }
 
 /// `pgbackrest stanza-create`, or None when this pgBackRest does not support the server's
@@ -755,6 +807,32 @@ impl Bench {
     }
 
     /// PGDATA without pg_wal: what every method copies.
+    /// pgbench (2 clients) in rounds of `round_seconds` until `bytes` of WAL were written
+    /// after the call began.
+    fn write_wal(cluster: &Cluster, client: &mut Client, bytes: u64, round_seconds: u32) {
+        let start_lsn: String = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .unwrap()
+            .get(0);
+        loop {
+            run_ok(
+                cluster
+                    .pgbench(&["-n", "-c", "2", "-T", &round_seconds.to_string()])
+                    .stdout(Stdio::null()),
+            );
+            let written: i64 = client
+                .query_one(
+                    "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::bigint",
+                    &[&start_lsn],
+                )
+                .unwrap()
+                .get(0);
+            if written as u64 >= bytes {
+                return;
+            }
+        }
+    }
+
     fn pgdata_bytes(cluster: &Cluster) -> u64 {
         du(&cluster.data) - du(&cluster.data.join("pg_wal"))
     }
@@ -1242,28 +1320,7 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         let mut client = cluster.connect();
         let (name, _, _, _) = Self::ours_backup(&cluster);
         println!("== {} MiB of WAL after the backup", wal_bytes >> 20);
-        let start_lsn: String = client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .unwrap()
-            .get(0);
-        loop {
-            run_ok(
-                as_postgres(pg_bindir().join("pgbench"))
-                    .arg("-h")
-                    .arg(&cluster.socket_dir)
-                    .args(["-U", "postgres", "-n", "-c", "2", "-T", "10", "postgres"]),
-            );
-            let written: i64 = client
-                .query_one(
-                    "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::bigint",
-                    &[&start_lsn],
-                )
-                .unwrap()
-                .get(0);
-            if written as u64 >= wal_bytes {
-                break;
-            }
-        }
+        Self::write_wal(&cluster, &mut client, wal_bytes, 10);
         let expected = query_i64(
             &mut client,
             "SELECT sum(abalance)::bigint FROM pgbench_accounts",
@@ -1402,6 +1459,34 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 ("seconds", round1(serial_replay)),
             ],
         );
+        drop(client);
+        serial.stop("fast");
+        let _ = fs::remove_dir_all(&target);
+        if let Some((pgbr_async, pgbr_serial)) = self.pgbackrest_replay(scale, wal_bytes) {
+            table.add(
+                "  pgBackRest: same scale and WAL volume, archive-get async",
+                &[
+                    ("figure", json!("archive-get-queue-max 128 MiB (8 segments)")),
+                    ("seconds", round1(pgbr_async)),
+                ],
+            );
+            table.add(
+                "  pgBackRest: the same, archive-get serial",
+                &[
+                    ("figure", json!("archive-async=n")),
+                    ("seconds", round1(pgbr_serial)),
+                ],
+            );
+            table.notes.push(format!(
+                "Replay, `pg_ctl start` to a promoted cluster: sc-backup wal-fetch with prefetch \
+                 is {:.2}× pgBackRest archive-get async and serial wal-fetch {:.2}× serial \
+                 archive-get. pgBackRest replays its own backup and archive of a cluster of the \
+                 same scale after the same volume of pgbench WAL (aes-256-cbc, zst 1, \
+                 process-max 2; ours age, zstd 1); ours also replays the RPO window's light load.",
+                pgbr_async / replay,
+                pgbr_serial / serial_replay
+            ));
+        }
         table.add(
             "RPO: newest archived WAL age, worst over the window",
             &[
@@ -1416,9 +1501,6 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 ("seconds", round1(at_crash)),
             ],
         );
-        drop(client);
-        serial.stop("fast");
-        let _ = fs::remove_dir_all(&target);
 
         println!("== RTO: sc-backup drill on the same repository");
         let sandboxes = self.dir.subdir("drill-sandboxes");
@@ -1468,6 +1550,83 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 .to_string(),
         );
         self.tables.push(table);
+    }
+
+    /// pgBackRest's side of the drill's replay: a cluster of the same scale with pgBackRest's
+    /// own backup and archive (aes-256-cbc, zst 1, process-max 2) and the same volume of
+    /// pgbench WAL after the backup, restored twice and timed from `pg_ctl start` to a
+    /// promoted cluster: archive-get asynchronous (its default queue, 128 MiB: the eight
+    /// segments our local prefetch keeps) and serial. None where pgBackRest does not support
+    /// the major.
+    fn pgbackrest_replay(&self, scale: u32, wal_bytes: u64) -> Option<(f64, f64)> {
+        println!("== pgBackRest: backup, {} MiB of WAL, replay", wal_bytes >> 20);
+        let mut cluster = Cluster::init(
+            &self.dir,
+            "drill-pgbr",
+            ClusterOptions {
+                conf: BASE_CONF,
+                ..ClusterOptions::default()
+            },
+        );
+        cluster.start();
+        let repository = format!(
+            "repo1-path={}\n{PGBACKREST_CIPHER}",
+            self.dir.path.join("drill-pgbackrest/repo").display()
+        );
+        let conf = pgbackrest_conf_with(&self.dir, "drill-pgbackrest", &cluster, true, &repository);
+        pgbackrest_stanza_create(&conf)?;
+        self.pgbench_init(&cluster, scale);
+        cluster.stop("fast");
+        cluster.append_conf(&format!(
+            "archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'\n",
+            conf.display()
+        ));
+        cluster.start();
+        run_ok(pgbackrest(&conf).args(["--type=full", "backup"]));
+        let mut client = cluster.connect();
+        Self::write_wal(&cluster, &mut client, wal_bytes, 10);
+        let expected = query_i64(
+            &mut client,
+            "SELECT sum(abalance)::bigint FROM pgbench_accounts",
+        );
+        cluster.switch_and_wait_archived(&mut client);
+        drop(client);
+        cluster.stop("fast");
+        let target = self.dir.path.join("drill-pgbr-restored");
+        // Its own spool: the restore empties the spool's queues.
+        let spool = self.dir.subdir("drill-pgbackrest-restore-spool");
+        pgbackrest_set(&conf, "pg1-path", &target.display().to_string());
+        pgbackrest_set(&conf, "spool-path", &spool.display().to_string());
+        let mut seconds = Vec::new();
+        for async_get in [true, false] {
+            let label = if async_get { "async" } else { "serial" };
+            // archive-get reads it from the configuration restore_command names.
+            pgbackrest_set(&conf, "archive-async", if async_get { "y" } else { "n" });
+            let _ = fs::remove_dir_all(&target);
+            self.dir.subdir("drill-pgbr-restored");
+            run_ok(pgbackrest(&conf).arg("restore"));
+            let mut restored =
+                Cluster::adopt(&self.dir, &format!("drill-pgbr-{label}"), target.clone());
+            restored.append_conf("archive_mode = off\narchive_timeout = 0");
+            let started = Instant::now();
+            restored.start();
+            let mut client = restored.connect();
+            restored.wait_promoted(&mut client);
+            seconds.push(started.elapsed().as_secs_f64());
+            assert_eq!(
+                query_i64(
+                    &mut client,
+                    "SELECT sum(abalance)::bigint FROM pgbench_accounts"
+                ),
+                expected,
+                "pgBackRest's {label} replay reached the end of the WAL"
+            );
+            drop(client);
+            restored.stop("fast");
+        }
+        let _ = fs::remove_dir_all(&target);
+        let _ = fs::remove_dir_all(&cluster.data);
+        Some((seconds[0], seconds[1]))
     }
 
     /// Table-level PITR: one table of the large database as of a time, copied into a new
@@ -1859,6 +2018,32 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 ],
             );
         }
+        // pgBackRest's S3 client speaks only TLS: a terminator in front of the same server.
+        let s3_port: u16 = server.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let tls = TlsTerminator::start(&self.dir.path.join("s3-tls"), s3_port);
+        let dir = &self.dir;
+        let pgbackrest_drain = self.drain(&source, "s3-wal-pgbr", |cluster, _| {
+            let global = format!(
+                "{}{PGBACKREST_CIPHER}",
+                pgbackrest_s3_repository("wal-pgbackrest", tls.port)
+            );
+            let conf = pgbackrest_conf_with(dir, "s3-wal-pgbackrest", cluster, true, &global);
+            pgbackrest_stanza_create(&conf)?;
+            Some(format!(
+                "archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'\n",
+                conf.display()
+            ))
+        });
+        if let Some(seconds) = pgbackrest_drain {
+            table.add(
+                "pgBackRest archive-push async (zst 1, aes-256-cbc, process-max 2, TLS)",
+                &[
+                    ("segments/s", round1(ready as f64 / seconds)),
+                    ("WAL MB/s", round1(wal_mib * MIB / 1e6 / seconds)),
+                    ("seconds", round2(seconds)),
+                ],
+            );
+        }
         let _ = fs::remove_dir_all(&source);
         let mut cluster = self.ours_cluster(
             "s3-db",
@@ -1895,16 +2080,36 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 ("segments/s", round1(wal_mib / 16.0 / prefetched)),
             ],
         );
+        if let Some((backup_mb, replay)) = self.pgbackrest_s3(&server, &tls, cluster) {
+            table.add(
+                &format!(
+                    "pgBackRest backup to S3, scale {} (zst 1, aes-256-cbc, process-max 2, TLS)",
+                    self.args.small_scale
+                ),
+                &[("backup MB/s", round1(backup_mb))],
+            );
+            table.add(
+                &format!("recovery replay of {wal_mib:.0} MiB WAL, {latency} ms per request: pgBackRest archive-get async (queue 512 MiB, 32 segments)"),
+                &[
+                    ("seconds", round2(replay)),
+                    ("segments/s", round1(wal_mib / 16.0 / replay)),
+                ],
+            );
+            table.notes.push(format!(
+                "pgBackRest reaches the same s3s-fs through stunnel (TLS, certificate not \
+                 verified); its recovery row goes through stunnel and the same delaying proxy. \
+                 Our prefetched replay is {:.2}× pgBackRest's asynchronous archive-get.",
+                replay / prefetched
+            ));
+        }
         table.notes.push(format!(
             "The recovery rows restore the S3 backup (through a proxy that holds each request \
              {latency} ms before passing it on) and time `pg_ctl start` to a promoted cluster \
              replaying the WAL written after the backup; the serial row has `--prefetch 0` in \
-             its restore_command. Prefetch is {:.1}× the serial fetch. pgBackRest is not in \
-             this table: its S3 client requires TLS, which s3s-fs does not serve. basic_archive \
-             and cp write only to local directories.",
+             its restore_command. Prefetch is {:.1}× the serial fetch. basic_archive and cp \
+             write only to local directories.",
             serial / prefetched
         ));
-        cluster.stop("fast");
         self.tables.push(table);
     }
 
@@ -1918,28 +2123,8 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         };
         let mut client = cluster.connect();
         let (name, _, _, _) = Self::ours_backup(cluster);
-        let start_lsn: String = client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .unwrap()
-            .get(0);
         println!("== {} MiB of WAL after the S3 backup", wal_bytes >> 20);
-        loop {
-            run_ok(
-                cluster
-                    .pgbench(&["-n", "-c", "2", "-T", "5"])
-                    .stdout(Stdio::null()),
-            );
-            let written: i64 = client
-                .query_one(
-                    "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::bigint",
-                    &[&start_lsn],
-                )
-                .unwrap()
-                .get(0);
-            if written >= wal_bytes {
-                break;
-            }
-        }
+        Self::write_wal(cluster, &mut client, wal_bytes as u64, 5);
         let expected = query_i64(
             &mut client,
             "SELECT sum(abalance)::bigint FROM pgbench_accounts",
@@ -2011,6 +2196,81 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         (seconds[0], seconds[1], wal_bytes as f64 / MIB)
     }
 
+    /// pgBackRest on the S3 server through `tls`: a full backup of `cluster` (switched to
+    /// pgBackRest's archive_command; left stopped), the same WAL volume as our S3 recovery,
+    /// then a restore replayed through the delaying proxy with archive-get asynchronous.
+    /// Returns the backup's MB/s and the replay's seconds; None where pgBackRest does not
+    /// support the major.
+    fn pgbackrest_s3(
+        &self,
+        server: &S3Server,
+        tls: &TlsTerminator,
+        mut cluster: Cluster,
+    ) -> Option<(f64, f64)> {
+        println!("== pgBackRest on S3 through TLS");
+        let global = format!(
+            "{}{PGBACKREST_CIPHER}archive-get-queue-max=512MiB\n",
+            pgbackrest_s3_repository("backup-pgbackrest", tls.port)
+        );
+        let conf = pgbackrest_conf_with(&self.dir, "s3-pgbackrest", &cluster, true, &global);
+        pgbackrest_stanza_create(&conf)?;
+        cluster.stop("fast");
+        cluster.append_conf(&format!(
+            "archive_library = ''\narchive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'\n",
+            conf.display()
+        ));
+        cluster.start();
+        let pgdata = Self::pgdata_bytes(&cluster);
+        let backup = measure(
+            "pgbackrest backup to S3",
+            pgbackrest(&conf).args(["--type=full", "backup"]),
+            &self.dir.path.join("s3-pgbackrest-backup.log"),
+        );
+        let wal_bytes: u64 = if self.args.quick { 128 << 20 } else { 512 << 20 };
+        let mut client = cluster.connect();
+        Self::write_wal(&cluster, &mut client, wal_bytes, 5);
+        let expected = query_i64(
+            &mut client,
+            "SELECT sum(abalance)::bigint FROM pgbench_accounts",
+        );
+        cluster.switch_and_wait_archived(&mut client);
+        drop(client);
+        cluster.stop("fast");
+
+        let s3_port: u16 = server.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let proxy = LatencyProxy::start(
+            format!("127.0.0.1:{s3_port}"),
+            Duration::from_millis(self.args.s3_latency_ms),
+        );
+        let slow_tls = TlsTerminator::start(&self.dir.path.join("s3-tls"), proxy.port);
+        let target = self.dir.path.join("s3-pgbr-restored");
+        let spool = self.dir.subdir("s3-pgbackrest-restore-spool");
+        pgbackrest_set(&conf, "repo1-storage-port", &slow_tls.port.to_string());
+        pgbackrest_set(&conf, "pg1-path", &target.display().to_string());
+        pgbackrest_set(&conf, "spool-path", &spool.display().to_string());
+        self.dir.subdir("s3-pgbr-restored");
+        run_ok(pgbackrest(&conf).arg("restore"));
+        let mut restored = Cluster::adopt(&self.dir, "s3-pgbr", target.clone());
+        restored.append_conf("archive_mode = off\narchive_timeout = 0");
+        let started = Instant::now();
+        restored.start();
+        let mut client = restored.connect();
+        restored.wait_promoted(&mut client);
+        let replay = started.elapsed().as_secs_f64();
+        assert_eq!(
+            query_i64(
+                &mut client,
+                "SELECT sum(abalance)::bigint FROM pgbench_accounts"
+            ),
+            expected,
+            "pgBackRest's S3 replay reached the end of the WAL"
+        );
+        drop(client);
+        restored.stop("fast");
+        let _ = fs::remove_dir_all(&target);
+        Some((pgdata as f64 / 1e6 / backup.seconds, replay))
+    }
+
     /// The pgBackRest rate to compare with: this major's if measured (it becomes the anchor
     /// for later majors of the run), else the one measured on an earlier major.
     fn anchor(&mut self, kind: &'static str, measured_rate: Option<f64>) -> Option<(u32, f64)> {
@@ -2079,68 +2339,5 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             self.args.out.join("results.md").display(),
             self.args.out.join("results.json").display()
         );
-    }
-}
-
-/// A TCP proxy that holds each request `latency` before passing it on: the first bytes a
-/// client sends on a fresh connection, or after the server answered, wait; the rest flows.
-struct LatencyProxy {
-    port: u16,
-}
-
-impl LatencyProxy {
-    fn start(upstream: String, latency: Duration) -> LatencyProxy {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let upstream = upstream.clone();
-                std::thread::spawn(move || {
-                    let Ok(server) = std::net::TcpStream::connect(&upstream) else {
-                        return;
-                    };
-                    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-                    let (mut client_in, mut server_out) =
-                        (client.try_clone().unwrap(), server.try_clone().unwrap());
-                    let request_answered = answered.clone();
-                    std::thread::spawn(move || {
-                        use std::io::{Read, Write};
-                        let mut buffer = vec![0u8; 64 << 10];
-                        loop {
-                            let n = match client_in.read(&mut buffer) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => n,
-                            };
-                            if request_answered.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                                std::thread::sleep(latency);
-                            }
-                            if server_out.write_all(&buffer[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = server_out.shutdown(std::net::Shutdown::Write);
-                    });
-                    let (mut server_in, mut client_out) = (server, client);
-                    use std::io::{Read, Write};
-                    let mut buffer = vec![0u8; 64 << 10];
-                    loop {
-                        let n = match server_in.read(&mut buffer) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        answered.store(true, std::sync::atomic::Ordering::SeqCst);
-                        if client_out.write_all(&buffer[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = client_out.shutdown(std::net::Shutdown::Both);
-                });
-            }
-        });
-        LatencyProxy { port }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
     }
 }
