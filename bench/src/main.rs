@@ -833,6 +833,32 @@ impl Bench {
         }
     }
 
+    /// Starts the restored data directory `target` as cluster `name` with `conf` appended,
+    /// times `pg_ctl start` to a promoted cluster, checks that it reached the state whose
+    /// pgbench balance sum is `expected` (the end of the WAL), and stops it.
+    fn timed_replay(&self, name: &str, target: &Path, conf: &str, expected: i64) -> f64 {
+        let mut restored = Cluster::adopt(&self.dir, name, target.to_path_buf());
+        if !conf.is_empty() {
+            restored.append_conf(conf);
+        }
+        let started = Instant::now();
+        restored.start();
+        let mut client = restored.connect();
+        restored.wait_promoted(&mut client);
+        let seconds = started.elapsed().as_secs_f64();
+        assert_eq!(
+            query_i64(
+                &mut client,
+                "SELECT sum(abalance)::bigint FROM pgbench_accounts"
+            ),
+            expected,
+            "{name}: the replay reached the end of the WAL"
+        );
+        drop(client);
+        restored.stop("fast");
+        seconds
+    }
+
     fn pgdata_bytes(cluster: &Cluster) -> u64 {
         du(&cluster.data) - du(&cluster.data.join("pg_wal"))
     }
@@ -1466,7 +1492,10 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             table.add(
                 "  pgBackRest: same scale and WAL volume, archive-get async",
                 &[
-                    ("figure", json!("archive-get-queue-max 128 MiB (8 segments)")),
+                    (
+                        "figure",
+                        json!("archive-get-queue-max 128 MiB (8 segments)"),
+                    ),
                     ("seconds", round1(pgbr_async)),
                 ],
             );
@@ -1559,7 +1588,10 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
     /// segments our local prefetch keeps) and serial. None where pgBackRest does not support
     /// the major.
     fn pgbackrest_replay(&self, scale: u32, wal_bytes: u64) -> Option<(f64, f64)> {
-        println!("== pgBackRest: backup, {} MiB of WAL, replay", wal_bytes >> 20);
+        println!(
+            "== pgBackRest: backup, {} MiB of WAL, replay",
+            wal_bytes >> 20
+        );
         let mut cluster = Cluster::init(
             &self.dir,
             "drill-pgbr",
@@ -1605,24 +1637,12 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             let _ = fs::remove_dir_all(&target);
             self.dir.subdir("drill-pgbr-restored");
             run_ok(pgbackrest(&conf).arg("restore"));
-            let mut restored =
-                Cluster::adopt(&self.dir, &format!("drill-pgbr-{label}"), target.clone());
-            restored.append_conf("archive_mode = off\narchive_timeout = 0");
-            let started = Instant::now();
-            restored.start();
-            let mut client = restored.connect();
-            restored.wait_promoted(&mut client);
-            seconds.push(started.elapsed().as_secs_f64());
-            assert_eq!(
-                query_i64(
-                    &mut client,
-                    "SELECT sum(abalance)::bigint FROM pgbench_accounts"
-                ),
+            seconds.push(self.timed_replay(
+                &format!("drill-pgbr-{label}"),
+                &target,
+                "archive_mode = off\narchive_timeout = 0",
                 expected,
-                "pgBackRest's {label} replay reached the end of the WAL"
-            );
-            drop(client);
-            restored.stop("fast");
+            ));
         }
         let _ = fs::remove_dir_all(&target);
         let _ = fs::remove_dir_all(&cluster.data);
@@ -2019,8 +2039,7 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             );
         }
         // pgBackRest's S3 client speaks only TLS: a terminator in front of the same server.
-        let s3_port: u16 = server.endpoint.rsplit(':').next().unwrap().parse().unwrap();
-        let tls = TlsTerminator::start(&self.dir.path.join("s3-tls"), s3_port);
+        let tls = TlsTerminator::start(&self.dir.path.join("s3-tls"), server.port());
         let dir = &self.dir;
         let pgbackrest_drain = self.drain(&source, "s3-wal-pgbr", |cluster, _| {
             let global = format!(
@@ -2175,22 +2194,8 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                         .as_bytes(),
                 );
             }
-            let mut restored = Cluster::adopt(&self.dir, &format!("s3-{label}"), target.clone());
-            let started = Instant::now();
-            restored.start();
-            let mut client = restored.connect();
-            restored.wait_promoted(&mut client);
-            seconds.push(started.elapsed().as_secs_f64());
-            assert_eq!(
-                query_i64(
-                    &mut client,
-                    "SELECT sum(abalance)::bigint FROM pgbench_accounts"
-                ),
-                expected,
-                "the {label} recovery reached the end of the WAL"
-            );
-            drop(client);
-            restored.stop("fast");
+            // Restored with --archive-mode off: nothing to add to its settings.
+            seconds.push(self.timed_replay(&format!("s3-{label}"), &target, "", expected));
             let _ = fs::remove_dir_all(&target);
         }
         (seconds[0], seconds[1], wal_bytes as f64 / MIB)
@@ -2226,7 +2231,11 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             pgbackrest(&conf).args(["--type=full", "backup"]),
             &self.dir.path.join("s3-pgbackrest-backup.log"),
         );
-        let wal_bytes: u64 = if self.args.quick { 128 << 20 } else { 512 << 20 };
+        let wal_bytes: u64 = if self.args.quick {
+            128 << 20
+        } else {
+            512 << 20
+        };
         let mut client = cluster.connect();
         Self::write_wal(&cluster, &mut client, wal_bytes, 5);
         let expected = query_i64(
@@ -2237,9 +2246,8 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         drop(client);
         cluster.stop("fast");
 
-        let s3_port: u16 = server.endpoint.rsplit(':').next().unwrap().parse().unwrap();
         let proxy = LatencyProxy::start(
-            format!("127.0.0.1:{s3_port}"),
+            format!("127.0.0.1:{}", server.port()),
             Duration::from_millis(self.args.s3_latency_ms),
         );
         let slow_tls = TlsTerminator::start(&self.dir.path.join("s3-tls"), proxy.port);
@@ -2250,23 +2258,12 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         pgbackrest_set(&conf, "spool-path", &spool.display().to_string());
         self.dir.subdir("s3-pgbr-restored");
         run_ok(pgbackrest(&conf).arg("restore"));
-        let mut restored = Cluster::adopt(&self.dir, "s3-pgbr", target.clone());
-        restored.append_conf("archive_mode = off\narchive_timeout = 0");
-        let started = Instant::now();
-        restored.start();
-        let mut client = restored.connect();
-        restored.wait_promoted(&mut client);
-        let replay = started.elapsed().as_secs_f64();
-        assert_eq!(
-            query_i64(
-                &mut client,
-                "SELECT sum(abalance)::bigint FROM pgbench_accounts"
-            ),
+        let replay = self.timed_replay(
+            "s3-pgbr",
+            &target,
+            "archive_mode = off\narchive_timeout = 0",
             expected,
-            "pgBackRest's S3 replay reached the end of the WAL"
         );
-        drop(client);
-        restored.stop("fast");
         let _ = fs::remove_dir_all(&target);
         Some((pgdata as f64 / 1e6 / backup.seconds, replay))
     }

@@ -87,7 +87,9 @@ impl TlsTerminator {
         if !cert.exists() {
             run_ok(
                 Command::new("openssl")
-                    .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+                    .args([
+                        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    ])
                     .args(["-subj", "/CN=127.0.0.1", "-keyout"])
                     .arg(&key)
                     .arg("-out")
@@ -112,10 +114,15 @@ impl TlsTerminator {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("could not start stunnel (apt stunnel4, bench/run.sh): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("could not start stunnel (apt stunnel4, bench/run.sh): {e}")
+            });
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "stunnel did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "stunnel did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         TlsTerminator { child, port }

@@ -483,7 +483,7 @@ impl S3Server {
         child
     }
 
-    fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
     }
 

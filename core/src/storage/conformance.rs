@@ -262,7 +262,11 @@ fn unique_keys_commit_like_any_other(store: &dyn Storage) {
     let mut aborted = store.create_unique("conf/unique/aborted").unwrap();
     aborted.write_all(b"never committed").unwrap();
     drop(aborted);
-    assert!(store.open("conf/unique/aborted").err().unwrap().is_not_found());
+    assert!(store
+        .open("conf/unique/aborted")
+        .err()
+        .unwrap()
+        .is_not_found());
     let keys: Vec<String> = store
         .list("conf/unique/")
         .unwrap()
