@@ -8,7 +8,8 @@
 //! misses (failed SQL calls, whose transaction rolled back, and CLI runs) from the repository.
 //! Records are plain JSON: they hold names, times and error messages, never a secret.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -121,18 +122,16 @@ pub fn host_name() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The key a record started at `at` is stored under: sorted by time, unique per process.
+/// The key a record started at `at` is stored under: sorted by time (the record's time keeps
+/// microseconds), then by the order one process appended them, unique across processes.
 fn record_key(at: DateTime<Utc>) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    static APPENDED: AtomicU32 = AtomicU32::new(0);
     format!(
-        "{PREFIX}{}/{}{:09}Z-{}-{:08x}.json",
+        "{PREFIX}{}/{}Z-{}-{:06}-{:08x}.json",
         at.format("%Y-%m-%d"),
-        at.format("%Y%m%dT%H%M%S."),
-        nanos,
+        at.format("%Y%m%dT%H%M%S.%f"),
         std::process::id(),
+        APPENDED.fetch_add(1, Ordering::Relaxed) % 1_000_000,
         rand::random::<u32>()
     )
 }
@@ -226,6 +225,13 @@ mod tests {
         let first_key = append(&repository, &first).unwrap();
         let second_key = append(&repository, &second).unwrap();
         assert!(first_key < second_key, "{first_key} {second_key}");
+        // The key's time is the record's own start time, to the microsecond...
+        assert!(
+            first_key
+                .contains(&first.started_at[..first.started_at.len() - 1].replace(['-', ':'], "")),
+            "{first_key} {}",
+            first.started_at
+        );
         let today = Utc::now().date_naive();
         assert_eq!(
             list(&repository, Some(&[today])).unwrap(),
@@ -237,5 +243,14 @@ mod tests {
         assert_eq!(failed.outcome, FAILED);
         assert_eq!(failed.error.as_deref(), Some("boom"));
         assert_eq!(first.outcome, SUCCEEDED);
+    }
+
+    #[test]
+    fn records_started_in_the_same_microsecond_keep_the_order_they_were_appended_in() {
+        let at = Utc::now();
+        let keys: Vec<String> = (0..1000).map(|_| record_key(at)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
     }
 }
