@@ -346,13 +346,17 @@ pub fn restore(
             .map_err(|e| Error::io("set permissions on", path.display(), e))?;
     }
 
-    let files: Vec<&ManifestEntry> = manifest
+    let mut files: Vec<&ManifestEntry> = manifest
         .entries
         .iter()
         .filter(|e| {
             e.entry_type == EntryType::File && e.path != PG_CONTROL && e.path != "tablespace_map"
         })
         .collect();
+    // Largest first, as the backup does: in path order a relation's 1 GiB segments are
+    // neighbours, and the last one to start would leave the other workers idle while it is
+    // decoded. Equal sizes keep path order.
+    files.sort_by_key(|e| std::cmp::Reverse(e.size.unwrap_or(0)));
     let totals = RestoreProgress {
         files_done: 0,
         files_total: manifest
