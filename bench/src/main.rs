@@ -1477,7 +1477,9 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         let started = Instant::now();
         let restore = self.ours_restore(&repo_url, &target, &name);
         let mut restored = Cluster::adopt(&self.dir, "drill-restored", target.clone());
-        restored.append_conf("archive_mode = off\nsc_backup.scheduler = off\narchive_timeout = 0");
+        // Each replay of our backup: a side copy that archives and schedules nothing.
+        let replay_conf = "archive_mode = off\nsc_backup.scheduler = off\narchive_timeout = 0";
+        restored.append_conf(replay_conf);
         let replay_started = Instant::now();
         restored.start();
         let mut client = restored.connect();
@@ -1530,21 +1532,8 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 .replacen(" wal-fetch ", " wal-fetch --prefetch 0 ", 1)
                 .as_bytes(),
         );
-        let mut serial = Cluster::adopt(&self.dir, "drill-serial", target.clone());
-        serial.append_conf("archive_mode = off\nsc_backup.scheduler = off\narchive_timeout = 0");
-        let serial_started = Instant::now();
-        serial.start();
-        let mut client = serial.connect();
-        serial.wait_promoted(&mut client);
-        let serial_replay = serial_started.elapsed().as_secs_f64();
-        let serial_sum = query_i64(
-            &mut client,
-            "SELECT sum(abalance)::bigint FROM pgbench_accounts",
-        );
-        assert_eq!(
-            serial_sum, restored_sum,
-            "both replays reach the same state"
-        );
+        // It must reach the same state as the prefetched replay.
+        let serial_replay = self.timed_replay("drill-serial", &target, replay_conf, restored_sum);
         table.add(
             "  same replay with wal-fetch --prefetch 0",
             &[
@@ -1552,18 +1541,11 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 ("seconds", round1(serial_replay)),
             ],
         );
-        drop(client);
-        serial.stop("fast");
         // The floor: the same replay with every segment already in pg_wal.
         let _ = fs::remove_dir_all(&target);
         let _ = self.ours_restore(&repo_url, &target, &name);
         let segments = prefill_pg_wal(&target);
-        let floor = self.timed_replay(
-            "drill-floor",
-            &target,
-            "archive_mode = off\nsc_backup.scheduler = off\narchive_timeout = 0",
-            restored_sum,
-        );
+        let floor = self.timed_replay("drill-floor", &target, replay_conf, restored_sum);
         table.add(
             "  same replay, every segment already in pg_wal",
             &[
