@@ -262,6 +262,8 @@ impl Sandbox {
             wal_source: options.wal_source.clone(),
             archive_off: true,
             cancel: Some(options.cancel.clone()),
+            // Thrown away after use, and run with fsync off.
+            sync: false,
         };
         restore(repository, metadata, manifest, &restore_options, progress)?;
         sandbox.write_configuration(options)?;

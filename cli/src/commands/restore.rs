@@ -63,6 +63,12 @@ pub struct RestoreArgs {
     #[arg(long, value_enum, default_value = "preserve")]
     pub archive_mode: ArchiveMode,
 
+    /// Return without waiting for the restored files to reach the disk (PostgreSQL's first
+    /// start then syncs them; until it has, a crash can leave a torn copy). For a copy that
+    /// is thrown away
+    #[arg(long)]
+    pub no_sync: bool,
+
     /// Bin directory of the PostgreSQL server that will run the restored cluster (default:
     /// the backup's major version, looked for where packages install it)
     #[arg(long, env = "SC_BACKUP_PG_BINDIR")]
@@ -163,6 +169,7 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
         archive_off: args.archive_mode == ArchiveMode::Off,
         wal_source: WalSource::Command(wal_fetch_command(&executable, settings)),
         cancel: None,
+        sync: !args.no_sync,
     };
     let result = (|| {
         // Refusals come first, while nothing is written: a backup only starts with the server
