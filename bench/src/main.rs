@@ -153,7 +153,8 @@ fn render_figures(figures: &BTreeMap<&'static str, Value>) -> String {
         .join("  ")
 }
 
-/// A row of a tool timed with [`measure`]: (method, figures, backup seconds).
+/// A row of a tool timed with [`measure`]: (method, figures, backup seconds, restore + sync
+/// seconds).
 fn measured_row(
     label: &str,
     pgdata_mib: f64,
@@ -161,7 +162,7 @@ fn measured_row(
     backup: &Measured,
     restore: &Measured,
     stored_bytes: u64,
-) -> (String, Figures, f64) {
+) -> (String, Figures, f64, f64) {
     (
         label.to_string(),
         backup_figures(
@@ -172,6 +173,7 @@ fn measured_row(
             stored_bytes,
         ),
         backup.seconds,
+        restore.seconds + restore.sync_seconds,
     )
 }
 
@@ -190,6 +192,10 @@ fn backup_figures(
         ("backup MB/s", round1(mb / backup_seconds)),
         ("restore s", round2(restore.seconds)),
         ("restore MB/s", round1(mb / restore.seconds)),
+        (
+            "restore + sync s",
+            round2(restore.seconds + restore.sync_seconds),
+        ),
         ("stored MiB", round1(stored_bytes as f64 / MIB)),
         ("backup peak RSS MiB", round1(backup_peak_mib)),
         ("restore peak RSS MiB", round1(restore.peak_rss_mib)),
@@ -224,12 +230,22 @@ fn du(path: &Path) -> u64 {
 struct Measured {
     seconds: f64,
     peak_rss_mib: f64,
+    /// For a restore: how long writing back what it left in the page cache took after it
+    /// finished (`sync -f` of its target), which PostgreSQL's start would otherwise pay.
+    sync_seconds: f64,
+}
+
+/// Writes back every dirty page before a timed step, so that no step pays for the writeback
+/// of the one before it (pgbench's load, a restore's files).
+fn settle() {
+    run_ok(&mut Command::new("sync"));
 }
 
 // The child is reaped by wait4, which also reports its peak memory.
 #[allow(clippy::zombie_processes)]
 fn measure(what: &str, command: &mut Command, log: &Path) -> Measured {
     let log_file = fs::File::create(log).unwrap();
+    settle();
     let started = Instant::now();
     let child = command
         .stdout(log_file.try_clone().unwrap())
@@ -253,7 +269,41 @@ fn measure(what: &str, command: &mut Command, log: &Path) -> Measured {
     Measured {
         seconds,
         peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        sync_seconds: 0.0,
     }
+}
+
+/// Starts a timed backup or restore from the same memory every time: dirty pages written
+/// back, the page cache dropped, then `warm` read back in (a backup reads a database that is
+/// in memory; a restore host has its memory free and reads a repository that is not).
+/// Without it a restore ran 5.2 s when it followed pgbench's load and 1.9 s after another
+/// restore's files were removed: the kernel reclaiming page cache, not the tool. Needs root
+/// (the benchmark runs as root); otherwise only the writeback happens.
+fn level_memory(warm: Option<&Path>) {
+    settle();
+    if fs::write("/proc/sys/vm/drop_caches", "1").is_err() {
+        eprintln!("bench: could not drop the page cache (not root?): timings may drift");
+    }
+    if let Some(path) = warm {
+        // cat, not tar to /dev/null: GNU tar skips reading when it writes to /dev/null.
+        run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg("find \"$1\" -type f -exec cat {} + > /dev/null")
+                .arg("sh")
+                .arg(path),
+        );
+    }
+}
+
+/// A restore timed from level memory ([`level_memory`]), then its target written back.
+fn measure_restore(what: &str, command: &mut Command, log: &Path, target: &Path) -> Measured {
+    level_memory(None);
+    let mut measured = measure(what, command, log);
+    let started = Instant::now();
+    run_ok(Command::new("sync").arg("-f").arg(target));
+    measured.sync_seconds = started.elapsed().as_secs_f64();
+    measured
 }
 
 /// RssAnon + RssFile of a process, in KiB (0 once it is gone).
@@ -955,6 +1005,7 @@ impl Bench {
                 peak_kib
             })
         };
+        settle();
         let started = Instant::now();
         let row = client
             .query_one(
@@ -970,17 +1021,23 @@ impl Bench {
         (name, seconds, peak_kib as f64 / 1024.0, stored as u64)
     }
 
-    fn ours_restore(&self, repository: &str, target: &Path, name: &str) -> Measured {
+    fn ours_restore_command(&self, repository: &str, target: &Path, name: &str) -> Command {
         let mut command = sc_backup(&self.dir.path);
         command
             .env("SC_BACKUP_REPOSITORY", repository)
             .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", PASSPHRASE)
             .args(["restore", "--backup", name, "--parallel", "2", "--pgdata"])
             .arg(target);
-        measure(
+        command
+    }
+
+    /// Our restore timed from level memory, with the writeback of its files after it.
+    fn ours_restore(&self, repository: &str, target: &Path, name: &str) -> Measured {
+        measure_restore(
             "sc-backup restore",
-            &mut command,
+            &mut self.ours_restore_command(repository, target, name),
             &self.dir.path.join("restore.log"),
+            target,
         )
     }
 
@@ -996,10 +1053,12 @@ impl Bench {
                 "backup MB/s",
                 "restore s",
                 "restore MB/s",
+                "restore + sync s",
                 "stored MiB",
                 "backup peak RSS MiB",
                 "restore peak RSS MiB",
                 "backup vs pgBackRest",
+                "restore + sync vs pgBackRest",
             ],
         );
         let repo = self.dir.subdir("backup-repo");
@@ -1013,14 +1072,15 @@ impl Bench {
             ),
         );
 
-        // (method, figures, backup seconds)
-        let mut rows: Vec<(String, Figures, f64)> = Vec::new();
+        // (method, figures, backup seconds, restore + sync seconds)
+        let mut rows: Vec<(String, Figures, f64, f64)> = Vec::new();
         for scale in [self.args.small_scale, self.args.scale] {
             self.pgbench_init(&cluster, scale);
             let pgdata = Self::pgdata_bytes(&cluster);
             let pgdata_mib = pgdata as f64 / MIB;
             let mb = pgdata as f64 / 1e6;
             println!("== sc_backup at scale {scale} ({pgdata_mib:.0} MiB)");
+            level_memory(Some(&cluster.data));
             let (name, backup_s, backup_rss, stored) = Self::ours_backup(&cluster);
             let target = self.dir.path.join("restored-ours");
             let restore = self.ours_restore(&repo_url, &target, &name);
@@ -1029,6 +1089,7 @@ impl Bench {
                 format!("sc_backup (zstd 1, 2 workers), scale {scale}"),
                 backup_figures(pgdata_mib, mb, (backup_s, backup_rss), &restore, stored),
                 backup_s,
+                restore.seconds + restore.sync_seconds,
             ));
         }
         // The others at the large size only.
@@ -1043,6 +1104,7 @@ impl Bench {
             cluster.append_conf(&ours_conf(&url, 2, true));
             client.execute("SELECT pg_reload_conf()", &[]).unwrap();
             std::thread::sleep(Duration::from_millis(500));
+            level_memory(Some(&cluster.data));
             let (name, backup_s, backup_rss, stored) = Self::ours_backup(&cluster);
             let target = self.dir.path.join("restored-ours");
             let restore = self.ours_restore(&url, &target, &name);
@@ -1054,6 +1116,7 @@ impl Bench {
                 ),
                 backup_figures(pgdata_mib, mb, (backup_s, backup_rss), &restore, stored),
                 backup_s,
+                restore.seconds + restore.sync_seconds,
             ));
         }
         for (label, compress, suffix) in [
@@ -1071,6 +1134,7 @@ impl Bench {
             if compress {
                 command.arg("-z");
             }
+            level_memory(Some(&cluster.data));
             let backup = measure(label, &mut command, &self.dir.path.join("basebackup.log"));
             let stored = du(&out);
             let target = self.dir.subdir("restored-basebackup");
@@ -1079,10 +1143,11 @@ impl Bench {
                 out = out.display(),
                 t = target.display()
             );
-            let restore = measure(
+            let restore = measure_restore(
                 "tar -x",
                 as_postgres("bash").args(["-c", &script]),
                 &self.dir.path.join("tar.log"),
+                &target,
             );
             let _ = fs::remove_dir_all(&out);
             let _ = fs::remove_dir_all(&target);
@@ -1104,6 +1169,7 @@ impl Bench {
                 conf.display()
             ));
             cluster.start();
+            level_memory(Some(&cluster.data));
             let backup = measure(
                 "pgbackrest backup",
                 pgbackrest(&conf).args(["--type=full", "backup"]),
@@ -1114,16 +1180,17 @@ impl Bench {
             // Its own spool: restore empties the spool's archive queue, which the running
             // cluster's asynchronous archive-push is writing into.
             let restore_spool = self.dir.subdir("pgbackrest-restore-spool");
-            let restore = measure(
+            let restore = measure_restore(
                 "pgbackrest restore",
                 pgbackrest(&conf)
                     .arg(format!("--pg1-path={}", target.display()))
                     .arg(format!("--spool-path={}", restore_spool.display()))
                     .arg("restore"),
                 &self.dir.path.join("pgbackrest-restore.log"),
+                &target,
             );
             let _ = fs::remove_dir_all(&target);
-            measured_anchor = Some(backup.seconds);
+            measured_anchor = Some((backup.seconds, restore.seconds + restore.sync_seconds));
             rows.push(measured_row(
                 "pgBackRest backup / restore (zst 1, process-max 2)",
                 pgdata_mib,
@@ -1133,15 +1200,23 @@ impl Bench {
                 stored,
             ));
         }
-        let anchor = self.anchor("backup", measured_anchor.map(|seconds| mb / seconds));
+        let anchor = self.anchor("backup", measured_anchor.map(|(seconds, _)| mb / seconds));
+        let restore_anchor =
+            self.anchor("restore", measured_anchor.map(|(_, seconds)| mb / seconds));
         let large = format!("scale {}", self.args.scale);
-        for (label, mut figures, seconds) in rows {
+        for (label, mut figures, seconds, restore_seconds) in rows {
             // Ratios only between runs over the same data.
-            if let Some((major, anchor)) = anchor {
-                if label.contains(&large) || !label.starts_with("sc_backup") {
+            if label.contains(&large) || !label.starts_with("sc_backup") {
+                if let Some((major, anchor)) = anchor {
                     figures.push((
                         "backup vs pgBackRest",
                         self.ratio(major, (mb / seconds) / anchor),
+                    ));
+                }
+                if let Some((major, anchor)) = restore_anchor {
+                    figures.push((
+                        "restore + sync vs pgBackRest",
+                        self.ratio(major, (mb / restore_seconds) / anchor),
                     ));
                 }
             }
@@ -1160,7 +1235,11 @@ impl Bench {
              maps are not counted); the others' are wait4's ru_maxrss of the command and its \
              children. The database is the same cluster, grown from scale {} to {} between \
              the first two rows. With encryption, opening the repository unwraps its key with \
-             scrypt (N = 2^16, 64 MiB), most of that row's extra peak.",
+             scrypt (N = 2^16, 64 MiB), most of that row's extra peak. Every backup and restore \
+             starts from the same memory: dirty pages written back, the page cache dropped, \
+             the database read back in before a backup. \"restore + sync\" adds the writeback \
+             of the restored files (`sync -f`) after the command: pgBackRest fsyncs each file \
+             as it restores, ours and tar leave that to PostgreSQL's start.",
             self.args.small_scale, self.args.scale
         ));
         cluster.stop("fast");
@@ -1278,13 +1357,14 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         // pgBackRest restores its newest backup: the last differential one.
         let pgbackrest_restore = || {
             let restore_spool = self.dir.subdir("pgbackrest-incremental-restore-spool");
-            let measured = measure(
+            let measured = measure_restore(
                 "pgbackrest restore",
                 pgbackrest(&conf)
                     .arg(format!("--pg1-path={}", target.display()))
                     .arg(format!("--spool-path={}", restore_spool.display()))
                     .arg("restore"),
                 &self.dir.path.join("pgbackrest-incremental-restore.log"),
+                &target,
             );
             let _ = fs::remove_dir_all(&target);
             measured
@@ -1474,8 +1554,15 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
 
         println!("== RTO: restore the backup and replay the archived WAL");
         let target = self.dir.path.join("drill-restored");
+        // The RTO's clock starts with nothing left to write back (measure would sync inside
+        // it), and the restore leaves its files to PostgreSQL's start to sync, as it would.
+        settle();
         let started = Instant::now();
-        let restore = self.ours_restore(&repo_url, &target, &name);
+        let restore = measure(
+            "sc-backup restore",
+            &mut self.ours_restore_command(&repo_url, &target, &name),
+            &self.dir.path.join("restore.log"),
+        );
         let mut restored = Cluster::adopt(&self.dir, "drill-restored", target.clone());
         // Each replay of our backup: a side copy that archives and schedules nothing.
         let replay_conf = "archive_mode = off\nsc_backup.scheduler = off\narchive_timeout = 0";
@@ -1523,7 +1610,8 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         drop(client);
         restored.stop("fast");
         let _ = fs::remove_dir_all(&target);
-        let _ = self.ours_restore(&repo_url, &target, &name);
+        // Restored as the first replay's was: its files left for PostgreSQL's start to sync.
+        run_ok(&mut self.ours_restore_command(&repo_url, &target, &name));
         let auto_conf = target.join("postgresql.auto.conf");
         let settings = fs::read_to_string(&auto_conf).unwrap();
         sc_backup_pg_test::write_as_postgres(
@@ -1543,7 +1631,8 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         );
         // The floor: the same replay with every segment already in pg_wal.
         let _ = fs::remove_dir_all(&target);
-        let _ = self.ours_restore(&repo_url, &target, &name);
+        // Restored as the first replay's was: its files left for PostgreSQL's start to sync.
+        run_ok(&mut self.ours_restore_command(&repo_url, &target, &name));
         let segments = prefill_pg_wal(&target);
         let floor = self.timed_replay("drill-floor", &target, replay_conf, restored_sum);
         table.add(
