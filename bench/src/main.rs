@@ -1238,8 +1238,8 @@ impl Bench {
              scrypt (N = 2^16, 64 MiB), most of that row's extra peak. Every backup and restore \
              starts from the same memory: dirty pages written back, the page cache dropped, \
              the database read back in before a backup. \"restore + sync\" adds the writeback \
-             of the restored files (`sync -f`) after the command: pgBackRest fsyncs each file \
-             as it restores, ours and tar leave that to PostgreSQL's start.",
+             of the restored files (`sync -f`) after the command: pgBackRest and ours fsync \
+             before they exit (little is left), tar leaves it to PostgreSQL's start.",
             self.args.small_scale, self.args.scale
         ));
         cluster.stop("fast");
