@@ -633,12 +633,21 @@ fn fsync_all(paths: &[PathBuf], parallelism: usize) -> Result<()> {
                 let Some(path) = queue.lock().unwrap().next() else {
                     return;
                 };
-                if let Err(e) = File::open(path).and_then(|f| f.sync_all()) {
-                    first_error
-                        .lock()
-                        .unwrap()
-                        .get_or_insert(Error::io("fsync", path.display(), e));
-                    return;
+                match File::open(path).and_then(|f| f.sync_all()) {
+                    Ok(()) => continue,
+                    // A directory we may not open (a parent of 0711, say) cannot be synced
+                    // by us; PostgreSQL's fsync_fname ignores that case too.
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied && path.is_dir() => {
+                        continue
+                    }
+                    Err(e) => {
+                        first_error.lock().unwrap().get_or_insert(Error::io(
+                            "fsync",
+                            path.display(),
+                            e,
+                        ));
+                        return;
+                    }
                 }
             });
         }
@@ -805,6 +814,17 @@ mod tests {
             chosen("nope", &RecoveryTarget::Immediate),
             Err(Error::BackupNotFound(_))
         ));
+    }
+
+    #[test]
+    fn fsync_all_syncs_files_and_directories_and_names_what_it_could_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("16384");
+        fs::write(&file, b"page").unwrap();
+        fsync_all(&[file.clone(), dir.path().to_path_buf()], 2).unwrap();
+        let missing = dir.path().join("gone");
+        let error = fsync_all(&[file, missing], 1).unwrap_err().to_string();
+        assert!(error.contains("fsync") && error.contains("gone"), "{error}");
     }
 
     #[test]
