@@ -391,41 +391,21 @@ pub fn restore(
         progress(progress_now);
     };
     let restored: Vec<PathBuf> = files.iter().map(|e| pgdata.join(&e.path)).collect();
-    let queue = Mutex::new(files.into_iter());
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..options.parallelism.max(1) {
-            scope.spawn(|| loop {
-                if first_error.lock().unwrap().is_some() {
-                    return;
-                }
-                if options
-                    .cancel
-                    .as_ref()
-                    .is_some_and(|cancel| cancel.load(Ordering::SeqCst))
-                {
-                    first_error
-                        .lock()
-                        .unwrap()
-                        .get_or_insert(Error::Interrupted);
-                    return;
-                }
-                let Some(entry) = queue.lock().unwrap().next() else {
-                    return;
-                };
-                match restore_file(repository, &chain, entry, pgdata, options.sync) {
-                    Ok(()) => report(entry),
-                    Err(e) => {
-                        first_error.lock().unwrap().get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(error) = first_error.into_inner().unwrap() {
-        return Err(error);
-    }
+    for_each_in_parallel(
+        files,
+        options.parallelism,
+        &|| {
+            options
+                .cancel
+                .as_ref()
+                .is_some_and(|cancel| cancel.load(Ordering::SeqCst))
+        },
+        &|entry| {
+            restore_file(repository, &chain, entry, pgdata, options.sync)?;
+            report(entry);
+            Ok(())
+        },
+    )?;
 
     let mut written_last: Vec<PathBuf> = Vec::new();
     if let Some(map) = manifest.entries.iter().find(|e| e.path == "tablespace_map") {
@@ -622,7 +602,30 @@ fn start_writeback(file: &File) {
 
 /// fsyncs every path (files and directories), `parallelism` at a time.
 fn fsync_all(paths: &[PathBuf], parallelism: usize) -> Result<()> {
-    let queue = Mutex::new(paths.iter());
+    for_each_in_parallel(paths, parallelism, &|| false, &|path| {
+        match File::open(path).and_then(|f| f.sync_all()) {
+            Ok(()) => Ok(()),
+            // A directory we may not open (a parent of 0711, say) cannot be synced by us;
+            // PostgreSQL's fsync_fname ignores that case too.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && path.is_dir() => Ok(()),
+            Err(e) => Err(Error::io("fsync", path.display(), e)),
+        }
+    })
+}
+
+/// Runs `work` on each item in order, `parallelism` at a time. No new item is started after
+/// the first error, which is returned, nor once `interrupted` says so ([`Error::Interrupted`]).
+fn for_each_in_parallel<I>(
+    items: I,
+    parallelism: usize,
+    interrupted: &(dyn Fn() -> bool + Sync),
+    work: &(dyn Fn(I::Item) -> Result<()> + Sync),
+) -> Result<()>
+where
+    I: IntoIterator,
+    I::IntoIter: Send,
+{
+    let queue = Mutex::new(items.into_iter());
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..parallelism.max(1) {
@@ -630,24 +633,19 @@ fn fsync_all(paths: &[PathBuf], parallelism: usize) -> Result<()> {
                 if first_error.lock().unwrap().is_some() {
                     return;
                 }
-                let Some(path) = queue.lock().unwrap().next() else {
+                if interrupted() {
+                    first_error
+                        .lock()
+                        .unwrap()
+                        .get_or_insert(Error::Interrupted);
+                    return;
+                }
+                let Some(item) = queue.lock().unwrap().next() else {
                     return;
                 };
-                match File::open(path).and_then(|f| f.sync_all()) {
-                    Ok(()) => continue,
-                    // A directory we may not open (a parent of 0711, say) cannot be synced
-                    // by us; PostgreSQL's fsync_fname ignores that case too.
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied && path.is_dir() => {
-                        continue
-                    }
-                    Err(e) => {
-                        first_error.lock().unwrap().get_or_insert(Error::io(
-                            "fsync",
-                            path.display(),
-                            e,
-                        ));
-                        return;
-                    }
+                if let Err(e) = work(item) {
+                    first_error.lock().unwrap().get_or_insert(e);
+                    return;
                 }
             });
         }
