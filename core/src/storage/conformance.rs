@@ -10,6 +10,7 @@ use super::{Storage, StorageError};
 pub fn run_all(store: &dyn Storage) {
     put_then_get_round_trips(store);
     missing_objects_are_not_found(store);
+    ranges_read_exactly_their_bytes(store);
     existing_objects_are_never_replaced(store);
     aborted_writes_leave_nothing(store);
     list_filters_by_prefix_and_sorts(store);
@@ -48,6 +49,36 @@ fn missing_objects_are_not_found(store: &dyn Storage) {
         .expect("missing object opened");
     assert!(err.is_not_found(), "{err}");
     assert!(store.list("conf/missing/").unwrap().is_empty());
+}
+
+fn ranges_read_exactly_their_bytes(store: &dyn Storage) {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    put(store, "conf/range/obj", &data).unwrap();
+    let range = |offset: u64, length: u64| -> std::io::Result<Vec<u8>> {
+        let mut read = Vec::new();
+        store
+            .open_range("conf/range/obj", offset, length)
+            .expect("open a range")
+            .read_to_end(&mut read)?;
+        Ok(read)
+    };
+    assert_eq!(range(0, 10).unwrap(), &data[..10]);
+    assert_eq!(range(4_321, 1_000).unwrap(), &data[4_321..5_321]);
+    assert_eq!(range(9_000, 1_000).unwrap(), &data[9_000..]);
+    assert_eq!(range(10_000, 0).unwrap(), b"");
+    // Past the end: an error (on opening or on reading), never fewer bytes than asked.
+    for (offset, length) in [(9_990, 11), (20_000, 5)] {
+        let outcome = store
+            .open_range("conf/range/obj", offset, length)
+            .map_err(|e| e.to_string())
+            .and_then(|mut reader| {
+                let mut read = Vec::new();
+                reader.read_to_end(&mut read).map_err(|e| e.to_string())
+            });
+        assert!(outcome.is_err(), "{offset}+{length}: {outcome:?}");
+    }
+    let missing = store.open_range("conf/range/missing", 0, 10).err();
+    assert!(missing.is_some_and(|e| e.is_not_found()));
 }
 
 fn existing_objects_are_never_replaced(store: &dyn Storage) {

@@ -22,9 +22,10 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::http::{
-    client, describe_reqwest_error, is_transient, with_retries, Attempt, LengthCheckedBody,
+    byte_range, client, describe_reqwest_error, is_transient, require_partial_content,
+    with_retries, Attempt, LengthCheckedBody,
 };
-use super::{validate_key, ObjectMeta, ObjectWriter, Storage, StorageError};
+use super::{validate_key, ExactLength, ObjectMeta, ObjectWriter, Storage, StorageError};
 use crate::config::Secret;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
@@ -508,6 +509,36 @@ impl Storage for GcsStorage {
             status.is_success()
         })?;
         Ok(Box::new(LengthCheckedBody::new(response)))
+    }
+
+    fn open_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Box<dyn Read + Send + '_>, StorageError> {
+        validate_key(key)?;
+        if length == 0 {
+            return Ok(Box::new(io::empty()));
+        }
+        let url = format!(
+            "{}/storage/v1/b/{}/o/{}?alt=media",
+            self.endpoint(),
+            url_encode(&self.config.bucket),
+            url_encode(&self.full_key(key))
+        );
+        let range = byte_range(offset, length);
+        let response = self.send(
+            "read",
+            key,
+            &|client| client.get(&url).header("range", &range),
+            &|status| status.is_success(),
+        )?;
+        let response = require_partial_content(response, &self.describe(), key)?;
+        Ok(Box::new(ExactLength::new(
+            LengthCheckedBody::new(response),
+            length,
+        )))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {

@@ -98,3 +98,29 @@ impl Read for LengthCheckedBody {
         Ok(n)
     }
 }
+
+/// The `Range` header's value for `length` (> 0) bytes from `offset`.
+pub(crate) fn byte_range(offset: u64, length: u64) -> String {
+    format!("bytes={offset}-{}", offset + length - 1)
+}
+
+/// A ranged GET's response, which must be the range (206): a store that ignored the header
+/// answers 200 with the whole object, which must not be read as the range.
+pub(crate) fn require_partial_content(
+    response: reqwest::blocking::Response,
+    store: &str,
+    key: &str,
+) -> Result<reqwest::blocking::Response, super::StorageError> {
+    if response.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+        return Ok(response);
+    }
+    Err(super::StorageError::Remote {
+        store: store.to_string(),
+        operation: "read a range of".into(),
+        key: key.to_string(),
+        reason: format!(
+            "HTTP {} instead of 206 Partial Content: the store ignored the byte range",
+            response.status()
+        ),
+    })
+}

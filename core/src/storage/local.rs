@@ -7,12 +7,12 @@
 //! which makes "never overwrite an archived object" atomic instead of a check-then-act race.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{validate_key, ObjectMeta, ObjectWriter, Storage, StorageError};
+use super::{validate_key, ExactLength, ObjectMeta, ObjectWriter, Storage, StorageError};
 
 /// Files and directories are private to the PostgreSQL OS user.
 const FILE_MODE: u32 = 0o600;
@@ -41,6 +41,16 @@ impl LocalStorage {
             }
             Err(e) => Err(io_error("open repository directory", root, e)),
         }
+    }
+
+    fn open_file(&self, key: &str, path: &Path) -> Result<File, StorageError> {
+        File::open(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound {
+                store: self.describe(),
+                key: key.to_string(),
+            },
+            _ => io_error("open", path, e),
+        })
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
@@ -201,14 +211,20 @@ impl Storage for LocalStorage {
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
         let path = self.path_of(key)?;
-        match File::open(&path) {
-            Ok(file) => Ok(Box::new(file)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotFound {
-                store: self.describe(),
-                key: key.to_string(),
-            }),
-            Err(e) => Err(io_error("open", &path, e)),
-        }
+        Ok(Box::new(self.open_file(key, &path)?))
+    }
+
+    fn open_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Box<dyn Read + Send + '_>, StorageError> {
+        let path = self.path_of(key)?;
+        let mut file = self.open_file(key, &path)?;
+        file.seek(io::SeekFrom::Start(offset))
+            .map_err(|e| io_error("seek", &path, e))?;
+        Ok(Box::new(ExactLength::new(file, length)))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {

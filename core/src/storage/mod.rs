@@ -123,6 +123,16 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Opens an object for streaming reads.
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError>;
 
+    /// Opens bytes `offset .. offset + length` of an object (one file of a backup's bundle):
+    /// one ranged request on an object store. The reader yields exactly `length` bytes or
+    /// fails; a range past the object's end is an error, never a short read.
+    fn open_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Box<dyn Read + Send + '_>, StorageError>;
+
     /// Every committed object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
 
@@ -151,6 +161,46 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// lifecycle rules, expiring resumable sessions), so the default does nothing.
     fn remove_abandoned(&self, _older_than: std::time::Duration) -> Result<u64, StorageError> {
         Ok(0)
+    }
+}
+
+/// A reader of exactly `length` bytes of `inner`: stops there, and fails if `inner` ends first
+/// (a range past an object's end, a truncated response).
+pub(crate) struct ExactLength<R> {
+    inner: R,
+    remaining: u64,
+    length: u64,
+}
+
+impl<R: Read> ExactLength<R> {
+    pub(crate) fn new(inner: R, length: u64) -> Self {
+        ExactLength {
+            inner,
+            remaining: length,
+            length,
+        }
+    }
+}
+
+impl<R: Read> Read for ExactLength<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let wanted = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..wanted])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the range ended after {} of {} bytes",
+                    self.length - self.remaining,
+                    self.length
+                ),
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
     }
 }
 

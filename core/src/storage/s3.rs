@@ -28,9 +28,10 @@ use reqwest::blocking::{Client, Response};
 use reqwest::{Method, StatusCode};
 
 use super::http::{
-    client, describe_reqwest_error, is_transient, with_retries, Attempt, LengthCheckedBody,
+    byte_range, client, describe_reqwest_error, is_transient, require_partial_content,
+    with_retries, Attempt, LengthCheckedBody,
 };
-use super::{validate_key, ObjectMeta, ObjectWriter, Storage, StorageError};
+use super::{validate_key, ExactLength, ObjectMeta, ObjectWriter, Storage, StorageError};
 
 pub use crate::config::S3Config;
 
@@ -497,6 +498,31 @@ impl Storage for S3Storage {
             key,
         )?;
         Ok(Box::new(LengthCheckedBody::new(response)))
+    }
+
+    fn open_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Box<dyn Read + Send + '_>, StorageError> {
+        validate_key(key)?;
+        if length == 0 {
+            return Ok(Box::new(io::empty()));
+        }
+        let response = self.request(
+            Method::GET,
+            &self.object_url(&self.full_key(key), ""),
+            &[("range", byte_range(offset, length))],
+            &[],
+            "read",
+            key,
+        )?;
+        let response = require_partial_content(response, &self.describe(), key)?;
+        Ok(Box::new(ExactLength::new(
+            LengthCheckedBody::new(response),
+            length,
+        )))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
