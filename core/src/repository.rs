@@ -229,7 +229,41 @@ impl Repository {
         out: &mut dyn Write,
         destination: &str,
     ) -> Result<u64> {
-        let source = TaggedReader(self.storage().open(key)?);
+        let source = self.storage().open(key)?;
+        self.decode_verified(source, key, spec, expected, expected_size, out, destination)
+    }
+
+    /// [`read_verified`](Repository::read_verified) of the object encoded at `offset ..
+    /// offset + length` of object `key` (a file in a backup's bundle).
+    #[allow(clippy::too_many_arguments)]
+    pub fn read_verified_range(
+        &self,
+        key: &str,
+        (offset, length): (u64, u64),
+        spec: CodecSpec,
+        expected: &Sha256Digest,
+        expected_size: Option<u64>,
+        out: &mut dyn Write,
+        destination: &str,
+    ) -> Result<u64> {
+        let source = self.storage().open_range(key, offset, length)?;
+        self.decode_verified(source, key, spec, expected, expected_size, out, destination)
+    }
+
+    /// Decodes what `source` yields (stored object `key`, or a part of it) into `out`, checked
+    /// as [`read_verified`](Repository::read_verified) checks it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decode_verified(
+        &self,
+        source: impl Read,
+        key: &str,
+        spec: CodecSpec,
+        expected: &Sha256Digest,
+        expected_size: Option<u64>,
+        out: &mut dyn Write,
+        destination: &str,
+    ) -> Result<u64> {
+        let source = TaggedReader(source);
         let mut decoder = Decoder::new(source, spec, self.key()?).map_err(|e| match e {
             DecodeError::WrongKey => Error::WrongKey { object: key.into() },
             other => Error::Decode {

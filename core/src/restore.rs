@@ -22,7 +22,8 @@ use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::backup::{
-    read_backup_file, BackupChain, BackupMetadata, EntryType, Manifest, ManifestEntry,
+    read_backup_file, BackupChain, BackupMetadata, BundleReader, EntryType, Manifest,
+    ManifestEntry, Stored,
 };
 use crate::config::conf_quote;
 use crate::error::{Error, Result};
@@ -358,17 +359,19 @@ pub fn restore(
             .map_err(|e| Error::io("set permissions on", path.display(), e))?;
     }
 
-    let mut files: Vec<&ManifestEntry> = manifest
+    let files: Vec<&ManifestEntry> = manifest
         .entries
         .iter()
         .filter(|e| {
             e.entry_type == EntryType::File && e.path != PG_CONTROL && e.path != "tablespace_map"
         })
         .collect();
+    let restored: Vec<PathBuf> = files.iter().map(|e| pgdata.join(&e.path)).collect();
+    let mut work = restore_work(files);
     // Largest first, as the backup does: in path order a relation's 1 GiB segments are
     // neighbours, and the last one to start would leave the other workers idle while it is
     // decoded. Equal sizes keep path order.
-    files.sort_by_key(|e| std::cmp::Reverse(e.size.unwrap_or(0)));
+    work.sort_by_key(|w| std::cmp::Reverse(w.size()));
     let totals = RestoreProgress {
         files_done: 0,
         files_total: manifest
@@ -390,9 +393,8 @@ pub fn restore(
         };
         progress(progress_now);
     };
-    let restored: Vec<PathBuf> = files.iter().map(|e| pgdata.join(&e.path)).collect();
     for_each_in_parallel(
-        files,
+        work,
         options.parallelism,
         &|| {
             options
@@ -400,10 +402,30 @@ pub fn restore(
                 .as_ref()
                 .is_some_and(|cancel| cancel.load(Ordering::SeqCst))
         },
-        &|entry| {
-            restore_file(repository, &chain, entry, pgdata, options.sync)?;
-            report(entry);
-            Ok(())
+        &|work| match work {
+            RestoreWork::File(entry) => {
+                restore_file(entry, pgdata, options.sync, |file, destination| {
+                    chain.write_file(repository, entry, file, destination)
+                })?;
+                report(entry);
+                Ok(())
+            }
+            RestoreWork::Bundle(entries) => {
+                let mut bundle =
+                    BundleReader::open(repository, &metadata.backup_name, &entries)?;
+                for entry in entries {
+                    restore_file(entry, pgdata, options.sync, |file, destination| {
+                        let mut writer = io::BufWriter::with_capacity(256 * 1024, file);
+                        let written = bundle.read_file(entry, &mut writer, destination)?;
+                        writer
+                            .flush()
+                            .map_err(|e| Error::io("write", destination, e))?;
+                        Ok(written)
+                    })?;
+                    report(entry);
+                }
+                Ok(())
+            }
         },
     )?;
 
@@ -477,7 +499,9 @@ pub fn restore(
             object: metadata.manifest.clone(),
             reason: "the backup has no global/pg_control".into(),
         })?;
-    restore_file(repository, &chain, control, pgdata, options.sync)?;
+    restore_file(control, pgdata, options.sync, |file, destination| {
+        chain.write_file(repository, control, file, destination)
+    })?;
     if options.sync {
         let control = pgdata.join(PG_CONTROL);
         fsync_all(
@@ -540,12 +564,51 @@ fn prepare_tablespace_directory(location: &Path) -> Result<()> {
         .map_err(|e| Error::io("create directory", location.display(), e))
 }
 
+/// One piece of a restore's work.
+enum RestoreWork<'m> {
+    /// A file read on its own (through the chain, when the newest backup does not hold it
+    /// whole).
+    File(&'m ManifestEntry),
+    /// Files the newest backup holds whole in one bundle, in the order they are stored there:
+    /// read with one request.
+    Bundle(Vec<&'m ManifestEntry>),
+}
+
+impl RestoreWork<'_> {
+    fn size(&self) -> u64 {
+        match self {
+            RestoreWork::File(entry) => entry.size.unwrap_or(0),
+            RestoreWork::Bundle(entries) => entries.iter().filter_map(|e| e.size).sum(),
+        }
+    }
+}
+
+/// Groups the files held whole in a bundle of the newest backup by bundle; the others go one
+/// by one.
+fn restore_work(files: Vec<&ManifestEntry>) -> Vec<RestoreWork<'_>> {
+    let mut bundles: BTreeMap<&str, Vec<&ManifestEntry>> = BTreeMap::new();
+    let mut work = Vec::new();
+    for entry in files {
+        match (&entry.object, entry.offset, entry.stored) {
+            (Some(object), Some(_), Stored::Whole) => {
+                bundles.entry(object.as_str()).or_default().push(entry)
+            }
+            _ => work.push(RestoreWork::File(entry)),
+        }
+    }
+    for (_, mut entries) in bundles {
+        entries.sort_by_key(|e| e.offset);
+        work.push(RestoreWork::Bundle(entries));
+    }
+    work
+}
+
+/// Writes `entry` under `pgdata` through a temporary name: `write` fills the file.
 fn restore_file(
-    repository: &Repository,
-    chain: &BackupChain,
     entry: &ManifestEntry,
     pgdata: &Path,
     sync: bool,
+    write: impl FnOnce(&mut File, &str) -> Result<u64>,
 ) -> Result<()> {
     let destination = pgdata.join(&entry.path);
     let temporary = destination.with_file_name(format!(
@@ -563,12 +626,7 @@ fn restore_file(
             .mode(0o600)
             .open(&temporary)
             .map_err(|e| Error::io("create", temporary.display(), e))?;
-        chain.write_file(
-            repository,
-            entry,
-            &mut file,
-            &temporary.display().to_string(),
-        )?;
+        write(&mut file, &temporary.display().to_string())?;
         let mode = if entry.mode == 0 { 0o600 } else { entry.mode };
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("set permissions on", temporary.display(), e))?;

@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
 use super::incremental::{PageStreamParser, PAGES_HEADER_SIZE};
-use super::manifest::{backup_object, read_backup_file, Stored};
+use super::manifest::{backup_object, read_backup_file, read_stored, Stored};
 use super::{read_manifest, read_metadata, BackupMetadata, EntryType, Manifest, ManifestEntry};
 use crate::codec::Sha256Digest;
 use crate::error::{Error, Result};
@@ -302,7 +302,16 @@ impl BackupChain {
                 .map(|pages| PAGES_HEADER_SIZE as u64 + pages * (4 + u64::from(self.block_size))),
             _ => entry.size,
         };
-        repository.read_verified(&key, spec, &expected, expected_size, out, destination)
+        read_stored(
+            repository,
+            &key,
+            entry,
+            spec,
+            &expected,
+            expected_size,
+            out,
+            destination,
+        )
     }
 
     /// The entry for `path` in the chain member at `depth` (the parent of `depth - 1`).
@@ -364,18 +373,18 @@ impl<F: FnMut(u64, &[u8]) -> io::Result<()>> Write for WholePages<'_, F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::backup::{plan, BackupWriter};
+    use crate::backup::{plan, BackupWriter, BundleReader};
     use crate::config::{RawSettings, Settings};
     use crate::lsn::Lsn;
     use crate::repository::ClusterIdentity;
 
     const PAGE: usize = 8192;
 
-    fn repository(dir: &Path) -> Repository {
+    pub(crate) fn repository(dir: &Path) -> Repository {
         let settings = Settings::from_raw(&RawSettings {
             repository: Some(dir.display().to_string()),
             ..Default::default()
@@ -607,5 +616,89 @@ mod tests {
             ["i2", "i1"]
         );
         assert_eq!(crate::backup::list_backups(&repo).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn small_files_share_bundles_and_each_reads_back_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let (repo_dir, data, work) = (
+            root.path().join("repo"),
+            root.path().join("data"),
+            root.path().join("work"),
+        );
+        for dir in [&repo_dir, &data.join("base/5"), &work] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let repo = repository(&repo_dir);
+        let mut contents = std::collections::BTreeMap::new();
+        for n in 0..300u32 {
+            let content: Vec<u8> = (0..(n % 7) * 3001)
+                .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(n) >> 13) as u8)
+                .collect();
+            contents.insert(format!("base/5/{}", 16384 + n), content);
+        }
+        contents.insert("base/5/big".into(), relation(&[(0x100, 7); 400]));
+        for (path, content) in &contents {
+            std::fs::write(data.join(path), content).unwrap();
+        }
+        let full = take(&repo, &data, "f", 0x1000, None);
+        assert_eq!(full.format, super::super::manifest::FORMAT_VERSION);
+        let manifest = read_manifest(&repo, &full).unwrap();
+        let files: Vec<&ManifestEntry> = manifest
+            .entries
+            .iter()
+            .filter(|e| contents.contains_key(&e.path))
+            .collect();
+        assert_eq!(files.len(), contents.len());
+        let mut bundles = std::collections::BTreeMap::<&str, Vec<&ManifestEntry>>::new();
+        for entry in &files {
+            let object = entry.object.as_deref().unwrap();
+            if entry.path == "base/5/big" {
+                // 3.2 MiB: past the bundle limit, an object of its own.
+                assert!(object.starts_with("data/") && entry.offset.is_none(), "{entry:?}");
+            } else {
+                assert!(object.starts_with("bundle/") && entry.offset.is_some(), "{entry:?}");
+                bundles.entry(object).or_default().push(entry);
+            }
+        }
+        // Two workers, each with one bundle of its share.
+        assert!((1..=2).contains(&bundles.len()), "{bundles:?}");
+
+        // Each file alone (a ranged read), and each bundle with one read in offset order.
+        for entry in &files {
+            assert_eq!(
+                &restored(&repo, &full, &entry.path, &work).unwrap(),
+                &contents[&entry.path]
+            );
+        }
+        for entries in bundles.values_mut() {
+            entries.sort_by_key(|e| e.offset);
+            let mut reader = BundleReader::open(&repo, "f", entries).unwrap();
+            for entry in entries.iter() {
+                let mut read = Vec::new();
+                reader.read_file(entry, &mut read, "memory").unwrap();
+                assert_eq!(&read, &contents[&entry.path], "{}", entry.path);
+            }
+        }
+
+        // A damaged byte in a bundle is the damage of the one file stored there, by name.
+        let (object, entries) = bundles.iter().next().unwrap();
+        let victim = entries
+            .iter()
+            .find(|e| e.stored_size.unwrap() > 100)
+            .unwrap();
+        let stored = repo_dir.join(format!("backups/f/{object}"));
+        let mut bytes = std::fs::read(&stored).unwrap();
+        bytes[(victim.offset.unwrap() + victim.stored_size.unwrap() / 2) as usize] ^= 0x20;
+        std::fs::remove_file(&stored).unwrap();
+        std::fs::write(&stored, &bytes).unwrap();
+        let (_, problems) = crate::backup::verify_backup(&repo, "f").unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].object.contains(&victim.path), "{problems:?}");
+        let mut reader = BundleReader::open(&repo, "f", entries).unwrap();
+        for entry in entries.iter() {
+            let outcome = reader.read_file(entry, &mut io::sink(), "nowhere");
+            assert_eq!(outcome.is_err(), entry.path == victim.path, "{}", entry.path);
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The manifest: every file, directory and link of a backup, and reading a stored file back.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -9,11 +9,16 @@ use super::metadata::{metadata_key, BackupMetadata};
 use crate::codec::{CodecSpec, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
+use crate::storage::ExactLength;
 
 /// Format 2 adds incremental backups: entries stored as pages or unchanged, and the
-/// metadata's parent. Format 1 manifests read as all whole.
-pub(super) const FORMAT_VERSION: u32 = 2;
-/// Full backups keep format 1: nothing in them needs more, and older readers restore them.
+/// metadata's parent. Format 3 adds bundles: small files stored one after another in one
+/// object, each at its `offset`. Format 1 manifests read as all whole.
+pub(super) const FORMAT_VERSION: u32 = 3;
+/// The format of an incremental backup without bundles.
+pub(super) const INCREMENTAL_FORMAT_VERSION: u32 = 2;
+/// A full backup without bundles keeps format 1: nothing in it needs more, and older readers
+/// restore it.
 pub(super) const FULL_FORMAT_VERSION: u32 = 1;
 
 /// The manifest grows with the number of files, never with their size; this bounds what a
@@ -46,6 +51,10 @@ pub struct ManifestEntry {
     /// Key of the stored object, relative to the backup's prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
+    /// Where this file's encoded bytes (`stored_size` of them) start in `object`, a bundle of
+    /// small files each encoded on its own; `None` when the object is this file's alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_target: Option<String>,
     /// How this backup holds the file: whole (every full backup's files), as the pages that
@@ -122,7 +131,148 @@ pub(crate) fn read_backup_file(
     let (key, spec) = backup_object(backup, object)?;
     // A page stream's length is not the file's.
     let expected_size = entry.size.filter(|_| entry.stored == Stored::Whole);
-    repository.read_verified(&key, spec, &expected, expected_size, out, destination)
+    read_stored(
+        repository,
+        &key,
+        entry,
+        spec,
+        &expected,
+        expected_size,
+        out,
+        destination,
+    )
+}
+
+impl ManifestEntry {
+    /// The bytes of its object this entry's encoded file takes when the object is a bundle.
+    pub(crate) fn bundle_range(&self) -> Result<Option<(u64, u64)>> {
+        let Some(offset) = self.offset else {
+            return Ok(None);
+        };
+        let length = self.stored_size.ok_or_else(|| Error::InvalidMetadata {
+            object: format!("manifest ({})", self.path),
+            reason: "a bundled file without a stored size".into(),
+        })?;
+        Ok(Some((offset, length)))
+    }
+}
+
+/// Decodes `entry`'s stored bytes in object `key` (the whole object, or its range of a bundle).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn read_stored(
+    repository: &Repository,
+    key: &str,
+    entry: &ManifestEntry,
+    spec: CodecSpec,
+    expected: &Sha256Digest,
+    expected_size: Option<u64>,
+    out: &mut dyn Write,
+    destination: &str,
+) -> Result<u64> {
+    match entry.bundle_range()? {
+        None => repository.read_verified(key, spec, expected, expected_size, out, destination),
+        Some(range) => repository.read_verified_range(
+            key,
+            range,
+            spec,
+            expected,
+            expected_size,
+            out,
+            destination,
+        ),
+    }
+}
+
+/// Reads the files of one bundle with one request, in the order they were stored: a restore
+/// of a bundle's hundred catalog files costs one GET rather than a hundred.
+pub(crate) struct BundleReader<'r> {
+    repository: &'r Repository,
+    backup: String,
+    key: String,
+    spec: CodecSpec,
+    stream: Box<dyn io::Read + Send + 'r>,
+    /// Offset in the bundle of the stream's next byte.
+    position: u64,
+}
+
+impl<'r> BundleReader<'r> {
+    /// Opens the part of `entries`' bundle that holds them all; `entries` are files of
+    /// `backup` in one bundle, in offset order.
+    pub(crate) fn open(
+        repository: &'r Repository,
+        backup: &str,
+        entries: &[&ManifestEntry],
+    ) -> Result<Self> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Err(Error::InvalidMetadata {
+                object: format!("{}manifest", backup_prefix(backup)),
+                reason: "an empty bundle was asked for".into(),
+            });
+        };
+        let object = first.object.as_deref().unwrap_or_default();
+        let (start, _) = first.bundle_range()?.unwrap_or_default();
+        let (last_offset, last_length) = last.bundle_range()?.unwrap_or_default();
+        let (key, spec) = backup_object(backup, object)?;
+        let length = (last_offset + last_length)
+            .checked_sub(start)
+            .ok_or_else(|| Error::InvalidMetadata {
+                object: format!("{}manifest ({})", backup_prefix(backup), last.path),
+                reason: "bundled files out of order".into(),
+            })?;
+        let stream = repository.storage().open_range(&key, start, length)?;
+        Ok(BundleReader {
+            repository,
+            backup: backup.to_string(),
+            key,
+            spec,
+            stream,
+            position: start,
+        })
+    }
+
+    /// Decodes the next file, `entry`, into `out`, verified like [`read_backup_file`].
+    pub(crate) fn read_file(
+        &mut self,
+        entry: &ManifestEntry,
+        out: &mut dyn Write,
+        destination: &str,
+    ) -> Result<u64> {
+        let invalid = |reason: &str| Error::InvalidMetadata {
+            object: format!("{}manifest ({})", backup_prefix(&self.backup), entry.path),
+            reason: reason.into(),
+        };
+        let (offset, length) = entry
+            .bundle_range()?
+            .ok_or_else(|| invalid("not a bundled file"))?;
+        let gap = offset
+            .checked_sub(self.position)
+            .ok_or_else(|| invalid("bundled files out of order"))?;
+        let expected = entry
+            .sha256
+            .as_deref()
+            .and_then(Sha256Digest::from_hex)
+            .ok_or_else(|| invalid("a file without a valid SHA-256"))?;
+        let skipped = io::copy(&mut (&mut self.stream).take(gap), &mut io::sink())
+            .map_err(|e| Error::io("read", &self.key, e))?;
+        if skipped != gap {
+            return Err(invalid("the bundle ends before this file"));
+        }
+        let mut part = ExactLength::new(&mut self.stream, length);
+        let decoded = self.repository.decode_verified(
+            &mut part,
+            &self.key,
+            self.spec,
+            &expected,
+            entry.size,
+            out,
+            destination,
+        );
+        // What the decoder did not read (nothing for a well-formed object; the rest of a
+        // damaged one) is skipped, so that the next file reads from its own start.
+        io::copy(&mut part, &mut io::sink()).map_err(|e| Error::io("read", &self.key, e))?;
+        self.position = offset + length;
+        decoded
+    }
 }
 
 /// Collects a small decoded object in memory, refusing to grow past `limit`.

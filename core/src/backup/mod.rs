@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! backups/<name>/data/<n><suffix>          file n of the manifest (object names carry no paths)
+//! backups/<name>/bundle/<n><suffix>        files under 2 MiB, each encoded on its own, one after
+//!                                          another; entries give offset and stored size
 //! backups/<name>/manifest<suffix>          JSON: every entry: path, type, size, mode, mtime, SHA-256, stored size
 //! backups/<name>/backup.json               metadata (plaintext, self-checksummed); written last:
 //!                                          a backup exists exactly when this object does
@@ -31,7 +33,7 @@ pub use incremental::{
     choose_parent, is_page_compared, BackupKind, ClusterPosition, DEFAULT_BLOCK_SIZE,
 };
 pub use listing::{find_backup, list_backups, read_metadata, scan_backups, BackupScan};
-pub(crate) use manifest::read_backup_file;
+pub(crate) use manifest::{read_backup_file, BundleReader};
 pub use manifest::{read_manifest, EntryType, Manifest, ManifestEntry, Stored};
 pub use metadata::{read_catalog, BackupMetadata, CatalogSnapshot, DatabaseTables};
 pub use source_plan::{plan, SourceEntry, SourceKind, Tablespace};

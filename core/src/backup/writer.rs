@@ -5,20 +5,21 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::incremental::{database_directory, is_page_compared, pages_header, PageFilter};
-use super::manifest::{Stored, FORMAT_VERSION, FULL_FORMAT_VERSION};
+use super::manifest::{Stored, FORMAT_VERSION, FULL_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION};
 use super::metadata::metadata_key;
 use super::{
     backup_prefix, read_manifest, read_metadata, BackupMetadata, CatalogSnapshot, EntryType,
     Manifest, ManifestEntry, SourceEntry, SourceKind,
 };
 use crate::codec::{pump, EncodeSummary, Encoder, PumpError, RepositoryKey};
+use crate::storage::ObjectWriter;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::repository::Repository;
@@ -124,6 +125,7 @@ impl<'r> BackupWriter<'r> {
                         sha256: None,
                         stored_size: None,
                         object: None,
+                        offset: None,
                         link_target: None,
                         stored: Stored::Whole,
                         pages: None,
@@ -138,6 +140,7 @@ impl<'r> BackupWriter<'r> {
                     sha256: None,
                     stored_size: None,
                     object: None,
+                    offset: None,
                     link_target: Some(target.clone()),
                     stored: Stored::Whole,
                     pages: None,
@@ -145,15 +148,22 @@ impl<'r> BackupWriter<'r> {
             }
         }
         // Largest first, so that a big relation segment does not start last and leave the
-        // other workers idle while it is copied.
-        files.sort_by_cached_key(|(_, entry)| {
-            std::cmp::Reverse(fs::metadata(&entry.source).map(|m| m.len()).unwrap_or(0))
-        });
+        // other workers idle while it is copied; the small files that go into bundles come
+        // last, one after another.
+        let mut files: Vec<(usize, SourceEntry, u64)> = files
+            .into_iter()
+            .map(|(index, entry)| {
+                let size = fs::metadata(&entry.source).map(|m| m.len()).unwrap_or(0);
+                (index, entry, size)
+            })
+            .collect();
+        files.sort_by_key(|(_, _, size)| std::cmp::Reverse(*size));
         let recreated = self.recreated_databases(&files);
         let recreated = &recreated;
         let key = self.repository.key()?;
         let queue = Mutex::new(files.into_iter());
         let stop = AtomicBool::new(false);
+        let bundles_opened = AtomicU32::new(0);
         let (results, received) = mpsc::channel::<Result<Option<ManifestEntry>>>();
         let total = queue.lock().unwrap().len();
         let outcome = std::thread::scope(|scope| -> Result<()> {
@@ -165,23 +175,40 @@ impl<'r> BackupWriter<'r> {
                 }
             }
             let _guard = StopOnDrop(&stop);
+            let mut workers = Vec::new();
             for _ in 0..parallelism.max(1) {
                 let results = results.clone();
-                let (queue, stop) = (&queue, &stop);
+                let (queue, stop, bundles_opened) = (&queue, &stop, &bundles_opened);
                 // The caller is a PostgreSQL backend: its signals must reach its own thread.
                 crate::threads::with_signals_blocked(|| {
-                    scope.spawn(move || loop {
-                        if stop.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let Some((index, entry)) = queue.lock().unwrap().next() else {
-                            return;
+                    workers.push(scope.spawn(move || -> Result<()> {
+                        // Each worker fills its own bundle; one that fails is dropped (its
+                        // upload discarded) and so is the backup.
+                        let mut bundle = BundleSlot {
+                            open: None,
+                            opened: bundles_opened,
                         };
-                        let result = self.store_file(index, &entry, key, recreated);
-                        if results.send(result).is_err() {
-                            return;
+                        loop {
+                            if stop.load(Ordering::SeqCst) {
+                                return Ok(());
+                            }
+                            let Some((index, entry, size)) = queue.lock().unwrap().next() else {
+                                break;
+                            };
+                            let slot = (size < BUNDLE_LIMIT).then_some(&mut bundle);
+                            let result = self.store_file(index, &entry, key, recreated, slot);
+                            if result.is_err() {
+                                bundle.open = None;
+                            }
+                            if results.send(result).is_err() {
+                                return Ok(());
+                            }
+                            if bundle.open.as_ref().is_some_and(|b| b.written >= BUNDLE_SIZE) {
+                                bundle.commit().inspect_err(|_| stop.store(true, Ordering::SeqCst))?;
+                            }
                         }
-                    })
+                        bundle.commit().inspect_err(|_| stop.store(true, Ordering::SeqCst))
+                    }))
                 });
             }
             drop(results);
@@ -201,6 +228,14 @@ impl<'r> BackupWriter<'r> {
                     return Err(Error::Interrupted);
                 }
             }
+            // A bundle is committed after its files were reported: the backup is stored only
+            // once every worker committed its last one.
+            for worker in workers {
+                match worker.join() {
+                    Ok(committed) => committed?,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
             Ok(())
         });
         outcome?;
@@ -211,13 +246,13 @@ impl<'r> BackupWriter<'r> {
     /// Database directories whose `PG_VERSION` is not the parent's (same size and mtime): the
     /// database was created since (CREATE DATABASE ... STRATEGY file_copy, or ALTER DATABASE
     /// SET TABLESPACE, copies files whose page LSNs are old), so all of its files go whole.
-    fn recreated_databases(&self, files: &[(usize, SourceEntry)]) -> HashSet<String> {
+    fn recreated_databases(&self, files: &[(usize, SourceEntry, u64)]) -> HashSet<String> {
         let Some(parent) = &self.parent else {
             return HashSet::new();
         };
         files
             .iter()
-            .filter_map(|(_, entry)| {
+            .filter_map(|(_, entry, _)| {
                 let directory = database_directory(&entry.path)?;
                 if entry.path.strip_prefix(directory)? != "/PG_VERSION" {
                     return None;
@@ -233,14 +268,16 @@ impl<'r> BackupWriter<'r> {
             .collect()
     }
 
-    /// Stores one file; `None` when it vanished before we could open it (PostgreSQL dropped the
-    /// relation; WAL replay accounts for that).
+    /// Stores one file, into `bundle` when given and the file is stored whole; `None` when it
+    /// vanished before we could open it (PostgreSQL dropped the relation; WAL replay accounts
+    /// for that).
     fn store_file(
         &self,
         index: usize,
         entry: &SourceEntry,
         key: Option<&RepositoryKey>,
         recreated: &HashSet<String>,
+        bundle: Option<&mut BundleSlot<'_, 'r>>,
     ) -> Result<Option<ManifestEntry>> {
         let previous = self.parent.as_ref().and_then(|parent| {
             let in_recreated =
@@ -249,7 +286,7 @@ impl<'r> BackupWriter<'r> {
             Some((parent, previous))
         });
         match previous {
-            None => self.store_whole(index, entry, key),
+            None => self.store_whole(index, entry, key, bundle),
             Some((parent, previous)) if is_page_compared(&entry.path) => {
                 self.store_pages(index, entry, key, parent, previous)
             }
@@ -257,7 +294,7 @@ impl<'r> BackupWriter<'r> {
                 if let Some(unchanged) = unchanged_file(entry, previous)? {
                     return Ok(Some(unchanged));
                 }
-                self.store_whole(index, entry, key)
+                self.store_whole(index, entry, key, bundle)
             }
         }
     }
@@ -340,6 +377,7 @@ impl<'r> BackupWriter<'r> {
             sha256: previous.sha256.clone(),
             stored_size: None,
             object: None,
+            offset: None,
             link_target: None,
             stored: Stored::Unchanged,
             pages: None,
@@ -364,12 +402,13 @@ impl<'r> BackupWriter<'r> {
         Ok(Some(stored))
     }
 
-    /// Stores a whole file.
+    /// Stores a whole file: in its own object, or appended to `bundle`.
     fn store_whole(
         &self,
         index: usize,
         entry: &SourceEntry,
         key: Option<&RepositoryKey>,
+        bundle: Option<&mut BundleSlot<'_, 'r>>,
     ) -> Result<Option<ManifestEntry>> {
         let mut file = match File::open(&entry.source) {
             Ok(file) => file,
@@ -380,6 +419,39 @@ impl<'r> BackupWriter<'r> {
             .metadata()
             .map_err(|e| Error::io("stat", entry.source.display(), e))?;
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
+        let stored = |object: String, offset: Option<u64>, summary: EncodeSummary| {
+            Some(ManifestEntry {
+                path: entry.path.clone(),
+                entry_type: EntryType::File,
+                mode: meta.permissions().mode() & 0o7777,
+                mtime: meta.mtime(),
+                size: Some(summary.original_size),
+                sha256: Some(summary.original_sha256.to_hex()),
+                stored_size: Some(summary.stored_size),
+                object: Some(object),
+                offset,
+                link_target: None,
+                stored: Stored::Whole,
+                pages: None,
+            })
+        };
+        if let Some(slot) = bundle {
+            let bundle = slot.get_or_open(self, &spec.suffix())?;
+            let offset = bundle.written;
+            // Each file is encoded on its own (a zstd frame, an age stream), so that a ranged
+            // read of its bytes decodes it alone.
+            let mut encoder = Encoder::new(&mut bundle.writer, self.repository.compression(), key)
+                .map_err(|e| Error::io("encode", &bundle.key, e))?;
+            pump(&mut file, &mut encoder).map_err(|e| match e {
+                PumpError::Read(e) => Error::io("read", entry.source.display(), e),
+                PumpError::Write(e) => Error::io("write", &bundle.key, e),
+            })?;
+            let (_, summary) = encoder
+                .finish()
+                .map_err(|e| Error::io("write", &bundle.key, e))?;
+            bundle.written += summary.stored_size;
+            return Ok(stored(bundle.object.clone(), Some(offset), summary));
+        }
         let object = format!("data/{index:06}{}", spec.suffix());
         let full_key = format!("{}{object}", backup_prefix(&self.name));
         let writer = self.repository.storage().create_unique(&full_key)?;
@@ -396,19 +468,7 @@ impl<'r> BackupWriter<'r> {
             .finish()
             .map_err(|e| Error::io("write", &full_key, e))?;
         writer.commit()?;
-        Ok(Some(ManifestEntry {
-            path: entry.path.clone(),
-            entry_type: EntryType::File,
-            mode: meta.permissions().mode() & 0o7777,
-            mtime: meta.mtime(),
-            size: Some(summary.original_size),
-            sha256: Some(summary.original_sha256.to_hex()),
-            stored_size: Some(summary.stored_size),
-            object: Some(object),
-            link_target: None,
-            stored: Stored::Whole,
-            pages: None,
-        }))
+        Ok(stored(object, None, summary))
     }
 
     /// Stores a file produced in memory (backup_label, tablespace_map) under `path`.
@@ -423,6 +483,7 @@ impl<'r> BackupWriter<'r> {
             sha256: Some(summary.original_sha256.to_hex()),
             stored_size: Some(summary.stored_size),
             object: Some(object),
+            offset: None,
             link_target: None,
             stored: Stored::Whole,
             pages: None,
@@ -460,12 +521,15 @@ impl<'r> BackupWriter<'r> {
     ) -> Result<BackupMetadata> {
         let key = self.repository.key()?;
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
+        let format = if entries.iter().any(|e| e.offset.is_some()) {
+            FORMAT_VERSION
+        } else if self.parent.is_some() {
+            INCREMENTAL_FORMAT_VERSION
+        } else {
+            FULL_FORMAT_VERSION
+        };
         let manifest = Manifest {
-            format: if self.parent.is_some() {
-                FORMAT_VERSION
-            } else {
-                FULL_FORMAT_VERSION
-            },
+            format,
             backup_name: self.name.clone(),
             entries,
         };
@@ -503,11 +567,7 @@ impl<'r> BackupWriter<'r> {
                 reason: format!("could not be read when this backup finished: {e}"),
             })?;
         }
-        metadata.format = if self.parent.is_some() {
-            FORMAT_VERSION
-        } else {
-            FULL_FORMAT_VERSION
-        };
+        metadata.format = format;
         metadata.parent = self.parent_name().unwrap_or_default().to_string();
         metadata.block_size = self.parent.as_ref().map_or(0, |p| p.block_size);
         metadata.backup_name = self.name.clone();
@@ -542,6 +602,60 @@ fn delete_prefix(repository: &Repository, prefix: &str) {
     if let Ok(objects) = repository.storage().list(prefix) {
         for object in objects {
             let _ = repository.storage().delete(&object.key);
+        }
+    }
+}
+
+/// Files smaller than this (when listed) are stored in bundles rather than an object each: a
+/// data directory holds hundreds of catalog files, FSM and VM forks and SLRU segments of a few
+/// KiB, and on an object store each object costs a request (and its latency) to write and to
+/// read back. pgBackRest's `bundle-limit` default is the same.
+const BUNDLE_LIMIT: u64 = 2 << 20;
+
+/// A bundle is committed, and the worker starts a new one, once it holds this much: large
+/// enough to make its requests few, small enough that a restore spreads bundles over its
+/// workers (pgBackRest's `bundle-size` default).
+const BUNDLE_SIZE: u64 = 20 << 20;
+
+/// A worker's bundle of small files being written: files are appended, each encoded on its
+/// own, and the entries say where (`offset`, `stored_size`).
+struct Bundle<'s> {
+    /// Object name relative to the backup's prefix, as manifest entries name it.
+    object: String,
+    /// Full key, for messages.
+    key: String,
+    writer: Box<dyn ObjectWriter + 's>,
+    written: u64,
+}
+
+/// The bundle a worker is filling, if any; `opened` numbers bundles across workers.
+struct BundleSlot<'a, 's> {
+    open: Option<Bundle<'s>>,
+    opened: &'a AtomicU32,
+}
+
+impl<'s> BundleSlot<'_, 's> {
+    fn get_or_open(&mut self, writer: &BackupWriter<'s>, suffix: &str) -> Result<&mut Bundle<'s>> {
+        if self.open.is_none() {
+            let number = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+            let object = format!("bundle/{number:06}{suffix}");
+            let key = format!("{}{object}", backup_prefix(&writer.name));
+            let storage = writer.repository.storage();
+            self.open = Some(Bundle {
+                writer: storage.create_unique(&key)?,
+                object,
+                key,
+                written: 0,
+            });
+        }
+        Ok(self.open.as_mut().expect("opened above"))
+    }
+
+    /// Makes the open bundle durable, if there is one.
+    fn commit(&mut self) -> Result<()> {
+        match self.open.take() {
+            Some(bundle) => Ok(bundle.writer.commit()?),
+            None => Ok(()),
         }
     }
 }
@@ -595,6 +709,7 @@ fn unchanged_file(entry: &SourceEntry, previous: &ManifestEntry) -> Result<Optio
         sha256: Some(digest),
         stored_size: None,
         object: None,
+        offset: None,
         link_target: None,
         stored: Stored::Unchanged,
         pages: None,
