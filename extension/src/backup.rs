@@ -195,7 +195,6 @@ pub fn take_backup(
     let repository = Repository::open_for_cluster(&settings, &cluster_identity())
         .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
     let database = spi_text("SELECT current_database()::text");
-    let started_at = chrono_now();
     let started = Instant::now();
     let parent = choose_parent(&repository, kind);
     let backup_type = match (&parent, backup_type) {
@@ -203,7 +202,8 @@ pub fn take_backup(
         (None, "incremental" | "differential") => "full",
         _ => backup_type,
     };
-    let name = backup::backup_name(&database, backup_type, started_at);
+    let (name, started_at) = backup::new_backup_name(&repository, &database, backup_type)
+        .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
     timer.details().backup = Some(name.clone());
     let writer = match &parent {
         Some(parent) => BackupWriter::new_incremental(&repository, &name, parent, pg_sys::BLCKSZ),

@@ -63,9 +63,33 @@ pub fn backup_name(database: &str, kind: &str, at: chrono::DateTime<chrono::Utc>
     format!("{database}_{kind}_{}", at.format("%Y%m%d_%H%M%S"))
 }
 
+/// The name of a backup of `database` starting now, and the time it names. When a backup of
+/// this second already exists (two backups within one second: a full then an incremental
+/// of the same kind, a retry), waits for the next second, as pgBackRest does for its labels,
+/// so that names stay the times backups started and sort in the order they were taken.
+pub fn new_backup_name(
+    repository: &crate::repository::Repository,
+    database: &str,
+    kind: &str,
+) -> crate::error::Result<(String, chrono::DateTime<chrono::Utc>)> {
+    let mut now = chrono::Utc::now();
+    for _ in 0..3 {
+        let name = backup_name(database, kind, now);
+        if repository.storage().list(&backup_prefix(&name))?.is_empty() {
+            return Ok((name, now));
+        }
+        let rest = 1_000_000_000 - u64::from(now.timestamp_subsec_nanos().min(999_999_999));
+        std::thread::sleep(std::time::Duration::from_nanos(rest));
+        now = chrono::Utc::now();
+    }
+    // Still taken (a clock stepped back): BackupWriter::new refuses it by name.
+    Ok((backup_name(database, kind, now), now))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::io::Write;
 
     pub(crate) fn metadata() -> BackupMetadata {
         BackupMetadata {
@@ -116,5 +140,28 @@ pub(crate) mod tests {
             "my_db_full_20261124_033519"
         );
         assert_eq!(backup_name("", "full", at), "db_full_20261124_033519");
+    }
+
+    #[test]
+    fn a_second_backup_within_a_second_waits_for_the_next_free_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let repository = super::chain::tests::repository(dir.path());
+        let now = chrono::Utc::now();
+        let taken: Vec<String> = [0, 1]
+            .iter()
+            .map(|s| backup_name("db", "full", now + chrono::Duration::seconds(*s)))
+            .collect();
+        for name in &taken {
+            let mut writer = repository
+                .storage()
+                .create(&format!("{}backup.json", backup_prefix(name)))
+                .unwrap();
+            writer.write_all(b"{}").unwrap();
+            writer.commit().unwrap();
+        }
+        let (name, at) = new_backup_name(&repository, "db", "full").unwrap();
+        assert!(!taken.contains(&name), "{name} {taken:?}");
+        assert!(at > now + chrono::Duration::seconds(1), "{at} {now}");
+        assert_eq!(name, backup_name("db", "full", at));
     }
 }
