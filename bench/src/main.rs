@@ -2192,7 +2192,7 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 "S3 (s3s-fs on loopback), PostgreSQL {}: archive drain of {ready} segments, then a backup",
                 self.server.version()
             ),
-            &["segments/s", "WAL MB/s", "seconds", "backup MB/s"],
+            &["segments/s", "WAL MB/s", "seconds", "backup MB/s", "restore s"],
         );
         for parallelism in [0u32, 2] {
             let url = format!("s3://bench/wal-{parallelism}");
@@ -2266,8 +2266,15 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 ("seconds", round2(seconds)),
             ],
         );
-        let (serial, prefetched, wal_mib) = self.s3_recovery(&server, &mut cluster);
+        let (serial, prefetched, wal_mib, restore) = self.s3_recovery(&server, &mut cluster);
         let latency = self.args.s3_latency_ms;
+        table.add(
+            &format!(
+                "sc-backup restore from S3, scale {}, {latency} ms per request",
+                self.args.small_scale
+            ),
+            &[("restore s", round2(restore))],
+        );
         table.add(
             &format!("recovery replay of {wal_mib:.0} MiB WAL, {latency} ms per request: serial wal-fetch (--prefetch 0)"),
             &[("seconds", round2(serial))],
@@ -2279,14 +2286,28 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 ("segments/s", round1(wal_mib / 16.0 / prefetched)),
             ],
         );
-        if let Some((backup_mb, replay)) = self.pgbackrest_s3(&server, &tls, cluster) {
+        if let Some((backup_mb, pgbackrest_restore, replay)) =
+            self.pgbackrest_s3(&server, &tls, cluster)
+        {
             table.add(
                 &format!(
-                    "pgBackRest backup to S3, scale {} (zst 1, aes-256-cbc, process-max 2, TLS)",
+                    "pgBackRest backup to S3, scale {} (zst 1, aes-256-cbc, process-max 2, bundles, TLS)",
                     self.args.small_scale
                 ),
                 &[("backup MB/s", round1(backup_mb))],
             );
+            table.add(
+                &format!(
+                    "pgBackRest restore from S3, scale {}, {latency} ms per request (process-max 2, TLS)",
+                    self.args.small_scale
+                ),
+                &[("restore s", round2(pgbackrest_restore))],
+            );
+            table.notes.push(format!(
+                "Restores from S3 through the delaying proxy: ours {:.2}× pgBackRest's (both \
+                 bundle files under 2 MiB: one request per bundle rather than per file).",
+                pgbackrest_restore / restore
+            ));
             table.add(
                 &format!("recovery replay of {wal_mib:.0} MiB WAL, {latency} ms per request: pgBackRest archive-get async (queue 512 MiB, 32 segments)"),
                 &[
@@ -2313,8 +2334,9 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
     }
 
     /// WAL written after a backup to S3, then two recoveries of it through a delaying proxy:
-    /// serial and prefetched. Returns their seconds and the WAL's MiB.
-    fn s3_recovery(&self, server: &S3Server, cluster: &mut Cluster) -> (f64, f64, f64) {
+    /// serial and prefetched. Returns their seconds, the WAL's MiB and the seconds of the
+    /// first restore (through the proxy; the page cache dropped before it).
+    fn s3_recovery(&self, server: &S3Server, cluster: &mut Cluster) -> (f64, f64, f64, f64) {
         let wal_bytes: i64 = if self.args.quick {
             128 << 20
         } else {
@@ -2334,7 +2356,7 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             server.endpoint.trim_start_matches("http://").to_string(),
             Duration::from_millis(self.args.s3_latency_ms),
         );
-        let mut seconds = Vec::new();
+        let (mut seconds, mut restores) = (Vec::new(), Vec::new());
         for prefetch in [false, true] {
             let label = if prefetch { "prefetch" } else { "serial" };
             println!(
@@ -2359,11 +2381,13 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                     "--pgdata",
                 ])
                 .arg(&target);
-            measure(
+            level_memory(None);
+            let restore = measure(
                 "sc-backup restore",
                 &mut command,
                 &self.dir.path.join("s3-restore.log"),
             );
+            restores.push(restore.seconds);
             if !prefetch {
                 let auto_conf = target.join("postgresql.auto.conf");
                 let settings = fs::read_to_string(&auto_conf).unwrap();
@@ -2378,23 +2402,25 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             seconds.push(self.timed_replay(&format!("s3-{label}"), &target, "", expected));
             let _ = fs::remove_dir_all(&target);
         }
-        (seconds[0], seconds[1], wal_bytes as f64 / MIB)
+        (seconds[0], seconds[1], wal_bytes as f64 / MIB, restores[0])
     }
 
     /// pgBackRest on the S3 server through `tls`: a full backup of `cluster` (switched to
     /// pgBackRest's archive_command; left stopped), the same WAL volume as our S3 recovery,
     /// then a restore replayed through the delaying proxy with archive-get asynchronous.
-    /// Returns the backup's MB/s and the replay's seconds; None where pgBackRest does not
-    /// support the major.
+    /// Returns the backup's MB/s, the restore's seconds and the replay's seconds; None where
+    /// pgBackRest does not support the major.
     fn pgbackrest_s3(
         &self,
         server: &S3Server,
         tls: &TlsTerminator,
         mut cluster: Cluster,
-    ) -> Option<(f64, f64)> {
+    ) -> Option<(f64, f64, f64)> {
         println!("== pgBackRest on S3 through TLS");
+        // Bundles as ours (pgBackRest's defaults: files under 2 MiB, bundles of 20 MiB); its
+        // default is off in 2.45.
         let global = format!(
-            "{}{PGBACKREST_CIPHER}archive-get-queue-max=512MiB\n",
+            "{}{PGBACKREST_CIPHER}archive-get-queue-max=512MiB\nrepo1-bundle=y\n",
             pgbackrest_s3_repository("backup-pgbackrest", tls.port)
         );
         let conf = pgbackrest_conf_with(&self.dir, "s3-pgbackrest", &cluster, true, &global);
@@ -2437,7 +2463,12 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         pgbackrest_set(&conf, "pg1-path", &target.display().to_string());
         pgbackrest_set(&conf, "spool-path", &spool.display().to_string());
         self.dir.subdir("s3-pgbr-restored");
-        run_ok(pgbackrest(&conf).arg("restore"));
+        level_memory(None);
+        let restore = measure(
+            "pgbackrest restore from S3",
+            pgbackrest(&conf).arg("restore"),
+            &self.dir.path.join("s3-pgbackrest-restore.log"),
+        );
         let replay = self.timed_replay(
             "s3-pgbr",
             &target,
@@ -2445,7 +2476,7 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             expected,
         );
         let _ = fs::remove_dir_all(&target);
-        Some((pgdata as f64 / 1e6 / backup.seconds, replay))
+        Some((pgdata as f64 / 1e6 / backup.seconds, restore.seconds, replay))
     }
 
     /// The pgBackRest rate to compare with: this major's if measured (it becomes the anchor
