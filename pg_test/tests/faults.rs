@@ -348,6 +348,8 @@ fn disk_full_repository_keeps_the_wal_and_resumes() {
 #[derive(Debug, Clone, Copy)]
 enum Victim {
     DataFile,
+    /// A bundle of small files: a damaged byte is named as the file stored there.
+    Bundle,
     Manifest,
     Metadata,
     WalSegment,
@@ -416,6 +418,8 @@ fn corruption_of_any_object_is_detected_and_named() {
 
     let backup_dir = repository.join("backups").join(&backup);
     let data_objects = objects_under(&backup_dir.join("data"));
+    let bundle_objects = objects_under(&backup_dir.join("bundle"));
+    assert!(!bundle_objects.is_empty(), "the backup has no bundle");
     let wal_objects = objects_under(&repository.join("wal"));
     let (history_objects, segment_objects): (Vec<PathBuf>, Vec<PathBuf>) = wal_objects
         .into_iter()
@@ -436,6 +440,7 @@ fn corruption_of_any_object_is_detected_and_named() {
 
     let victims = [
         Victim::DataFile,
+        Victim::Bundle,
         Victim::Manifest,
         Victim::Metadata,
         Victim::WalSegment,
@@ -449,6 +454,7 @@ fn corruption_of_any_object_is_detected_and_named() {
         let damage = damages[rng.gen_range(0..damages.len())];
         let object = match victim {
             Victim::DataFile => data_objects[rng.gen_range(0..data_objects.len())].clone(),
+            Victim::Bundle => bundle_objects[rng.gen_range(0..bundle_objects.len())].clone(),
             Victim::Manifest => manifest.clone(),
             Victim::Metadata => metadata.clone(),
             Victim::WalSegment => segment_objects[rng.gen_range(0..segment_objects.len())].clone(),
