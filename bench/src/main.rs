@@ -2476,7 +2476,11 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             expected,
         );
         let _ = fs::remove_dir_all(&target);
-        Some((pgdata as f64 / 1e6 / backup.seconds, restore.seconds, replay))
+        Some((
+            pgdata as f64 / 1e6 / backup.seconds,
+            restore.seconds,
+            replay,
+        ))
     }
 
     /// The pgBackRest rate to compare with: this major's if measured (it becomes the anchor

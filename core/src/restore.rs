@@ -411,8 +411,7 @@ pub fn restore(
                 Ok(())
             }
             RestoreWork::Bundle(entries) => {
-                let mut bundle =
-                    BundleReader::open(repository, &metadata.backup_name, &entries)?;
+                let mut bundle = BundleReader::open(repository, &metadata.backup_name, &entries)?;
                 for entry in entries {
                     restore_file(entry, pgdata, options.sync, |file, destination| {
                         let mut writer = io::BufWriter::with_capacity(256 * 1024, file);

@@ -655,9 +655,15 @@ pub(crate) mod tests {
             let object = entry.object.as_deref().unwrap();
             if entry.path == "base/5/big" {
                 // 3.2 MiB: past the bundle limit, an object of its own.
-                assert!(object.starts_with("data/") && entry.offset.is_none(), "{entry:?}");
+                assert!(
+                    object.starts_with("data/") && entry.offset.is_none(),
+                    "{entry:?}"
+                );
             } else {
-                assert!(object.starts_with("bundle/") && entry.offset.is_some(), "{entry:?}");
+                assert!(
+                    object.starts_with("bundle/") && entry.offset.is_some(),
+                    "{entry:?}"
+                );
                 bundles.entry(object).or_default().push(entry);
             }
         }
@@ -698,7 +704,12 @@ pub(crate) mod tests {
         let mut reader = BundleReader::open(&repo, "f", entries).unwrap();
         for entry in entries.iter() {
             let outcome = reader.read_file(entry, &mut io::sink(), "nowhere");
-            assert_eq!(outcome.is_err(), entry.path == victim.path, "{}", entry.path);
+            assert_eq!(
+                outcome.is_err(),
+                entry.path == victim.path,
+                "{}",
+                entry.path
+            );
         }
     }
 }

@@ -19,10 +19,10 @@ use super::{
     Manifest, ManifestEntry, SourceEntry, SourceKind,
 };
 use crate::codec::{pump, EncodeSummary, Encoder, PumpError, RepositoryKey};
-use crate::storage::ObjectWriter;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::repository::Repository;
+use crate::storage::ObjectWriter;
 use crate::wal::WalFileName;
 
 /// Streams files into a new backup. Nothing is visible until [`BackupWriter::finish`] writes
@@ -203,11 +203,19 @@ impl<'r> BackupWriter<'r> {
                             if results.send(result).is_err() {
                                 return Ok(());
                             }
-                            if bundle.open.as_ref().is_some_and(|b| b.written >= BUNDLE_SIZE) {
-                                bundle.commit().inspect_err(|_| stop.store(true, Ordering::SeqCst))?;
+                            if bundle
+                                .open
+                                .as_ref()
+                                .is_some_and(|b| b.written >= BUNDLE_SIZE)
+                            {
+                                bundle
+                                    .commit()
+                                    .inspect_err(|_| stop.store(true, Ordering::SeqCst))?;
                             }
                         }
-                        bundle.commit().inspect_err(|_| stop.store(true, Ordering::SeqCst))
+                        bundle
+                            .commit()
+                            .inspect_err(|_| stop.store(true, Ordering::SeqCst))
                     }))
                 });
             }

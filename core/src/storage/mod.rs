@@ -187,7 +187,9 @@ impl<R: Read> Read for ExactLength<R> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let wanted = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let wanted = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..wanted])?;
         if n == 0 {
             return Err(io::Error::new(
