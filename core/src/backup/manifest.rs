@@ -213,11 +213,12 @@ impl<'r> BundleReader<'r> {
         let (start, _) = first.bundle_range()?.unwrap_or_default();
         let (last_offset, last_length) = last.bundle_range()?.unwrap_or_default();
         let (key, spec) = backup_object(backup, object)?;
-        let length = (last_offset + last_length)
-            .checked_sub(start)
+        let length = last_offset
+            .checked_add(last_length)
+            .and_then(|end| end.checked_sub(start))
             .ok_or_else(|| Error::InvalidMetadata {
                 object: format!("{}manifest ({})", backup_prefix(backup), last.path),
-                reason: "bundled files out of order".into(),
+                reason: "bundled files out of order, or past any possible end".into(),
             })?;
         let stream = repository.storage().open_range(&key, start, length)?;
         Ok(BundleReader {
@@ -270,7 +271,7 @@ impl<'r> BundleReader<'r> {
         // What the decoder did not read (nothing for a well-formed object; the rest of a
         // damaged one) is skipped, so that the next file reads from its own start.
         io::copy(&mut part, &mut io::sink()).map_err(|e| Error::io("read", &self.key, e))?;
-        self.position = offset + length;
+        self.position = offset.saturating_add(length);
         decoded
     }
 }

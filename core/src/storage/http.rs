@@ -101,7 +101,7 @@ impl Read for LengthCheckedBody {
 
 /// The `Range` header's value for `length` (> 0) bytes from `offset`.
 pub(crate) fn byte_range(offset: u64, length: u64) -> String {
-    format!("bytes={offset}-{}", offset + length - 1)
+    format!("bytes={offset}-{}", offset.saturating_add(length - 1))
 }
 
 /// A ranged GET's response, which must be the range (206): a store that ignored the header

@@ -125,7 +125,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Opens bytes `offset .. offset + length` of an object (one file of a backup's bundle):
     /// one ranged request on an object store. The reader yields exactly `length` bytes or
-    /// fails; a range past the object's end is an error, never a short read.
+    /// fails; a range past the object's end is an error, never a short read. An empty range
+    /// is not requested (nor is the object's existence checked for it).
     fn open_range(
         &self,
         key: &str,
