@@ -64,9 +64,9 @@ pub fn backup_name(database: &str, kind: &str, at: chrono::DateTime<chrono::Utc>
 }
 
 /// The name of a backup of `database` starting now, and the time it names. When a backup of
-/// this second already exists (two backups within one second: a full then an incremental
-/// of the same kind, a retry), waits for the next second, as pgBackRest does for its labels,
-/// so that names stay the times backups started and sort in the order they were taken.
+/// this second already exists (two backups of one kind within a second: a retry, a scheduled
+/// backup right after a manual one), waits for the next second, as pgBackRest does for its
+/// labels, so that names stay the times backups started and sort in the order they were taken.
 pub fn new_backup_name(
     repository: &crate::repository::Repository,
     database: &str,
