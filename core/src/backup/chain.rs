@@ -16,7 +16,6 @@ use std::os::unix::fs::FileExt;
 use super::incremental::{PageStreamParser, PAGES_HEADER_SIZE};
 use super::manifest::{backup_object, read_backup_file, read_stored, Stored};
 use super::{read_manifest, read_metadata, BackupMetadata, EntryType, Manifest, ManifestEntry};
-use crate::codec::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 
@@ -290,11 +289,6 @@ impl BackupChain {
             .object
             .as_deref()
             .ok_or_else(|| self.invalid(depth, &entry.path, "a stored file without an object"))?;
-        let expected = entry
-            .sha256
-            .as_deref()
-            .and_then(Sha256Digest::from_hex)
-            .ok_or_else(|| self.invalid(depth, &entry.path, "a file without a valid SHA-256"))?;
         let (key, spec) = backup_object(&member.name, object)?;
         let expected_size = match entry.stored {
             Stored::Pages => entry
@@ -304,10 +298,10 @@ impl BackupChain {
         };
         read_stored(
             repository,
+            &member.name,
             &key,
             entry,
             spec,
-            &expected,
             expected_size,
             out,
             destination,

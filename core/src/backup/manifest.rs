@@ -123,20 +123,15 @@ pub(crate) fn read_backup_file(
         .object
         .as_deref()
         .ok_or_else(|| invalid("a file without an object"))?;
-    let expected = entry
-        .sha256
-        .as_deref()
-        .and_then(Sha256Digest::from_hex)
-        .ok_or_else(|| invalid("a file without a valid SHA-256"))?;
     let (key, spec) = backup_object(backup, object)?;
     // A page stream's length is not the file's.
     let expected_size = entry.size.filter(|_| entry.stored == Stored::Whole);
     read_stored(
         repository,
+        backup,
         &key,
         entry,
         spec,
-        &expected,
         expected_size,
         out,
         destination,
@@ -155,20 +150,34 @@ impl ManifestEntry {
         })?;
         Ok(Some((offset, length)))
     }
+
+    /// The digest of what this entry's object (or range) decodes to; `backup` names the
+    /// manifest in the error.
+    fn digest(&self, backup: &str) -> Result<Sha256Digest> {
+        self.sha256
+            .as_deref()
+            .and_then(Sha256Digest::from_hex)
+            .ok_or_else(|| Error::InvalidMetadata {
+                object: format!("{}manifest ({})", backup_prefix(backup), self.path),
+                reason: "a file without a valid SHA-256".into(),
+            })
+    }
 }
 
-/// Decodes `entry`'s stored bytes in object `key` (the whole object, or its range of a bundle).
+/// Decodes `entry`'s stored bytes in object `key` of `backup` (the whole object, or its range
+/// of a bundle), checked against the entry's digest.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn read_stored(
     repository: &Repository,
+    backup: &str,
     key: &str,
     entry: &ManifestEntry,
     spec: CodecSpec,
-    expected: &Sha256Digest,
     expected_size: Option<u64>,
     out: &mut dyn Write,
     destination: &str,
 ) -> Result<u64> {
+    let expected = &entry.digest(backup)?;
     match entry.bundle_range()? {
         None => repository.read_verified(key, spec, expected, expected_size, out, destination),
         Some(range) => repository.read_verified_range(
@@ -248,11 +257,7 @@ impl<'r> BundleReader<'r> {
         let gap = offset
             .checked_sub(self.position)
             .ok_or_else(|| invalid("bundled files out of order"))?;
-        let expected = entry
-            .sha256
-            .as_deref()
-            .and_then(Sha256Digest::from_hex)
-            .ok_or_else(|| invalid("a file without a valid SHA-256"))?;
+        let expected = entry.digest(&self.backup)?;
         let skipped = io::copy(&mut (&mut self.stream).take(gap), &mut io::sink())
             .map_err(|e| Error::io("read", &self.key, e))?;
         if skipped != gap {

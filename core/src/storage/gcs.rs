@@ -488,6 +488,18 @@ impl GcsStorage {
     }
 }
 
+impl GcsStorage {
+    /// The URL that downloads object `key`'s content.
+    fn media_url(&self, key: &str) -> String {
+        format!(
+            "{}/storage/v1/b/{}/o/{}?alt=media",
+            self.endpoint(),
+            url_encode(&self.config.bucket),
+            url_encode(&self.full_key(key))
+        )
+    }
+}
+
 impl Storage for GcsStorage {
     fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter + '_>, StorageError> {
         Ok(Box::new(self.writer(key, true)?))
@@ -499,12 +511,7 @@ impl Storage for GcsStorage {
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
         validate_key(key)?;
-        let url = format!(
-            "{}/storage/v1/b/{}/o/{}?alt=media",
-            self.endpoint(),
-            url_encode(&self.config.bucket),
-            url_encode(&self.full_key(key))
-        );
+        let url = self.media_url(key);
         let response = self.send("read", key, &|client| client.get(&url), &|status| {
             status.is_success()
         })?;
@@ -521,12 +528,7 @@ impl Storage for GcsStorage {
         if length == 0 {
             return Ok(Box::new(io::empty()));
         }
-        let url = format!(
-            "{}/storage/v1/b/{}/o/{}?alt=media",
-            self.endpoint(),
-            url_encode(&self.config.bucket),
-            url_encode(&self.full_key(key))
-        );
+        let url = self.media_url(key);
         let range = byte_range(offset, length);
         let response = self.send(
             "read",
