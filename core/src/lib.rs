@@ -9,6 +9,7 @@ pub mod backup;
 pub mod codec;
 pub mod config;
 pub mod container_env;
+pub mod direct_write;
 pub mod drill;
 pub mod dump;
 pub mod dump_copy_scan;

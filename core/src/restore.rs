@@ -6,9 +6,10 @@
 //! mistaken for a consistent cluster.
 //!
 //! With `sync` (the CLI's default, as pg_basebackup and pgBackRest do) the restore is durable
-//! before it reports success: each file's writeback starts as soon as it is complete, so the
-//! disk works while the next file is decoded; then every file and directory is fsynced, and
-//! only then is pg_control written and fsynced. A crash at any point leaves either no
+//! before it reports success: files are written past the page cache ([`DirectWriter`], a
+//! thread per large file writing one chunk while the next is decoded), a partial last page's
+//! writeback starts as soon as the file is complete; then every file and directory is
+//! fsynced, and only then is pg_control written and fsynced. A crash at any point leaves either no
 //! pg_control or a data directory whose every byte is on disk.
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use crate::backup::{
     ManifestEntry, Stored,
 };
 use crate::config::conf_quote;
+use crate::direct_write::DirectWriter;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::repository::Repository;
@@ -405,7 +407,7 @@ pub fn restore(
         &|work| match work {
             RestoreWork::File(entry) => {
                 restore_file(entry, pgdata, options.sync, |file, destination| {
-                    chain.write_file(repository, entry, file, destination)
+                    chain.write_file(repository, entry, file, options.sync, destination)
                 })?;
                 report(entry);
                 Ok(())
@@ -414,10 +416,10 @@ pub fn restore(
                 let mut bundle = BundleReader::open(repository, &metadata.backup_name, &entries)?;
                 for entry in entries {
                     restore_file(entry, pgdata, options.sync, |file, destination| {
-                        let mut writer = io::BufWriter::with_capacity(256 * 1024, file);
+                        let mut writer = DirectWriter::new(file, options.sync);
                         let written = bundle.read_file(entry, &mut writer, destination)?;
                         writer
-                            .flush()
+                            .finish()
                             .map_err(|e| Error::io("write", destination, e))?;
                         Ok(written)
                     })?;
@@ -499,7 +501,7 @@ pub fn restore(
             reason: "the backup has no global/pg_control".into(),
         })?;
     restore_file(control, pgdata, options.sync, |file, destination| {
-        chain.write_file(repository, control, file, destination)
+        chain.write_file(repository, control, file, options.sync, destination)
     })?;
     if options.sync {
         let control = pgdata.join(PG_CONTROL);

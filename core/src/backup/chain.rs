@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 use super::incremental::{PageStreamParser, PAGES_HEADER_SIZE};
 use super::manifest::{backup_object, read_backup_file, read_stored, Stored};
 use super::{read_manifest, read_metadata, BackupMetadata, EntryType, Manifest, ManifestEntry};
+use crate::direct_write::DirectWriter;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 
@@ -170,6 +171,7 @@ impl BackupChain {
         repository: &Repository,
         entry: &ManifestEntry,
         file: &mut File,
+        direct: bool,
         destination: &str,
     ) -> Result<u64> {
         // Follow unchanged entries to the backup that stored something.
@@ -180,7 +182,7 @@ impl BackupChain {
             current = self.parent_entry(depth, &current.path)?;
         }
         if current.stored == Stored::Whole {
-            let mut writer = io::BufWriter::with_capacity(256 * 1024, &mut *file);
+            let mut writer = DirectWriter::new(file, direct);
             let written = read_backup_file(
                 repository,
                 &self.members[depth].name,
@@ -189,7 +191,7 @@ impl BackupChain {
                 destination,
             )?;
             writer
-                .flush()
+                .finish()
                 .map_err(|e| Error::io("write", destination, e))?;
             if Some(written) != entry.size {
                 return Err(self.invalid(0, &entry.path, "its size is not the manifest's"));
@@ -459,7 +461,7 @@ pub(crate) mod tests {
         let entry = manifest.entries.iter().find(|e| e.path == path).unwrap();
         let target = work.join("restored");
         let mut file = File::create(&target).unwrap();
-        chain.write_file(repo, entry, &mut file, "restored")?;
+        chain.write_file(repo, entry, &mut file, false, "restored")?;
         Ok(std::fs::read(&target).unwrap())
     }
 
