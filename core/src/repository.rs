@@ -215,6 +215,10 @@ impl Repository {
     }
 }
 
+/// Objects from this size on are decoded on one thread and digested on another
+/// ([`Decoder::pump_on_two_threads`]); below it a thread costs more than it saves.
+const TWO_THREADS_FROM: u64 = 8 << 20;
+
 impl Repository {
     /// Streams object `key` through the decoder into `out`, and succeeds only when the decoded
     /// bytes have the digest `expected` (and the size `expected_size`, when known). The one
@@ -255,7 +259,7 @@ impl Repository {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn decode_verified(
         &self,
-        source: impl Read,
+        source: impl Read + Send,
         key: &str,
         spec: CodecSpec,
         expected: &Sha256Digest,
@@ -271,7 +275,12 @@ impl Repository {
                 reason: other.to_string(),
             },
         })?;
-        match pump(&mut decoder, out) {
+        let pumped = if expected_size.is_some_and(|size| size >= TWO_THREADS_FROM) {
+            decoder.pump_on_two_threads(out)
+        } else {
+            pump(&mut decoder, out)
+        };
+        match pumped {
             Ok(_) => {}
             Err(PumpError::Read(e))
                 if e.get_ref()
