@@ -32,6 +32,9 @@ const CHUNK: usize = 1 << 20;
 /// the caller fills the next one: two buffers, one being filled, one being written.
 pub struct DirectWriter<'f> {
     file: &'f File,
+    /// Asked for O_DIRECT: turned on at the first full chunk.
+    wants_direct: bool,
+    /// O_DIRECT is on.
     direct: bool,
     current: AlignedBuffer,
     /// Where `current`'s first byte goes in the file.
@@ -107,22 +110,20 @@ impl Flusher {
 }
 
 impl<'f> DirectWriter<'f> {
-    /// `direct` asks for `O_DIRECT`; without it, or where it is refused, writes are buffered.
+    /// `direct` asks for `O_DIRECT` from the first full chunk on: a file smaller than a chunk
+    /// goes through the page cache, where its writeback joins the others' in the final fsync
+    /// instead of holding the caller for one small write. Without `direct`, or where the file
+    /// system refuses it, writes are buffered.
     pub fn new(file: &'f File, direct: bool) -> DirectWriter<'f> {
-        let direct = direct && set_direct(file, true).is_ok();
         DirectWriter {
             file,
-            direct,
+            wants_direct: direct,
+            direct: false,
             current: AlignedBuffer::new(),
             offset: 0,
             spare: None,
             flusher: None,
         }
-    }
-
-    /// Whether writes bypass the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.direct
     }
 
     /// Writes everything buffered, the last partial block without `O_DIRECT`, and leaves the
@@ -143,6 +144,9 @@ impl<'f> DirectWriter<'f> {
     /// Hands the full current chunk to the writer thread (started on the first one) and
     /// continues with the other buffer. Without O_DIRECT the page cache is the buffer.
     fn chunk_full(&mut self) -> io::Result<()> {
+        if self.wants_direct && self.offset == 0 {
+            self.direct = set_direct(self.file, true).is_ok();
+        }
         if !self.direct {
             return self.write_whole_blocks();
         }
@@ -299,7 +303,7 @@ mod tests {
         let directory = tempfile::tempdir_in(root).unwrap();
         let probe = File::create(directory.path().join("probe")).unwrap();
         assert!(
-            DirectWriter::new(&probe, true).is_direct(),
+            set_direct(&probe, true).is_ok(),
             "{} refuses O_DIRECT: this test would not test it",
             root.display()
         );
@@ -330,13 +334,19 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let directory = tempfile::tempdir_in(root).unwrap();
         let mut file = File::create(directory.path().join("file")).unwrap();
+        let direct_flag = |file: &File| {
+            // Safety: reads the status flags of a descriptor we own.
+            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) & libc::O_DIRECT }
+        };
         let mut writer = DirectWriter::new(&file, true);
-        writer.write_all(&[1u8; 10_000]).unwrap();
+        writer.write_all(&vec![1u8; 2 * CHUNK + 10_000]).unwrap();
+        assert_ne!(direct_flag(&file), 0, "whole chunks were written directly");
         writer.finish().unwrap();
+        assert_eq!(direct_flag(&file), 0);
         // An unaligned write through the same descriptor works: O_DIRECT is off again.
         file.seek(io::SeekFrom::End(0)).unwrap();
         file.write_all(&[2u8; 3]).unwrap();
-        assert_eq!(file.metadata().unwrap().len(), 10_003);
+        assert_eq!(file.metadata().unwrap().len(), 2 * CHUNK as u64 + 10_003);
     }
 
     #[test]
