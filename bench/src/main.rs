@@ -649,6 +649,15 @@ fn machine_description(servers: &[ServerBinaries]) -> String {
     )
 }
 
+/// The S3 phase's recovery: seconds of each replay of the same WAL and of the restore.
+struct S3Replays {
+    serial: f64,
+    floor: f64,
+    prefetched: f64,
+    wal_mib: f64,
+    restore: f64,
+}
+
 impl Bench {
     /// A cluster with archiving paused and `segments` ready WAL segments of table churn with
     /// full-page images (updates right after checkpoints), stopped cleanly.
@@ -2266,7 +2275,13 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
                 ("seconds", round2(seconds)),
             ],
         );
-        let (serial, prefetched, wal_mib, restore) = self.s3_recovery(&server, &mut cluster);
+        let S3Replays {
+            serial,
+            floor,
+            prefetched,
+            wal_mib,
+            restore,
+        } = self.s3_recovery(&server, &mut cluster);
         let latency = self.args.s3_latency_ms;
         table.add(
             &format!(
@@ -2278,6 +2293,10 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
         table.add(
             &format!("recovery replay of {wal_mib:.0} MiB WAL, {latency} ms per request: serial wal-fetch (--prefetch 0)"),
             &[("seconds", round2(serial))],
+        );
+        table.add(
+            &format!("recovery replay of {wal_mib:.0} MiB WAL: every segment already in pg_wal (restore_command = false, the floor)"),
+            &[("seconds", round2(floor))],
         );
         table.add(
             &format!("recovery replay of {wal_mib:.0} MiB WAL, {latency} ms per request: wal-fetch with prefetch (32 ahead, 4 workers)"),
@@ -2326,17 +2345,20 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             "The recovery rows restore the S3 backup (through a proxy that holds each request \
              {latency} ms before passing it on) and time `pg_ctl start` to a promoted cluster \
              replaying the WAL written after the backup; the serial row has `--prefetch 0` in \
-             its restore_command. Prefetch is {:.1}× the serial fetch. basic_archive and cp \
-             write only to local directories.",
-            serial / prefetched
+             its restore_command. Prefetch is {:.1}× the serial fetch. The floor row replays \
+             the same WAL with every segment fetched into pg_wal beforehand: PostgreSQL's redo \
+             alone, which no fetching can beat (so no prefetch can be more than {:.1}× the \
+             serial fetch here). basic_archive and cp write only to local directories.",
+            serial / prefetched,
+            serial / floor
         ));
         self.tables.push(table);
     }
 
-    /// WAL written after a backup to S3, then two recoveries of it through a delaying proxy:
-    /// serial and prefetched. Returns their seconds, the WAL's MiB and the seconds of the
-    /// first restore (through the proxy; the page cache dropped before it).
-    fn s3_recovery(&self, server: &S3Server, cluster: &mut Cluster) -> (f64, f64, f64, f64) {
+    /// WAL written after a backup to S3, then recoveries of it through a delaying proxy:
+    /// serial, with the segments already in pg_wal (the floor), and prefetched; and the
+    /// seconds of the first restore (through the proxy; the page cache dropped before it).
+    fn s3_recovery(&self, server: &S3Server, cluster: &mut Cluster) -> S3Replays {
         let wal_bytes: i64 = if self.args.quick {
             128 << 20
         } else {
@@ -2400,9 +2422,23 @@ archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'
             }
             // Restored with --archive-mode off: nothing to add to its settings.
             seconds.push(self.timed_replay(&format!("s3-{label}"), &target, "", expected));
+            if !prefetch {
+                // The floor: the same replay with every segment already in pg_wal (fetched
+                // beforehand with the restore's own restore_command), nothing to fetch.
+                let _ = fs::remove_dir_all(&target);
+                run_ok(&mut command);
+                prefill_pg_wal(&target);
+                seconds.push(self.timed_replay("s3-floor", &target, "", expected));
+            }
             let _ = fs::remove_dir_all(&target);
         }
-        (seconds[0], seconds[1], wal_bytes as f64 / MIB, restores[0])
+        S3Replays {
+            serial: seconds[0],
+            floor: seconds[1],
+            prefetched: seconds[2],
+            wal_mib: wal_bytes as f64 / MIB,
+            restore: restores[0],
+        }
     }
 
     /// pgBackRest on the S3 server through `tls`: a full backup of `cluster` (switched to
