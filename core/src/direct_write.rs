@@ -8,9 +8,10 @@
 //! needed: `O_DIRECT` says nothing about either).
 //!
 //! `O_DIRECT` wants the buffer, the length and the file offset aligned to the device's
-//! logical block; 4096 bytes covers every block size Linux uses. Whole 1 MiB chunks are
-//! written directly; the file's last partial block is written after `O_DIRECT` is turned off
-//! again, so the file ends exactly where its content does. Where the file system refuses
+//! logical block; 4096 bytes covers every block size Linux uses. From a file's first full
+//! 1 MiB chunk on, chunks are written directly; the file's last partial block is written after
+//! `O_DIRECT` is turned off again, so the file ends exactly where its content does, and a file
+//! smaller than a chunk is written through the page cache. Where the file system refuses
 //! `O_DIRECT` (tmpfs, some network file systems), the writer is an ordinary buffered one.
 
 use std::fs::File;
@@ -82,17 +83,15 @@ impl Flusher {
         // Rendezvous: a chunk is handed over only when the thread has finished the last one.
         let (full, full_chunks) = mpsc::sync_channel::<(AlignedBuffer, u64)>(0);
         let (give_back, empty) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("restore-write".into())
-            .spawn(move || {
-                for (mut buffer, offset) in full_chunks {
-                    write_at(&file, buffer.data(), offset)?;
-                    buffer.filled = 0;
-                    // The writer may have finished or failed already; nothing waits then.
-                    let _ = give_back.send(buffer);
-                }
-                Ok(())
-            })?;
+        let thread = crate::threads::spawn_without_signals("restore-write".into(), move || {
+            for (mut buffer, offset) in full_chunks {
+                write_at(&file, buffer.data(), offset)?;
+                buffer.filled = 0;
+                // The writer may have finished or failed already; nothing waits then.
+                let _ = give_back.send(buffer);
+            }
+            Ok(())
+        })?;
         Ok(Flusher {
             full,
             empty,

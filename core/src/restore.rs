@@ -6,11 +6,12 @@
 //! mistaken for a consistent cluster.
 //!
 //! With `sync` (the CLI's default, as pg_basebackup and pgBackRest do) the restore is durable
-//! before it reports success: files are written past the page cache ([`DirectWriter`], a
-//! thread per large file writing one chunk while the next is decoded), a partial last page's
-//! writeback starts as soon as the file is complete; then every file and directory is
-//! fsynced, and only then is pg_control written and fsynced. A crash at any point leaves either no
-//! pg_control or a data directory whose every byte is on disk.
+//! before it reports success: files of 1 MiB or more are written past the page cache
+//! ([`DirectWriter`], a thread per such file writing one chunk while the next is decoded);
+//! smaller files and last partial blocks go through it, their writeback started as soon as
+//! the file is complete; then every file and directory is fsynced, and only then is pg_control
+//! written and fsynced. A crash at any point leaves either no pg_control or a data directory
+//! whose every byte is on disk.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};

@@ -393,25 +393,29 @@ impl<R: Read> Decoder<R> {
             size,
         } = self;
         std::thread::scope(|scope| {
-            let decoding = scope.spawn(move || -> io::Result<()> {
-                // Ends when the pieces stop coming back: the writing side stopped.
-                while let Ok(mut piece) = empty_pieces.recv() {
-                    piece.resize(PIECE, 0);
-                    let n = loop {
-                        match stages.read(&mut piece) {
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            other => break other?,
+            // The caller may be a PostgreSQL process (sc_verify() in a backend): its signals
+            // must reach its own thread.
+            let decoding = crate::threads::with_signals_blocked(|| {
+                scope.spawn(move || -> io::Result<()> {
+                    // Ends when the pieces stop coming back: the writing side stopped.
+                    while let Ok(mut piece) = empty_pieces.recv() {
+                        piece.resize(PIECE, 0);
+                        let n = loop {
+                            match stages.read(&mut piece) {
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                                other => break other?,
+                            }
+                        };
+                        if n == 0 {
+                            return Ok(());
                         }
-                    };
-                    if n == 0 {
-                        return Ok(());
+                        piece.truncate(n);
+                        if decoded.send(piece).is_err() {
+                            return Ok(());
+                        }
                     }
-                    piece.truncate(n);
-                    if decoded.send(piece).is_err() {
-                        return Ok(());
-                    }
-                }
-                Ok(())
+                    Ok(())
+                })
             });
             let mut written = 0u64;
             let mut write_error = None;
@@ -655,6 +659,37 @@ mod tests {
                 other.map_err(|_| ())
             ),
         }
+    }
+
+    #[test]
+    fn the_two_threads_pumps_decoding_thread_receives_no_signals() {
+        // Reads on the decoding thread and notes whether SIGINT and SIGTERM are blocked there.
+        struct MaskProbe<'a>(&'a [u8], std::sync::Arc<std::sync::Mutex<Vec<bool>>>);
+        impl Read for MaskProbe<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                // Safety: queries the calling thread's signal mask only.
+                let blocked = unsafe {
+                    let mut mask: libc::sigset_t = std::mem::zeroed();
+                    libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+                    libc::sigismember(&mask, libc::SIGINT) == 1
+                        && libc::sigismember(&mask, libc::SIGTERM) == 1
+                };
+                self.1.lock().unwrap().push(blocked);
+                self.0.read(buf)
+            }
+        }
+        let data = sample(1 << 20);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let spec = Encoder::<Vec<u8>>::spec(Compression::NONE, None);
+        let mut decoder = Decoder::new(MaskProbe(&data, seen.clone()), spec, None).unwrap();
+        let mut out = Vec::new();
+        decoder.pump_on_two_threads(&mut out).unwrap();
+        assert!(out == data);
+        let seen = seen.lock().unwrap();
+        assert!(
+            !seen.is_empty() && seen.iter().all(|&blocked| blocked),
+            "{seen:?}"
+        );
     }
 
     #[test]
