@@ -415,6 +415,8 @@ fn create(
                     reason: e.to_string(),
                 })?;
             if write_new_object(storage, KEY_KEY, &wrapped)? {
+                // This process's next open reads these bytes back: no second scrypt.
+                key.keep_unwrapped(&wrapped, passphrase);
                 Some(key)
             } else {
                 Some(load_key(storage, passphrase)?)
@@ -536,6 +538,26 @@ mod tests {
         let reopened = Repository::open(&settings(dir.path(), Some("age"))).unwrap();
         assert_eq!(
             reopened.key().unwrap().unwrap().recipient_string(),
+            created.key().unwrap().unwrap().recipient_string()
+        );
+    }
+
+    /// The process that creates an encrypted repository paid scrypt to wrap its key; its next
+    /// open (a backend's second `sc_backup()`, the scheduler's next run) must not pay it again
+    /// to unwrap the bytes it wrote itself.
+    #[test]
+    fn the_creator_reopens_its_encrypted_repository_without_another_scrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path(), Some("age"));
+        let created = Repository::open_for_cluster(&settings, &CLUSTER).unwrap();
+        let stored_key_file = read_small_object(created.storage(), KEY_KEY)
+            .unwrap()
+            .unwrap();
+        let passphrase = settings.encryption_passphrase.as_ref().unwrap();
+        let kept = crate::codec::keys::already_unwrapped(&stored_key_file, passphrase)
+            .expect("the creator keeps the key it wrapped");
+        assert_eq!(
+            kept.recipient_string(),
             created.key().unwrap().unwrap().recipient_string()
         );
     }

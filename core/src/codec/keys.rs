@@ -91,12 +91,24 @@ impl RepositoryKey {
             return Ok(key);
         }
         let key = Self::unwrap_key(wrapped, passphrase)?;
+        key.keep_unwrapped(wrapped, passphrase);
+        Ok(key)
+    }
+
+    /// Records that `wrapped` with `passphrase` opens to this key, as a successful unwrap
+    /// would: for the process that wrapped it and stored `wrapped` as the repository's key
+    /// file. Without it, that process (a backend whose `sc_backup()` created the repository,
+    /// the archiver) paid scrypt again at its next open of the repository.
+    pub fn keep_unwrapped(&self, wrapped: &[u8], passphrase: &Secret) {
+        let id = unwrap_id(wrapped, passphrase);
         let mut kept = UNWRAPPED.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.iter().any(|(kept_id, _)| *kept_id == id) {
+            return;
+        }
         if kept.len() == UNWRAPPED_KEPT {
             kept.remove(0);
         }
-        kept.push((unwrap_id(wrapped, passphrase), key.clone()));
-        Ok(key)
+        kept.push((id, self.clone()));
     }
 
     pub fn generate() -> Self {
