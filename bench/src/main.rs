@@ -1271,8 +1271,8 @@ impl Bench {
             self.args.small_scale, self.args.scale
         ));
         table.notes.push(format!(
-            "A second encrypted full backup in the backend of the first (the key already \
-             unwrapped) peaked at {encrypted_second_rss:.1} MiB, against \
+            "A second encrypted full backup in the backend of the first (no scrypt: the first \
+             call created the repository's key or unwrapped it) peaked at {encrypted_second_rss:.1} MiB, against \
              {encrypted_first_rss:.1} MiB for the first call: {:.2}× the unencrypted backup's \
              {unencrypted_rss:.1} MiB.",
             encrypted_second_rss / unencrypted_rss
