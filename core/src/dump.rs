@@ -192,19 +192,22 @@ pub fn take_dump(
         scope.spawn(move || {
             let result = (|| {
                 let writer = storage.create(data_key)?;
-                let mut encoder = Encoder::new(DigestingWriter::new(writer), compression, key)
+                let encoder = Encoder::new(DigestingWriter::new(writer), compression, key)
                     .map_err(|e| Error::io("write", data_key, e))?;
+                // The .meta records both: the SQL's digest and the stored file's.
+                let mut sql = DigestingWriter::new(encoder);
                 let mut stdout = stdout;
-                match pump(&mut stdout, &mut encoder) {
+                match pump(&mut stdout, &mut sql) {
                     Ok(_) => {}
                     Err(PumpError::Read(e)) => return Err(Error::io("read from", "pg_dump", e)),
                     Err(PumpError::Write(e)) => return Err(Error::io("write", data_key, e)),
                 }
+                let (encoder, sql_digest, _) = sql.finish();
                 let (digesting, summary) = encoder
                     .finish()
                     .map_err(|e| Error::io("write", data_key, e))?;
                 let (writer, stored_digest, stored_size) = digesting.finish();
-                Ok((writer, summary, stored_digest, stored_size))
+                Ok((writer, summary, sql_digest, stored_digest, stored_size))
             })();
             let _ = done_tx.send(result);
         });
@@ -240,7 +243,7 @@ pub fn take_dump(
         return Err(Error::Interrupted);
     }
     let status = status.map_err(|e| Error::io("run", &program, e))?;
-    let (writer, summary, stored_digest, stored_size) = stored?;
+    let (writer, summary, sql_digest, stored_digest, stored_size) = stored?;
     if !status.success() {
         // The writer is dropped uncommitted: nothing becomes visible.
         drop(writer);
@@ -268,7 +271,7 @@ pub fn take_dump(
         content: request.content,
         file: file.clone(),
         sql_size_bytes: summary.original_size,
-        sql_sha256: summary.original_sha256.to_hex(),
+        sql_sha256: sql_digest.to_hex(),
         start_time: rfc3339(started_at),
         stop_time: rfc3339(stopped_at),
         pg_version_num: request.pg_version_num,
@@ -524,7 +527,8 @@ fn read_dump(
                     reason: e.to_string(),
                 }
             })?;
-        match pump(&mut decoder, out) {
+        let mut out = DigestingWriter::new(out);
+        match pump(&mut decoder, &mut out) {
             Ok(_) => {}
             Err(_) if cancel.load(Ordering::SeqCst) => return Err(Error::Interrupted),
             Err(PumpError::Read(e)) => {
@@ -535,7 +539,8 @@ fn read_dump(
             }
             Err(PumpError::Write(e)) => return Err(Error::io("write", destination, e)),
         }
-        decoder.finish()
+        let (_, digest, size) = out.finish();
+        (digest, size)
     };
     // Whatever follows the end of the compressed stream is stored bytes too, and part of the
     // file's checksum.

@@ -14,11 +14,14 @@
 //! is no separate checksum file that could go missing.
 
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::OnceLock;
 
 use crate::codec::keys::KeyError;
-use crate::codec::{pump, CodecSpec, DecodeError, Decoder, PumpError, RepositoryKey, Sha256Digest};
+use crate::codec::{
+    pump, CodecSpec, DecodeError, Decoder, DigestingReader, DigestingWriter, ExpectedDigest,
+    PumpError, RepositoryKey,
+};
 use crate::config::{
     Compression, ConfigError, EncryptionMode, RepositoryLocation, Secret, Settings,
 };
@@ -215,20 +218,21 @@ impl Repository {
     }
 }
 
-/// Objects from this size on are decoded on one thread and digested on another
+/// Objects from this size on are decoded on one thread and written (and digested) on another
 /// ([`Decoder::pump_on_two_threads`]); below it a thread costs more than it saves.
 const TWO_THREADS_FROM: u64 = 8 << 20;
 
 impl Repository {
-    /// Streams object `key` through the decoder into `out`, and succeeds only when the decoded
-    /// bytes have the digest `expected` (and the size `expected_size`, when known). The one
-    /// place where stored data is verified on read: WAL fetch, restore and verify all use it.
-    /// `destination` names `out` in error messages.
+    /// Streams object `key` through the decoder into `out`, and succeeds only when the object
+    /// has the digest `expected` (of its decoded or of its stored bytes) and decodes to
+    /// `expected_size` bytes, when known. The one place where stored data is verified on
+    /// read: WAL fetch, restore and verify all use it. `destination` names `out` in error
+    /// messages.
     pub fn read_verified(
         &self,
         key: &str,
         spec: CodecSpec,
-        expected: &Sha256Digest,
+        expected: ExpectedDigest,
         expected_size: Option<u64>,
         out: &mut dyn Write,
         destination: &str,
@@ -245,7 +249,7 @@ impl Repository {
         key: &str,
         (offset, length): (u64, u64),
         spec: CodecSpec,
-        expected: &Sha256Digest,
+        expected: ExpectedDigest,
         expected_size: Option<u64>,
         out: &mut dyn Write,
         destination: &str,
@@ -262,7 +266,45 @@ impl Repository {
         source: impl Read + Send,
         key: &str,
         spec: CodecSpec,
-        expected: &Sha256Digest,
+        expected: ExpectedDigest,
+        expected_size: Option<u64>,
+        out: &mut dyn Write,
+        destination: &str,
+    ) -> Result<u64> {
+        let (expected, actual, size) = match expected {
+            ExpectedDigest::Decoded(expected) => {
+                let mut out = DigestingWriter::new(out);
+                self.decode(source, key, spec, expected_size, &mut out, destination)?;
+                let (_, actual, size) = out.finish();
+                (expected, actual, size)
+            }
+            ExpectedDigest::Stored(expected) => {
+                let mut stored = DigestingReader::new(source);
+                let size = self.decode(&mut stored, key, spec, expected_size, out, destination)?;
+                // Whatever follows the end of the encoded stream is stored bytes too: an
+                // object the digest vouches for has nothing there.
+                io::copy(&mut stored, &mut io::sink()).map_err(|e| Error::io("read", key, e))?;
+                let (actual, _) = stored.digest();
+                (expected, actual, size)
+            }
+        };
+        if actual != expected || expected_size.is_some_and(|expected| expected != size) {
+            return Err(Error::ChecksumMismatch {
+                object: key.into(),
+                expected: expected.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        Ok(size)
+    }
+
+    /// Decodes everything `source` yields into `out`; returns the decoded size. A read that
+    /// fails in the storage is reported as such, not as a corrupt object.
+    fn decode(
+        &self,
+        source: impl Read + Send,
+        key: &str,
+        spec: CodecSpec,
         expected_size: Option<u64>,
         out: &mut dyn Write,
         destination: &str,
@@ -281,30 +323,19 @@ impl Repository {
             pump(&mut decoder, out)
         };
         match pumped {
-            Ok(_) => {}
+            Ok(_) => Ok(decoder.decoded_size()),
             Err(PumpError::Read(e))
                 if e.get_ref()
                     .is_some_and(|inner| inner.is::<StorageReadError>()) =>
             {
-                return Err(Error::io("read", key, e))
+                Err(Error::io("read", key, e))
             }
-            Err(PumpError::Read(e)) => {
-                return Err(Error::Decode {
-                    object: key.into(),
-                    reason: e.to_string(),
-                })
-            }
-            Err(PumpError::Write(e)) => return Err(Error::io("write", destination, e)),
-        }
-        let (digest, size) = decoder.finish();
-        if digest != *expected || expected_size.is_some_and(|expected| expected != size) {
-            return Err(Error::ChecksumMismatch {
+            Err(PumpError::Read(e)) => Err(Error::Decode {
                 object: key.into(),
-                expected: expected.to_hex(),
-                actual: digest.to_hex(),
-            });
+                reason: e.to_string(),
+            }),
+            Err(PumpError::Write(e)) => Err(Error::io("write", destination, e)),
         }
-        Ok(size)
     }
 }
 
@@ -451,7 +482,8 @@ fn create(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RawSettings;
+    use crate::codec::Encoder;
+    use crate::config::{CompressionAlgorithm, RawSettings};
 
     pub(crate) fn settings(dir: &std::path::Path, encryption: Option<&str>) -> Settings {
         Settings::from_raw(&RawSettings {
@@ -540,6 +572,60 @@ mod tests {
             reopened.key().unwrap().unwrap().recipient_string(),
             created.key().unwrap().unwrap().recipient_string()
         );
+    }
+
+    /// A file recorded by the digest of its stored bytes decodes when they are intact, and is
+    /// refused at any changed, missing or added byte, in every encoding (even where the codec
+    /// itself would not notice, as in gzip's header timestamp), and at a decoded size that is
+    /// not the manifest's.
+    #[test]
+    fn a_stored_digest_refuses_every_damage_of_the_stored_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let repository =
+            Repository::open_for_cluster(&settings(dir.path(), Some("age")), &CLUSTER).unwrap();
+        let content: Vec<u8> = (0..400u32)
+            .flat_map(|i| format!("row {i} {}\n", i % 7).into_bytes())
+            .collect();
+        let size = Some(content.len() as u64);
+        for (algorithm, level) in [
+            (CompressionAlgorithm::None, 0),
+            (CompressionAlgorithm::Gzip, 6),
+            (CompressionAlgorithm::Zstd, 1),
+        ] {
+            let compression = Compression::new(algorithm, level).unwrap();
+            for key in [None, repository.key().unwrap()] {
+                let spec = Encoder::<Vec<u8>>::spec(compression, key);
+                let mut encoder =
+                    Encoder::new(DigestingWriter::new(Vec::new()), compression, key).unwrap();
+                encoder.write_all(&content).unwrap();
+                let (digesting, _) = encoder.finish().unwrap();
+                let (stored, digest, _) = digesting.finish();
+                let expected = ExpectedDigest::Stored(digest);
+                let read = |stored: &[u8], size: Option<u64>| {
+                    let mut out = Vec::new();
+                    repository
+                        .decode_verified(stored, "object", spec, expected, size, &mut out, "out")
+                        .map(|_| out)
+                };
+                assert_eq!(read(&stored, size).unwrap(), content, "{spec:?}");
+                assert!(read(&stored, Some(content.len() as u64 + 1)).is_err());
+                for position in 0..stored.len() {
+                    let mut damaged = stored.clone();
+                    damaged[position] ^= 1 << (position % 8);
+                    assert!(
+                        read(&damaged, size).is_err(),
+                        "{spec:?}: flip at {position}"
+                    );
+                }
+                for length in 0..stored.len() {
+                    let truncated = &stored[..length];
+                    assert!(read(truncated, size).is_err(), "{spec:?}: cut at {length}");
+                }
+                let mut appended = stored.clone();
+                appended.push(0);
+                assert!(read(&appended, size).is_err(), "{spec:?}: a byte appended");
+            }
+        }
     }
 
     /// The process that creates an encrypted repository paid scrypt to wrap its key; its next

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use crate::codec::{pump, CodecSpec, EncodeSummary, Encoder, PumpError, Sha256Digest};
+use crate::codec::{
+    pump, CodecSpec, DigestingWriter, EncodeSummary, Encoder, ExpectedDigest, PumpError,
+    Sha256Digest,
+};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::repository::Repository;
@@ -198,27 +201,30 @@ impl Repository {
         };
         // find_wal above found no object for this segment, and the key names the content.
         let writer = self.storage().create_unique(&created_key)?;
-        let mut encoder = Encoder::new(writer, self.compression(), repository_key)
+        let encoder = Encoder::new(writer, self.compression(), repository_key)
             .map_err(|e| Error::io("encode", &created_key, e))?;
-        pump(&mut file, &mut encoder).map_err(|e| match e {
+        // The segment is named, and fetched back, by the digest of its original bytes.
+        let mut original = DigestingWriter::new(encoder);
+        pump(&mut file, &mut original).map_err(|e| match e {
             PumpError::Read(e) => Error::io("read", &display, e),
             PumpError::Write(e) => Error::io("write", &created_key, e),
         })?;
+        let (encoder, original_sha256, _) = original.finish();
         let (writer, summary) = encoder
             .finish()
             .map_err(|e| Error::io("write", &created_key, e))?;
         let committed = match digest_before {
-            Some(digest) if summary.original_sha256 != digest => {
+            Some(digest) if original_sha256 != digest => {
                 // The file changed under us; dropping the writer discards the object.
                 drop(writer);
                 return Err(Error::ChecksumMismatch {
                     object: display,
                     expected: digest.to_hex(),
-                    actual: summary.original_sha256.to_hex(),
+                    actual: original_sha256.to_hex(),
                 });
             }
             Some(_) => writer.commit(),
-            None => writer.commit_as(&key_for(&summary.original_sha256)),
+            None => writer.commit_as(&key_for(&original_sha256)),
         };
         match committed {
             Ok(()) => Ok(ArchiveOutcome::Stored(summary)),
@@ -248,7 +254,7 @@ impl Repository {
         self.read_verified(
             &stored.key,
             stored.spec,
-            &stored.sha256,
+            ExpectedDigest::Decoded(stored.sha256),
             None,
             &mut output,
             &label,
@@ -325,7 +331,7 @@ impl Repository {
         self.read_verified(
             &stored.key,
             stored.spec,
-            &stored.sha256,
+            ExpectedDigest::Decoded(stored.sha256),
             None,
             &mut scanner,
             "the WAL scanner",

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::codec::ExpectedDigest;
 use crate::error::{Error, Result};
 use crate::lsn::{segment_name, Lsn};
 use crate::repository::Repository;
@@ -385,7 +386,7 @@ impl Spool {
         let written = repository.read_verified(
             &stored.key,
             stored.spec,
-            &stored.sha256,
+            ExpectedDigest::Decoded(stored.sha256),
             None,
             &mut file,
             &temporary.display().to_string(),

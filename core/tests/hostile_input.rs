@@ -8,7 +8,7 @@ use std::io::{self, Read};
 
 use proptest::prelude::*;
 use sc_backup_core::codec::keys::RepositoryKey;
-use sc_backup_core::codec::{pump, CodecSpec, Decoder, Encoder, Sha256Digest};
+use sc_backup_core::codec::{pump, CodecSpec, Decoder, DigestingWriter, Encoder, Sha256Digest};
 use sc_backup_core::config::{Compression, CompressionAlgorithm, RawSettings, Settings};
 use sc_backup_core::lsn::Lsn;
 use sc_backup_core::wal::WalFileName;
@@ -35,8 +35,11 @@ fn encode(content: &[u8], compression: Compression, key: Option<&RepositoryKey>)
     encoder.finish().unwrap().0
 }
 
-/// What every reader of the repository does: decode all of it (streaming, into a sink) and
-/// compare the SHA-256 with the recorded one. `Ok` only for the intact content.
+/// What a reader of the repository does with an object recorded by the SHA-256 of what it
+/// decodes to: decode all of it (streaming, into a sink) and compare the digest of the
+/// decoded bytes with the recorded one. `Ok` only for the intact content. (Backup files
+/// recorded by the digest of their stored bytes are refused at the first changed byte:
+/// `repository::tests`.)
 fn decode_verified(
     stored: &[u8],
     spec: CodecSpec,
@@ -44,8 +47,9 @@ fn decode_verified(
     expected: &Sha256Digest,
 ) -> Result<(), String> {
     let mut decoder = Decoder::new(stored, spec, key).map_err(|e| e.to_string())?;
-    pump(&mut decoder, &mut io::sink()).map_err(|_| "decode error".to_string())?;
-    let (digest, _) = decoder.finish();
+    let mut decoded = DigestingWriter::new(io::sink());
+    pump(&mut decoder, &mut decoded).map_err(|_| "decode error".to_string())?;
+    let (_, digest, _) = decoded.finish();
     if &digest == expected {
         Ok(())
     } else {

@@ -373,6 +373,7 @@ pub(crate) mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::backup::incremental::is_page_compared;
     use crate::backup::{plan, BackupWriter, BundleReader};
     use crate::config::{RawSettings, Settings};
     use crate::lsn::Lsn;
@@ -633,6 +634,10 @@ pub(crate) mod tests {
                 .collect();
             contents.insert(format!("base/5/{}", 16384 + n), content);
         }
+        // Free space maps: compared whole by an incremental, so recorded by both digests.
+        for n in 0..20u32 {
+            contents.insert(format!("base/5/{}_fsm", 16384 + n), vec![n as u8; 24576]);
+        }
         contents.insert("base/5/big".into(), relation(&[(0x100, 7); 400]));
         for (path, content) in &contents {
             std::fs::write(data.join(path), content).unwrap();
@@ -672,6 +677,29 @@ pub(crate) mod tests {
                 &restored(&repo, &full, &entry.path, &work).unwrap(),
                 &contents[&entry.path]
             );
+        }
+        // Reads check the digest of the stored bytes. Relation forks have no other; files an
+        // incremental compares whole also have the digest of their content. An entry of a
+        // backup taken before stored digests has only that one, and reads check it.
+        for entry in &files {
+            assert!(entry.stored_sha256.is_some(), "{entry:?}");
+            assert_eq!(
+                entry.sha256.is_some(),
+                !is_page_compared(&entry.path),
+                "{entry:?}"
+            );
+            if entry.sha256.is_none() {
+                continue;
+            }
+            let mut before_stored_digests = (*entry).clone();
+            before_stored_digests.stored_sha256 = None;
+            let mut read = Vec::new();
+            read_backup_file(&repo, "f", &before_stored_digests, &mut read, "memory").unwrap();
+            assert_eq!(&read, &contents[&entry.path], "{}", entry.path);
+            before_stored_digests.sha256 = Some(hex::encode([7u8; 32]));
+            let err = read_backup_file(&repo, "f", &before_stored_digests, &mut io::sink(), "-")
+                .unwrap_err();
+            assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
         }
         for entries in bundles.values_mut() {
             entries.sort_by_key(|e| e.offset);

@@ -6,15 +6,20 @@ use serde::{Deserialize, Serialize};
 
 use super::backup_prefix;
 use super::metadata::{metadata_key, BackupMetadata};
-use crate::codec::{CodecSpec, Sha256Digest};
+use crate::codec::{CodecSpec, ExpectedDigest, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 use crate::storage::ExactLength;
 
 /// Format 2 adds incremental backups: entries stored as pages or unchanged, and the
 /// metadata's parent. Format 3 adds bundles: small files stored one after another in one
-/// object, each at its `offset`. Format 1 manifests read as all whole.
-pub(super) const FORMAT_VERSION: u32 = 3;
+/// object, each at its `offset`. Format 4 records files by the digest of their stored bytes
+/// (`stored_sha256`) and, for relation main and init forks and page streams, by that alone:
+/// a reader of format 3 or older would find them without a `sha256`. Format 1 manifests read
+/// as all whole.
+pub(super) const FORMAT_VERSION: u32 = 4;
+/// The format of a backup with bundles whose files all have a `sha256`.
+pub(super) const BUNDLES_FORMAT_VERSION: u32 = 3;
 /// The format of an incremental backup without bundles.
 pub(super) const INCREMENTAL_FORMAT_VERSION: u32 = 2;
 /// A full backup without bundles keeps format 1: nothing in it needs more, and older readers
@@ -48,6 +53,11 @@ pub struct ManifestEntry {
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_size: Option<u64>,
+    /// The SHA-256 of the stored bytes (the object, or this file's range of a bundle), which
+    /// is what a read checks when it is there ([`ExpectedDigest::Stored`]). Backups taken
+    /// before format 4 have only `sha256`, and their reads check that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_sha256: Option<String>,
     /// Key of the stored object, relative to the backup's prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
@@ -68,7 +78,8 @@ pub struct ManifestEntry {
 
 /// How a backup holds one file. `size` is always the file's length in this backup; `sha256`
 /// is the digest of what the object decodes to (the file itself when whole, the page stream
-/// for pages), and for an unchanged file the parent entry's digest, copied.
+/// for pages), and for an unchanged file the parent entry's digest, copied (an unchanged file
+/// has no object, so no `stored_sha256`).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Stored {
@@ -151,16 +162,19 @@ impl ManifestEntry {
         Ok(Some((offset, length)))
     }
 
-    /// The digest of what this entry's object (or range) decodes to; `backup` names the
+    /// What a read of this entry's object (or range) is checked against: the digest of its
+    /// stored bytes when the manifest has it, else of what it decodes to; `backup` names the
     /// manifest in the error.
-    fn digest(&self, backup: &str) -> Result<Sha256Digest> {
-        self.sha256
-            .as_deref()
-            .and_then(Sha256Digest::from_hex)
-            .ok_or_else(|| Error::InvalidMetadata {
+    fn expected_digest(&self, backup: &str) -> Result<ExpectedDigest> {
+        let parse = |digest: &Option<String>| digest.as_deref().map(Sha256Digest::from_hex);
+        match (parse(&self.stored_sha256), parse(&self.sha256)) {
+            (Some(Some(stored)), _) => Ok(ExpectedDigest::Stored(stored)),
+            (None, Some(Some(decoded))) => Ok(ExpectedDigest::Decoded(decoded)),
+            _ => Err(Error::InvalidMetadata {
                 object: format!("{}manifest ({})", backup_prefix(backup), self.path),
                 reason: "a file without a valid SHA-256".into(),
-            })
+            }),
+        }
     }
 }
 
@@ -177,7 +191,7 @@ pub(super) fn read_stored(
     out: &mut dyn Write,
     destination: &str,
 ) -> Result<u64> {
-    let expected = &entry.digest(backup)?;
+    let expected = entry.expected_digest(backup)?;
     match entry.bundle_range()? {
         None => repository.read_verified(key, spec, expected, expected_size, out, destination),
         Some(range) => repository.read_verified_range(
@@ -257,7 +271,7 @@ impl<'r> BundleReader<'r> {
         let gap = offset
             .checked_sub(self.position)
             .ok_or_else(|| invalid("bundled files out of order"))?;
-        let expected = entry.digest(&self.backup)?;
+        let expected = entry.expected_digest(&self.backup)?;
         let skipped = io::copy(&mut (&mut self.stream).take(gap), &mut io::sink())
             .map_err(|e| Error::io("read", &self.key, e))?;
         if skipped != gap {
@@ -268,7 +282,7 @@ impl<'r> BundleReader<'r> {
             &mut part,
             &self.key,
             self.spec,
-            &expected,
+            expected,
             entry.size,
             out,
             destination,
@@ -320,7 +334,7 @@ pub fn read_manifest(repository: &Repository, metadata: &BackupMetadata) -> Resu
     repository.read_verified(
         &key,
         spec,
-        &expected,
+        ExpectedDigest::Decoded(expected),
         None,
         &mut buffer,
         "the manifest in memory",

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::backup_prefix;
 use super::manifest::{backup_object, CappedBuffer, MAX_MANIFEST_SIZE};
-use crate::codec::Sha256Digest;
+use crate::codec::{ExpectedDigest, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::lsn::{segments_between, Lsn};
 use crate::repository::Repository;
@@ -187,7 +187,14 @@ pub fn read_catalog(
         data: Vec::new(),
         limit: MAX_MANIFEST_SIZE as usize,
     };
-    repository.read_verified(&key, spec, &expected, None, &mut buffer, "memory")?;
+    repository.read_verified(
+        &key,
+        spec,
+        ExpectedDigest::Decoded(expected),
+        None,
+        &mut buffer,
+        "memory",
+    )?;
     serde_json::from_slice(&buffer.data)
         .map(Some)
         .map_err(|e| Error::InvalidMetadata {

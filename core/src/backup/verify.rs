@@ -11,6 +11,7 @@ use super::{
     ancestors, backup_prefix, find_backup, read_catalog, read_manifest, BackupChain,
     BackupMetadata, Manifest, ManifestEntry,
 };
+use crate::codec::ExpectedDigest;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 use crate::wal::WalFileName;
@@ -167,7 +168,7 @@ impl Repository {
         self.read_verified(
             &stored.key,
             stored.spec,
-            &stored.sha256,
+            ExpectedDigest::Decoded(stored.sha256),
             None,
             &mut io::sink(),
             "nowhere",

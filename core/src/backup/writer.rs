@@ -12,13 +12,17 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::incremental::{database_directory, is_page_compared, pages_header, PageFilter};
-use super::manifest::{Stored, FORMAT_VERSION, FULL_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION};
+use super::manifest::{
+    Stored, BUNDLES_FORMAT_VERSION, FORMAT_VERSION, FULL_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION,
+};
 use super::metadata::metadata_key;
 use super::{
     backup_prefix, read_manifest, read_metadata, BackupMetadata, CatalogSnapshot, EntryType,
     Manifest, ManifestEntry, SourceEntry, SourceKind,
 };
-use crate::codec::{pump, EncodeSummary, Encoder, PumpError, RepositoryKey};
+use crate::codec::{
+    pump, DigestingWriter, EncodeSummary, Encoder, PumpError, RepositoryKey, Sha256Digest,
+};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::repository::Repository;
@@ -124,6 +128,7 @@ impl<'r> BackupWriter<'r> {
                         size: None,
                         sha256: None,
                         stored_size: None,
+                        stored_sha256: None,
                         object: None,
                         offset: None,
                         link_target: None,
@@ -139,6 +144,7 @@ impl<'r> BackupWriter<'r> {
                     size: None,
                     sha256: None,
                     stored_size: None,
+                    stored_sha256: None,
                     object: None,
                     offset: None,
                     link_target: Some(target.clone()),
@@ -335,8 +341,12 @@ impl<'r> BackupWriter<'r> {
         let full_key = format!("{}{object}", backup_prefix(&self.name));
         let start = || -> Result<_> {
             let writer = self.repository.storage().create_unique(&full_key)?;
-            let mut encoder = Encoder::new(writer, self.repository.compression(), key)
-                .map_err(|e| Error::io("encode", &full_key, e))?;
+            let mut encoder = Encoder::new(
+                DigestingWriter::new(writer),
+                self.repository.compression(),
+                key,
+            )
+            .map_err(|e| Error::io("encode", &full_key, e))?;
             encoder
                 .write_all(&pages_header(parent.block_size))
                 .map_err(|e| Error::io("write", &full_key, e))?;
@@ -384,6 +394,7 @@ impl<'r> BackupWriter<'r> {
             size: Some(size),
             sha256: previous.sha256.clone(),
             stored_size: None,
+            stored_sha256: None,
             object: None,
             offset: None,
             link_target: None,
@@ -398,12 +409,16 @@ impl<'r> BackupWriter<'r> {
             // Shorter than the parent's copy, nothing else changed: an empty page stream.
             None => start()?,
         };
-        let (writer, summary) = encoder
+        let (digesting, summary) = encoder
             .finish()
             .map_err(|e| Error::io("write", &full_key, e))?;
+        let (writer, stored_sha256, _) = digesting.finish();
         writer.commit()?;
-        stored.sha256 = Some(summary.original_sha256.to_hex());
+        // Read back by the digest of its stored bytes; nothing compares a page stream's
+        // content with another's.
+        stored.sha256 = None;
         stored.stored_size = Some(summary.stored_size);
+        stored.stored_sha256 = Some(stored_sha256.to_hex());
         stored.object = Some(object);
         stored.stored = Stored::Pages;
         stored.pages = Some(pages);
@@ -427,15 +442,22 @@ impl<'r> BackupWriter<'r> {
             .metadata()
             .map_err(|e| Error::io("stat", entry.source.display(), e))?;
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
-        let stored = |object: String, offset: Option<u64>, summary: EncodeSummary| {
+        // A later incremental backup compares a file whole with this copy by the SHA-256 of
+        // its content, so that digest is taken, except for relation main and init forks:
+        // those are compared page by page by LSN, and read back by the digest of their stored
+        // bytes, so hashing their content (as costly as compressing it, and most of the
+        // backup's bytes) would serve nothing.
+        let digest_original = !is_page_compared(&entry.path);
+        let stored = |object: String, offset: Option<u64>, encoded: EncodedObject| {
             Some(ManifestEntry {
                 path: entry.path.clone(),
                 entry_type: EntryType::File,
                 mode: meta.permissions().mode() & 0o7777,
                 mtime: meta.mtime(),
-                size: Some(summary.original_size),
-                sha256: Some(summary.original_sha256.to_hex()),
-                stored_size: Some(summary.stored_size),
+                size: Some(encoded.summary.original_size),
+                sha256: encoded.original_sha256.map(|digest| digest.to_hex()),
+                stored_size: Some(encoded.summary.stored_size),
+                stored_sha256: Some(encoded.stored_sha256.to_hex()),
                 object: Some(object),
                 offset,
                 link_target: None,
@@ -448,48 +470,81 @@ impl<'r> BackupWriter<'r> {
             let offset = bundle.written;
             // Each file is encoded on its own (a zstd frame, an age stream), so that a ranged
             // read of its bytes decodes it alone.
-            let mut encoder = Encoder::new(&mut bundle.writer, self.repository.compression(), key)
-                .map_err(|e| Error::io("encode", &bundle.key, e))?;
-            pump(&mut file, &mut encoder).map_err(|e| match e {
-                PumpError::Read(e) => Error::io("read", entry.source.display(), e),
-                PumpError::Write(e) => Error::io("write", &bundle.key, e),
-            })?;
-            let (_, summary) = encoder
-                .finish()
-                .map_err(|e| Error::io("write", &bundle.key, e))?;
-            bundle.written += summary.stored_size;
-            return Ok(stored(bundle.object.clone(), Some(offset), summary));
+            let (_, encoded) = self
+                .encode_object(&mut file, &mut bundle.writer, key, digest_original)
+                .map_err(|e| match e {
+                    PumpError::Read(e) => Error::io("read", entry.source.display(), e),
+                    PumpError::Write(e) => Error::io("write", &bundle.key, e),
+                })?;
+            bundle.written += encoded.summary.stored_size;
+            return Ok(stored(bundle.object.clone(), Some(offset), encoded));
         }
         let object = format!("data/{index:06}{}", spec.suffix());
         let full_key = format!("{}{object}", backup_prefix(&self.name));
         let writer = self.repository.storage().create_unique(&full_key)?;
-        let mut encoder = Encoder::new(writer, self.repository.compression(), key)
-            .map_err(|e| Error::io("encode", &full_key, e))?;
         // Read to the end, whatever the size was when listed: a file may grow or shrink while
         // PostgreSQL runs; torn pages are repaired by WAL replay (full_page_writes is forced on
         // during a backup).
-        pump(&mut file, &mut encoder).map_err(|e| match e {
-            PumpError::Read(e) => Error::io("read", entry.source.display(), e),
-            PumpError::Write(e) => Error::io("write", &full_key, e),
-        })?;
-        let (writer, summary) = encoder
-            .finish()
-            .map_err(|e| Error::io("write", &full_key, e))?;
+        let (writer, encoded) = self
+            .encode_object(&mut file, writer, key, digest_original)
+            .map_err(|e| match e {
+                PumpError::Read(e) => Error::io("read", entry.source.display(), e),
+                PumpError::Write(e) => Error::io("write", &full_key, e),
+            })?;
         writer.commit()?;
-        Ok(stored(object, None, summary))
+        Ok(stored(object, None, encoded))
+    }
+
+    /// Encodes everything `source` yields into `sink`, taking the SHA-256 of the stored bytes
+    /// (what a read checks) and, when `digest_original`, of the original ones.
+    fn encode_object<W: Write>(
+        &self,
+        source: &mut dyn Read,
+        sink: W,
+        key: Option<&RepositoryKey>,
+        digest_original: bool,
+    ) -> std::result::Result<(W, EncodedObject), PumpError> {
+        let encoder = Encoder::new(
+            DigestingWriter::new(sink),
+            self.repository.compression(),
+            key,
+        )
+        .map_err(PumpError::Write)?;
+        let (encoder, original_sha256) = if digest_original {
+            let mut original = DigestingWriter::new(encoder);
+            pump(source, &mut original)?;
+            let (encoder, digest, _) = original.finish();
+            (encoder, Some(digest))
+        } else {
+            let mut encoder = encoder;
+            pump(source, &mut encoder)?;
+            (encoder, None)
+        };
+        let (digesting, summary) = encoder.finish().map_err(PumpError::Write)?;
+        let (sink, stored_sha256, _) = digesting.finish();
+        Ok((
+            sink,
+            EncodedObject {
+                summary,
+                original_sha256,
+                stored_sha256,
+            },
+        ))
     }
 
     /// Stores a file produced in memory (backup_label, tablespace_map) under `path`.
     pub fn store_bytes(&self, path: &str, content: &[u8]) -> Result<ManifestEntry> {
-        let (object, summary) = self.store_document(&format!("data/{path}"), content)?;
+        let (object, encoded, original_sha256) =
+            self.store_document(&format!("data/{path}"), content)?;
         Ok(ManifestEntry {
             path: path.to_string(),
             entry_type: EntryType::File,
             mode: 0o600,
             mtime: chrono::Utc::now().timestamp(),
-            size: Some(summary.original_size),
-            sha256: Some(summary.original_sha256.to_hex()),
-            stored_size: Some(summary.stored_size),
+            size: Some(encoded.summary.original_size),
+            sha256: Some(original_sha256.to_hex()),
+            stored_size: Some(encoded.summary.stored_size),
+            stored_sha256: Some(encoded.stored_sha256.to_hex()),
             object: Some(object),
             offset: None,
             link_target: None,
@@ -499,23 +554,26 @@ impl<'r> BackupWriter<'r> {
     }
 
     /// Encodes `content` into the backup's object `base` (plus the codec suffix); returns the
-    /// object's name and the encoder's summary.
-    fn store_document(&self, base: &str, content: &[u8]) -> Result<(String, EncodeSummary)> {
+    /// object's name, what was encoded and the SHA-256 of `content`.
+    fn store_document(
+        &self,
+        base: &str,
+        content: &[u8],
+    ) -> Result<(String, EncodedObject, Sha256Digest)> {
         let key = self.repository.key()?;
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
         let object = format!("{base}{}", spec.suffix());
         let full_key = format!("{}{object}", backup_prefix(&self.name));
         let writer = self.repository.storage().create_unique(&full_key)?;
-        let mut encoder = Encoder::new(writer, self.repository.compression(), key)
-            .map_err(|e| Error::io("encode", &full_key, e))?;
-        encoder
-            .write_all(content)
-            .map_err(|e| Error::io("write", &full_key, e))?;
-        let (writer, summary) = encoder
-            .finish()
-            .map_err(|e| Error::io("write", &full_key, e))?;
+        let (writer, encoded) = self
+            .encode_object(&mut &content[..], writer, key, false)
+            .map_err(|e| match e {
+                PumpError::Read(e) => Error::io("read", "memory", e),
+                PumpError::Write(e) => Error::io("write", &full_key, e),
+            })?;
         writer.commit()?;
-        Ok((object, summary))
+        let original_sha256 = Sha256Digest(Sha256::digest(content).into());
+        Ok((object, encoded, original_sha256))
     }
 
     /// Writes the manifest (and the catalog snapshot, if taken), checks that the WAL the
@@ -529,8 +587,14 @@ impl<'r> BackupWriter<'r> {
     ) -> Result<BackupMetadata> {
         let key = self.repository.key()?;
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
-        let format = if entries.iter().any(|e| e.offset.is_some()) {
+        // The oldest format that says it all, so that older readers restore what they can.
+        let format = if entries
+            .iter()
+            .any(|e| e.entry_type == EntryType::File && e.object.is_some() && e.sha256.is_none())
+        {
             FORMAT_VERSION
+        } else if entries.iter().any(|e| e.offset.is_some()) {
+            BUNDLES_FORMAT_VERSION
         } else if self.parent.is_some() {
             INCREMENTAL_FORMAT_VERSION
         } else {
@@ -542,15 +606,16 @@ impl<'r> BackupWriter<'r> {
             entries,
         };
         let json = serde_json::to_vec(&manifest).expect("manifest serializes");
-        let (manifest_object, summary) = self.store_document("manifest", &json)?;
+        let (manifest_object, manifest_encoded, manifest_sha256) =
+            self.store_document("manifest", &json)?;
         let mut catalog_stored = 0;
         if let Some(catalog) = catalog {
             let json = serde_json::to_vec(catalog).expect("catalog serializes");
-            let (object, catalog_summary) = self.store_document("catalog", &json)?;
+            let (object, catalog_encoded, catalog_sha256) =
+                self.store_document("catalog", &json)?;
             metadata.catalog = object;
-            metadata.catalog_checksum =
-                format!("sha256:{}", catalog_summary.original_sha256.to_hex());
-            catalog_stored = catalog_summary.stored_size;
+            metadata.catalog_checksum = format!("sha256:{}", catalog_sha256.to_hex());
+            catalog_stored = catalog_encoded.summary.stored_size;
         }
 
         for wal_file in metadata.required_wal()? {
@@ -581,9 +646,10 @@ impl<'r> BackupWriter<'r> {
         metadata.backup_name = self.name.clone();
         metadata.file_count = files.clone().count() as u64;
         metadata.size_bytes = files.clone().filter_map(|e| e.size).sum();
-        metadata.stored_bytes =
-            files.filter_map(|e| e.stored_size).sum::<u64>() + summary.stored_size + catalog_stored;
-        metadata.checksum = format!("sha256:{}", summary.original_sha256.to_hex());
+        metadata.stored_bytes = files.filter_map(|e| e.stored_size).sum::<u64>()
+            + manifest_encoded.summary.stored_size
+            + catalog_stored;
+        metadata.checksum = format!("sha256:{}", manifest_sha256.to_hex());
         metadata.manifest = manifest_object;
         metadata.compression = spec.compression.name().to_string();
         metadata.encryption = if spec.encrypted { "age" } else { "none" }.to_string();
@@ -604,6 +670,15 @@ impl<'r> BackupWriter<'r> {
     pub fn abort(&self) {
         delete_prefix(self.repository, &backup_prefix(&self.name));
     }
+}
+
+/// What encoding one object (or a file's part of a bundle) recorded.
+struct EncodedObject {
+    summary: EncodeSummary,
+    /// Of the original bytes, when asked for.
+    original_sha256: Option<Sha256Digest>,
+    /// Of the stored bytes: what a read checks.
+    stored_sha256: Sha256Digest,
 }
 
 fn delete_prefix(repository: &Repository, prefix: &str) {
@@ -716,6 +791,7 @@ fn unchanged_file(entry: &SourceEntry, previous: &ManifestEntry) -> Result<Optio
         size: Some(size),
         sha256: Some(digest),
         stored_size: None,
+        stored_sha256: None,
         object: None,
         offset: None,
         link_target: None,

@@ -1,8 +1,12 @@
 //! The one streaming codec pipeline, used by WAL archiving and backups alike.
 //!
-//! Writing: original bytes → SHA-256 of the original → compress → encrypt → count → sink.
-//! Reading: source → decrypt (authenticated) → decompress → SHA-256 → caller, and the caller
-//! compares the digest with the recorded one before trusting anything it wrote.
+//! Writing: original bytes → compress → encrypt → count → sink.
+//! Reading: source → decrypt (authenticated) → decompress → caller.
+//! The codec digests nothing itself: SHA-256 costs about what zstd does, so each caller
+//! digests exactly what it records or checks ([`ExpectedDigest`]) with a [`DigestingWriter`]
+//! or [`DigestingReader`] on the side it needs: the original bytes (a WAL segment is named by
+//! them) or the stored ones (a backup's files are checked by them). A reader compares the
+//! digest with the recorded one before trusting anything it wrote.
 //!
 //! Stored objects are plain standard formats so an operator can recover data without our
 //! binary: a gzip or zstd stream, optionally inside an age file (`age -d | zstd -d`).
@@ -131,7 +135,6 @@ pub fn pump(reader: &mut dyn Read, writer: &mut dyn Write) -> Result<u64, PumpEr
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodeSummary {
     pub original_size: u64,
-    pub original_sha256: Sha256Digest,
     pub stored_size: u64,
 }
 
@@ -214,10 +217,11 @@ impl<W: Write> CompressStage<W> {
     }
 }
 
-/// Push side of the pipeline: write original bytes in, call [`Encoder::finish`].
+/// Push side of the pipeline: write original bytes in, call [`Encoder::finish`]. It digests
+/// nothing: put a [`DigestingWriter`] in front of it for the original bytes' SHA-256, or
+/// behind it (its sink) for the stored bytes'.
 pub struct Encoder<W: Write> {
     stages: CompressStage<EncryptStage<CountingWriter<W>>>,
-    hasher: Sha256,
     original_size: u64,
 }
 
@@ -248,7 +252,6 @@ impl<W: Write> Encoder<W> {
         };
         Ok(Encoder {
             stages,
-            hasher: Sha256::new(),
             original_size: 0,
         })
     }
@@ -267,7 +270,6 @@ impl<W: Write> Encoder<W> {
             counted.inner,
             EncodeSummary {
                 original_size: self.original_size,
-                original_sha256: Sha256Digest(self.hasher.finalize().into()),
                 stored_size: counted.count,
             },
         ))
@@ -277,7 +279,6 @@ impl<W: Write> Encoder<W> {
 impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.stages.write(buf)?;
-        self.hasher.update(&buf[..n]);
         self.original_size += n as u64;
         Ok(n)
     }
@@ -327,10 +328,24 @@ impl<R: BufRead> Read for DecompressStage<R> {
     }
 }
 
-/// Pull side of the pipeline: read original bytes out, then check [`Decoder::finish`]'s digest.
+/// What a stored object is checked against once decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedDigest {
+    /// The SHA-256 of what the object decodes to: WAL segments (named by it), a backup's
+    /// manifest and catalog, and the files of backups taken before stored digests.
+    Decoded(Sha256Digest),
+    /// The SHA-256 of the stored bytes themselves (the object, or a file's range of a
+    /// bundle): at zstd's usual ratios a twentieth of the bytes to hash. The codec's own
+    /// check vouches for the decoding of bytes found intact: zstd's frame checksum (XXH64 of
+    /// the content, which our encoder always writes), gzip's CRC-32, age's authenticated
+    /// chunks; an object neither compressed nor encrypted is its content.
+    Stored(Sha256Digest),
+}
+
+/// Pull side of the pipeline: read original bytes out. It digests nothing: the caller takes
+/// the digest it checks ([`ExpectedDigest`]) on the side it is recorded for.
 pub struct Decoder<R: Read> {
     stages: DecompressStage<BufReader<DecryptStage<R>>>,
-    hasher: Sha256,
     size: u64,
 }
 
@@ -357,23 +372,21 @@ impl<R: Read> Decoder<R> {
                     .map_err(|e| DecodeError::Corrupt(format!("zstd: {e}")))?,
             ),
         };
-        Ok(Decoder {
-            stages,
-            hasher: Sha256::new(),
-            size: 0,
-        })
+        Ok(Decoder { stages, size: 0 })
     }
 
-    /// Digest and size of everything read so far.
-    pub fn finish(self) -> (Sha256Digest, u64) {
-        (Sha256Digest(self.hasher.finalize().into()), self.size)
+    /// How many decoded bytes were read so far.
+    pub fn decoded_size(&self) -> u64 {
+        self.size
     }
 
     /// [`pump`]s everything left into `writer` on two threads: a second one decrypts and
-    /// decompresses while this one digests and writes what it decoded before. SHA-256 is about
-    /// as costly as zstd's decoding and the copy together, so one large object (a 1 GiB
-    /// relation segment at the end of a restore, when the other workers are done) uses two
-    /// cores instead of one. Worth a thread only for objects of some megabytes.
+    /// decompresses while this one writes what it decoded before, and digests it when
+    /// `writer` is a [`DigestingWriter`]. SHA-256 of the decoded bytes is about as costly as
+    /// zstd's decoding and the copy together, and writing a 1 GiB relation segment past the
+    /// page cache waits on the disk, so one large object (at the end of a restore, when the
+    /// other workers are done) uses two cores instead of one. Worth a thread only for objects
+    /// of some megabytes.
     pub fn pump_on_two_threads(&mut self, writer: &mut dyn Write) -> Result<u64, PumpError>
     where
         R: Send,
@@ -387,11 +400,7 @@ impl<R: Read> Decoder<R> {
                 .send(vec![0u8; PIECE])
                 .expect("the receiver is here");
         }
-        let Decoder {
-            stages,
-            hasher,
-            size,
-        } = self;
+        let Decoder { stages, size } = self;
         std::thread::scope(|scope| {
             // The caller may be a PostgreSQL process (sc_verify() in a backend): its signals
             // must reach its own thread.
@@ -420,7 +429,6 @@ impl<R: Read> Decoder<R> {
             let mut written = 0u64;
             let mut write_error = None;
             for piece in decoded_pieces.iter() {
-                hasher.update(&piece);
                 *size += piece.len() as u64;
                 if let Err(e) = writer.write_all(&piece) {
                     write_error = Some(e);
@@ -447,7 +455,6 @@ impl<R: Read> Decoder<R> {
 impl<R: Read> Read for Decoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.stages.read(buf)?;
-        self.hasher.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
     }
@@ -592,18 +599,22 @@ mod tests {
         two_threads: bool,
     ) -> Result<(Vec<u8>, Sha256Digest), String> {
         let mut decoder = Decoder::new(stored, spec, key).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
+        let mut out = DigestingWriter::new(Vec::new());
         if two_threads {
             let written = decoder.pump_on_two_threads(&mut out).map_err(|e| match e {
                 PumpError::Read(e) => e.to_string(),
                 PumpError::Write(e) => panic!("writing into memory failed: {e}"),
             })?;
-            assert_eq!(written, out.len() as u64);
+            assert_eq!(written, decoder.decoded_size());
         } else {
-            decoder.read_to_end(&mut out).map_err(|e| e.to_string())?;
+            pump(&mut decoder, &mut out).map_err(|e| match e {
+                PumpError::Read(e) => e.to_string(),
+                PumpError::Write(e) => panic!("writing into memory failed: {e}"),
+            })?;
         }
-        let (digest, size) = decoder.finish();
+        let (out, digest, size) = out.finish();
         assert_eq!(size, out.len() as u64);
+        assert_eq!(decoder.decoded_size(), size);
         Ok((out, digest))
     }
 
@@ -618,7 +629,6 @@ mod tests {
                     let spec = Encoder::<Vec<u8>>::spec(compression, key);
                     let (stored, summary) = encode(&data, compression, key);
                     assert_eq!(summary.original_size, size as u64);
-                    assert_eq!(summary.original_sha256, expected);
                     assert_eq!(summary.stored_size, stored.len() as u64);
                     if size >= 5000
                         && (key.is_some() || compression.algorithm != CompressionAlgorithm::None)
@@ -733,6 +743,25 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A backup file checked by the digest of its stored bytes ([`ExpectedDigest::Stored`])
+    /// relies on the codec to refuse a wrong decoding of intact bytes: for zstd, the frame's
+    /// content checksum, which the encoder writes and the decoder must check.
+    #[test]
+    fn a_zstd_frame_whose_content_checksum_is_wrong_is_refused() {
+        let zstd = Compression::new(CompressionAlgorithm::Zstd, 1).unwrap();
+        let spec = Encoder::<Vec<u8>>::spec(zstd, None);
+        let data = sample(300_000);
+        let (stored, _) = encode(&data, zstd, None);
+        assert_eq!(decode(&stored, spec, None).unwrap().0, data);
+        // The frame ends with the checksum: the low 32 bits of the content's XXH64.
+        for position in stored.len() - 4..stored.len() {
+            let mut damaged = stored.clone();
+            damaged[position] ^= 0x10;
+            let err = decode(&damaged, spec, None).unwrap_err();
+            assert!(err.contains("checksum"), "at {position}: {err}");
         }
     }
 
