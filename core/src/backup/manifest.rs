@@ -317,15 +317,22 @@ impl Write for CappedBuffer {
     }
 }
 
-pub fn read_manifest(repository: &Repository, metadata: &BackupMetadata) -> Result<Manifest> {
-    let (key, spec) = backup_object(&metadata.backup_name, &metadata.manifest)?;
-    let expected = metadata
-        .checksum
+/// Reads a JSON document of `metadata`'s backup (its manifest, its catalog): object `object`,
+/// checked against `checksum` (`sha256:<hex>` of the decoded document, from `backup.json`) and
+/// at most [`MAX_MANIFEST_SIZE`] long. Returns its key and its bytes.
+pub(super) fn read_document(
+    repository: &Repository,
+    metadata: &BackupMetadata,
+    object: &str,
+    checksum: &str,
+) -> Result<(String, Vec<u8>)> {
+    let (key, spec) = backup_object(&metadata.backup_name, object)?;
+    let expected = checksum
         .strip_prefix("sha256:")
         .and_then(Sha256Digest::from_hex)
         .ok_or_else(|| Error::InvalidMetadata {
             object: metadata_key(&metadata.backup_name),
-            reason: format!("bad checksum {:?}", metadata.checksum),
+            reason: format!("bad checksum {checksum:?} of {object}"),
         })?;
     let mut buffer = CappedBuffer {
         data: Vec::new(),
@@ -337,9 +344,13 @@ pub fn read_manifest(repository: &Repository, metadata: &BackupMetadata) -> Resu
         ExpectedDigest::Decoded(expected),
         None,
         &mut buffer,
-        "the manifest in memory",
+        "memory",
     )?;
-    let json = buffer.data;
+    Ok((key, buffer.data))
+}
+
+pub fn read_manifest(repository: &Repository, metadata: &BackupMetadata) -> Result<Manifest> {
+    let (key, json) = read_document(repository, metadata, &metadata.manifest, &metadata.checksum)?;
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::InvalidMetadata {
         object: key.clone(),
         reason: e.to_string(),

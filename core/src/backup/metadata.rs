@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::backup_prefix;
-use super::manifest::{backup_object, CappedBuffer, MAX_MANIFEST_SIZE};
-use crate::codec::{ExpectedDigest, Sha256Digest};
+use super::manifest::read_document;
 use crate::error::{Error, Result};
 use crate::lsn::{segments_between, Lsn};
 use crate::repository::Repository;
@@ -174,28 +173,13 @@ pub fn read_catalog(
     if metadata.catalog.is_empty() {
         return Ok(None);
     }
-    let (key, spec) = backup_object(&metadata.backup_name, &metadata.catalog)?;
-    let expected = metadata
-        .catalog_checksum
-        .strip_prefix("sha256:")
-        .and_then(Sha256Digest::from_hex)
-        .ok_or_else(|| Error::InvalidMetadata {
-            object: metadata_key(&metadata.backup_name),
-            reason: format!("bad catalog checksum {:?}", metadata.catalog_checksum),
-        })?;
-    let mut buffer = CappedBuffer {
-        data: Vec::new(),
-        limit: MAX_MANIFEST_SIZE as usize,
-    };
-    repository.read_verified(
-        &key,
-        spec,
-        ExpectedDigest::Decoded(expected),
-        None,
-        &mut buffer,
-        "memory",
+    let (key, json) = read_document(
+        repository,
+        metadata,
+        &metadata.catalog,
+        &metadata.catalog_checksum,
     )?;
-    serde_json::from_slice(&buffer.data)
+    serde_json::from_slice(&json)
         .map(Some)
         .map_err(|e| Error::InvalidMetadata {
             object: key,
