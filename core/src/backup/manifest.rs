@@ -344,7 +344,7 @@ pub(super) fn read_document(
         ExpectedDigest::Decoded(expected),
         None,
         &mut buffer,
-        "memory",
+        &format!("the {object} in memory"),
     )?;
     Ok((key, buffer.data))
 }
