@@ -137,6 +137,17 @@ impl Error {
         }
     }
 
+    /// Whether trying again later may succeed: the repository's store was unreachable or
+    /// overloaded, or a connection to it broke. A damaged object, a wrong key, a missing
+    /// repository or a refusal stay as they are.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Storage(e) => e.is_transient(),
+            Error::RestoreFile { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+
     /// What the operator can do about it, when there is something useful to say.
     pub fn hint(&self) -> Option<String> {
         match self {

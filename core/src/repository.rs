@@ -328,13 +328,31 @@ impl Repository {
                 if e.get_ref()
                     .is_some_and(|inner| inner.is::<StorageReadError>()) =>
             {
-                Err(Error::io("read", key, e))
+                Err(self.read_error(key, e))
             }
             Err(PumpError::Read(e)) => Err(Error::Decode {
                 object: key.into(),
                 reason: e.to_string(),
             }),
             Err(PumpError::Write(e)) => Err(Error::io("write", destination, e)),
+        }
+    }
+}
+
+impl Repository {
+    /// The error of a read of object `key` that failed in the storage: on a local disk an I/O
+    /// error, on an object store a connection that broke mid-body, which a new attempt may not
+    /// meet ([`StorageError::Unavailable`]).
+    pub(crate) fn read_error(&self, key: &str, error: io::Error) -> Error {
+        if self.storage.is_local() {
+            Error::io("read", key, error)
+        } else {
+            Error::Storage(StorageError::Unavailable {
+                store: self.storage.describe(),
+                operation: "read".into(),
+                key: key.to_string(),
+                reason: error.to_string(),
+            })
         }
     }
 }

@@ -163,6 +163,9 @@ impl Repository {
             // success only for the same content.
             let digest = digest_of_file(&mut file)?;
             return if existing.sha256 == digest {
+                // The crash that lost the `.done` may also have come before the copy was
+                // synced: success only once it is durable, as contrib/basic_archive does.
+                self.storage().persist(&existing.key)?;
                 Ok(ArchiveOutcome::AlreadyArchived)
             } else {
                 Err(Error::WalContentMismatch {
@@ -213,6 +216,7 @@ impl Repository {
         let (writer, summary) = encoder
             .finish()
             .map_err(|e| Error::io("write", &created_key, e))?;
+        let final_key = key_for(&original_sha256);
         let committed = match digest_before {
             Some(digest) if original_sha256 != digest => {
                 // The file changed under us; dropping the writer discards the object.
@@ -224,12 +228,16 @@ impl Repository {
                 });
             }
             Some(_) => writer.commit(),
-            None => writer.commit_as(&key_for(&original_sha256)),
+            None => writer.commit_as(&final_key),
         };
         match committed {
             Ok(()) => Ok(ArchiveOutcome::Stored(summary)),
-            // Same key means same content: another writer got there first.
-            Err(StorageError::AlreadyExists { .. }) => Ok(ArchiveOutcome::AlreadyArchived),
+            // Same key means same content: another writer got there first (and may not have
+            // synced it yet).
+            Err(StorageError::AlreadyExists { .. }) => {
+                self.storage().persist(&final_key)?;
+                Ok(ArchiveOutcome::AlreadyArchived)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -496,6 +504,36 @@ mod tests {
         let restored = work.path().join("restored");
         repo.fetch_wal(name, &restored).unwrap();
         assert_eq!(fs::read(&restored).unwrap(), vec![7u8; 100_000]);
+    }
+
+    /// PostgreSQL retries a segment whose `.done` a crash lost; the crash may also have come
+    /// between the copy's link and its fsyncs. Success is reported only after the existing
+    /// copy, its directory and the directories above it are synced again.
+    #[test]
+    fn an_identical_re_archive_syncs_the_existing_copy_before_success() {
+        let repo_dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(repo_dir.path(), "zstd", false);
+        let name = "000000010000000000000007";
+        let source = write_file(work.path(), name, &[3u8; 70_000]);
+        repo.archive_wal(&source, name).unwrap();
+        crate::storage::local::take_synced();
+        assert_eq!(
+            repo.archive_wal(&source, name).unwrap(),
+            ArchiveOutcome::AlreadyArchived
+        );
+        let synced = crate::storage::local::take_synced();
+        let stored = repo
+            .find_wal(&WalFileName::parse(name).unwrap())
+            .unwrap()
+            .unwrap();
+        let object = repo_dir.path().join(&stored.key);
+        let directory = object.parent().unwrap().to_path_buf();
+        assert!(synced.contains(&object), "the copy was not synced: {synced:?}");
+        assert!(
+            synced.contains(&directory),
+            "its directory was not synced: {synced:?}"
+        );
     }
 
     #[test]

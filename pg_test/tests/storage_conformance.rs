@@ -58,7 +58,7 @@ fn s3_server_down_is_retried_then_reported() {
     let err = store.list("wal/").unwrap_err();
     let text = err.to_string();
     assert!(text.contains("gave up after 3 attempts"), "{text}");
-    assert!(matches!(err, StorageError::Remote { .. }));
+    assert!(matches!(err, StorageError::Unavailable { .. }) && err.is_transient());
     // Backoff happened between the attempts.
     assert!(
         started.elapsed() >= std::time::Duration::from_millis(300),
@@ -166,7 +166,10 @@ fn server_errors_and_hung_servers_are_retried_then_reported_clearly() {
                 .err()
                 .expect("a failing store succeeded");
             let text = err.to_string();
-            assert!(matches!(err, StorageError::Remote { .. }), "{text}");
+            assert!(
+                matches!(err, StorageError::Unavailable { .. }) && err.is_transient(),
+                "{text}"
+            );
             assert!(
                 text.contains("gave up after 3 attempts") && text.contains(expect),
                 "{text}"

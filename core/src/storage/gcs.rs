@@ -124,6 +124,16 @@ impl GcsStorage {
         self.config.endpoint.trim_end_matches('/')
     }
 
+    /// The retries ran out: the store (or its token endpoint) is unreachable or overloaded.
+    fn unavailable_error(&self, operation: &str, key: &str, reason: String) -> StorageError {
+        StorageError::Unavailable {
+            store: self.describe(),
+            operation: operation.to_string(),
+            key: key.to_string(),
+            reason,
+        }
+    }
+
     fn remote_error(&self, operation: &str, key: &str, reason: String) -> StorageError {
         StorageError::Remote {
             store: self.describe(),
@@ -187,7 +197,7 @@ impl GcsStorage {
             }
         })
         .map_err(|reason| {
-            self.remote_error("get an access token for", &account.client_email, reason)
+            self.unavailable_error("get an access token for", &account.client_email, reason)
         })?;
         if !outcome.status().is_success() {
             let status = outcome.status();
@@ -238,7 +248,7 @@ impl GcsStorage {
                 Ok(response) => Attempt::Done(Err(self.classify(response, operation, key))),
             }
         });
-        outcome.unwrap_or_else(|reason| Err(self.remote_error(operation, key, reason)))
+        outcome.unwrap_or_else(|reason| Err(self.unavailable_error(operation, key, reason)))
     }
 
     fn classify(&self, response: Response, operation: &str, key: &str) -> StorageError {

@@ -11,6 +11,7 @@ use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use super::{validate_key, ExactLength, ObjectMeta, ObjectWriter, Storage, StorageError};
 
@@ -58,6 +59,32 @@ impl LocalStorage {
         Ok(self.root.join(key))
     }
 
+    /// Makes the entries of `dir` and of every directory above it, up to the root, durable:
+    /// a directory found existing may be one a writer created and crashed before syncing its
+    /// parent (the root itself is the operator's).
+    fn make_path_durable(&self, dir: &Path) -> Result<(), StorageError> {
+        let mut durable = DURABLE_DIRECTORIES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut synced = Vec::new();
+        let mut current = dir;
+        while current != self.root && current.starts_with(&self.root) {
+            if durable.iter().any(|known| known == current) {
+                break;
+            }
+            let parent = current.parent().expect("below the root");
+            fsync_dir(parent)?;
+            synced.push(current.to_path_buf());
+            current = parent;
+        }
+        // A handful of directories per repository; bounded all the same.
+        if durable.len() + synced.len() > 4096 {
+            durable.clear();
+        }
+        durable.extend(synced);
+        Ok(())
+    }
+
     /// Creates the missing directories of `dir` below the root, fsyncing each new entry's
     /// parent so the directory itself survives a crash.
     fn ensure_dir(&self, dir: &Path) -> Result<(), StorageError> {
@@ -84,9 +111,38 @@ fn io_error(action: &'static str, path: &Path, source: io::Error) -> StorageErro
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
+    record_sync(dir);
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error("fsync directory", dir, e))
+}
+
+fn fsync_file(file: &File, path: &Path) -> Result<(), StorageError> {
+    record_sync(path);
+    file.sync_all().map_err(|e| io_error("fsync", path, e))
+}
+
+/// Directories below a repository root whose entry, and every entry above it up to the root,
+/// this process has fsynced: the first object committed into a directory syncs the path down
+/// to it once, the next ones only their own directory.
+static DURABLE_DIRECTORIES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// The fsyncs this thread made, for tests that show one happens (a crash cannot be staged in a
+/// unit test; the call that would survive it can be seen).
+#[cfg(test)]
+thread_local! {
+    static SYNCED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn record_sync(_path: &Path) {
+    #[cfg(test)]
+    SYNCED.with(|synced| synced.borrow_mut().push(_path.to_path_buf()));
+}
+
+/// What this thread fsynced since the last call.
+#[cfg(test)]
+pub(crate) fn take_synced() -> Vec<PathBuf> {
+    SYNCED.with(|synced| std::mem::take(&mut *synced.borrow_mut()))
 }
 
 /// Unique temporary names: several writers (threads or processes) may work in one directory.
@@ -154,8 +210,7 @@ impl LocalObjectWriter {
             .into_inner()
             .map_err(|e| io_error("write", &self.temp_path, e.into_error()))?;
         // The data must be on disk before the name points to it.
-        file.sync_all()
-            .map_err(|e| io_error("fsync", &self.temp_path, e))?;
+        fsync_file(&file, &self.temp_path)?;
         drop(file);
         let linked = fs::hard_link(&self.temp_path, &self.final_path);
         // Whatever happened, the temporary name goes; the data lives on under the final name.
@@ -170,12 +225,17 @@ impl LocalObjectWriter {
             }
             Err(e) => return Err(io_error("link", &self.final_path, e)),
         }
-        // The new name must survive a crash before success is reported.
-        fsync_dir(
-            self.final_path
-                .parent()
-                .expect("objects have a parent directory"),
-        )
+        // The new name must survive a crash before success is reported, and so must the
+        // names of the directories leading to it.
+        let directory = self
+            .final_path
+            .parent()
+            .expect("objects have a parent directory");
+        fsync_dir(directory)?;
+        LocalStorage {
+            root: self.root.clone(),
+        }
+        .make_path_durable(directory)
     }
 }
 
@@ -299,6 +359,20 @@ impl Storage for LocalStorage {
         true
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
+    fn persist(&self, key: &str) -> Result<(), StorageError> {
+        // What commit does after linking: the file's data, its name, the path to it.
+        let path = self.path_of(key)?;
+        let file = self.open_file(key, &path)?;
+        fsync_file(&file, &path)?;
+        let directory = path.parent().expect("objects have a parent directory");
+        fsync_dir(directory)?;
+        self.make_path_durable(directory)
+    }
+
     fn atomic_create(&self) -> bool {
         true // link(2) fails on an existing name
     }
@@ -367,6 +441,33 @@ mod tests {
         assert_eq!(mode(&dir.path().join("wal")), 0o700);
         assert_eq!(mode(&dir.path().join("wal/0000000100000000")), 0o700);
         assert_eq!(mode(&dir.path().join("wal/0000000100000000/obj")), 0o600);
+    }
+
+    /// A directory found existing may be one a crashed writer made without syncing its
+    /// parent: the first commit into it syncs the entries on the way down from the root.
+    #[test]
+    fn a_directory_found_existing_has_its_entries_synced_at_the_first_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::open(dir.path()).unwrap();
+        fs::create_dir_all(dir.path().join("wal/0000000100000000")).unwrap();
+        take_synced();
+        let mut writer = store.create("wal/0000000100000000/obj").unwrap();
+        writer.write_all(b"x").unwrap();
+        writer.commit().unwrap();
+        let synced = take_synced();
+        for expected in [
+            dir.path().join("wal/0000000100000000"),
+            dir.path().join("wal"),
+            dir.path().to_path_buf(),
+        ] {
+            assert!(synced.contains(&expected), "{expected:?} not in {synced:?}");
+        }
+        // The next commit there syncs only its own directory.
+        let mut writer = store.create("wal/0000000100000000/obj2").unwrap();
+        writer.write_all(b"y").unwrap();
+        writer.commit().unwrap();
+        let synced = take_synced();
+        assert!(!synced.contains(&dir.path().join("wal")), "{synced:?}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 pub mod conformance;
 pub mod gcs;
 mod http;
-mod local;
+pub(crate) mod local;
 pub mod s3;
 
 pub use gcs::{GcsConfig, GcsStorage};
@@ -46,6 +46,16 @@ pub enum StorageError {
         reason: String,
     },
 
+    /// The store did not answer, or answered "try again" (timeouts, connection errors, 5xx,
+    /// throttling) until the retries ran out: an outage, which may end.
+    #[error("could not {operation} \"{key}\" in {store}: {reason}")]
+    Unavailable {
+        store: String,
+        operation: String,
+        key: String,
+        reason: String,
+    },
+
     #[error("could not {action} \"{path}\": {source}")]
     Io {
         action: &'static str,
@@ -66,7 +76,7 @@ impl StorageError {
                 "Check the credentials (sc_backup.s3_access_key_id / sc_backup.s3_secret_access_key or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), the region, and the bucket policy."
                     .into(),
             ),
-            StorageError::Remote { .. } => Some(
+            StorageError::Remote { .. } | StorageError::Unavailable { .. } => Some(
                 "Check that the object store is reachable (sc_backup.s3_endpoint, network, TLS); PostgreSQL keeps the WAL and retries.".into(),
             ),
             StorageError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => Some(
@@ -79,6 +89,32 @@ impl StorageError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
     }
+
+    /// Whether trying again later may succeed: the store was unreachable or overloaded, or a
+    /// connection broke. Everything else (a refusal, a missing root, a damaged answer) stays
+    /// as it is until someone acts.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StorageError::Unavailable { .. } => true,
+            StorageError::Io { source, .. } => is_transient_io(source),
+            _ => false,
+        }
+    }
+}
+
+/// I/O errors of a connection (a body cut short, a reset), which a new attempt may not meet.
+pub fn is_transient_io(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::TimedOut
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::Interrupted
+    )
 }
 
 /// An entry returned by [`Storage::list`].
@@ -143,6 +179,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Where this store is, for messages (never includes credentials).
     fn describe(&self) -> String;
 
+    /// Whether this store is a directory of this machine (or a mount), rather than a service
+    /// reached over the network: a read that fails there is the disk's failure, not a
+    /// connection's.
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// Whether [`ObjectWriter::commit`] refuses an existing key atomically even against a
     /// concurrent writer. Where it does not (S3-compatible servers without atomic conditional
     /// writes), two racing writers may both succeed and the last one's object stays; callers
@@ -154,6 +197,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// content need not be read twice; object stores take the key with the first byte.
     fn names_at_commit(&self) -> bool {
         false
+    }
+
+    /// Makes object `key`, found already stored, as durable as [`ObjectWriter::commit`] makes a
+    /// new one, before a caller reports it stored: a writer may have crashed after naming it and
+    /// before syncing it (contrib/basic_archive fsyncs an identical existing file and its
+    /// directory before returning success, for the same reason). An object store's
+    /// acknowledged write is durable, so the default does nothing.
+    fn persist(&self, _key: &str) -> Result<(), StorageError> {
+        Ok(())
     }
 
     /// Removes what writers killed mid-write left behind, once older than `older_than`, and

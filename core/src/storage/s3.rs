@@ -122,7 +122,7 @@ impl S3Storage {
             }
         });
         outcome.unwrap_or_else(|reason| {
-            Err(StorageError::Remote {
+            Err(StorageError::Unavailable {
                 store: self.describe(),
                 operation: operation.to_string(),
                 key: key.to_string(),
@@ -543,7 +543,7 @@ impl Storage for S3Storage {
             let body = self
                 .request(Method::GET, &url, &[], &[], "list", prefix)?
                 .text()
-                .map_err(|e| StorageError::Remote {
+                .map_err(|e| StorageError::Unavailable {
                     store: self.describe(),
                     operation: "list".into(),
                     key: prefix.into(),
