@@ -17,7 +17,9 @@ MAJORS=(${SC_BACKUP_PG_MAJORS:-15 16 17 18})
 FULL_SUITE_MAJORS=" ${SC_BACKUP_FULL_SUITE_MAJORS:-18} "
 # What differs between majors is exercised by these on every major: the archive module's ABI
 # and lifecycle, archive + wal-fetch, sc_backup() under pgbench and an exact PITR restore,
-# sc_verify() and corruption, the other recovery targets and timelines, kill -9 of the
+# sc_verify() and corruption, what the server does with wal-fetch's exit statuses (a damaged
+# segment and an outage stop recovery, a standby survives), the other recovery targets and
+# timelines, kill -9 of the
 # archiver, postmaster and backup backend, the security checks, the WAL scanner against
 # pg_waldump, and the sandbox (a table extracted under load; a restore test naming a damaged
 # page; a drill and the scheduler worker running its restore test and its logical dumps,
@@ -44,6 +46,8 @@ CROSS_VERSION_TESTS=(
   restore_test_passes_a_good_backup_and_names_a_page_damaged_before_the_backup
   an_encrypted_dump_opens_with_the_stock_age_zstd_and_sha256sum
   recovery_reads_ahead_through_the_spool_and_never_trusts_a_bad_copy
+  a_damaged_segment_stops_recovery_instead_of_ending_it_early
+  an_object_store_outage_stops_recovery_and_spares_a_standby
 )
 
 # The whole suite's longest tests, started first.

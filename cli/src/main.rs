@@ -26,20 +26,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Fetch one WAL file from the repository (use as restore_command = 'sc-backup wal-fetch %f %p')
-    WalFetch {
-        /// WAL file name (%f)
-        wal_file: String,
-        /// Where to write it (%p), relative to the current directory
-        destination: PathBuf,
-        /// The unwrapped repository key written by `sc-backup restore` (instead of the passphrase)
-        #[arg(long)]
-        identity_file: Option<PathBuf>,
-        /// Segments fetched ahead, in the background, into the data directory's spool while it
-        /// is in recovery (default 8 for a local repository, 32 for S3/GCS; 0 turns it off)
-        #[arg(long, env = "SC_BACKUP_RESTORE_PREFETCH")]
-        prefetch: Option<usize>,
-    },
+    /// Fetch one WAL file from the repository (use as restore_command = 'sc-backup wal-fetch %f %p').
+    /// Exit status 0: restored; 1: not in the repository; 255: recovery must stop
+    WalFetch(commands::wal_fetch::WalFetchArgs),
     /// List the backups in the repository, oldest first
     List {
         /// Print JSON (the backups' metadata)
@@ -130,11 +119,39 @@ impl CliError {
             _ => None,
         }
     }
+
+    /// Whether trying again later may succeed (the repository's store was unreachable).
+    fn is_transient(&self) -> bool {
+        match self {
+            CliError::Core(e) => e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // As restore_command, every way of failing must say "stop recovery", arguments and
+    // panics included (see commands::wal_fetch).
+    let wal_fetch = arguments.iter().skip(1).any(|a| a == "wal-fetch");
+    if wal_fetch {
+        commands::wal_fetch::stop_recovery_on_panic();
+    }
     commands::container_settings::adopt_restore_variables();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse_from(&arguments) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.exit_code() {
+                0 => ExitCode::SUCCESS,
+                _ if wal_fetch => ExitCode::from(commands::wal_fetch::STOP_RECOVERY),
+                code => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+            };
+        }
+    };
+    if let Command::WalFetch(args) = &cli.command {
+        return commands::wal_fetch::main(&cli.settings, args);
+    }
     // Before any repository setting exists: it is what writes them.
     let result = if let Command::ContainerSettings { write } = &cli.command {
         commands::container_settings::run(write)
@@ -148,18 +165,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, settings: &sc_backup_core::config::Settings) -> Result<(), CliError> {
     match &cli.command {
-        Command::WalFetch {
-            wal_file,
-            destination,
-            identity_file,
-            prefetch,
-        } => commands::wal_fetch::run(
-            settings,
-            wal_file,
-            destination,
-            identity_file.as_deref(),
-            *prefetch,
-        ),
+        Command::WalFetch(_) => unreachable!("wal-fetch has its own exit statuses"),
         Command::List { json } => commands::list::run(settings, *json),
         Command::Verify {
             backup,

@@ -529,7 +529,10 @@ mod tests {
             .unwrap();
         let object = repo_dir.path().join(&stored.key);
         let directory = object.parent().unwrap().to_path_buf();
-        assert!(synced.contains(&object), "the copy was not synced: {synced:?}");
+        assert!(
+            synced.contains(&object),
+            "the copy was not synced: {synced:?}"
+        );
         assert!(
             synced.contains(&directory),
             "its directory was not synced: {synced:?}"

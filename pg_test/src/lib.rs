@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 pub use postgres;
 
+pub mod fault_proxy;
+
 const PG_USER: &str = "postgres";
 
 fn is_root() -> bool {

@@ -7,15 +7,13 @@
 //! Each test prints one `faults:` line with what it injected, detected and lost.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sc_backup_pg_test::fault_proxy::{Fault, FaultProxy};
 use sc_backup_pg_test::postgres::Client;
 use sc_backup_pg_test::{
     archiving_conf, objects_under, run_ok, sc_backup, start_primary, take_backup, Cluster,
@@ -657,124 +655,6 @@ fn wrong_key_and_foreign_repository_are_refused_without_writing() {
     println!("faults: wrong key / mode / foreign cluster: refused 3 of 3, objects written 0, WAL kept and archived after the fix");
     other.stop("immediate");
     cluster.stop("fast");
-}
-
-/// What a fault-injecting proxy in front of the object store does to each new connection.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Fault {
-    Pass,
-    /// Answer every request with this status (500, or 503 SlowDown) and close.
-    Status(u16),
-    /// Forward, but cut the connection after this many response bytes.
-    CutAfter(usize),
-    /// Forward with this delay before each response chunk.
-    Slow(Duration),
-    /// Accept and close at once (the store is down).
-    Refuse,
-}
-
-struct FaultProxy {
-    port: u16,
-    fault: Arc<Mutex<Fault>>,
-    connections: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl FaultProxy {
-    fn start(upstream: String) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let fault = Arc::new(Mutex::new(Fault::Pass));
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let (shared_fault, shared_connections) = (fault.clone(), connections.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let fault = *shared_fault.lock().unwrap();
-                shared_connections
-                    .lock()
-                    .unwrap()
-                    .push(client.try_clone().unwrap());
-                let upstream = upstream.clone();
-                std::thread::spawn(move || serve(client, &upstream, fault));
-            }
-        });
-        FaultProxy {
-            port,
-            fault,
-            connections,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Applies to new connections; open ones are cut so that pooled connections cannot dodge
-    /// the fault.
-    fn set(&self, fault: Fault) {
-        *self.fault.lock().unwrap() = fault;
-        for connection in self.connections.lock().unwrap().drain(..) {
-            let _ = connection.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-fn serve(mut client: TcpStream, upstream: &str, fault: Fault) {
-    match fault {
-        Fault::Refuse => {}
-        Fault::Status(status) => {
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
-            let (reason, code) = if status == 503 {
-                ("Slow Down", "SlowDown")
-            } else {
-                ("Internal Server Error", "InternalError")
-            };
-            let body = format!("<Error><Code>{code}</Code><Message>injected</Message></Error>");
-            let _ = write!(
-                client,
-                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-        Fault::Pass | Fault::CutAfter(_) | Fault::Slow(_) => {
-            let Ok(mut server) = TcpStream::connect(upstream) else {
-                return;
-            };
-            let (mut client_reader, mut server_writer) =
-                (client.try_clone().unwrap(), server.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut client_reader, &mut server_writer);
-                let _ = server_writer.shutdown(Shutdown::Write);
-            });
-            let mut forwarded = 0usize;
-            let mut buffer = [0u8; 8192];
-            loop {
-                let n = match server.read(&mut buffer) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if let Fault::Slow(delay) = fault {
-                    std::thread::sleep(delay);
-                }
-                let n = match fault {
-                    Fault::CutAfter(limit) => n.min(limit.saturating_sub(forwarded)),
-                    _ => n,
-                };
-                if n == 0 || client.write_all(&buffer[..n]).is_err() {
-                    break;
-                }
-                forwarded += n;
-                if matches!(fault, Fault::CutAfter(limit) if forwarded >= limit) {
-                    break; // and close: the peer sees the response end early
-                }
-            }
-            let _ = server.shutdown(Shutdown::Both);
-        }
-    }
-    let _ = client.shutdown(Shutdown::Both);
 }
 
 fn archiver_failures(client: &mut Client) -> i64 {

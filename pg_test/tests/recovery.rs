@@ -136,3 +136,278 @@ fn assert_history_archived(repository: &Path) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Six batches of 20,000 rows, one segment switch after each, all archived; returns the
+/// segment each batch ended in and the LSN after each batch.
+fn six_archived_batches(
+    primary: &Cluster,
+    client: &mut sc_backup_pg_test::postgres::Client,
+) -> (Vec<String>, Vec<String>) {
+    client
+        .batch_execute("CREATE TABLE rows (batch int, n int, filler text)")
+        .unwrap();
+    let backup: String = client
+        .query_one("SELECT backup_name FROM sc_backup()", &[])
+        .unwrap()
+        .get(0);
+    assert!(!backup.is_empty());
+    let (mut segments, mut lsns) = (Vec::new(), Vec::new());
+    for batch in 1..=6 {
+        client
+            .execute(
+                "INSERT INTO rows SELECT $1, n, repeat('x', 40) FROM generate_series(1, 20000) n",
+                &[&batch],
+            )
+            .unwrap();
+        let lsn: String = client
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .unwrap()
+            .get(0);
+        lsns.push(lsn);
+        segments.push(primary.switch_and_wait_archived(client));
+    }
+    (segments, lsns)
+}
+
+/// `pg_ctl start` that may fail (recovery stopping is the point): whether it reported the
+/// server up (read-only connections count).
+fn try_start(cluster: &Cluster) -> bool {
+    as_postgres(pg_bindir().join("pg_ctl"))
+        .arg("-D")
+        .arg(&cluster.data)
+        .arg("-l")
+        .arg(&cluster.log)
+        .args(["-w", "-t", "120", "start"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Waits for the server of `cluster` to have exited on its own.
+fn wait_server_gone(cluster: &Cluster) {
+    cluster.wait_until("the server to stop", Duration::from_secs(120), || {
+        !cluster.data.join("postmaster.pid").exists()
+    });
+}
+
+fn restored_rows(cluster: &Cluster) -> i64 {
+    let mut client = cluster.connect();
+    cluster.wait_promoted(&mut client);
+    client
+        .query_one("SELECT count(*) FROM rows", &[])
+        .unwrap()
+        .get(0)
+}
+
+/// Appends settings to postgresql.auto.conf, after those `sc-backup restore` wrote there (which
+/// postgresql.conf cannot override).
+fn append_auto_conf(data: &Path, lines: &str) {
+    let path = data.join("postgresql.auto.conf");
+    let text = std::fs::read_to_string(&path).unwrap() + lines + "\n";
+    sc_backup_pg_test::write_as_postgres(&path, text.as_bytes());
+}
+
+/// Makes every `wal-fetch` of the restored cluster give up on an unreachable store after
+/// `seconds` (the restore wrote restore_command into postgresql.auto.conf).
+fn set_wal_fetch_retry(data: &Path, seconds: u64) {
+    let path = data.join("postgresql.auto.conf");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(" wal-fetch "), "{text}");
+    let text = text.replace(" wal-fetch ", &format!(" wal-fetch --retry-for {seconds} "));
+    sc_backup_pg_test::write_as_postgres(&path, text.as_bytes());
+}
+
+/// A damaged segment in the middle of the archive, and a restore to the end of the archive
+/// (no target): PostgreSQL takes every restore_command status up to 125 for "not in the
+/// archive" and would end recovery there, promote, and serve a cluster missing every later
+/// transaction. wal-fetch must make it stop instead, saying which file and why; once the
+/// object is repaired, starting again reaches the true end.
+#[test]
+fn a_damaged_segment_stops_recovery_instead_of_ending_it_early() {
+    let dir = TestDir::new("recovery_stops_at_damage");
+    let repository = dir.subdir("repo");
+    let (mut primary, mut client) =
+        sc_backup_pg_test::start_primary(&dir, &archiving_conf(&repository, ""));
+    let (segments, _) = six_archived_batches(&primary, &mut client);
+    drop(client);
+    primary.stop("fast");
+
+    let damaged_segment = &segments[2];
+    let object = sc_backup_pg_test::objects_under(&repository)
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{damaged_segment}-"))
+        })
+        .expect("the third batch's segment is archived");
+    let original = std::fs::read(&object).unwrap();
+    let mut damaged = original.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    std::fs::write(&object, &damaged).unwrap();
+
+    let target = dir.path.join("restored");
+    let output = primary
+        .cli(&dir.path, &repository)
+        .args(["restore", "--pgdata"])
+        .arg(&target)
+        .args(["--archive-mode", "off"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        sc_backup_pg_test::output_text(&output)
+    );
+    let mut restored = Cluster::adopt(&dir, "restored", target);
+    // pg_ctl may see it up (read-only, once consistent) before it reaches the damage.
+    let _ = try_start(&restored);
+    wait_server_gone(&restored);
+    let log = restored.log_text();
+    assert!(
+        log.contains(&format!(
+            "sc-backup: error: could not fetch WAL file \"{damaged_segment}\""
+        )) && log.contains("integrity check failed"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("could not restore file \"{damaged_segment}\"")),
+        "PostgreSQL did not stop on it: {log}"
+    );
+    for promotion in ["selected new timeline ID", "archive recovery complete"] {
+        assert!(!log.contains(promotion), "recovery ended early: {log}");
+    }
+
+    // Repaired, the same data directory recovers everything.
+    std::fs::write(&object, &original).unwrap();
+    restored.start();
+    assert_eq!(restored_rows(&restored), 120_000);
+    restored.stop("fast");
+}
+
+/// The object store goes away in the middle of a recovery to the end of the archive: a standby
+/// keeps running and asks again, archive recovery stops (after `--retry-for`) instead of
+/// promoting with what it had, and a restart after the outage reaches the true end.
+#[test]
+fn an_object_store_outage_stops_recovery_and_spares_a_standby() {
+    use sc_backup_pg_test::fault_proxy::{Fault, FaultProxy};
+    let dir = TestDir::new("recovery_outage");
+    let server = sc_backup_pg_test::S3Server::start(&dir, "s3");
+    server.create_bucket("outage");
+    let proxy = FaultProxy::start(server.endpoint.trim_start_matches("http://").to_string());
+    let url = "s3://outage/cluster";
+    let (mut primary, mut client) = sc_backup_pg_test::start_primary(
+        &dir,
+        &archiving_conf(url, &format!("{}archive_timeout = 0", server.conf())),
+    );
+    let (_, lsns) = six_archived_batches(&primary, &mut client);
+    drop(client);
+    primary.stop("fast");
+
+    // Restores read the store through the proxy, and so do their restore_commands.
+    let restore_into = |name: &str, retry_for: u64| {
+        let target = dir.path.join(name);
+        let output = primary
+            .cli(&dir.path, Path::new(url))
+            .env("SC_BACKUP_S3_ENDPOINT", proxy.endpoint())
+            .env("AWS_ACCESS_KEY_ID", sc_backup_pg_test::S3Server::ACCESS_KEY)
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                sc_backup_pg_test::S3Server::SECRET_KEY,
+            )
+            .args(["restore", "--pgdata"])
+            .arg(&target)
+            .args(["--archive-mode", "off", "--target-action", "promote"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            sc_backup_pg_test::output_text(&output)
+        );
+        set_wal_fetch_retry(&target, retry_for);
+        let cluster = Cluster::adopt(&dir, name, target);
+        // The copied configuration points at the store itself; the proxy stands in front.
+        cluster.append_conf(&format!("sc_backup.s3_endpoint = '{}'", proxy.endpoint()));
+        cluster
+    };
+
+    // A standby: all the archive replayed, then the store goes away; it must stay up.
+    let mut standby = restore_into("standby", 2);
+    std::fs::rename(
+        standby.data.join("recovery.signal"),
+        standby.data.join("standby.signal"),
+    )
+    .unwrap();
+    standby.start();
+    let mut standby_client = standby.connect();
+    standby.wait_until(
+        "the standby to replay the archive",
+        Duration::from_secs(120),
+        || {
+            standby_client
+                .query_one("SELECT count(*) FROM rows", &[])
+                .is_ok_and(|row| row.get::<_, i64>(0) == 120_000)
+        },
+    );
+    proxy.set(Fault::Refuse);
+    standby.wait_until(
+        "the standby's warning about the outage",
+        Duration::from_secs(60),
+        || {
+            standby
+                .log_text()
+                .contains("This standby asks again after wal_retrieve_retry_interval")
+        },
+    );
+    // Through more than one give-up of wal-fetch, and still in recovery.
+    std::thread::sleep(Duration::from_secs(8));
+    let in_recovery: bool = standby_client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(in_recovery, "{}", standby.log_text());
+    assert!(!standby.log_text().contains("could not restore file"));
+    proxy.set(Fault::Pass);
+    drop(standby_client);
+    standby.stop("fast");
+
+    // Archive recovery: first up to the end of the third batch, then shut down there.
+    let mut restored = restore_into("restored", 10);
+    append_auto_conf(
+        &restored.data,
+        &format!(
+            "recovery_target_lsn = '{}'\nrecovery_target_action = 'shutdown'",
+            lsns[2]
+        ),
+    );
+    let _ = try_start(&restored);
+    wait_server_gone(&restored);
+    assert!(
+        restored.log_text().contains("shutdown at recovery target"),
+        "{}",
+        restored.log_text()
+    );
+    // Then on to the end of the archive, while the store is unreachable.
+    append_auto_conf(&restored.data, "recovery_target_lsn = ''");
+    proxy.set(Fault::Refuse);
+    let _ = try_start(&restored);
+    wait_server_gone(&restored);
+    let log = restored.log_text();
+    assert!(
+        log.contains("trying again for up to 10 s")
+            && log.contains("sc-backup: error: could not fetch WAL file"),
+        "{log}"
+    );
+    for promotion in ["selected new timeline ID", "archive recovery complete"] {
+        assert!(!log.contains(promotion), "recovery ended early: {log}");
+    }
+    // After the outage.
+    proxy.set(Fault::Pass);
+    restored.start();
+    assert_eq!(restored_rows(&restored), 120_000);
+    restored.stop("fast");
+}

@@ -1,8 +1,22 @@
 //! `sc-backup wal-fetch %f %p`: PostgreSQL's restore_command.
 //!
-//! Exit status 0: the file is at %p, verified. Exit status 1, silently: the file is not in the
-//! repository, which is how PostgreSQL learns that recovery reached the end of the archive.
-//! Anything else (corruption, wrong key, unreachable repository) is a loud failure.
+//! What PostgreSQL does with the exit status (xlogarchive.c, `RestoreArchivedFile`, the same on
+//! 15 to 18): 0 means the file is at %p; any status up to 125 means "not in the archive", after
+//! which archive recovery with no target ends and the server promotes (a standby asks again
+//! later); a status above 125, or death by a signal, is FATAL: the startup process exits, the
+//! server shuts down, and starting it again resumes recovery where it stopped. So:
+//!
+//! - 0: the file is at %p, verified against the digest the repository records;
+//! - 1, silently: the repository answered that it does not hold the file, which is how
+//!   PostgreSQL learns that recovery reached the end of the archive;
+//! - a transient failure (the object store unreachable, overloaded, a connection cut) is tried
+//!   again for up to `--retry-for` seconds (default 60; each attempt may take up to the store's
+//!   own request timeout and retries); then, on a standby (`standby.signal`), 1 with a warning
+//!   line (a standby never promotes on its own: it asks again after wal_retrieve_retry_interval,
+//!   so a short outage does not kill it), and elsewhere [`STOP_RECOVERY`];
+//! - anything else (a damaged object, a wrong key, no repository, a bad setting, a bug):
+//!   [`STOP_RECOVERY`], with one log line naming the file and the cause. Recovery must never end
+//!   early and promote a cluster missing every later transaction.
 //!
 //! In a data directory in recovery, segments come from the prefetch spool when a verified copy
 //! is there (`sc_backup_core::wal_prefetch`), and each call makes sure a prefetcher runs: this
@@ -11,15 +25,134 @@
 //! the repository's own answer decides what exists, and any trouble with the spool falls back
 //! to fetching directly.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use sc_backup_core::codec::RepositoryKey;
 use sc_backup_core::wal::{WalFileKind, WalFileName};
 use sc_backup_core::wal_prefetch::{default_depth, Spool};
 use sc_backup_core::{Error, Repository, Settings};
 
+use crate::settings::SettingsArgs;
 use crate::CliError;
+
+/// The exit status that makes PostgreSQL stop recovery (FATAL) instead of taking the file for
+/// absent: anything above 125 that is not 128 + a signal number PostgreSQL handles itself
+/// (128 + SIGTERM would be read as a shutdown request).
+pub const STOP_RECOVERY: u8 = 255;
+/// The file is not in the repository: the end of the archive.
+pub const NOT_IN_REPOSITORY: u8 = 1;
+
+/// `sc-backup wal-fetch`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct WalFetchArgs {
+    /// WAL file name (%f)
+    pub wal_file: String,
+    /// Where to write it (%p), relative to the current directory
+    pub destination: PathBuf,
+    /// The unwrapped repository key written by `sc-backup restore` (instead of the passphrase)
+    #[arg(long)]
+    pub identity_file: Option<PathBuf>,
+    /// Segments fetched ahead, in the background, into the data directory's spool while it
+    /// is in recovery (default 8 for a local repository, 32 for S3/GCS; 0 turns it off)
+    #[arg(long, env = "SC_BACKUP_RESTORE_PREFETCH")]
+    pub prefetch: Option<usize>,
+    /// How long to keep trying when the repository is unreachable or overloaded, in seconds;
+    /// then recovery stops (a standby asks again later instead)
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "SC_BACKUP_WAL_FETCH_RETRY_SECONDS",
+        default_value_t = 60
+    )]
+    pub retry_for: u64,
+}
+
+/// Runs `wal-fetch` and turns its outcome into the exit status PostgreSQL acts on (see the
+/// module documentation).
+pub fn main(settings: &SettingsArgs, args: &WalFetchArgs) -> ExitCode {
+    if std::env::var_os(PREFETCHER_ENV).is_some() {
+        // The detached prefetcher: nobody reads its status.
+        let _ = settings.resolve().and_then(|settings| {
+            run(
+                &settings,
+                &args.wal_file,
+                &args.destination,
+                args.identity_file.as_deref(),
+                args.prefetch,
+            )
+        });
+        return ExitCode::SUCCESS;
+    }
+    let data_directory = std::env::current_dir().unwrap_or_default();
+    let standby = data_directory.join("standby.signal").exists();
+    let deadline = Instant::now() + Duration::from_secs(args.retry_for);
+    let mut attempt = 0u32;
+    loop {
+        let outcome = settings.resolve().and_then(|settings| {
+            run(
+                &settings,
+                &args.wal_file,
+                &args.destination,
+                args.identity_file.as_deref(),
+                args.prefetch,
+            )
+        });
+        let error = match outcome {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(CliError::QuietNotFound) => return ExitCode::from(NOT_IN_REPOSITORY),
+            Err(error) => error,
+        };
+        let transient = error.is_transient();
+        // A server stopped meanwhile (its postmaster.pid gone) no longer waits for us.
+        let server_waits = !data_directory.join("PG_VERSION").exists()
+            || data_directory.join("postmaster.pid").exists();
+        if transient && Instant::now() < deadline && server_waits {
+            if attempt == 0 {
+                eprintln!(
+                    "sc-backup: warning: could not fetch WAL file \"{}\": {error}; trying again for up to {} s",
+                    args.wal_file, args.retry_for
+                );
+            }
+            std::thread::sleep(retry_pause(attempt).min(deadline - Instant::now()));
+            attempt += 1;
+            continue;
+        }
+        let hint = error
+            .hint()
+            .map(|hint| format!(" Hint: {hint}"))
+            .unwrap_or_default();
+        if transient && standby {
+            eprintln!(
+                "sc-backup: warning: could not fetch WAL file \"{}\": {error}. This standby asks again after wal_retrieve_retry_interval.{hint}",
+                args.wal_file
+            );
+            return ExitCode::from(NOT_IN_REPOSITORY);
+        }
+        eprintln!(
+            "sc-backup: error: could not fetch WAL file \"{}\" from the repository: {error}. Recovery stops here instead of ending early; start the server again once this is fixed.{hint}",
+            args.wal_file
+        );
+        return ExitCode::from(STOP_RECOVERY);
+    }
+}
+
+/// 1 s, 2 s, 4 s ... up to 10 s between attempts.
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_secs((1u64 << attempt.min(4)).min(10))
+}
+
+/// For the whole of a `wal-fetch` run: a panic anywhere (any thread) must stop recovery, not
+/// exit 101, which PostgreSQL would take for "not in the archive".
+pub fn stop_recovery_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "sc-backup: error: wal-fetch failed unexpectedly ({info}). Recovery stops here instead of ending early; please report this."
+        );
+        std::process::exit(i32::from(STOP_RECOVERY));
+    }));
+}
 
 /// Set (to the depth) in the environment of the prefetcher a `wal-fetch` starts.
 const PREFETCHER_ENV: &str = "SC_BACKUP_WAL_PREFETCHER";
