@@ -730,6 +730,17 @@ fn object_store_faults_lose_nothing_and_accept_nothing_truncated() {
         injected.push(format!("{fault:?}"));
     }
 
+    // Conditional writes carried out whose answers were lost (timeouts on a flaky link): the
+    // retries meet their own objects, which must be confirmed, not refused; the backup and the
+    // archiving around it succeed.
+    proxy.lose_answers(3);
+    let confirmed = take_backup(&mut client);
+    let lost = proxy.answers_lost();
+    proxy.set(Fault::Pass);
+    assert!(lost >= 1, "no answer was lost");
+    assert!(listed_backups(&mut client).contains(&confirmed));
+    injected.push(format!("{lost} lost answers to conditional writes"));
+
     // Slow responses: archiving still succeeds, just later.
     proxy.set(Fault::Slow(Duration::from_millis(50)));
     let slow = write_wal(&mut client, 2000);

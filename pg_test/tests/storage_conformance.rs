@@ -108,6 +108,14 @@ fn gcs_wrong_service_account_key_is_refused_by_name_without_key_material() {
 fn misbehaving_server(
     status: Option<u16>,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    misbehaving_server_saying(status, "")
+}
+
+/// [`misbehaving_server`] with `body` (an S3 error document, say) in each answer.
+fn misbehaving_server_saying(
+    status: Option<u16>,
+    body: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{Read, Write as _};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -126,7 +134,8 @@ fn misbehaving_server(
                 Some(code) => {
                     let _ = write!(
                         stream,
-                        "HTTP/1.1 {code} Failing\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        "HTTP/1.1 {code} Failing\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
                     );
                 }
                 None => hung.push(stream),
@@ -183,4 +192,101 @@ fn server_errors_and_hung_servers_are_retried_then_reported_clearly() {
             );
         }
     }
+}
+
+/// A conditional write whose first attempt succeeded but whose answer was lost (a timeout, a
+/// cut connection): the retry meets the object it made itself. That is success once the object
+/// is read back and found to be ours, never "already exists" (which failed and then deleted a
+/// whole backup on a flaky link); an object that really was there first is still refused.
+#[test]
+fn a_conditional_write_whose_answer_was_lost_is_confirmed_not_refused() {
+    use sc_backup_pg_test::fault_proxy::{Fault, FaultProxy};
+    let dir = TestDir::new("lost_answers");
+    let s3 = S3Server::start(&dir, "s3");
+    s3.create_bucket("lost");
+    let gcs = GcsServer::start(&dir, "gcs");
+    gcs.create_bucket("lost");
+    let s3_proxy = FaultProxy::start(s3.endpoint.trim_start_matches("http://").to_string());
+    let gcs_proxy = FaultProxy::start(gcs.endpoint.trim_start_matches("http://").to_string());
+    let mut s3_config = s3.config("lost", "repo");
+    s3_config.endpoint = Some(s3_proxy.endpoint());
+    s3_config.part_size = 5 << 20;
+    let mut gcs_config = gcs.config("lost", "repo");
+    gcs_config.endpoint = gcs_proxy.endpoint();
+    gcs_config.chunk_size = 4 << 20;
+    let stores: Vec<(Box<dyn Storage>, &FaultProxy)> = vec![
+        (Box::new(S3Storage::new(s3_config).unwrap()), &s3_proxy),
+        (Box::new(GcsStorage::new(gcs_config).unwrap()), &gcs_proxy),
+    ];
+    for (store, proxy) in stores {
+        let name = store.describe();
+        // One request (small), and a multipart upload or resumable session (large).
+        for (key, size) in [("wal/small", 1000usize), ("backups/b/data/large", 9 << 20)] {
+            let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            for unique in [false, true] {
+                let key = format!("{key}-{unique}");
+                proxy.lose_answers(1);
+                let lost_before = proxy.answers_lost();
+                let mut writer = if unique {
+                    store.create_unique(&key).unwrap()
+                } else {
+                    store.create(&key).unwrap()
+                };
+                writer.write_all(&content).unwrap();
+                writer
+                    .commit()
+                    .unwrap_or_else(|e| panic!("{name} {key}: {e}"));
+                assert_eq!(
+                    proxy.answers_lost(),
+                    lost_before + 1,
+                    "{name} {key}: no answer was lost"
+                );
+                proxy.set(Fault::Pass);
+                let mut stored = Vec::new();
+                std::io::Read::read_to_end(&mut store.open(&key).unwrap(), &mut stored).unwrap();
+                assert!(stored == content, "{name} {key}: wrong content");
+
+                // Another object under that key: refused, whatever was lost. (fake-gcs-server
+                // does not enforce ifGenerationMatch=0: a second object replaces the first, so
+                // there only S3 can show the refusal, and the lost answer cannot fail there.)
+                if !name.starts_with("s3://") {
+                    continue;
+                }
+                proxy.lose_answers(1);
+                let mut other = store.create_unique(&key).unwrap();
+                other.write_all(b"someone else's").unwrap();
+                let refused = other.commit();
+                proxy.set(Fault::Pass);
+                assert!(
+                    matches!(refused, Err(StorageError::AlreadyExists { .. })),
+                    "{name} {key}: {refused:?}"
+                );
+            }
+        }
+    }
+}
+
+/// S3's 409 ConditionalRequestConflict means a concurrent conditional write was in flight:
+/// retry, and the retry learns who won. Taking it for "already exists" failed the write.
+#[test]
+fn s3_conditional_request_conflict_is_retried_not_taken_for_existing() {
+    use std::sync::atomic::Ordering;
+    let dir = TestDir::new("s3_conflict");
+    let s3 = S3Server::start(&dir, "s3");
+    let (endpoint, requests) = misbehaving_server_saying(
+        Some(409),
+        "<Error><Code>ConditionalRequestConflict</Code><Message>try again</Message></Error>",
+    );
+    let mut config = s3.config("bucket", "");
+    config.endpoint = Some(endpoint);
+    let store = S3Storage::new(config).unwrap();
+    let mut writer = store.create_unique("wal/x").unwrap();
+    writer.write_all(b"segment").unwrap();
+    let err = writer.commit().unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        err.to_string().contains("ConditionalRequestConflict"),
+        "{err}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
 }

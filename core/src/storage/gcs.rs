@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{
     byte_range, client, describe_reqwest_error, is_transient, require_partial_content,
-    with_retries, Attempt, LengthCheckedBody,
+    with_retries, with_retries_noting, Attempt, LengthCheckedBody,
 };
 use super::{validate_key, ExactLength, ObjectMeta, ObjectWriter, Storage, StorageError};
 use crate::config::Secret;
@@ -233,8 +233,23 @@ impl GcsStorage {
         build: &dyn Fn(&Client) -> RequestBuilder,
         accept: &dyn Fn(StatusCode) -> bool,
     ) -> Result<Response, StorageError> {
-        let token = self.access_token()?;
-        let outcome = with_retries(self.config.max_attempts, || {
+        self.send_noting(operation, key, build, accept).0
+    }
+
+    /// [`send`](GcsStorage::send), also telling whether an attempt went unanswered before the
+    /// outcome (see [`with_retries_noting`]).
+    fn send_noting(
+        &self,
+        operation: &str,
+        key: &str,
+        build: &dyn Fn(&Client) -> RequestBuilder,
+        accept: &dyn Fn(StatusCode) -> bool,
+    ) -> (Result<Response, StorageError>, bool) {
+        let token = match self.access_token() {
+            Ok(token) => token,
+            Err(e) => return (Err(e), false),
+        };
+        let (outcome, unanswered) = with_retries_noting(self.config.max_attempts, || {
             let mut request = build(&self.client);
             if let Some(token) = &token {
                 request = request.bearer_auth(token.expose());
@@ -248,7 +263,43 @@ impl GcsStorage {
                 Ok(response) => Attempt::Done(Err(self.classify(response, operation, key))),
             }
         });
-        outcome.unwrap_or_else(|reason| Err(self.unavailable_error(operation, key, reason)))
+        let result =
+            outcome.unwrap_or_else(|reason| Err(self.unavailable_error(operation, key, reason)));
+        (result, unanswered)
+    }
+
+    /// After a conditional write that was retried and then refused: whether the object now
+    /// under `key` is the one this writer sent (MD5 `ours`, which GCS records for every object),
+    /// its first attempt having succeeded with the answer lost.
+    fn confirm_own_write(
+        &self,
+        full_key: &str,
+        key: &str,
+        ours: &[u8],
+        refusal: StorageError,
+    ) -> Result<(), StorageError> {
+        let url = format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.endpoint(),
+            url_encode(&self.config.bucket),
+            url_encode(full_key)
+        );
+        let response = match self.send("read back", key, &|client| client.get(&url), &|status| {
+            status.is_success()
+        }) {
+            Ok(response) => response,
+            Err(StorageError::NotFound { .. }) => return Err(refusal),
+            Err(e) => return Err(e),
+        };
+        match self.check_md5(response, key, ours) {
+            Ok(()) => Ok(()),
+            // Another object: the key was taken before us.
+            Err(StorageError::Remote { .. }) => Err(StorageError::AlreadyExists {
+                store: self.describe(),
+                key: key.to_string(),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     fn classify(&self, response: Response, operation: &str, key: &str) -> StorageError {
@@ -336,6 +387,8 @@ struct GcsObjectWriter<'s> {
     committed: bool,
     /// Look before committing (see [`Storage::create_unique`]).
     check_exists: bool,
+    /// Whether an attempt at the session's last chunk went unanswered.
+    last_chunk_unanswered: bool,
 }
 
 impl GcsObjectWriter<'_> {
@@ -390,7 +443,7 @@ impl GcsObjectWriter<'_> {
             (false, _) => format!("bytes {start}-{}/*", start + length - 1),
         };
         let body = std::mem::take(&mut self.buffer);
-        let response = self.storage.send(
+        let (response, unanswered) = self.storage.send_noting(
             "upload a chunk of",
             &self.key,
             &|client| {
@@ -401,7 +454,9 @@ impl GcsObjectWriter<'_> {
             },
             // 308 Resume Incomplete: the chunk is stored, more is expected.
             &|status| status.is_success() || status.as_u16() == 308,
-        )?;
+        );
+        self.last_chunk_unanswered = last && unanswered;
+        let response = response?;
         self.uploaded += length;
         Ok(last.then_some(response))
     }
@@ -452,7 +507,7 @@ impl ObjectWriter for GcsObjectWriter<'_> {
                 url_encode(&self.full_key)
             );
             let body = std::mem::take(&mut self.buffer);
-            storage.send(
+            let (stored, unanswered) = storage.send_noting(
                 "store",
                 &self.key,
                 &|client| {
@@ -462,10 +517,28 @@ impl ObjectWriter for GcsObjectWriter<'_> {
                         .body(body.clone())
                 },
                 &|status| status.is_success(),
-            )?
+            );
+            match stored {
+                Ok(response) => response,
+                // Refused after an attempt whose answer never came: perhaps our own object.
+                Err(refusal) if unanswered && !refusal.is_transient() => {
+                    self.committed = true;
+                    return storage.confirm_own_write(&self.full_key, &self.key, &md5, refusal);
+                }
+                Err(e) => return Err(e),
+            }
         } else {
-            self.send_chunk(true)?
-                .expect("the last chunk returns the object")
+            match self.send_chunk(true) {
+                Ok(response) => response.expect("the last chunk returns the object"),
+                // The session's last chunk, retried after its answer was lost, may meet the
+                // object it completed.
+                Err(refusal) if self.last_chunk_unanswered && !refusal.is_transient() => {
+                    self.session = None;
+                    self.committed = true;
+                    return storage.confirm_own_write(&self.full_key, &self.key, &md5, refusal);
+                }
+                Err(e) => return Err(e),
+            }
         };
         self.session = None;
         self.committed = true;
@@ -494,6 +567,7 @@ impl GcsStorage {
             md5: Md5::new(),
             committed: false,
             check_exists,
+            last_chunk_unanswered: false,
         })
     }
 }

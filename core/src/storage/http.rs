@@ -17,15 +17,28 @@ pub(crate) enum Attempt<T> {
 /// transient failures; `Err` carries the last reason and the attempt count.
 pub(crate) fn with_retries<T>(
     max_attempts: u32,
-    mut attempt: impl FnMut() -> Attempt<T>,
+    attempt: impl FnMut() -> Attempt<T>,
 ) -> Result<T, String> {
+    with_retries_noting(max_attempts, attempt).0
+}
+
+/// [`with_retries`], also telling whether an attempt failed transiently before the outcome: a
+/// write whose answer never came (a timeout, a cut connection, a 5xx) may still have been
+/// carried out, so a conditional write retried after one can meet its own object.
+pub(crate) fn with_retries_noting<T>(
+    max_attempts: u32,
+    mut attempt: impl FnMut() -> Attempt<T>,
+) -> (Result<T, String>, bool) {
     let mut tries = 0;
     loop {
         tries += 1;
         match attempt() {
-            Attempt::Done(value) => return Ok(value),
+            Attempt::Done(value) => return (Ok(value), tries > 1),
             Attempt::Transient(reason) if tries >= max_attempts => {
-                return Err(format!("{reason} (gave up after {tries} attempts)"))
+                return (
+                    Err(format!("{reason} (gave up after {tries} attempts)")),
+                    true,
+                )
             }
             Attempt::Transient(_) => std::thread::sleep(backoff(tries)),
         }

@@ -26,10 +26,11 @@ use base64::Engine;
 use md5::{Digest as _, Md5};
 use reqwest::blocking::{Client, Response};
 use reqwest::{Method, StatusCode};
+use sha2::Sha256;
 
 use super::http::{
     byte_range, client, describe_reqwest_error, is_transient, require_partial_content,
-    with_retries, Attempt, LengthCheckedBody,
+    with_retries_noting, Attempt, LengthCheckedBody,
 };
 use super::{validate_key, ExactLength, ObjectMeta, ObjectWriter, Storage, StorageError};
 
@@ -106,7 +107,22 @@ impl S3Storage {
         operation: &str,
         key: &str,
     ) -> Result<Response, StorageError> {
-        let outcome = with_retries(self.config.max_attempts, || {
+        self.request_noting(method, url, headers, body, operation, key)
+            .0
+    }
+
+    /// [`request`](S3Storage::request), also telling whether an attempt went unanswered
+    /// before the outcome (see [`with_retries_noting`]).
+    fn request_noting(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+        operation: &str,
+        key: &str,
+    ) -> (Result<Response, StorageError>, bool) {
+        let (outcome, unanswered) = with_retries_noting(self.config.max_attempts, || {
             match self.try_request(&method, url, headers, body) {
                 Err(reason) => Attempt::Transient(reason),
                 Ok(response)
@@ -121,14 +137,50 @@ impl S3Storage {
                 },
             }
         });
-        outcome.unwrap_or_else(|reason| {
+        let result = outcome.unwrap_or_else(|reason| {
             Err(StorageError::Unavailable {
                 store: self.describe(),
                 operation: operation.to_string(),
                 key: key.to_string(),
                 reason,
             })
-        })
+        });
+        (result, unanswered)
+    }
+
+    /// After a conditional write that was retried and then refused: whether the object now
+    /// under `key` is the one this writer sent (its SHA-256 is `ours`), its first attempt having
+    /// succeeded with the answer lost. Read back and compared, since an answer that never came
+    /// says nothing either way.
+    /// Servers word that refusal differently (412 for an existing key; for a completed upload
+    /// AWS says 404 NoSuchUpload, s3s 403): whatever it was, the object decides. Ours: success.
+    /// Another: [`StorageError::AlreadyExists`]. None: the refusal itself.
+    fn confirm_own_write(
+        &self,
+        key: &str,
+        ours: &[u8; 32],
+        refusal: StorageError,
+    ) -> Result<(), StorageError> {
+        let mut stored = match self.open(key) {
+            Ok(stored) => stored,
+            Err(StorageError::NotFound { .. }) => return Err(refusal),
+            Err(e) => return Err(e),
+        };
+        let mut digest = Sha256::new();
+        io::copy(&mut stored, &mut digest).map_err(|e| StorageError::Unavailable {
+            store: self.describe(),
+            operation: "read back".into(),
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        if digest.finalize().as_slice() == ours {
+            Ok(())
+        } else {
+            Err(StorageError::AlreadyExists {
+                store: self.describe(),
+                key: key.to_string(),
+            })
+        }
     }
 
     fn try_request(
@@ -197,7 +249,13 @@ impl S3Storage {
         } else {
             format!("HTTP {status} {code}: {message}")
         };
-        if is_transient(status) || code == "SlowDown" || code == "RequestTimeout" {
+        // 409 ConditionalRequestConflict: a concurrent conditional write to the key was in
+        // flight; S3 says to retry, and the retry learns who won.
+        if is_transient(status)
+            || code == "SlowDown"
+            || code == "RequestTimeout"
+            || code == "ConditionalRequestConflict"
+        {
             return Failure::Transient(reason);
         }
         Failure::Final(match (status, code.as_str()) {
@@ -207,8 +265,7 @@ impl S3Storage {
                     key: key.to_string(),
                 }
             }
-            (StatusCode::PRECONDITION_FAILED, _)
-            | (StatusCode::CONFLICT, "ConditionalRequestConflict") => StorageError::AlreadyExists {
+            (StatusCode::PRECONDITION_FAILED, _) => StorageError::AlreadyExists {
                 store: self.describe(),
                 key: key.to_string(),
             },
@@ -299,6 +356,8 @@ struct S3ObjectWriter<'s> {
     committed: bool,
     /// HEAD before committing (see [`Storage::create_unique`]).
     check_exists: bool,
+    /// Of everything written: what a read-back after a lost answer is compared with.
+    sha256: Sha256,
 }
 
 impl S3ObjectWriter<'_> {
@@ -369,6 +428,7 @@ impl Write for S3ObjectWriter<'_> {
         let room = self.storage.config.part_size - self.buffer.len();
         let n = buf.len().min(room);
         self.buffer.extend_from_slice(&buf[..n]);
+        self.sha256.update(&buf[..n]);
         if self.buffer.len() == self.storage.config.part_size {
             self.upload_part().map_err(io::Error::other)?;
         }
@@ -391,21 +451,29 @@ impl ObjectWriter for S3ObjectWriter<'_> {
                 key: self.key.clone(),
             });
         }
+        let ours: [u8; 32] = std::mem::take(&mut self.sha256).finalize().into();
         if self.upload_id.is_none() {
             let headers = [
                 ("content-md5", content_md5(&self.buffer)),
                 ("if-none-match", "*".to_string()),
             ];
-            storage.request(
+            let (stored, unanswered) = storage.request_noting(
                 Method::PUT,
                 &storage.object_url(&self.full_key, ""),
                 &headers,
                 &self.buffer,
                 "store",
                 &self.key,
-            )?;
+            );
             self.committed = true;
-            return Ok(());
+            return match stored {
+                Ok(_) => Ok(()),
+                // Refused after an attempt whose answer never came: perhaps our own object.
+                Err(refusal) if unanswered && !refusal.is_transient() => {
+                    storage.confirm_own_write(&self.key, &ours, refusal)
+                }
+                Err(e) => Err(e),
+            };
         }
         if !self.buffer.is_empty() {
             self.upload_part()?;
@@ -422,7 +490,7 @@ impl ObjectWriter for S3ObjectWriter<'_> {
             "uploadId={}",
             uri_encode(self.upload_id.as_deref().expect("started"), false)
         );
-        let response = storage.request(
+        let (completed, unanswered) = storage.request_noting(
             Method::POST,
             &storage.object_url(&self.full_key, &query),
             &[
@@ -432,7 +500,18 @@ impl ObjectWriter for S3ObjectWriter<'_> {
             xml.as_bytes(),
             "complete the upload of",
             &self.key,
-        )?;
+        );
+        let response = match completed {
+            Ok(response) => response,
+            // A completion retried after its answer was lost meets the object it made, or an
+            // upload that no longer exists.
+            Err(refusal) if unanswered && !refusal.is_transient() => {
+                self.upload_id = None;
+                self.committed = true;
+                return storage.confirm_own_write(&self.key, &ours, refusal);
+            }
+            Err(e) => return Err(e),
+        };
         // S3 may answer 200 and still report an error in the body.
         let body = response.text().unwrap_or_default();
         if body.contains("<Error>") {
@@ -474,6 +553,7 @@ impl S3Storage {
             parts: Vec::new(),
             committed: false,
             check_exists,
+            sha256: Sha256::new(),
         })
     }
 }
