@@ -8,6 +8,7 @@
 //! Timeline history files are always kept (they are tiny, and recovery follows them).
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 
 use chrono::{DateTime, Utc};
 
@@ -29,6 +30,9 @@ pub struct ExpiryPlan {
     /// kill -9) or still running. Only a caller that knows no backup is running may remove
     /// them ([`expire`] with `remove_unfinished`).
     pub unfinished_backups: Vec<String>,
+    /// Tombstones of unfinished backups an expiry removed more than [`TOMBSTONES_KEPT`] ago:
+    /// no writer runs that long, they go with the unfinished backups.
+    pub old_tombstones: Vec<String>,
     /// Logical dumps (their file names) that go, and those kept: by the same rule as backups,
     /// applied to each database's dumps (and to the roles-and-tablespaces dumps) on its own.
     pub expired_dumps: Vec<String>,
@@ -98,10 +102,17 @@ pub fn plan_expiry(
     let crate::backup::BackupScan {
         finished: backups,
         unfinished: unfinished_backups,
+        tombstones,
     } = crate::backup::scan_backups(repository)?;
     let cutoff = now - chrono::Duration::days(i64::from(policy.days));
+    let tombstone_cutoff = now.timestamp() - TOMBSTONES_KEPT.as_secs() as i64;
     let mut plan = ExpiryPlan {
         unfinished_backups,
+        old_tombstones: tombstones
+            .into_iter()
+            .filter(|(_, claimed)| (*claimed as i64) < tombstone_cutoff)
+            .map(|(name, _)| name)
+            .collect(),
         ..Default::default()
     };
     plan_dump_expiry(
@@ -205,7 +216,13 @@ pub fn delete_backup(repository: &Repository, name: &str) -> Result<()> {
             dependents,
         });
     }
-    remove_backup(repository, name)
+    match remove_backup(repository, name)? {
+        Removal::Removed => Ok(()),
+        Removal::KeptForADependent => Err(Error::BackupHasDependents {
+            backup: name.to_string(),
+            dependents: crate::backup::dependents(&crate::backup::list_backups(repository)?, name),
+        }),
+    }
 }
 
 /// Deletes a backup and every backup that depends on it, newest first (so a chain is never
@@ -216,20 +233,94 @@ pub fn delete_backup_with_dependents(repository: &Repository, name: &str) -> Res
     doomed.reverse();
     doomed.push(name.to_string());
     for backup in &doomed {
-        remove_backup(repository, backup)?;
+        if remove_backup(repository, backup)? == Removal::KeptForADependent {
+            return Err(Error::BackupHasDependents {
+                backup: backup.clone(),
+                dependents: crate::backup::dependents(
+                    &crate::backup::list_backups(repository)?,
+                    backup,
+                ),
+            });
+        }
     }
     Ok(doomed)
 }
 
-fn remove_backup(repository: &Repository, name: &str) -> Result<()> {
+/// What [`remove_backup`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    Removed,
+    /// A backup that depends on it completed meanwhile (an incremental started before the
+    /// plan, say, or on another host): put back, kept.
+    KeptForADependent,
+}
+
+/// Removes a finished backup: its metadata first (from then on it is not listed), then, unless
+/// a backup that depends on it has completed meanwhile, its objects.
+///
+/// The race this closes: a plan (or a user) chose `name` when nothing depended on it, and an
+/// incremental backup taken against it commits while it is being removed. The writer of such
+/// a backup checks its parent after committing and withdraws itself if the parent's metadata is
+/// gone ([`crate::backup::BackupWriter::finish`]); here the dependents are listed only after
+/// the metadata is gone. Whichever comes second sees the other, so no listed backup is ever
+/// left without its parent, across processes and hosts alike.
+fn remove_backup(repository: &Repository, name: &str) -> Result<Removal> {
     let prefix = backup_prefix(name);
     let metadata_key = format!("{prefix}backup.json");
+    let metadata = crate::repository::read_small_object(repository.storage(), &metadata_key)?;
     repository.storage().delete(&metadata_key)?;
+    let dependents = crate::backup::dependents(&crate::backup::list_backups(repository)?, name);
+    if let (false, Some(metadata)) = (dependents.is_empty(), metadata) {
+        let mut writer = repository.storage().create(&metadata_key)?;
+        writer
+            .write_all(&metadata)
+            .map_err(|e| Error::io("write", &metadata_key, e))?;
+        writer.commit()?;
+        return Ok(Removal::KeptForADependent);
+    }
     for object in repository.storage().list(&prefix)? {
         repository.storage().delete(&object.key)?;
     }
+    Ok(Removal::Removed)
+}
+
+/// Removes what an unfinished backup left, unless it completes first. Its metadata key is
+/// claimed with a tombstone, created only if absent, as the writer creates the metadata: one of
+/// the two wins. The writer losing fails ("removed by expiry while it ran"); expiry losing
+/// finds a backup that completed after the plan, and leaves it. The tombstone goes last, so an
+/// interrupted removal is finished by the next one.
+fn remove_unfinished_backup(repository: &Repository, name: &str) -> Result<()> {
+    let prefix = backup_prefix(name);
+    let metadata_key = format!("{prefix}backup.json");
+    let mut writer = repository.storage().create(&metadata_key)?;
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    writer
+        .write_all(&crate::backup::tombstone(name, now))
+        .map_err(|e| Error::io("write", &metadata_key, e))?;
+    match writer.commit() {
+        Ok(()) => {}
+        Err(crate::storage::StorageError::AlreadyExists { .. }) => {
+            match crate::backup::read_metadata(repository, name) {
+                // Completed after the plan listed it unfinished: not ours to remove.
+                Ok(_) => return Ok(()),
+                // Claimed by an earlier removal that did not finish: finish it.
+                Err(Error::BackupNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    for object in repository.storage().list(&prefix)? {
+        if object.key != metadata_key {
+            repository.storage().delete(&object.key)?;
+        }
+    }
+    // The tombstone stays (see crate::backup::tombstone).
     Ok(())
 }
+
+/// How long the tombstone of a removed unfinished backup stays: far longer than any backup runs.
+pub const TOMBSTONES_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Carries out a plan: backups first, then the WAL only they needed. With
 /// `remove_unfinished` (only when no backup can be running: the caller holds the backup lock)
@@ -237,27 +328,44 @@ fn remove_backup(repository: &Repository, name: &str) -> Result<()> {
 /// How old a temporary file must be before expiry takes it for a dead writer's.
 pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
+///
+/// The plan may be older than the repository: backups complete after it was made (on this
+/// host or another). None of them is removed: an unfinished backup is claimed before its
+/// objects go ([`remove_unfinished_backup`]), and a planned backup that a new incremental
+/// depends on is kept, with the WAL it needs (no WAL is expired then; the next run replans).
 pub fn expire(repository: &Repository, plan: &ExpiryPlan, remove_unfinished: bool) -> Result<()> {
     // Newest first: an expired chain loses its incremental backups before their parents. No
     // kept backup depends on an expired one (plan_expiry keeps whole chains).
+    let mut all_removed = true;
     for name in plan.expired_backups.iter().rev() {
-        remove_backup(repository, name)?;
+        all_removed &= remove_backup(repository, name)? == Removal::Removed;
     }
     for file in &plan.expired_dumps {
         crate::dump::delete_dump_file(repository, file)?;
     }
     if remove_unfinished {
         for name in &plan.unfinished_backups {
-            for object in repository.storage().list(&backup_prefix(name))? {
-                repository.storage().delete(&object.key)?;
+            remove_unfinished_backup(repository, name)?;
+        }
+        for name in &plan.old_tombstones {
+            // The tombstone last: until it goes, nothing can complete the backup.
+            let prefix = backup_prefix(name);
+            let metadata_key = format!("{prefix}backup.json");
+            for object in repository.storage().list(&prefix)? {
+                if object.key != metadata_key {
+                    repository.storage().delete(&object.key)?;
+                }
             }
+            repository.storage().delete(&metadata_key)?;
         }
         // Temporary files of writers killed mid-write. An hour old at least: a live writer
         // (the archiver's workers, say) touches its file far more often than that.
         repository.storage().remove_abandoned(ABANDONED_AFTER)?;
     }
-    for key in &plan.expired_wal {
-        repository.storage().delete(key)?;
+    if all_removed {
+        for key in &plan.expired_wal {
+            repository.storage().delete(key)?;
+        }
     }
     Ok(())
 }
@@ -317,6 +425,26 @@ mod tests {
         now: DateTime<Utc>,
         parent: Option<&str>,
     ) {
+        let (writer, entries, metadata) =
+            staged_backup(repo, work, name, segment, age_days, now, parent);
+        writer.finish(entries, None, metadata).unwrap();
+    }
+
+    /// A backup as [`backup_against`] makes, its files stored but not finished: what a
+    /// backup running while an expiry plans looks like.
+    fn staged_backup<'r>(
+        repo: &'r Repository,
+        work: &Path,
+        name: &str,
+        segment: u64,
+        age_days: i64,
+        now: DateTime<Utc>,
+        parent: Option<&str>,
+    ) -> (
+        BackupWriter<'r>,
+        Vec<crate::backup::ManifestEntry>,
+        BackupMetadata,
+    ) {
         let file = work.join(format!("{name}.data"));
         std::fs::write(&file, name).unwrap();
         let writer = match parent {
@@ -348,7 +476,174 @@ mod tests {
             wal_segment_size: SEGMENT,
             ..crate::backup::tests::metadata()
         };
+        (writer, entries, metadata)
+    }
+
+    fn names(repo: &Repository) -> Vec<String> {
+        list_backups(repo)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.backup_name)
+            .collect()
+    }
+
+    /// The plan lists a running backup as unfinished; the backup completes; the expiry then
+    /// carried out with the lock that says "no backup runs" (taken after the backup released
+    /// it) must not remove it. And one claimed before it completes cannot complete.
+    #[test]
+    fn an_unfinished_backup_completed_after_the_plan_is_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path());
+        let now = Utc::now();
+        for segment in 1..=9 {
+            archive_segment(&repo, work.path(), segment);
+        }
+        backup(&repo, work.path(), "a_full", 2, 1, now);
+        let policy = RetentionPolicy {
+            days: 30,
+            min_backups: 1,
+        };
+        let (writer, entries, metadata) =
+            staged_backup(&repo, work.path(), "b_full", 4, 0, now, None);
+        let plan = plan_expiry(&repo, policy, now).unwrap();
+        assert_eq!(plan.unfinished_backups, ["b_full"]);
         writer.finish(entries, None, metadata).unwrap();
+        expire(&repo, &plan, true).unwrap();
+        assert_eq!(names(&repo), ["a_full", "b_full"]);
+        let (_, problems) = crate::backup::verify_backup(&repo, "b_full").unwrap();
+        assert_eq!(problems, []);
+
+        // Claimed first: the backup fails when it tries to complete, and nothing stays.
+        let (writer, entries, metadata) =
+            staged_backup(&repo, work.path(), "c_full", 6, 0, now, None);
+        let plan = plan_expiry(&repo, policy, now).unwrap();
+        assert_eq!(plan.unfinished_backups, ["c_full"]);
+        expire(&repo, &plan, true).unwrap();
+        let error = writer.finish(entries, None, metadata).unwrap_err();
+        assert!(error.to_string().contains("removed this backup"), "{error}");
+        writer.abort();
+        assert_eq!(names(&repo), ["a_full", "b_full"]);
+        let left = repo.storage().list(&backup_prefix("c_full")).unwrap();
+        assert!(left.len() <= 1, "{left:?}");
+        // Its tombstone goes a week later.
+        let plan = plan_expiry(&repo, policy, now + chrono::Duration::days(8)).unwrap();
+        assert!(plan.unfinished_backups.is_empty());
+        if left.len() == 1 {
+            assert_eq!(plan.old_tombstones, ["c_full"]);
+        }
+        expire(&repo, &plan, true).unwrap();
+        assert!(repo
+            .storage()
+            .list(&backup_prefix("c_full"))
+            .unwrap()
+            .is_empty());
+    }
+
+    /// Backups and expiries racing on threads, in every interleaving the scheduler gives:
+    /// whatever is listed at the end verifies, chain included.
+    #[test]
+    fn backups_and_expiries_racing_never_leave_a_listed_backup_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path());
+        let now = Utc::now();
+        for segment in 1..=16 {
+            archive_segment(&repo, work.path(), segment);
+        }
+        backup(&repo, work.path(), "round00_full", 1, 40, now);
+        let policy = RetentionPolicy {
+            days: 30,
+            min_backups: 1,
+        };
+        // Every third round a new full backup, otherwise an incremental on the newest one;
+        // each a few days younger, so that older chains pass out of retention meanwhile.
+        for round in 1..=12u64 {
+            let parent = (round % 3 != 0)
+                .then(|| names(&repo).last().cloned())
+                .flatten();
+            // The plan is always made while the backup runs; its completion and the expiry
+            // then race.
+            let staged = std::sync::Barrier::new(2);
+            let planned = std::sync::Barrier::new(2);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    let name = format!("round{round:02}");
+                    let (writer, entries, metadata) = staged_backup(
+                        &repo,
+                        work.path(),
+                        &name,
+                        1 + round,
+                        (39 - 3 * round as i64).max(0),
+                        now,
+                        parent.as_deref(),
+                    );
+                    staged.wait();
+                    planned.wait();
+                    if writer.finish(entries, None, metadata).is_err() {
+                        writer.abort();
+                    }
+                });
+                scope.spawn(|| {
+                    staged.wait();
+                    let plan = plan_expiry(&repo, policy, now);
+                    planned.wait();
+                    if let Ok(plan) = plan {
+                        let _ = expire(&repo, &plan, true);
+                    }
+                });
+            });
+            for name in names(&repo) {
+                let (_, problems) = crate::backup::verify_backup(&repo, &name).unwrap();
+                assert_eq!(problems, [], "round {round}: {name}");
+            }
+        }
+    }
+
+    /// A backup planned for expiry gains an incremental that completes before the expiry runs
+    /// (started before the plan, or on another host): the backup, and the WAL it needs, stay;
+    /// and an incremental whose parent's removal has begun withdraws instead of completing.
+    #[test]
+    fn a_planned_backup_an_incremental_completed_on_meanwhile_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path());
+        let now = Utc::now();
+        for segment in 1..=9 {
+            archive_segment(&repo, work.path(), segment);
+        }
+        backup(&repo, work.path(), "a_full", 2, 40, now);
+        backup(&repo, work.path(), "b_full", 4, 1, now);
+        let policy = RetentionPolicy {
+            days: 30,
+            min_backups: 1,
+        };
+        let plan = plan_expiry(&repo, policy, now).unwrap();
+        assert_eq!(plan.expired_backups, ["a_full"]);
+        assert!(!plan.expired_wal.is_empty());
+        backup_against(&repo, work.path(), "c_incr", 6, 0, now, Some("a_full"));
+        expire(&repo, &plan, false).unwrap();
+        assert_eq!(names(&repo), ["a_full", "b_full", "c_incr"]);
+        let (_, problems) = crate::backup::verify_backup(&repo, "c_incr").unwrap();
+        assert_eq!(problems, []);
+        // The stale plan's WAL list included what the kept chain needs: none of it went.
+        for key in &plan.expired_wal {
+            assert!(
+                repo.storage().open(key).is_ok(),
+                "{key}: WAL of the kept chain was expired"
+            );
+        }
+
+        // The other order: the parent's removal has begun (its metadata is gone) when the
+        // incremental completes. It withdraws: never listed without its parent.
+        let (writer, entries, metadata) =
+            staged_backup(&repo, work.path(), "d_incr", 8, 0, now, Some("b_full"));
+        repo.storage()
+            .delete(&format!("{}backup.json", backup_prefix("b_full")))
+            .unwrap();
+        let error = writer.finish(entries, None, metadata).unwrap_err();
+        assert!(matches!(error, Error::BrokenChain { .. }), "{error}");
+        assert!(!names(&repo).contains(&"d_incr".to_string()));
     }
 
     #[test]
@@ -479,7 +774,15 @@ mod tests {
         assert_eq!(repo.storage().list("backups/e_full/").unwrap().len(), 1);
 
         expire(&repo, &plan, true).unwrap();
-        assert!(repo.storage().list("backups/e_full/").unwrap().is_empty());
+        // Only its tombstone stays (a week), so that its writer could not complete it now.
+        let left: Vec<String> = repo
+            .storage()
+            .list("backups/e_full/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(left, ["backups/e_full/backup.json"]);
         let left: Vec<String> = list_backups(&repo)
             .unwrap()
             .into_iter()

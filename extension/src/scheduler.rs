@@ -468,18 +468,16 @@ fn expire_after_backup(user: &str) {
         audit::audited(&mut timer, |timer| {
             let settings = backup::settings();
             let repository = backup::open_repository();
+            // Taken before planning: no backup of this cluster can then start, run or finish
+            // between the plan and its execution, so unfinished ones are debris. (Backups from
+            // elsewhere are covered by the removal itself: see retention::expire.)
+            let no_backup_runs = crate::backup::try_backup_lock();
             let plan =
                 plan_expiry(&repository, settings.retention, Utc::now()).unwrap_or_else(|e| {
                     backup::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
                 });
             timer.details().target = Some(plan.describe());
-            expire(
-                &repository,
-                &plan,
-                // No backup can be running while we hold its lock: unfinished ones are debris.
-                crate::backup::try_backup_lock(),
-            )
-            .unwrap_or_else(|e| {
+            expire(&repository, &plan, no_backup_runs).unwrap_or_else(|e| {
                 backup::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
             });
             plan

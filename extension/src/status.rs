@@ -431,17 +431,16 @@ fn sc_expire(
     let mut timer = audit::start("expire", sc_backup_core::audit::source::SQL);
     let run = |timer: &mut sc_backup_core::audit::AuditTimer| {
         let repository = open_repository();
+        // Taken before planning: no backup of this cluster can then start, run or finish
+        // between the plan and its execution, so unfinished ones are debris. (Backups from
+        // elsewhere are covered by the removal itself: see retention::expire.)
+        let no_backup_runs = !dry_run && crate::backup::try_backup_lock();
         let plan = plan_expiry(&repository, settings.retention, Utc::now())
             .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
         timer.details().target = Some(plan.describe());
         if !dry_run {
-            expire(
-                &repository,
-                &plan,
-                // No backup can be running while we hold its lock: unfinished ones are debris.
-                crate::backup::try_backup_lock(),
-            )
-            .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
+            expire(&repository, &plan, no_backup_runs)
+                .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
         }
         plan
     };

@@ -14,15 +14,20 @@ pub fn list_backups(repository: &Repository) -> Result<Vec<BackupMetadata>> {
 pub struct BackupScan {
     /// Complete backups (their metadata is there and valid), oldest first.
     pub finished: Vec<BackupMetadata>,
-    /// Names of backups with objects but no metadata: interrupted, or still being written.
+    /// Names of backups with objects but no metadata: interrupted, or still being written;
+    /// and those an expiry claimed ([`tombstone`]) but did not finish removing.
     pub unfinished: Vec<String>,
+    /// Unfinished backups an expiry removed, by name, with when it claimed them (Unix time):
+    /// their tombstone stays so that a writer still running cannot complete them.
+    pub tombstones: Vec<(String, u64)>,
 }
 
 /// Lists `backups/` once (on an object store that listing pages through every data file's
 /// key, so callers needing both halves must not list twice) and reads each finished
 /// backup's metadata.
 pub fn scan_backups(repository: &Repository) -> Result<BackupScan> {
-    let mut has_metadata = std::collections::BTreeMap::<String, bool>::new();
+    // Per backup: whether its metadata key is there, and how many objects it has.
+    let mut listed = std::collections::BTreeMap::<String, (bool, usize)>::new();
     for object in repository.storage().list(BACKUPS_PREFIX)? {
         let Some((name, rest)) = object
             .key
@@ -31,21 +36,31 @@ pub fn scan_backups(repository: &Repository) -> Result<BackupScan> {
         else {
             continue;
         };
-        *has_metadata.entry(name.to_string()).or_default() |= rest == METADATA_NAME;
+        let entry = listed.entry(name.to_string()).or_default();
+        entry.0 |= rest == METADATA_NAME;
+        entry.1 += 1;
     }
     let mut scan = BackupScan {
         finished: Vec::new(),
         unfinished: Vec::new(),
+        tombstones: Vec::new(),
     };
-    for (name, finished) in has_metadata {
+    for (name, (finished, objects)) in listed {
         if !finished {
             scan.unfinished.push(name);
             continue;
         }
-        match read_metadata(repository, &name) {
-            Ok(metadata) => scan.finished.push(metadata),
+        match read_listed(repository, &name) {
+            Ok(Listed::Backup(metadata)) => scan.finished.push(*metadata),
+            Ok(Listed::Tombstone(claimed)) => {
+                if objects > 1 {
+                    // Claimed by an expiry that has not finished removing it.
+                    scan.unfinished.push(name.clone());
+                }
+                scan.tombstones.push((name, claimed));
+            }
             // Deleted since it was listed (an expiry running meanwhile): gone, not an error.
-            Err(Error::BackupNotFound(_)) => continue,
+            Ok(Listed::Gone) => continue,
             Err(error) => return Err(error),
         }
     }
@@ -54,16 +69,69 @@ pub fn scan_backups(repository: &Repository) -> Result<BackupScan> {
     Ok(scan)
 }
 
-pub fn read_metadata(repository: &Repository, name: &str) -> Result<BackupMetadata> {
+/// What the metadata key of a listed backup holds.
+enum Listed {
+    Backup(Box<BackupMetadata>),
+    /// An expiry's claim on an unfinished backup ([`tombstone`]), made at this Unix time.
+    Tombstone(u64),
+    Gone,
+}
+
+/// The marker an expiry writes as the metadata of an unfinished backup it removes: created only
+/// if absent, like a backup's own metadata, so that the backup either completed first (and is
+/// kept) or can no longer complete. Never listed as a backup.
+/// It stays after the backup's objects are gone, so that a writer still running (on another
+/// host, say) fails rather than completes a backup whose files were removed, until
+/// [`crate::retention`] removes it after a week.
+pub fn tombstone(name: &str, claimed_unix: u64) -> Vec<u8> {
+    serde_json::to_vec_pretty(&serde_json::json!({
+        TOMBSTONE_FIELD: "an unfinished backup, removed by expiry",
+        "backup_name": name,
+        "claimed_unix": claimed_unix,
+    }))
+    .expect("a tombstone serializes")
+}
+
+const TOMBSTONE_FIELD: &str = "sc_backup_tombstone";
+
+/// When a tombstone was written, if `data` is one (an unreadable time counts as now: kept).
+fn tombstone_claimed(data: &[u8]) -> Option<u64> {
+    let value = serde_json::from_slice::<serde_json::Value>(data).ok()?;
+    value.get(TOMBSTONE_FIELD)?;
+    Some(
+        value
+            .get("claimed_unix")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or_else(|| chrono::Utc::now().timestamp().max(0) as u64),
+    )
+}
+
+fn read_listed(repository: &Repository, name: &str) -> Result<Listed> {
     let key = metadata_key(name);
-    let data = read_small_object(repository.storage(), &key)?
-        .ok_or_else(|| Error::BackupNotFound(name.to_string()))?;
+    let Some(data) = read_small_object(repository.storage(), &key)? else {
+        return Ok(Listed::Gone);
+    };
+    if let Some(claimed) = tombstone_claimed(&data) {
+        return Ok(Listed::Tombstone(claimed));
+    }
+    parse_metadata(name, &key, &data).map(|metadata| Listed::Backup(Box::new(metadata)))
+}
+
+pub fn read_metadata(repository: &Repository, name: &str) -> Result<BackupMetadata> {
+    match read_listed(repository, name)? {
+        Listed::Backup(metadata) => Ok(*metadata),
+        Listed::Tombstone(_) | Listed::Gone => Err(Error::BackupNotFound(name.to_string())),
+    }
+}
+
+fn parse_metadata(name: &str, key: &str, data: &[u8]) -> Result<BackupMetadata> {
+    let key = key.to_string();
     let metadata: BackupMetadata =
-        serde_json::from_slice(&data).map_err(|e| Error::InvalidMetadata {
+        serde_json::from_slice(data).map_err(|e| Error::InvalidMetadata {
             object: key.clone(),
             reason: e.to_string(),
         })?;
-    if !BackupMetadata::checksum_matches(&data, &metadata.metadata_sha256) {
+    if !BackupMetadata::checksum_matches(data, &metadata.metadata_sha256) {
         return Err(Error::InvalidMetadata {
             object: key,
             reason: "its checksum does not match its content".into(),

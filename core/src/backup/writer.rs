@@ -633,12 +633,9 @@ impl<'r> BackupWriter<'r> {
             .iter()
             .filter(|e| e.entry_type == EntryType::File);
         if let Some(parent) = &self.parent {
-            // The parent must still be there (an expiry run from another host, say).
-            read_metadata(self.repository, &parent.name).map_err(|e| Error::BrokenChain {
-                backup: self.name.clone(),
-                parent: parent.name.clone(),
-                reason: format!("could not be read when this backup finished: {e}"),
-            })?;
+            // Refused early when the parent is already gone; after committing it is checked
+            // again (below), which is what closes the race with its removal.
+            self.check_parent(parent)?;
         }
         metadata.format = format;
         metadata.parent = self.parent_name().unwrap_or_default().to_string();
@@ -662,8 +659,39 @@ impl<'r> BackupWriter<'r> {
         writer
             .write_all(&json)
             .map_err(|e| Error::io("write", metadata_key(&self.name), e))?;
-        writer.commit()?;
+        match writer.commit() {
+            Ok(()) => {}
+            // An expiry claimed this unfinished backup first (retention::expire).
+            Err(crate::storage::StorageError::AlreadyExists { .. }) => {
+                return Err(Error::InvalidMetadata {
+                    object: metadata_key(&self.name),
+                    reason: "an expiry removed this backup while it was being taken (it was listed as unfinished); take it again".into(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(parent) = &self.parent {
+            // A removal of the parent lists its dependents only after deleting the parent's
+            // metadata: if the metadata is still there now, that listing will see this
+            // backup and keep the parent; if it is gone, that listing may already have run,
+            // and this backup withdraws (retention::remove_backup).
+            if let Err(error) = self.check_parent(parent) {
+                let _ = self.repository.storage().delete(&metadata_key(&self.name));
+                return Err(error);
+            }
+        }
         Ok(metadata)
+    }
+
+    /// The parent of an incremental backup is still listed.
+    fn check_parent(&self, parent: &ParentBase) -> Result<()> {
+        read_metadata(self.repository, &parent.name)
+            .map(|_| ())
+            .map_err(|e| Error::BrokenChain {
+                backup: self.name.clone(),
+                parent: parent.name.clone(),
+                reason: format!("could not be read when this backup finished: {e}"),
+            })
     }
 
     /// Removes everything this backup wrote (best effort: an abort must not fail).
