@@ -355,13 +355,9 @@ fn pg_dump(sandbox: &Sandbox, database: &str, selection: &[String]) -> Command {
             "--no-tablespaces",
             "--no-publications",
         ])
-        .args([
-            "--no-subscriptions",
-            "--no-security-labels",
-            "-B",
-            "-d",
-            database,
-        ])
+        .args(["--no-subscriptions", "--no-security-labels", "-B"])
+        .arg("-d")
+        .arg(crate::live::with_database("", database))
         .args(selection);
     command
 }

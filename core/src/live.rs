@@ -100,7 +100,7 @@ impl Live {
 /// A connection string with its database replaced: libpq takes the last `dbname=` of a
 /// keyword string; a URI gets its path replaced; a bare name is replaced.
 pub fn with_database(conninfo: &str, database: &str) -> String {
-    let quoted = format!("'{}'", database.replace('\\', "\\\\").replace('\'', "\\'"));
+    let quoted = quote_conninfo_value(database);
     if conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://") {
         let (base, query) = conninfo.split_once('?').unwrap_or((conninfo, ""));
         let scheme_end = base.find("://").expect("checked") + 3;
@@ -118,6 +118,12 @@ pub fn with_database(conninfo: &str, database: &str) -> String {
     } else {
         format!("dbname={quoted}")
     }
+}
+
+/// A value quoted for a `key=value` connection string: a database named `host=/elsewhere
+/// dbname=postgres` stays a database name instead of becoming parameters.
+pub fn quote_conninfo_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 fn percent_encode(text: &str) -> String {

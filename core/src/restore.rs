@@ -198,6 +198,10 @@ pub struct RestoreProgress {
 pub struct RestoreSummary {
     pub files: u64,
     pub bytes: u64,
+    /// The recovery settings written into postgresql.auto.conf (restore_command, the
+    /// target, ...): a sandbox also puts them on its server's command line, where nothing in
+    /// the backup's own configuration can override them.
+    pub recovery_settings: Vec<(String, String)>,
 }
 
 /// The refusals that need nothing written: a server running on the data directory, a
@@ -327,8 +331,10 @@ pub fn restore(
     progress: &(dyn Fn(RestoreProgress) + Sync),
 ) -> Result<RestoreSummary> {
     check_target(metadata, manifest, options)?;
-    // Before anything is written: an incremental backup whose chain is broken restores nothing.
+    // Before anything is written: an incremental backup whose chain is broken restores nothing,
+    // and neither does one with a link PostgreSQL would not have made.
     let chain = BackupChain::load(repository, metadata, manifest)?;
+    check_links(repository, metadata, manifest)?;
     prepare_data_directory(&options.pgdata, options.force)?;
     let pgdata = &options.pgdata;
 
@@ -357,9 +363,11 @@ pub fn restore(
             continue;
         }
         fs::create_dir_all(&path).map_err(|e| Error::io("create directory", path.display(), e))?;
-        let mode = if entry.mode == 0 { 0o700 } else { entry.mode };
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io("set permissions on", path.display(), e))?;
+        fs::set_permissions(
+            &path,
+            fs::Permissions::from_mode(directory_mode(entry.mode)),
+        )
+        .map_err(|e| Error::io("set permissions on", path.display(), e))?;
     }
 
     let files: Vec<&ManifestEntry> = manifest
@@ -469,7 +477,7 @@ pub fn restore(
         }
         None => false,
     };
-    append_recovery_settings(pgdata, metadata, options, key_written)?;
+    let recovery_settings = append_recovery_settings(pgdata, metadata, options, key_written)?;
     write_new_file(&pgdata.join("recovery.signal"), b"", 0o600)?;
     written_last.extend([
         pgdata.join("postgresql.auto.conf"),
@@ -518,6 +526,7 @@ pub fn restore(
     Ok(RestoreSummary {
         files: totals.files_total,
         bytes: totals.bytes_total,
+        recovery_settings,
     })
 }
 
@@ -626,11 +635,12 @@ fn restore_file(
             .create(true)
             .truncate(true)
             .mode(0o600)
+            // Never through a link left at the temporary name.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&temporary)
             .map_err(|e| Error::io("create", temporary.display(), e))?;
         write(&mut file, &temporary.display().to_string())?;
-        let mode = if entry.mode == 0 { 0o600 } else { entry.mode };
-        file.set_permissions(fs::Permissions::from_mode(mode))
+        file.set_permissions(fs::Permissions::from_mode(file_mode(entry.mode)))
             .map_err(|e| Error::io("set permissions on", temporary.display(), e))?;
         let mtime = UNIX_EPOCH + Duration::from_secs(entry.mtime.max(0) as u64);
         file.set_modified(mtime)
@@ -716,12 +726,125 @@ where
     }
 }
 
+/// The mode of a restored file: what PostgreSQL itself creates, 0600, or 0640 in a cluster
+/// with group access; whatever else a manifest says (setuid, world access) is dropped.
+fn file_mode(recorded: u32) -> u32 {
+    (recorded & 0o640) | 0o600
+}
+
+/// The mode of a restored directory: 0700, or 0750 with group access.
+fn directory_mode(recorded: u32) -> u32 {
+    (recorded & 0o750) | 0o700
+}
+
+/// Refuses links PostgreSQL would not have made, before anything is written: a data directory
+/// holds links only at `pg_tblspc/<oid>`, each pointing at its tablespace's location as the
+/// backup's own `tablespace_map` records it. Any other link would let the files restored
+/// through it land anywhere the restoring user can write.
+fn check_links(
+    repository: &Repository,
+    metadata: &BackupMetadata,
+    manifest: &Manifest,
+) -> Result<()> {
+    let refuse = |entry: &ManifestEntry, reason: String| Error::InvalidMetadata {
+        object: format!(
+            "{}manifest ({})",
+            crate::backup::backup_prefix(&metadata.backup_name),
+            entry.path
+        ),
+        reason,
+    };
+    let links: Vec<&ManifestEntry> = manifest
+        .entries
+        .iter()
+        .filter(|e| e.entry_type == EntryType::Symlink)
+        .collect();
+    if links.is_empty() {
+        return Ok(());
+    }
+    let recorded: BTreeMap<u32, String> = match manifest
+        .entries
+        .iter()
+        .find(|e| e.path == "tablespace_map" && e.entry_type == EntryType::File)
+    {
+        Some(map) => {
+            let mut content = crate::backup::CappedBuffer::new(1 << 20);
+            read_backup_file(
+                repository,
+                &metadata.backup_name,
+                map,
+                &mut content,
+                "memory",
+            )?;
+            parse_tablespace_map(&String::from_utf8_lossy(&content.into_inner()))
+        }
+        None => BTreeMap::new(),
+    };
+    for link in links {
+        let oid = link
+            .path
+            .strip_prefix("pg_tblspc/")
+            .filter(|oid| !oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|oid| oid.parse::<u32>().ok())
+            .ok_or_else(|| {
+                refuse(
+                    link,
+                    "a link outside pg_tblspc/<oid>, where PostgreSQL never makes one".into(),
+                )
+            })?;
+        let target = link.link_target.as_deref().unwrap_or_default();
+        match recorded.get(&oid) {
+            Some(location) if location == target && Path::new(target).is_absolute() => {}
+            Some(location) => return Err(refuse(
+                link,
+                format!(
+                    "it points at {target:?}, but the backup's tablespace_map says {location:?}"
+                ),
+            )),
+            None => {
+                return Err(refuse(
+                    link,
+                    format!("tablespace {oid} is not in the backup's tablespace_map"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `<oid> <location>` lines of a tablespace_map. PostgreSQL writes a backslash before each
+/// newline, carriage return and backslash of a location (do_pg_backup_start), so a line ends
+/// at an unescaped newline only.
+fn parse_tablespace_map(content: &str) -> BTreeMap<u32, String> {
+    let mut map = BTreeMap::new();
+    let mut line = String::new();
+    let mut add = |line: &mut String| {
+        if let Some((oid, location)) = line.split_once(' ') {
+            if let Ok(oid) = oid.parse() {
+                map.insert(oid, location.to_string());
+            }
+        }
+        line.clear();
+    };
+    let mut chars = content.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => line.extend(chars.next()),
+            '\n' => add(&mut line),
+            other => line.push(other),
+        }
+    }
+    add(&mut line);
+    map
+}
+
 fn write_new_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| Error::io("create", path.display(), e))?;
     file.write_all(content)
@@ -741,13 +864,13 @@ fn rewrite_tablespace_map(content: &str, mapping: &BTreeMap<u32, PathBuf>) -> St
         .collect()
 }
 
-/// Quotes a value for postgresql.conf.
+/// Appends the recovery settings to postgresql.auto.conf; returns them.
 fn append_recovery_settings(
     pgdata: &Path,
     metadata: &BackupMetadata,
     options: &RestoreOptions,
     key_written: bool,
-) -> Result<()> {
+) -> Result<Vec<(String, String)>> {
     let mut settings: Vec<(&str, String)> = Vec::new();
     let key_flag = if key_written {
         format!(" --identity-file {RECOVERY_KEY_FILE}")
@@ -792,14 +915,17 @@ fn append_recovery_settings(
         metadata.backup_name,
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     ));
-    for (name, value) in settings {
-        text.push_str(&format!("{name} = {}\n", conf_quote(&value)));
+    for (name, value) in &settings {
+        text.push_str(&format!("{name} = {}\n", conf_quote(value)));
     }
-    let mut file = File::create(&path).map_err(|e| Error::io("create", path.display(), e))?;
-    file.write_all(text.as_bytes())
-        .map_err(|e| Error::io("write", path.display(), e))?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io("set permissions on", path.display(), e))
+    // Rewritten through a temporary name: the restored file may be a link.
+    let temporary = path.with_file_name(".postgresql.auto.conf.sc_backup_restore");
+    write_new_file(&temporary, text.as_bytes(), 0o600)?;
+    fs::rename(&temporary, &path).map_err(|e| Error::io("rename", path.display(), e))?;
+    Ok(settings
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect())
 }
 
 #[cfg(test)]
@@ -883,6 +1009,31 @@ mod tests {
         let missing = dir.path().join("gone");
         let error = fsync_all(&[file, missing], 1).unwrap_err().to_string();
         assert!(error.contains("fsync") && error.contains("gone"), "{error}");
+    }
+
+    #[test]
+    fn tablespace_map_locations_are_unescaped_as_postgresql_escapes_them() {
+        let map = parse_tablespace_map("16385 /srv/ts one\n16386 /odd\\\\path\\\nline\n");
+        assert_eq!(map.get(&16385).map(String::as_str), Some("/srv/ts one"));
+        assert_eq!(
+            map.get(&16386).map(String::as_str),
+            Some("/odd\\path\nline")
+        );
+        assert_eq!(parse_tablespace_map("").len(), 0);
+        assert_eq!(
+            parse_tablespace_map("1 /a").get(&1).map(String::as_str),
+            Some("/a")
+        );
+    }
+
+    #[test]
+    fn modes_are_those_postgresql_makes() {
+        assert_eq!(file_mode(0o104_777), 0o640);
+        assert_eq!(file_mode(0o600), 0o600);
+        assert_eq!(file_mode(0), 0o600);
+        assert_eq!(directory_mode(0o1777), 0o750);
+        assert_eq!(directory_mode(0o700), 0o700);
+        assert_eq!(directory_mode(0), 0o700);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! for, queries and removes such a cluster; the commands only say what to do inside it.
 //!
 //! It must never be mistaken for production, nor hurt it:
-//! - it lives in a new directory (`sc-backup-sandbox-<pid>-<n>`, mode 0700) under a parent
-//!   checked for room first, and listens only on a Unix socket in that directory: no TCP port,
-//!   never the production socket;
+//! - it lives in a new directory (`sandbox-<pid>-<n>`, mode 0700) inside a private directory
+//!   (`sc-backup-<uid>`: owned by the user that runs the sandbox server, mode 0700, refused
+//!   otherwise) of a parent checked for room first, and listens only on a Unix socket in that
+//!   directory: no TCP port, never the production socket;
 //! - the server is started with every setting that matters on its command line, which beats
 //!   every configuration file: its own (empty) `config_file`, `hba_file` and `ident_file` (so
 //!   nothing of production's configuration, includes or `data_directory` applies),
@@ -40,7 +41,7 @@ use crate::server_binaries::ServerBinaries;
 
 /// Room kept free beyond the backup's size: the WAL replayed and written while it runs.
 pub const WORKING_ROOM: u64 = 1 << 30;
-const DIRECTORY_PREFIX: &str = "sc-backup-sandbox-";
+const DIRECTORY_PREFIX: &str = "sandbox-";
 /// In a sandbox left running by `--keep`: the user removes it, not the sweep.
 const KEPT_MARKER: &str = "kept";
 /// The socket's port number: only its file name, in the sandbox's own directory.
@@ -93,6 +94,8 @@ pub struct Sandbox {
     run_as: Option<(u32, u32)>,
     postmaster: Option<Child>,
     keep: bool,
+    /// The recovery settings the restore wrote, repeated on the command line.
+    recovery_settings: Vec<(String, String)>,
     pub timings: Timings,
 }
 
@@ -183,6 +186,10 @@ pub fn sweep_abandoned(parent: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// The postmaster running on `data`, if one is: the pid its `postmaster.pid` names, and only
+/// when that process's working directory is `data` itself (a postmaster works in its data
+/// directory). A pid file is only text: one written by someone else, or left by a server whose
+/// pid was reused, must never get a signal sent to an unrelated process.
 fn running_postmaster(data: &Path) -> Option<i32> {
     let pid: i32 = fs::read_to_string(data.join("postmaster.pid"))
         .ok()?
@@ -191,7 +198,49 @@ fn running_postmaster(data: &Path) -> Option<i32> {
         .trim()
         .parse()
         .ok()?;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    if pid <= 1 {
+        return None;
+    }
+    let working_directory = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    (working_directory == fs::canonicalize(data).ok()?).then_some(pid)
+}
+
+/// The directory under `parent` where this user's sandboxes are made: owned by the user that
+/// runs the sandbox server (postgres when we run as root), mode 0700, created if missing and
+/// refused if anything else (a link, another owner, wider access). `parent` itself (default
+/// /var/tmp) may be shared by every local user; nobody else can then place, read or change
+/// anything in a sandbox, nor plant a `postmaster.pid` for the sweep to act on.
+pub fn private_directory(parent: &Path) -> Result<PathBuf> {
+    private_directory_for(parent, postgres_user()?)
+}
+
+fn private_directory_for(parent: &Path, run_as: Option<(u32, u32)>) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    // Safety: geteuid has no preconditions.
+    let uid = run_as.map_or_else(|| unsafe { libc::geteuid() }, |(uid, _)| uid);
+    let directory = parent.join(format!("sc-backup-{uid}"));
+    match fs::DirBuilder::new().mode(0o700).create(&directory) {
+        Ok(()) => {
+            if let Some((uid, gid)) = run_as {
+                std::os::unix::fs::lchown(&directory, Some(uid), Some(gid))
+                    .map_err(|e| Error::io("change the owner of", directory.display(), e))?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create directory", directory.display(), e)),
+    }
+    let meta =
+        fs::symlink_metadata(&directory).map_err(|e| Error::io("stat", directory.display(), e))?;
+    if !meta.file_type().is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(Error::InvalidTarget(format!(
+            "{} is not a private directory (a {} owned by uid {}, mode {:o}): sandboxes are made only in a directory owned by the user that runs them (uid {uid}), mode 0700. Remove it, or choose another place with --sandbox-dir DIR (sc_backup.verify_directory)",
+            directory.display(),
+            if meta.file_type().is_symlink() { "link" } else if meta.is_dir() { "directory" } else { "file" },
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(directory)
 }
 
 fn wait_gone(pid: i32, timeout: Duration) {
@@ -229,7 +278,7 @@ impl Sandbox {
             )));
         }
         let run_as = postgres_user()?;
-        let directory = create_directory(&options.parent)?;
+        let directory = create_directory(&private_directory_for(&options.parent, run_as)?)?;
         let data = directory.join("data");
         let mut sandbox = Sandbox {
             log: directory.join("server.log"),
@@ -241,6 +290,7 @@ impl Sandbox {
             run_as,
             postmaster: None,
             keep: false,
+            recovery_settings: Vec::new(),
             timings: Timings::default(),
         };
         let started = Instant::now();
@@ -265,7 +315,8 @@ impl Sandbox {
             // Thrown away after use, and run with fsync off.
             sync: false,
         };
-        restore(repository, metadata, manifest, &restore_options, progress)?;
+        let restored = restore(repository, metadata, manifest, &restore_options, progress)?;
+        sandbox.recovery_settings = restored.recovery_settings;
         sandbox.write_configuration(options)?;
         if let Some(owner) = run_as {
             chown_tree(&sandbox.directory, owner)?;
@@ -310,10 +361,26 @@ impl Sandbox {
             ("unix_socket_directories", dir.clone()),
             ("port", PORT.into()),
             ("cluster_name", "sc-backup sandbox".into()),
+            ("unix_socket_permissions", "0700".into()),
+            ("unix_socket_group", String::new()),
             ("archive_mode", "off".into()),
             ("archive_command", String::new()),
             ("archive_library", String::new()),
+            // Nothing the backup's own configuration names is loaded or run: a backup taken
+            // from (or written into the repository by) someone else could ship a library in
+            // its data directory, or a command, and the sandbox runs as the postgres OS user.
             ("shared_preload_libraries", String::new()),
+            ("session_preload_libraries", String::new()),
+            ("local_preload_libraries", String::new()),
+            ("dynamic_library_path", "$libdir".into()),
+            ("jit", "off".into()),
+            ("jit_provider", "llvmjit".into()),
+            ("archive_cleanup_command", String::new()),
+            ("recovery_end_command", String::new()),
+            ("ssl_passphrase_command", String::new()),
+            ("external_pid_file", String::new()),
+            ("primary_conninfo", String::new()),
+            ("primary_slot_name", String::new()),
             ("max_logical_replication_workers", "0".into()),
             ("max_wal_senders", "0".into()),
             ("hot_standby", "off".into()),
@@ -331,15 +398,27 @@ impl Sandbox {
             ("log_line_prefix", "%m [%p] ".into()),
             ("log_timezone", "UTC".into()),
         ];
+        if self.server.major() >= 17 {
+            // Login event triggers (17+) of the restored catalog would run at our connections.
+            settings.push(("event_triggers", "off".into()));
+        }
+        if self.server.major() >= 18 {
+            // Where CREATE EXTENSION finds control files (and so libraries): the server's own.
+            settings.push(("extension_control_path", "$system".into()));
+        }
         if relaxed_durability {
             // Thrown away afterwards: nothing needs to survive a crash of the machine.
             settings.push(("fsync", "off".into()));
             settings.push(("synchronous_commit", "off".into()));
         }
-        settings
+        let mut settings: Vec<(String, String)> = settings
             .into_iter()
             .map(|(name, value)| (name.to_string(), value))
-            .collect()
+            .collect();
+        // Ours, after the defaults above: restore_command, recovery_end_command (the spool's
+        // and the key's cleanup) and the target.
+        settings.extend(self.recovery_settings.iter().cloned());
+        settings
     }
 
     /// Starts the server and waits until recovery has ended and it accepts connections.
@@ -448,7 +527,11 @@ impl Sandbox {
                 "-F",
                 "\u{1f}",
             ])
-            .args(["-d", database, "-c", sql])
+            // As a connection string whose one parameter is the database: a database named
+            // like `host=/run/postgresql dbname=postgres` must not aim psql at production.
+            .arg("-d")
+            .arg(crate::live::with_database("", database))
+            .args(["-c", sql])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| Error::io("run", self.server.program("psql").display(), e))?;
@@ -468,6 +551,13 @@ impl Sandbox {
             .env("PGHOST", &self.directory)
             .env("PGPORT", PORT)
             .env("PGUSER", &self.superuser)
+            // A client's options beat the restored catalog's per-role and per-database
+            // settings (ALTER ROLE ... SET session_preload_libraries), which beat the command
+            // line: nothing is loaded at our connections either.
+            .env(
+                "PGOPTIONS",
+                "-c session_preload_libraries= -c local_preload_libraries= -c jit=off",
+            )
             .env_remove("PGPASSWORD")
             .env_remove("PGSERVICE")
             .env_remove("PGDATABASE");
@@ -479,10 +569,12 @@ impl Sandbox {
 
     /// libpq connection parameters of the sandbox (for `--keep`).
     pub fn conninfo(&self, database: &str) -> String {
+        use crate::live::quote_conninfo_value as quote;
         format!(
-            "host={} port={PORT} user={} dbname={database}",
-            self.directory.display(),
-            self.superuser
+            "host={} port={PORT} user={} dbname={}",
+            quote(&self.directory.display().to_string()),
+            quote(&self.superuser),
+            quote(database)
         )
     }
 
@@ -582,7 +674,8 @@ impl Drop for Sandbox {
     }
 }
 
-/// A new sandbox directory, mode 0700, named after this process (for [`sweep_abandoned`]).
+/// A new sandbox directory, mode 0700, named after this process (for [`sweep_abandoned`]),
+/// in `parent`, the [`private_directory`].
 fn create_directory(parent: &Path) -> Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     sweep_abandoned(parent);
@@ -592,6 +685,15 @@ fn create_directory(parent: &Path) -> Result<PathBuf> {
         COUNTER.fetch_add(1, Ordering::SeqCst)
     );
     let path = parent.join(name);
+    // The server's socket lives in the sandbox directory; its lock file's path must fit in a
+    // socket address (sun_path, 108 bytes with its terminating NUL).
+    let socket_lock = path.join(format!(".s.PGSQL.{PORT}.lock"));
+    if socket_lock.as_os_str().len() > 107 {
+        return Err(Error::InvalidTarget(format!(
+            "the sandbox's socket {} would be longer than a Unix socket path may be (107 bytes); choose a shorter --sandbox-dir (sc_backup.verify_directory)",
+            socket_lock.display()
+        )));
+    }
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&path)
@@ -622,27 +724,44 @@ const ISOLATION_SETTINGS: &[&str] = &[
     "data_directory",
     "listen_addresses",
     "unix_socket_directories",
+    "unix_socket_permissions",
+    "unix_socket_group",
     "port",
     "archive_mode",
     "archive_command",
     "archive_library",
+    "archive_cleanup_command",
     "restore_command",
+    "recovery_end_command",
     "primary_conninfo",
     "primary_slot_name",
     "max_wal_senders",
     "max_logical_replication_workers",
     "hot_standby",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "dynamic_library_path",
+    "jit_provider",
+    "ssl_passphrase_command",
+    "external_pid_file",
+    "event_triggers",
+    "extension_control_path",
 ];
 
 /// Refuses a user's setting that would undo the sandbox's isolation: its socket, its own
-/// configuration files, archiving off, no replication; and sc_backup itself preloaded (its
-/// scheduler would take backups of the sandbox into the repository named in the restored
-/// `postgresql.auto.conf`).
+/// configuration files, archiving off, no replication, nothing loaded or run that the sandbox
+/// did not choose (a preloaded sc_backup's scheduler, for one, would take backups of the
+/// sandbox into the repository named in the restored `postgresql.auto.conf`).
 pub fn check_extra_setting(name: &str, value: &str) -> Result<()> {
-    let lower = name.trim().to_ascii_lowercase();
+    // `postgres -c` reads `listen-addresses` as `listen_addresses`, and names are
+    // case-insensitive: compare what the server will see.
+    let lower = name.trim().to_ascii_lowercase().replace('-', "_");
     let refused = ISOLATION_SETTINGS.contains(&lower.as_str())
         || lower.starts_with("recovery_target")
         || lower.starts_with("sc_backup.")
+        || lower.contains('=')
+        // The operator may preload what a database needs (timescaledb, say), from the
+        // server's own library directory, but not sc_backup.
         || (lower == "shared_preload_libraries"
             && value.split(',').any(|library| {
                 // `sc_backup`, `"sc_backup"`, `$libdir/sc_backup.so`: the same library.
@@ -708,22 +827,94 @@ mod tests {
         assert!(!dead.exists() && ours.exists() && other.exists() && kept.exists());
     }
 
+    /// Only a directory of our own, 0700, holds sandboxes; a link or a directory someone else
+    /// made in a shared parent is refused.
+    #[test]
+    fn sandboxes_live_only_in_a_private_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let parent = tempfile::tempdir().unwrap();
+        let private = private_directory_for(parent.path(), None).unwrap();
+        let meta = fs::symlink_metadata(&private).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        assert_eq!(private_directory_for(parent.path(), None).unwrap(), private);
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o777)).unwrap();
+        let error = private_directory_for(parent.path(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a private directory"), "{error}");
+        fs::remove_dir(&private).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), &private).unwrap();
+        let error = private_directory_for(parent.path(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("a link"), "{error}");
+        fs::remove_file(&private).unwrap();
+        // Owned by someone else (nobody's uid, when we may chown).
+        if unsafe { libc::geteuid() } == 0 {
+            fs::DirBuilder::new().mode(0o700).create(&private).unwrap();
+            std::os::unix::fs::chown(&private, Some(65534), None).unwrap();
+            let error = private_directory_for(parent.path(), None)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("owned by uid 65534"), "{error}");
+        }
+    }
+
+    /// A `postmaster.pid` naming a live process that is not that directory's postmaster (this
+    /// test's own process, here) gets no signal.
+    #[test]
+    fn the_sweep_signals_only_the_postmaster_of_that_data_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        let planted = parent.path().join(format!("{DIRECTORY_PREFIX}999999997-0"));
+        fs::create_dir_all(planted.join("data")).unwrap();
+        let victim = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        fs::write(
+            planted.join("data/postmaster.pid"),
+            format!("{}\n/some/data\n", victim.id()),
+        )
+        .unwrap();
+        assert_eq!(running_postmaster(&planted.join("data")), None);
+        sweep_abandoned(parent.path());
+        let mut victim = victim;
+        assert!(
+            victim.try_wait().unwrap().is_none(),
+            "the sweep signalled a process that is not a postmaster of the sandbox"
+        );
+        let _ = victim.kill();
+        let _ = victim.wait();
+    }
+
     #[test]
     fn settings_that_would_undo_the_isolation_are_refused() {
         for (name, value) in [
             ("port", "5432"),
             ("Listen_Addresses", "*"),
+            ("listen-addresses", "*"),
             ("archive_mode", "on"),
             ("recovery_target_time", "2026-11-24 10:00:00+00"),
+            ("recovery-target-time", "2026-11-24 10:00:00+00"),
             ("sc_backup.repository", "/tmp/x"),
             ("shared_preload_libraries", "timescaledb, sc_backup"),
             ("shared_preload_libraries", "'$libdir/sc_backup.so'"),
+            ("session_preload_libraries", "/tmp/x.so"),
+            ("local-preload-libraries", "x"),
+            ("dynamic_library_path", "/tmp"),
+            ("jit_provider", "../../tmp/x"),
+            ("archive_cleanup_command", "touch /tmp/x"),
+            ("recovery_end_command", "touch /tmp/x"),
+            ("ssl_passphrase_command", "touch /tmp/x"),
+            ("external_pid_file", "/etc/x"),
+            ("shared-preload-libraries", "sc_backup"),
         ] {
             let error = check_extra_setting(name, value).unwrap_err().to_string();
             assert!(error.contains("is refused"), "{name}: {error}");
         }
-        check_extra_setting("shared_preload_libraries", "timescaledb").unwrap();
         check_extra_setting("work_mem", "64MB").unwrap();
+        check_extra_setting("shared_preload_libraries", "timescaledb").unwrap();
     }
 
     #[test]

@@ -202,6 +202,28 @@ pub fn unwrap_key_with_stock_age(repository: &Path, passphrase: &str, key_file: 
     );
 }
 
+/// Where sandboxes are made under `--sandbox-dir parent`: the private directory of the user that
+/// runs their servers (postgres, when the tests run as root).
+pub fn sandbox_root(parent: &Path) -> PathBuf {
+    let uid = if is_root() {
+        // Safety: getpwnam returns static storage or NULL; read at once.
+        let entry = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
+        assert!(!entry.is_null(), "no postgres OS user");
+        unsafe { (*entry).pw_uid }
+    } else {
+        // Safety: geteuid has no preconditions.
+        unsafe { libc::geteuid() }
+    };
+    parent.join(format!("sc-backup-{uid}"))
+}
+
+/// The sandboxes under `--sandbox-dir parent` (none when it was never used).
+pub fn sandboxes_under(parent: &Path) -> Vec<PathBuf> {
+    fs::read_dir(sandbox_root(parent))
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
 /// A fresh directory owned by the postgres OS user, removed when dropped (kept when the test
 /// panicked, for the post-mortem, or when SC_BACKUP_KEEP_TEST_DIRS is set).
 pub struct TestDir {

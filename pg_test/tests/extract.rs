@@ -2,7 +2,7 @@
 //! under load comes back as it was, in a new schema, while production keeps running; every
 //! recovery target kind and every destination; refusals; Ctrl-C leaves nothing behind.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,10 +40,7 @@ fn extract_ok(primary: &Cluster, dir: &TestDir, repository: &Path, args: &[&str]
 
 /// Nothing left of any sandbox.
 fn assert_no_sandbox(dir: &TestDir) {
-    let left: Vec<PathBuf> = std::fs::read_dir(dir.subdir("sandboxes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let left = sc_backup_pg_test::sandboxes_under(&dir.subdir("sandboxes"));
     assert!(left.is_empty(), "sandboxes left: {left:?}");
     let processes: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
@@ -411,10 +408,7 @@ fn every_recovery_target_kind_and_every_destination() {
         ],
     );
     assert!(output.contains("the sandbox is kept running"), "{output}");
-    let kept: Vec<PathBuf> = std::fs::read_dir(dir.subdir("sandboxes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let kept = sc_backup_pg_test::sandboxes_under(&dir.subdir("sandboxes"));
     assert_eq!(kept.len(), 1, "{kept:?}");
     let kept = &kept[0];
     let query_kept = || {
@@ -542,10 +536,9 @@ fn an_interrupted_extract_leaves_no_sandbox_no_process_and_nothing_live() {
         let pid = cli_pid(child.id());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let started = std::fs::read_dir(&sandboxes)
-                .unwrap()
-                .filter_map(Result::ok)
-                .any(|e| e.path().join("data/postmaster.pid").exists());
+            let started = sc_backup_pg_test::sandboxes_under(&sandboxes)
+                .iter()
+                .any(|sandbox| sandbox.join("data/postmaster.pid").exists());
             if started {
                 break;
             }

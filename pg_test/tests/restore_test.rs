@@ -64,6 +64,26 @@ fn restore_test_passes_a_good_backup_and_names_a_page_damaged_before_the_backup(
     app.batch_execute("CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 777) g")
         .unwrap();
     drop(app);
+    // A database named like a connection string that aims at the live primary's `app`
+    // (through a short link to its socket directory: names have at most 63 bytes). The
+    // sandbox must check that database, in the sandbox.
+    let short_socket = std::path::PathBuf::from(format!("/tmp/sc-rt-{}", std::process::id()));
+    let _ = std::fs::remove_file(&short_socket);
+    std::os::unix::fs::symlink(&primary.socket_dir, &short_socket).unwrap();
+    let tricky = format!("host={} dbname=app", short_socket.display());
+    client
+        .simple_query(&format!("CREATE DATABASE \"{tricky}\""))
+        .unwrap();
+    let mut tricky_db = sc_backup_pg_test::postgres::Config::new()
+        .host_path(&primary.socket_dir)
+        .user("postgres")
+        .dbname(&tricky)
+        .connect(sc_backup_pg_test::postgres::NoTls)
+        .unwrap();
+    tricky_db
+        .batch_execute("CREATE TABLE marker AS SELECT g AS id FROM generate_series(1, 5) g")
+        .unwrap();
+    drop(tricky_db);
     take_backup(&mut client);
     primary.switch_and_wait_archived(&mut client);
     let verify = |primary: &Cluster, extra: &[&str]| {
@@ -79,6 +99,11 @@ fn restore_test_passes_a_good_backup_and_names_a_page_damaged_before_the_backup(
     assert!(output.status.success(), "{}", text(&output));
     let report = text(&output);
     assert!(report.contains("app: 1 tables, 777 rows"), "{report}");
+    assert!(
+        report.contains(&format!("{tricky}: 1 tables, 5 rows")),
+        "{report}"
+    );
+    let _ = std::fs::remove_file(&short_socket);
     assert!(
         report.contains("every database and table of the backup's catalog snapshot is there"),
         "{report}"
@@ -142,8 +167,12 @@ fn restore_test_passes_a_good_backup_and_names_a_page_damaged_before_the_backup(
         "{report}"
     );
     assert!(!report.contains("table public.kept"), "{report}");
-    let left = std::fs::read_dir(&sandboxes).unwrap().count();
-    assert_eq!(left, 0, "a sandbox was left behind");
+    // Sandboxes are made in a private directory of the user that runs them, inside the one
+    // given; nothing else is left there.
+    let private: Vec<_> = std::fs::read_dir(&sandboxes).unwrap().flatten().collect();
+    assert_eq!(private.len(), 1, "{private:?}");
+    let left = sc_backup_pg_test::sandboxes_under(&sandboxes);
+    assert!(left.is_empty(), "a sandbox was left behind: {left:?}");
 }
 
 /// `sc_status()`'s value of one metric, once the scheduler has copied the CLI's audit

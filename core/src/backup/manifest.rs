@@ -296,9 +296,22 @@ impl<'r> BundleReader<'r> {
 }
 
 /// Collects a small decoded object in memory, refusing to grow past `limit`.
-pub(super) struct CappedBuffer {
+pub struct CappedBuffer {
     pub(super) data: Vec<u8>,
     pub(super) limit: usize,
+}
+
+impl CappedBuffer {
+    pub fn new(limit: usize) -> Self {
+        CappedBuffer {
+            data: Vec::new(),
+            limit,
+        }
+    }
+
+    pub fn into_inner(self) -> Vec<u8> {
+        self.data
+    }
 }
 
 impl Write for CappedBuffer {
