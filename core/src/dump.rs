@@ -285,7 +285,10 @@ pub fn take_dump(
             checksum_line(&metadata.checksum, &file).as_bytes(),
         )?;
         // Written last: from here on the dump exists.
-        let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+        let mut json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+        if let Some(key) = repository.key()? {
+            json = crate::codec::authentication::seal(key, &meta_key(&file), &json);
+        }
         write_object(repository, &meta_key(&file), &json)
     })();
     if let Err(error) = finished {
@@ -395,6 +398,13 @@ fn read_dump_metadata(repository: &Repository, file: &str) -> Result<DumpMetadat
     let key = meta_key(file);
     let data = read_small_object(repository.storage(), &key)?
         .ok_or_else(|| Error::BackupNotFound(file.to_string()))?;
+    let data =
+        crate::codec::authentication::open(repository.key()?, &key, &data).map_err(|reason| {
+            Error::NotAuthenticated {
+                object: key.clone(),
+                reason,
+            }
+        })?;
     let metadata: DumpMetadata =
         serde_json::from_slice(&data).map_err(|e| Error::InvalidMetadata {
             object: key.clone(),

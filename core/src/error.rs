@@ -112,6 +112,13 @@ pub enum Error {
     #[error("invalid repository metadata \"{object}\": {reason}")]
     InvalidMetadata { object: String, reason: String },
 
+    #[error("repository object \"{object}\" is refused: {reason}")]
+    NotAuthenticated {
+        object: String,
+        #[source]
+        reason: crate::codec::authentication::AuthenticationError,
+    },
+
     #[error(
         "backup \"{backup}\" cannot be read: it depends on backup \"{parent}\", which {reason}"
     )]
@@ -190,6 +197,10 @@ impl Error {
                     .into(),
             ),
             Error::WrongKey { .. } => Some("The object does not belong to this repository.".into()),
+            Error::NotAuthenticated { .. } => Some(
+                "Someone who can write to the repository, but does not know its passphrase, made or changed it: do not use it. Restore another backup, and find out who can write there."
+                    .into(),
+            ),
             Error::Decode { .. } | Error::ChecksumMismatch { .. } => Some(
                 "The stored object is corrupt or truncated; restore it from another copy of the repository, or use an older backup."
                     .into(),

@@ -92,6 +92,21 @@ impl Repository {
             location: storage.describe(),
             reason: format!("{INFO_KEY} is missing"),
         })?;
+        // repository.json is plain text anyone who can write the repository can change: a
+        // reader configured for encryption never takes its word that there is none (and with
+        // it, that nothing needs authenticating).
+        let expects_encryption = settings.encryption == EncryptionMode::Age
+            || settings
+                .encryption_passphrase
+                .as_ref()
+                .is_some_and(|p| !p.expose().is_empty());
+        if info.encryption == "none" && expects_encryption {
+            return Err(Error::EncryptionMismatch {
+                location: storage.describe(),
+                repository_mode: describe_mode(&info.encryption),
+                configured_mode: "\"age\" (a passphrase is configured)".into(),
+            });
+        }
         Repository::from_parts(storage, info, settings)
     }
 
@@ -169,7 +184,10 @@ impl Repository {
     /// Uses an already unwrapped key (from `sc-backup restore`'s identity file) instead of the
     /// passphrase; refused unless it is this repository's key.
     pub fn with_key(self, key: RepositoryKey) -> Result<Repository> {
-        if self.info.key_recipient.as_deref() != Some(key.recipient_string().as_str()) {
+        // Also when repository.json claims no encryption: the key says there is.
+        if self.info.encryption == "none"
+            || self.info.key_recipient.as_deref() != Some(key.recipient_string().as_str())
+        {
             return Err(Error::WrongKey {
                 object: KEY_KEY.into(),
             });

@@ -795,12 +795,14 @@ fn check_links(
         let target = link.link_target.as_deref().unwrap_or_default();
         match recorded.get(&oid) {
             Some(location) if location == target && Path::new(target).is_absolute() => {}
-            Some(location) => return Err(refuse(
-                link,
-                format!(
+            Some(location) => {
+                return Err(refuse(
+                    link,
+                    format!(
                     "it points at {target:?}, but the backup's tablespace_map says {location:?}"
                 ),
-            )),
+                ))
+            }
             None => {
                 return Err(refuse(
                     link,

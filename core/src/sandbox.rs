@@ -491,7 +491,15 @@ impl Sandbox {
             }
             match self.psql("postgres", "SELECT pg_is_in_recovery()") {
                 Ok(answer) if answer.trim() == "f" => break Instant::now(),
-                _ => std::thread::sleep(Duration::from_millis(100)),
+                Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+                Err(Error::InvalidTarget(refusal)) if !still_starting(&refusal) => {
+                    // The server is up but refuses us for good (a library its configuration
+                    // names cannot be loaded, say): waiting would never end.
+                    return Err(Error::InvalidTarget(format!(
+                        "the sandbox server refuses connections: {refusal}"
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         };
         let log = self.log_text();
@@ -699,6 +707,23 @@ fn create_directory(parent: &Path) -> Result<PathBuf> {
         .create(&path)
         .map_err(|e| Error::io("create directory", path.display(), e))?;
     Ok(path)
+}
+
+/// Whether a failed connection is one a server in recovery gives until it accepts them (no
+/// socket yet, starting up, not accepting connections during recovery, shutting down), rather
+/// than a refusal that will not change.
+fn still_starting(psql_error: &str) -> bool {
+    let fatal = psql_error.contains("FATAL:") || psql_error.contains("ERROR:");
+    !fatal
+        || [
+            "the database system is starting up",
+            "not yet accepting connections",
+            "the database system is not accepting connections",
+            "the database system is shutting down",
+            "consistent recovery state has not been yet reached",
+        ]
+        .iter()
+        .any(|phase| psql_error.contains(phase))
 }
 
 /// The time at the start of a server log line (`log_line_prefix = '%m [%p] '`, UTC).
@@ -915,6 +940,20 @@ mod tests {
         }
         check_extra_setting("work_mem", "64MB").unwrap();
         check_extra_setting("shared_preload_libraries", "timescaledb").unwrap();
+    }
+
+    #[test]
+    fn a_server_still_starting_is_waited_for_and_a_refusal_is_not() {
+        for starting in [
+            "psql: error: connection to server on socket \"/x/.s.PGSQL.5432\" failed: No such file or directory\n\tIs the server running locally and accepting connections on that socket?",
+            "psql: error: connection to server on socket \"/x/.s.PGSQL.5432\" failed: FATAL:  the database system is starting up",
+            "psql: error: connection to server on socket \"/x/.s.PGSQL.5432\" failed: FATAL:  the database system is not accepting connections\nDETAIL:  Hot standby mode is disabled.",
+        ] {
+            assert!(still_starting(starting), "{starting}");
+        }
+        assert!(!still_starting(
+            "psql: error: connection to server on socket \"/x/.s.PGSQL.5432\" failed: FATAL:  could not access file \"evil\": No such file or directory"
+        ));
     }
 
     #[test]

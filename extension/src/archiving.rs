@@ -75,6 +75,34 @@ pub fn warn_about_command_conflict() -> Option<String> {
     Some(conflict.message)
 }
 
+/// At server start, outside recovery: removes what `sc-backup restore` left for a recovery that
+/// has ended without its `recovery_end_command` (a crash just after promotion, a
+/// `recovery.signal` removed by hand): the unwrapped repository key, and the prefetch spool.
+/// Until recovery ends they are needed; after it, the key must not stay in the data directory,
+/// where any copy of the directory (a `pg_basebackup`, a file-level copy) would carry it.
+pub fn remove_recovery_leftovers() {
+    let data_directory = std::path::Path::new(".");
+    if data_directory.join("recovery.signal").exists()
+        || data_directory.join("standby.signal").exists()
+    {
+        return;
+    }
+    for leftover in [
+        sc_backup_core::restore::RECOVERY_KEY_FILE,
+        sc_backup_core::wal_prefetch::SPOOL_DIRECTORY,
+    ] {
+        let path = data_directory.join(leftover);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if removed.is_ok() {
+            pgrx::log!("sc_backup: removed {leftover}, left in the data directory by a recovery that has ended");
+        }
+    }
+}
+
 /// Raises an ERROR unless WAL is archived through sc_backup: a base backup cannot be restored
 /// without the WAL written while it was taken, and `pg_backup_stop` waits for that WAL.
 pub fn require_sc_backup_archiving() {

@@ -27,16 +27,24 @@ pub mod status;
 
 ::pgrx::pg_module_magic!(name, version);
 
+/// What a backend reads of one manifest or catalog into memory. A backend that runs out of
+/// memory takes the whole cluster through crash recovery, so a damaged or hostile repository
+/// must not be able to make one allocate much: 64 MiB of manifest is some 300,000 files
+/// (larger backups are verified and restored by the CLI, which reads up to 512 MiB).
+const BACKEND_DOCUMENT_LIMIT: u64 = 64 << 20;
+
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     redact::install();
     scheduler::register();
+    sc_backup_core::backup::limit_documents_in_memory(BACKEND_DOCUMENT_LIMIT);
     // Once, in the postmaster at server start (the configuration is loaded by then).
     // Safety: plain reads of PostgreSQL's process flags.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress && !pg_sys::IsUnderPostmaster }
     {
         archiving::warn_about_command_conflict();
+        archiving::remove_recovery_leftovers();
     }
 }
 

@@ -84,7 +84,26 @@ fn restore_test_passes_a_good_backup_and_names_a_page_damaged_before_the_backup(
         .batch_execute("CREATE TABLE marker AS SELECT g AS id FROM generate_series(1, 5) g")
         .unwrap();
     drop(tricky_db);
+    // Libraries the backup names for every session, in its postgresql.auto.conf (not applied
+    // on the primary: no reload) and in its catalog (a per-role setting): the sandbox must load
+    // none of them. Missing libraries, so that loading one fails every connection.
+    for statement in [
+        "ALTER SYSTEM SET session_preload_libraries = 'sc_backup_hostile_library'",
+        "ALTER SYSTEM SET local_preload_libraries = 'sc_backup_hostile_plugin'",
+        "ALTER SYSTEM SET dynamic_library_path = '/tmp/sc_backup_hostile_libraries'",
+        "ALTER ROLE postgres IN DATABASE app SET session_preload_libraries = 'sc_backup_hostile_role_library'",
+    ] {
+        client.batch_execute(statement).unwrap();
+    }
     take_backup(&mut client);
+    for statement in [
+        "ALTER SYSTEM RESET session_preload_libraries",
+        "ALTER SYSTEM RESET local_preload_libraries",
+        "ALTER SYSTEM RESET dynamic_library_path",
+        "ALTER ROLE postgres IN DATABASE app RESET session_preload_libraries",
+    ] {
+        client.batch_execute(statement).unwrap();
+    }
     primary.switch_and_wait_archived(&mut client);
     let verify = |primary: &Cluster, extra: &[&str]| {
         primary

@@ -2,6 +2,7 @@
 
 use super::metadata::{metadata_key, METADATA_NAME};
 use super::{BackupMetadata, BACKUPS_PREFIX};
+use crate::codec::authentication;
 use crate::error::{Error, Result};
 use crate::repository::{read_small_object, Repository};
 
@@ -114,7 +115,13 @@ fn read_listed(repository: &Repository, name: &str) -> Result<Listed> {
     if let Some(claimed) = tombstone_claimed(&data) {
         return Ok(Listed::Tombstone(claimed));
     }
-    parse_metadata(name, &key, &data).map(|metadata| Listed::Backup(Box::new(metadata)))
+    let document = authentication::open(repository.key()?, &key, &data).map_err(|reason| {
+        Error::NotAuthenticated {
+            object: key.clone(),
+            reason,
+        }
+    })?;
+    parse_metadata(name, &key, &document).map(|metadata| Listed::Backup(Box::new(metadata)))
 }
 
 pub fn read_metadata(repository: &Repository, name: &str) -> Result<BackupMetadata> {
@@ -144,6 +151,22 @@ fn parse_metadata(name: &str, key: &str, data: &[u8]) -> Result<BackupMetadata> 
                 "it is in format {}, written by a newer sc_backup; this one reads up to {}",
                 metadata.format,
                 super::manifest::FORMAT_VERSION
+            ),
+        });
+    }
+    // Values that size buffers and divide: PostgreSQL's own ranges (BLCKSZ 1-32 kB,
+    // --wal-segsize 1 MB-1 GB, powers of two). A document with others is not a backup of
+    // PostgreSQL, and a page buffer of 4 GiB would abort the process (a backend: the cluster).
+    let block_size_valid = metadata.block_size == 0
+        || (metadata.block_size.is_power_of_two() && (1024..=32768).contains(&metadata.block_size));
+    let segment_size_valid = metadata.wal_segment_size.is_power_of_two()
+        && ((1 << 20)..=(1 << 30)).contains(&metadata.wal_segment_size);
+    if !block_size_valid || !segment_size_valid {
+        return Err(Error::InvalidMetadata {
+            object: key,
+            reason: format!(
+                "block size {} or WAL segment size {} is not one PostgreSQL can have",
+                metadata.block_size, metadata.wal_segment_size
             ),
         });
     }

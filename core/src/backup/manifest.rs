@@ -27,8 +27,24 @@ pub(super) const INCREMENTAL_FORMAT_VERSION: u32 = 2;
 pub(super) const FULL_FORMAT_VERSION: u32 = 1;
 
 /// The manifest grows with the number of files, never with their size; this bounds what a
-/// damaged or hostile manifest can make us allocate.
+/// damaged or hostile manifest can make us allocate (about 2.5 million files).
 pub(super) const MAX_MANIFEST_SIZE: u64 = 512 << 20;
+
+/// What this process reads of one manifest or catalog into memory: [`MAX_MANIFEST_SIZE`]
+/// unless lowered with [`limit_documents_in_memory`].
+static DOCUMENT_LIMIT: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(MAX_MANIFEST_SIZE);
+
+/// Lowers what this process reads of a manifest or catalog into memory (never raises it above
+/// [`MAX_MANIFEST_SIZE`]). A PostgreSQL backend sets it far lower: memory exhausted there
+/// takes the whole cluster through crash recovery, so what a damaged or hostile repository
+/// can make a backend allocate is capped, and larger backups are verified by the CLI.
+pub fn limit_documents_in_memory(bytes: u64) {
+    DOCUMENT_LIMIT.store(
+        bytes.min(MAX_MANIFEST_SIZE),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -299,6 +315,8 @@ impl<'r> BundleReader<'r> {
 pub struct CappedBuffer {
     pub(super) data: Vec<u8>,
     pub(super) limit: usize,
+    /// Whether a write was refused for going past the limit.
+    pub(super) overflowed: bool,
 }
 
 impl CappedBuffer {
@@ -306,6 +324,7 @@ impl CappedBuffer {
         CappedBuffer {
             data: Vec::new(),
             limit,
+            overflowed: false,
         }
     }
 
@@ -317,6 +336,7 @@ impl CappedBuffer {
 impl Write for CappedBuffer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.data.len() + buf.len() > self.limit {
+            self.overflowed = true;
             return Err(io::Error::other(format!(
                 "larger than {} bytes",
                 self.limit
@@ -347,18 +367,31 @@ pub(super) fn read_document(
             object: metadata_key(&metadata.backup_name),
             reason: format!("bad checksum {checksum:?} of {object}"),
         })?;
-    let mut buffer = CappedBuffer {
-        data: Vec::new(),
-        limit: MAX_MANIFEST_SIZE as usize,
-    };
-    repository.read_verified(
+    let limit = DOCUMENT_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
+    let mut buffer = CappedBuffer::new(limit as usize);
+    let read = repository.read_verified(
         &key,
         spec,
         ExpectedDigest::Decoded(expected),
         None,
         &mut buffer,
         &format!("the {object} in memory"),
-    )?;
+    );
+    if buffer.overflowed {
+        return Err(Error::InvalidMetadata {
+            object: key,
+            reason: format!(
+                "it decodes to more than {} MiB, the most this process reads into memory{}",
+                limit >> 20,
+                if limit < MAX_MANIFEST_SIZE {
+                    " (a PostgreSQL backend's limit: verify or restore it with sc-backup)"
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
+    read?;
     Ok((key, buffer.data))
 }
 

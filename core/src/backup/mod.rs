@@ -33,7 +33,7 @@ pub use incremental::{
     choose_parent, is_page_compared, BackupKind, ClusterPosition, DEFAULT_BLOCK_SIZE,
 };
 pub use listing::{find_backup, list_backups, read_metadata, scan_backups, tombstone, BackupScan};
-pub use manifest::CappedBuffer;
+pub use manifest::{limit_documents_in_memory, CappedBuffer};
 pub(crate) use manifest::{read_backup_file, BundleReader};
 pub use manifest::{read_manifest, EntryType, Manifest, ManifestEntry, Stored};
 pub use metadata::{read_catalog, BackupMetadata, CatalogSnapshot, DatabaseTables};

@@ -651,7 +651,10 @@ impl<'r> BackupWriter<'r> {
         metadata.compression = spec.compression.name().to_string();
         metadata.encryption = if spec.encrypted { "age" } else { "none" }.to_string();
         metadata.status = "complete".to_string();
-        let json = metadata.to_checksummed_json();
+        let mut json = metadata.to_checksummed_json();
+        if let Some(key) = self.repository.key()? {
+            json = crate::codec::authentication::seal(key, &metadata_key(&self.name), &json);
+        }
         let mut writer = self
             .repository
             .storage()

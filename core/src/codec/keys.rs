@@ -36,7 +36,16 @@ pub enum KeyError {
 pub struct RepositoryKey {
     identity: age::x25519::Identity,
     recipient: age::x25519::Recipient,
+    /// Whether the repository's metadata must carry a MAC made with this key
+    /// ([`crate::codec::authentication`]): recorded inside the key file, which only the
+    /// passphrase opens, so that nobody can turn it off. Keys made before it existed
+    /// (repositories created by older versions) do not require one.
+    authenticates: bool,
 }
+
+/// The line of a key file (inside its encryption) that says the repository's metadata is
+/// authenticated; age's identity-file reader skips it as a comment.
+const AUTHENTICATES_MARKER: &str = "# sc_backup: metadata is authenticated with this key (1)";
 
 impl std::fmt::Debug for RepositoryKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,7 +126,23 @@ impl RepositoryKey {
         RepositoryKey {
             identity,
             recipient,
+            authenticates: true,
         }
+    }
+
+    /// Whether metadata without a valid MAC made with this key must be refused.
+    pub fn authenticates(&self) -> bool {
+        self.authenticates
+    }
+
+    /// The key metadata MACs are made with: derived from the private key, so that making one
+    /// needs the passphrase (the public key, in repository.json, is known to anyone who can
+    /// read the repository, and encrypting to it proves nothing).
+    pub(crate) fn authentication_key(&self) -> [u8; 32] {
+        let mut digest = Sha256::new();
+        digest.update(b"sc_backup metadata authentication key, version 1\0");
+        digest.update(self.identity.to_string().expose_secret().as_bytes());
+        digest.finalize().into()
     }
 
     /// The public key, `age1...`: safe to print.
@@ -171,8 +196,13 @@ impl RepositoryKey {
 
     /// The private key in age's plain identity-file format (`age -d -i FILE` reads it).
     pub fn identity_file(&self) -> String {
+        let marker = if self.authenticates {
+            format!("{AUTHENTICATES_MARKER}\n")
+        } else {
+            String::new()
+        };
         format!(
-            "# sc_backup repository key; public key: {}\n{}\n",
+            "# sc_backup repository key; public key: {}\n{marker}{}\n",
             self.recipient,
             self.identity.to_string().expose_secret()
         )
@@ -188,9 +218,11 @@ impl RepositoryKey {
         let identity =
             age::x25519::Identity::from_str(line).map_err(|e| KeyError::Damaged(e.to_string()))?;
         let recipient = identity.to_public();
+        let authenticates = text.lines().any(|line| line.trim() == AUTHENTICATES_MARKER);
         Ok(RepositoryKey {
             identity,
             recipient,
+            authenticates,
         })
     }
 

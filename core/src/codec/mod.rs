@@ -12,6 +12,7 @@
 //! binary: a gzip or zstd stream, optionally inside an age file (`age -d | zstd -d`).
 //! Memory is bounded by the codecs' windows and buffers, whatever the object size.
 
+pub mod authentication;
 pub mod keys;
 
 use std::fmt;
