@@ -82,6 +82,7 @@ impl SettingsArgs {
             compression_level: self.compression_level.clone(),
             encryption: self.encryption.clone(),
             encryption_passphrase: passphrase,
+            secrets_file: None,
             s3_region: self.s3_region.clone(),
             s3_endpoint: self.s3_endpoint.clone(),
             s3_uri_style: self.s3_uri_style.clone(),
@@ -146,5 +147,6 @@ fn cluster_settings(
             raw.set(&name, value);
         }
     }
-    Ok(raw)
+    // The cluster's secrets file, as the server reads it (relative to its data directory).
+    Ok(raw.with_secrets_file(data_directory)?)
 }

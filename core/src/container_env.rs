@@ -84,8 +84,9 @@ pub const VARIABLES: &[&str] = &[
 pub struct ContainerSettings {
     /// `name = value` for the file every local user may read.
     pub settings: Vec<(&'static str, String)>,
-    /// `name = value` for the file only the postgres OS user reads: the passphrase and the
-    /// S3 keys. GUC_SUPERUSER_ONLY keeps them from non-superusers' SHOW as well.
+    /// `name = value` for the file only the postgres OS user reads, which
+    /// `sc_backup.secrets_file` names (it is not included: settings can be read by
+    /// monitoring roles): the passphrase and the S3 keys.
     pub secrets: Vec<(&'static str, Secret)>,
     /// The role and database the first start creates, like the official image.
     pub user: String,
@@ -123,10 +124,14 @@ impl ContainerSettings {
             .map(|(name, value)| conf_line(name, value.expose()))
             .collect();
         write_private(directory, SECRETS_FILE, &format!("{header}{secrets}"))?;
+        let secrets_path = std::path::absolute(directory.join(SECRETS_FILE))?;
         write_private(
             directory,
             CONFIG_FILE,
-            &format!("{header}include '{SETTINGS_FILE}'\ninclude '{SECRETS_FILE}'\n"),
+            &format!(
+                "{header}include '{SETTINGS_FILE}'\n{}",
+                conf_line(names::SECRETS_FILE, &secrets_path.display().to_string())
+            ),
         )?;
         match &self.password {
             Some(password) => write_private(directory, PASSWORD_FILE, password.expose()),
@@ -617,6 +622,21 @@ mod tests {
         let settings = fs::read_to_string(directory.path().join(SETTINGS_FILE)).unwrap();
         assert!(settings.contains("\nsc_backup.repository = 'gs://simcorp-backups'\n"));
         assert!(!settings.contains("passphrase"));
+        // The secrets are not settings: the file is named, not included, and reads as one.
+        let config = fs::read_to_string(directory.path().join(CONFIG_FILE)).unwrap();
+        assert!(
+            !config.contains(&format!("include '{SECRETS_FILE}'")),
+            "{config}"
+        );
+        assert!(config.contains(&format!(
+            "sc_backup.secrets_file = '{}'",
+            directory.path().join(SECRETS_FILE).display()
+        )));
+        let read = crate::config::read_secrets_file(&directory.path().join(SECRETS_FILE)).unwrap();
+        assert_eq!(
+            read.encryption_passphrase.unwrap().expose(),
+            "it's a passphrase"
+        );
         for name in [CONFIG_FILE, SETTINGS_FILE, SECRETS_FILE] {
             let mode = fs::metadata(directory.path().join(name))
                 .unwrap()

@@ -288,6 +288,10 @@ pub fn take_backup(
     metadata
 }
 
+/// The configuration files of the data directory that a backup stores without the secret
+/// settings they may assign.
+const CONFIGURATION_FILES: &[&str] = &["postgresql.conf", "postgresql.auto.conf"];
+
 /// Copies the data directory, stops the backup (waiting until its WAL is archived) and stores
 /// backup_label and tablespace_map. Returns the manifest entries, stop LSN, label, and the
 /// catalog snapshot taken around the copy (when it could be taken).
@@ -306,13 +310,37 @@ fn copy_and_stop(
     Error,
 > {
     let at_start = catalog::snapshot();
-    let plan = backup::plan(data_directory, tablespaces)?;
+    let mut plan = backup::plan(data_directory, tablespaces)?;
+    // Secrets never travel into the repository: a secrets file kept (against advice) inside
+    // the data directory is left out, and postgresql.auto.conf is stored without the secrets
+    // ALTER SYSTEM may have written there.
+    if let Some(secrets) = guc::cstring_setting(&guc::SECRETS_FILE)
+        .and_then(|path| std::fs::canonicalize(data_directory.join(path)).ok())
+    {
+        plan.retain(|entry| std::fs::canonicalize(&entry.source).ok().as_ref() != Some(&secrets));
+    }
+    let (configuration, plan): (Vec<_>, Vec<_>) = plan.into_iter().partition(|entry| {
+        matches!(entry.kind, backup::SourceKind::File)
+            && CONFIGURATION_FILES.contains(&entry.path.as_str())
+    });
     let parallelism = guc::BACKUP_PARALLELISM.get().max(1) as usize;
     let mut entries = writer.store_files(plan, parallelism, &mut || {
         // Query cancel and termination arrive here, on the backend's own thread.
         check_for_interrupts!();
         Ok::<(), Interrupted>(())
     })?;
+    for file in configuration {
+        let text = std::fs::read_to_string(&file.source)
+            .map_err(|e| Error::io("read", file.source.display(), e))?;
+        let (kept, removed) = sc_backup_core::config::without_secret_settings(&text);
+        for name in removed {
+            warning!(
+                "sc_backup: {name} is set in {}; this backup's copy of the file leaves it out (move it into the file sc_backup.secrets_file names)",
+                file.path
+            );
+        }
+        entries.push(writer.store_bytes(&file.path, kept.as_bytes())?);
+    }
     let catalog = match (at_start, catalog::snapshot()) {
         (Ok(at_start), Ok(before_stop)) => Some(CatalogSnapshot {
             at_start,

@@ -43,6 +43,7 @@ pub static ENCRYPTION: GucSetting<EncryptionGuc> =
     GucSetting::<EncryptionGuc>::new(EncryptionGuc::None);
 pub static ENCRYPTION_PASSPHRASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+pub static SECRETS_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static BACKUP_PARALLELISM: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static ARCHIVE_PARALLELISM: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -187,14 +188,20 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
-    GucRegistry::define_string_guc(
-        c"sc_backup.s3_secret_access_key",
-        c"Secret access key for an s3:// repository (default: AWS_SECRET_ACCESS_KEY).",
-        c"Readable only by superusers.",
-        &S3_SECRET_ACCESS_KEY,
-        GucContext::Sighup,
-        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-    );
+    // Safety: the show hook reads only this setting and never fails.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"sc_backup.s3_secret_access_key",
+            c"Secret access key for an s3:// repository (deprecated: use sc_backup.secrets_file).",
+            c"Shown to nobody; put it in the file sc_backup.secrets_file names instead.",
+            &S3_SECRET_ACCESS_KEY,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            None,
+            None,
+            Some(show_s3_secret_access_key),
+        );
+    }
     GucRegistry::define_string_guc(
         c"sc_backup.gcs_endpoint",
         c"Endpoint of a gs:// repository, for emulators.",
@@ -211,16 +218,34 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
-    GucRegistry::define_string_guc(
-        c"sc_backup.encryption_passphrase",
-        c"Passphrase protecting the repository key.",
-        c"Readable only by superusers.",
-        &ENCRYPTION_PASSPHRASE,
-        GucContext::Sighup,
-        // Hidden from SHOW, pg_settings and current_setting() for everyone but superusers
-        // (and pg_read_all_settings), and left out of SHOW ALL and postgresql.conf.sample.
-        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-    );
+    // Safety: the show hook reads only this setting and never fails.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"sc_backup.encryption_passphrase",
+            c"Passphrase protecting the repository key (deprecated: use sc_backup.secrets_file).",
+            c"Shown to nobody; put it in the file sc_backup.secrets_file names instead.",
+            &ENCRYPTION_PASSPHRASE,
+            GucContext::Sighup,
+            // SUPERUSER_ONLY still lets pg_read_all_settings (so every pg_monitor account)
+            // SHOW it: the show hook masks it for everyone, and NO_SHOW_ALL keeps it out of
+            // pg_settings (whose reset_val no show hook covers) and SHOW ALL.
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            None,
+            None,
+            Some(show_encryption_passphrase),
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"sc_backup.secrets_file",
+            c"File holding the repository passphrase and the S3 secret key.",
+            c"postgresql.conf syntax (encryption_passphrase = '...', s3_access_key_id, s3_secret_access_key); a regular file owned by the PostgreSQL OS user, mode 0600, outside the data directory. A relative path is relative to the data directory.",
+            &SECRETS_FILE,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY,
+            Some(check_secrets_file),
+            None,
+            None,
+        );
+    }
     register_retention_and_scheduler();
 }
 
@@ -445,6 +470,54 @@ macro_rules! string_check_hook {
     };
 }
 
+// The file must exist, be private and parse; its content is never part of a message.
+string_check_hook!(check_secrets_file, |v| {
+    sc_backup_core::config::read_secrets_file(&std::path::Path::new(".").join(v)).map(drop)
+});
+
+/// What SHOW, current_setting() and every other reader see of a secret setting: whether it is
+/// set, never its value.
+fn masked(setting: &GucSetting<Option<CString>>) -> *const c_char {
+    if cstring_setting(setting).is_some() {
+        c"********".as_ptr()
+    } else {
+        c"".as_ptr()
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_encryption_passphrase() -> *const c_char {
+    masked(&ENCRYPTION_PASSPHRASE)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_s3_secret_access_key() -> *const c_char {
+    masked(&S3_SECRET_ACCESS_KEY)
+}
+
+/// At server start: a secret set as a setting works, but lives in configuration files that
+/// base backups copy (postgresql.auto.conf, when set with ALTER SYSTEM) and that
+/// pg_read_server_files can read; the secrets file is where it belongs.
+pub fn warn_about_secret_settings() {
+    for (setting, name) in [
+        (&ENCRYPTION_PASSPHRASE, names::ENCRYPTION_PASSPHRASE),
+        (&S3_SECRET_ACCESS_KEY, names::S3_SECRET_ACCESS_KEY),
+    ] {
+        if cstring_setting(setting).is_some() {
+            pgrx::pg_sys::panic::ErrorReport::new(
+                pgrx::PgSqlErrorCode::ERRCODE_WARNING_DEPRECATED_FEATURE,
+                format!("sc_backup: {name} is set as a configuration setting"),
+                "sc_backup",
+            )
+            .set_hint(format!(
+                "Move it into the file {} names (owned by the PostgreSQL OS user, mode 0600, outside the data directory), and remove the setting.",
+                names::SECRETS_FILE
+            ))
+            .report(pgrx::PgLogLevel::WARNING);
+        }
+    }
+}
+
 string_check_hook!(check_daily_time, |v| {
     schedule::parse_time_of_day(names::DAILY_TIME, v).map(drop)
 });
@@ -587,7 +660,10 @@ pub fn settings() -> Result<Settings, ConfigError> {
         gcs_credentials: cstring_setting(&GCS_CREDENTIALS),
         retention_days: Some(RETENTION_DAYS.get().to_string()),
         retention_full: Some(RETENTION_FULL.get().to_string()),
+        secrets_file: cstring_setting(&SECRETS_FILE),
     };
+    // Every process of the server works in the data directory.
+    let raw = raw.with_secrets_file(std::path::Path::new("."))?;
     Settings::from_raw(&raw).and_then(Settings::for_writing)
 }
 
@@ -609,6 +685,7 @@ pub const DEFINED: &[&str] = &[
     names::COMPRESSION_LEVEL,
     names::ENCRYPTION,
     names::ENCRYPTION_PASSPHRASE,
+    names::SECRETS_FILE,
     "sc_backup.backup_parallelism",
     "sc_backup.archive_parallelism",
     names::S3_REGION,

@@ -55,11 +55,31 @@ fn secrets_stay_hidden_and_functions_need_the_operator_role() {
     let dir = TestDir::new("security");
     let server = S3Server::start(&dir, "s3");
     let repository = dir.subdir("repo");
-    let (mut cluster, mut admin) =
-        start_primary(&dir, &archiving_conf(&repository, &conf(&server.conf())));
+    // The passphrase in the secrets file (the way to keep it), the S3 secret key as a setting
+    // (the old way, still accepted): neither may be readable by anyone but the OS user.
+    let secrets_file = dir.path.join("secrets.conf");
+    sc_backup_pg_test::write_as_postgres(
+        &secrets_file,
+        format!("encryption_passphrase = '{PASSPHRASE}'\n").as_bytes(),
+    );
+    fs::set_permissions(&secrets_file, fs::Permissions::from_mode(0o600)).unwrap();
+    let settings = conf(&server.conf()).replace(
+        &format!("sc_backup.encryption_passphrase = '{PASSPHRASE}'"),
+        &format!("sc_backup.secrets_file = '{}'", secrets_file.display()),
+    );
+    assert!(!settings.contains(PASSPHRASE));
+    let (mut cluster, mut admin) = start_primary(&dir, &archiving_conf(&repository, &settings));
     admin
-        .batch_execute("CREATE ROLE mallory LOGIN; CREATE ROLE olivia LOGIN; GRANT sc_backup_operator TO olivia;")
+        .batch_execute("CREATE ROLE mallory LOGIN; CREATE ROLE olivia LOGIN; GRANT sc_backup_operator TO olivia; CREATE ROLE monica LOGIN; GRANT pg_monitor TO monica;")
         .unwrap();
+    // A setting of the old way is reported at server start.
+    assert!(
+        cluster
+            .log_text()
+            .contains("sc_backup.s3_secret_access_key is set as a configuration setting"),
+        "{}",
+        cluster.log_text()
+    );
     let backup = take_backup(&mut admin);
     let secrets = [
         "sc_backup.encryption_passphrase",
@@ -94,6 +114,47 @@ fn secrets_stay_hidden_and_functions_need_the_operator_role() {
         }
     }
 
+    // A monitoring role (pg_monitor, so pg_read_all_settings): may see that a secret is set,
+    // never its value, by any way of reading settings.
+    admin
+        .batch_execute(&format!(
+            "ALTER SYSTEM SET sc_backup.encryption_passphrase = '{PASSPHRASE}'; "
+        ))
+        .unwrap();
+    admin.simple_query("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut monica = connect_as(&cluster, "monica");
+    for secret in secrets {
+        let mut seen = String::new();
+        for query in [
+            format!("SHOW {secret}"),
+            format!("SELECT current_setting('{secret}')"),
+        ] {
+            match monica.simple_query(&query) {
+                Ok(rows) => seen.push_str(&format!("{rows:?}")),
+                Err(error) => seen.push_str(&error.to_string()),
+            }
+        }
+        for query in [
+            format!("SELECT setting, reset_val, boot_val FROM pg_settings WHERE name = '{secret}'"),
+            format!("SELECT setting FROM pg_file_settings WHERE name = '{secret}'"),
+            "SHOW ALL".to_string(),
+        ] {
+            match monica.simple_query(&query) {
+                Ok(rows) => seen.push_str(&format!("{rows:?}")),
+                Err(error) => seen.push_str(&error.to_string()),
+            }
+        }
+        for value in [PASSPHRASE, S3Server::SECRET_KEY] {
+            assert!(!seen.contains(value), "pg_monitor reads {secret}'s value");
+        }
+        refusals += 1;
+    }
+    admin
+        .simple_query("ALTER SYSTEM RESET sc_backup.encryption_passphrase")
+        .unwrap();
+    admin.simple_query("SELECT pg_reload_conf()").unwrap();
+
     // Without the operator role: no function, no audit table.
     let mut mallory = connect_as(&cluster, "mallory");
     for call in [
@@ -122,17 +183,54 @@ fn secrets_stay_hidden_and_functions_need_the_operator_role() {
 
     // A superuser setting a secret with ALTER SYSTEM, statements logged: the statement and
     // the reload's "parameter changed" line must not carry the value.
+    // A value different from postgresql.conf's, so that the reload logs a change.
     for statement in [
-        format!(
-            "ALTER SYSTEM SET sc_backup.s3_secret_access_key = '{}'",
-            S3Server::SECRET_KEY
-        ),
+        "ALTER SYSTEM SET SC_BACKUP.S3_SECRET_ACCESS_KEY = 'rotated secret 5e1d'".to_string(),
         "SELECT pg_reload_conf()".to_string(),
         "ALTER SYSTEM RESET sc_backup.s3_secret_access_key".to_string(),
         "SELECT pg_reload_conf()".to_string(),
     ] {
         admin.simple_query(&statement).unwrap();
     }
+    cluster.wait_until(
+        "the reload's parameter change to be logged",
+        std::time::Duration::from_secs(30),
+        || {
+            cluster
+                .log_text()
+                .contains("changed (value hidden by sc_backup)")
+        },
+    );
+    // A statement that fails: its STATEMENT: line carries the value.
+    admin.simple_query("BEGIN").unwrap();
+    let failed = admin.simple_query(
+        "ALTER SYSTEM SET sc_backup.encryption_passphrase = 'failed statement secret 0b9e'",
+    );
+    assert!(failed.is_err());
+    admin.simple_query("ROLLBACK").unwrap();
+    assert!(
+        cluster
+            .log_text()
+            .contains("ALTER SYSTEM cannot run inside a transaction block"),
+        "the failed statement was not logged: the check below would prove nothing"
+    );
+
+    // The backup's copy of the configuration (postgresql.conf names the S3 secret key) holds
+    // no secret: restored, it is searched below with everything else.
+    let restored = dir.path.join("restored");
+    let restore = sc_backup(&dir.path)
+        .env("SC_BACKUP_REPOSITORY", &repository)
+        .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", PASSPHRASE)
+        .args(["restore", "--backup", &backup, "--pgdata"])
+        .arg(&restored)
+        .args(["--archive-mode", "off", "--no-sync"])
+        .output()
+        .unwrap();
+    assert!(
+        restore.status.success(),
+        "{}",
+        sc_backup_pg_test::output_text(&restore)
+    );
 
     // Secrets appear nowhere: not in the server log (statements logged), the CLI's output,
     // error messages, or any repository object.
@@ -171,8 +269,24 @@ fn secrets_stay_hidden_and_functions_need_the_operator_role() {
             searched.push((path.display().to_string(), fs::read(path).unwrap()));
         }
     }
+    for name in ["postgresql.conf", "postgresql.auto.conf"] {
+        let path = restored.join(name);
+        let text = fs::read(&path).unwrap();
+        assert!(
+            String::from_utf8_lossy(&text).contains("removed by sc_backup")
+                || name == "postgresql.auto.conf",
+            "{name}: the check would prove nothing"
+        );
+        searched.push((format!("the backup's {name}"), text));
+    }
     for (place, bytes) in &searched {
-        for secret in [PASSPHRASE, S3Server::SECRET_KEY, "wrong passphrase 91c2"] {
+        for secret in [
+            PASSPHRASE,
+            S3Server::SECRET_KEY,
+            "wrong passphrase 91c2",
+            "rotated secret 5e1d",
+            "failed statement secret 0b9e",
+        ] {
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
                 "{place} contains a secret"

@@ -534,8 +534,10 @@ impl<'r> BackupWriter<'r> {
 
     /// Stores a file produced in memory (backup_label, tablespace_map) under `path`.
     pub fn store_bytes(&self, path: &str, content: &[u8]) -> Result<ManifestEntry> {
+        // Object names are dot-free before their codec suffix (`data/postgresql_conf.zst`).
+        let base = path.replace(['.', '/'], "_");
         let (object, encoded, original_sha256) =
-            self.store_document(&format!("data/{path}"), content)?;
+            self.store_document(&format!("data/{base}"), content)?;
         Ok(ManifestEntry {
             path: path.to_string(),
             entry_type: EntryType::File,

@@ -8,9 +8,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+mod conf_line;
 mod object_store;
+mod secrets;
 
+pub use conf_line::parse_conf_line;
 pub use object_store::{GcsConfig, S3Config, ServiceAccount};
+pub use secrets::{read_secrets_file, without_secret_settings, SECRET_SETTINGS};
 
 /// Names of the settings, as they appear in postgresql.conf.
 pub mod names {
@@ -19,6 +23,7 @@ pub mod names {
     pub const COMPRESSION_LEVEL: &str = "sc_backup.compression_level";
     pub const ENCRYPTION: &str = "sc_backup.encryption";
     pub const ENCRYPTION_PASSPHRASE: &str = "sc_backup.encryption_passphrase";
+    pub const SECRETS_FILE: &str = "sc_backup.secrets_file";
     pub const S3_REGION: &str = "sc_backup.s3_region";
     pub const S3_ENDPOINT: &str = "sc_backup.s3_endpoint";
     pub const S3_URI_STYLE: &str = "sc_backup.s3_uri_style";
@@ -50,6 +55,7 @@ pub mod names {
     /// Every setting the CLI looks up in a cluster's configuration files.
     pub const ALL: &[&str] = &[
         REPOSITORY,
+        SECRETS_FILE,
         COMPRESSION,
         COMPRESSION_LEVEL,
         ENCRYPTION,
@@ -107,6 +113,9 @@ pub enum ConfigError {
     #[error("sc_backup.encryption is \"age\" but sc_backup.encryption_passphrase is empty")]
     MissingPassphrase,
 
+    #[error("secrets file \"{path}\": {reason}")]
+    SecretsFile { path: String, reason: String },
+
     #[error("invalid value for {setting}: \"{value}\": {reason}")]
     InvalidSchedule {
         setting: &'static str,
@@ -140,19 +149,19 @@ impl ConfigError {
                 "An empty value turns that schedule off; the README's scheduler section lists the formats.".into()
             }
             ConfigError::MissingS3Credentials { .. } => format!(
-                "Set {} and {} (readable only by superusers), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the server's and the CLI's environment.",
-                names::S3_ACCESS_KEY_ID,
-                names::S3_SECRET_ACCESS_KEY
+                "Put s3_access_key_id and s3_secret_access_key in the file {} names, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the server's and the CLI's environment.",
+                names::SECRETS_FILE
             ),
             ConfigError::MissingGcsCredentials { .. } | ConfigError::InvalidGcsCredentials(_) => format!(
                 "Set {} (or GOOGLE_APPLICATION_CREDENTIALS) to a service account's JSON key file, readable by the PostgreSQL OS user.",
                 names::GCS_CREDENTIALS
             ),
             ConfigError::MissingPassphrase => format!(
-                "Set {} (readable only by superusers), or set {} = none.",
-                names::ENCRYPTION_PASSPHRASE,
+                "Put encryption_passphrase in the file {} names (owned by the PostgreSQL OS user, mode 0600), or set {} = none.",
+                names::SECRETS_FILE,
                 names::ENCRYPTION
             ),
+            ConfigError::SecretsFile { .. } => "The secrets file holds lines like encryption_passphrase = '...' and s3_secret_access_key = '...', and must be a regular file owned by the PostgreSQL OS user with mode 0600 or 0400; keep it outside the data directory.".into(),
         })
     }
 }
@@ -425,6 +434,8 @@ pub struct RawSettings {
     pub compression_level: Option<String>,
     pub encryption: Option<String>,
     pub encryption_passphrase: Option<Secret>,
+    /// A file holding the secret settings ([`read_secrets_file`]).
+    pub secrets_file: Option<String>,
     pub s3_region: Option<String>,
     pub s3_endpoint: Option<String>,
     pub s3_uri_style: Option<String>,
@@ -447,6 +458,7 @@ impl RawSettings {
             encryption_passphrase: self
                 .encryption_passphrase
                 .or(fallback.encryption_passphrase),
+            secrets_file: self.secrets_file.or(fallback.secrets_file),
             s3_region: self.s3_region.or(fallback.s3_region),
             s3_endpoint: self.s3_endpoint.or(fallback.s3_endpoint),
             s3_uri_style: self.s3_uri_style.or(fallback.s3_uri_style),
@@ -459,6 +471,24 @@ impl RawSettings {
         }
     }
 
+    /// These settings with the secrets of [`secrets_file`](RawSettings::secrets_file), if
+    /// one is named, taking precedence over the same settings given directly (which are the
+    /// old way, and whose leftovers must not silently win). A relative path is relative to
+    /// `data_directory`, as PostgreSQL reads relative paths.
+    pub fn with_secrets_file(
+        self,
+        data_directory: &std::path::Path,
+    ) -> Result<RawSettings, ConfigError> {
+        match self
+            .secrets_file
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+        {
+            Some(path) => Ok(read_secrets_file(&data_directory.join(path))?.or(self)),
+            None => Ok(self),
+        }
+    }
+
     /// Sets the value of one setting by its postgresql.conf name; unknown names are ignored.
     pub fn set(&mut self, name: &str, value: String) {
         match name {
@@ -467,6 +497,7 @@ impl RawSettings {
             names::COMPRESSION_LEVEL => self.compression_level = Some(value),
             names::ENCRYPTION => self.encryption = Some(value),
             names::ENCRYPTION_PASSPHRASE => self.encryption_passphrase = Some(Secret::new(value)),
+            names::SECRETS_FILE => self.secrets_file = Some(value),
             names::S3_REGION => self.s3_region = Some(value),
             names::S3_ENDPOINT => self.s3_endpoint = Some(value),
             names::S3_URI_STYLE => self.s3_uri_style = Some(value),
