@@ -716,12 +716,19 @@ pub fn restore_dump(
     if exists && !options.force {
         return Err(Error::DatabaseExists(target.to_string()));
     }
-    // Into a new database; an existing one is replaced only once the copy is complete.
-    let load_into = if exists {
-        format!("{}_sc_restore_{}", truncate(target, 40), std::process::id())
-    } else {
-        target.to_string()
-    };
+    // psql runs what the dump holds, meta-commands included (`\!` runs a shell command as
+    // this user): only a psql that can refuse them is used (see `load`).
+    if !live.psql_restricts()? {
+        return Err(Error::InvalidTarget(format!(
+            "{} cannot refuse the psql meta-commands a dump may hold (\\restrict is in 13.22, 14.19, 15.14, 16.10, 17.6 and later); nothing was restored. Install a current minor release of the client, or point --pg-bindir at one",
+            live.psql.display()
+        )));
+    }
+    // Always into a new database under a name of its own, renamed only once complete: the
+    // target's name never holds half a database, whatever the dump commits on its own (its
+    // large objects come between BEGIN and COMMIT) and however this process ends (a kill -9
+    // leaves `<name>_sc_restore_<pid>`, never a partial `<name>`).
+    let load_into = format!("{}_sc_restore_{}", truncate(target, 40), std::process::id());
     live.query("CREATE DATABASE :\"name\" TEMPLATE template0;", &load_into)?;
     let loaded = load(
         repository,
@@ -740,17 +747,26 @@ pub fn restore_dump(
             return Err(error);
         }
     };
+    let mut put_in_place = Vec::new();
     if exists {
         // Connections to the old database are ended (the playbook's FORCE_RESTORE did that
         // before loading; here the old copy served them until now).
-        live.run_separately(&[
-            format!("DROP DATABASE {} WITH (FORCE)", quote_ident(target)),
-            format!(
-                "ALTER DATABASE {} RENAME TO {}",
-                quote_ident(&load_into),
-                quote_ident(target)
-            ),
-        ])?;
+        put_in_place.push(format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            quote_ident(target)
+        ));
+    }
+    put_in_place.push(format!(
+        "ALTER DATABASE {} RENAME TO {}",
+        quote_ident(&load_into),
+        quote_ident(target)
+    ));
+    if let Err(error) = live.run_separately(&put_in_place) {
+        let _ = live.query(
+            "DROP DATABASE IF EXISTS :\"name\" WITH (FORCE);",
+            &load_into,
+        );
+        return Err(error);
     }
     let restored = live.for_database(target);
     let tables = match copied {
@@ -814,12 +830,28 @@ fn load(
         tags
     });
     let mut stdin = CopyScan::new(psql.stdin.take().expect("piped"));
+    // A key nobody can guess: a dump cannot \unrestrict what it did not \restrict.
+    let key: String = {
+        use rand::Rng;
+        rand::thread_rng()
+            .sample_iter(rand::distributions::Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect()
+    };
     let streamed = (|| {
-        // Command tags on (psql runs with -q): "COPY <rows>" after each table's data.
+        // Command tags on (psql runs with -q): "COPY <rows>" after each table's data. Then no
+        // meta-command at all from the dump: psql refuses each (CVE-2025-8714's class), and
+        // ON_ERROR_STOP ends the load there.
         stdin
-            .write_all(b"\\set QUIET off\nBEGIN;\n")
+            .write_all(format!("\\set QUIET off\n\\restrict {key}\nBEGIN;\n").as_bytes())
             .map_err(|e| Error::io("write to", "psql", e))?;
-        let read = read_dump(repository, dump, &mut stdin, "psql", cancel)?;
+        let mut filtered = OwnRestrictLines::new(&mut stdin);
+        let read = read_dump(repository, dump, &mut filtered, "psql", cancel);
+        filtered
+            .finish()
+            .map_err(|e| Error::io("write to", "psql", e))?;
+        let read = read?;
         let mut mismatch = None;
         let recorded = expected?;
         if read.stored.0.to_hex() != recorded || recorded != dump.checksum {
@@ -870,6 +902,102 @@ fn load(
         (Ok(_), _) => Err(psql_failed(&errors)),
     }
 }
+
+/// Passes a dump's SQL on without the `\restrict <key>` line pg_dump writes after its header
+/// comments and the `\unrestrict <key>` after its closing comment (our own `\restrict` is in
+/// force: psql would refuse theirs). Only there, where nothing else can be (comments and blank
+/// lines around them): the same text anywhere else goes on, and psql refuses it.
+struct OwnRestrictLines<W: Write> {
+    inner: W,
+    /// The current line, while it could still be one of those.
+    line: Vec<u8>,
+    /// Whether only comments and blank lines came so far (the header), or since the closing
+    /// comment (the trailer).
+    outside_sql: bool,
+    /// Whether the current line is being passed on as it comes.
+    passing: bool,
+}
+
+const DUMP_COMPLETE: &[u8] = b"-- PostgreSQL database dump complete";
+
+impl<W: Write> OwnRestrictLines<W> {
+    fn new(inner: W) -> Self {
+        OwnRestrictLines {
+            inner,
+            line: Vec::new(),
+            outside_sql: true,
+            passing: false,
+        }
+    }
+
+    /// A whole line (with its newline, unless at the end), kept or dropped.
+    fn end_line(&mut self) -> io::Result<()> {
+        let line = std::mem::take(&mut self.line);
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let restrict = [&b"\\restrict "[..], &b"\\unrestrict "[..]]
+            .iter()
+            .any(|command| {
+                text.strip_prefix(*command).is_some_and(|key| {
+                    !key.is_empty() && key.iter().all(|b| b.is_ascii_alphanumeric())
+                })
+            });
+        if self.outside_sql && restrict {
+            return Ok(());
+        }
+        if text.starts_with(DUMP_COMPLETE) {
+            self.outside_sql = true;
+        } else if !(text.is_empty() || text.starts_with(b"--") || restrict) {
+            self.outside_sql = false;
+        }
+        self.inner.write_all(&line)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        if !self.line.is_empty() {
+            self.end_line()?;
+        }
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Write for OwnRestrictLines<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |at| at + 1);
+            if self.passing {
+                // The rest of a long line: not one of those, passed on as it comes.
+                self.inner.write_all(&rest[..end])?;
+                self.passing = rest[end - 1] != b'\n';
+                rest = &rest[end..];
+                continue;
+            }
+            let take = end.min(MAX_RESTRICT_LINE + 1 - self.line.len());
+            self.line.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.line.ends_with(b"\n") {
+                self.end_line()?;
+            } else if self.line.len() > MAX_RESTRICT_LINE {
+                // Longer than any of those lines: SQL or a long comment, passed on.
+                let line = std::mem::take(&mut self.line);
+                if !line.starts_with(b"--") {
+                    self.outside_sql = false;
+                }
+                self.inner.write_all(&line)?;
+                self.passing = true;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Longer than pg_dump's `\restrict <key>` lines can be.
+const MAX_RESTRICT_LINE: usize = 200;
 
 /// Whether the COPY statements filled exactly the database's tables, each once, apart from
 /// tables an extension created (CREATE EXTENSION made them, not the dump): then the COPY tags
@@ -942,6 +1070,40 @@ fn count_rows(database: &Live) -> Result<Vec<(String, u64)>> {
             Some((table.to_string(), rows.trim().parse().ok()?))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod restrict_lines_tests {
+    use super::*;
+
+    fn filtered(input: &str, chunk: usize) -> String {
+        let mut out = Vec::new();
+        let mut filter = OwnRestrictLines::new(&mut out);
+        for piece in input.as_bytes().chunks(chunk) {
+            filter.write_all(piece).unwrap();
+        }
+        filter.finish().unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn only_pg_dumps_own_restrict_lines_in_its_header_and_trailer_go() {
+        let long = "x".repeat(500);
+        let dump = format!(
+            "--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\nSET x = 1;\n\\restrict Z9\nINSERT INTO t VALUES ('{long}');\n\\unrestrict Z9\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict AbC123\n\n"
+        );
+        for chunk in [1, 7, 4096] {
+            let out = filtered(&dump, chunk);
+            assert!(!out.contains("AbC123"), "chunk {chunk}: {out}");
+            // In the middle of the SQL they stay, for psql to refuse.
+            assert!(out.contains("\\restrict Z9\n") && out.contains("\\unrestrict Z9\n"));
+            assert!(out.contains(&long) && out.contains("SET x = 1;\n"));
+            assert_eq!(out.lines().count(), dump.lines().count() - 2);
+        }
+        // \! and friends are never removed.
+        let out = filtered("\\! touch /tmp/x\nSELECT 1;\n", 3);
+        assert_eq!(out, "\\! touch /tmp/x\nSELECT 1;\n");
+    }
 }
 
 #[cfg(test)]

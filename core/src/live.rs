@@ -60,6 +60,24 @@ impl Live {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
+    /// Whether this `psql` has `\restrict` (which refuses every other meta-command until
+    /// `\unrestrict` with the same key): the releases of August 2025 and later (13.22, 14.19,
+    /// 15.14, 16.10, 17.6, 18).
+    pub fn psql_restricts(&self) -> Result<bool> {
+        let output = Command::new(&self.psql)
+            .arg("--version")
+            .output()
+            .map_err(|e| Error::io("run", self.psql.display(), e))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(parse_psql_version(&text).is_some_and(|(major, minor)| {
+            major >= 18
+                || matches!(
+                    (major, minor),
+                    (17, 6..) | (16, 10..) | (15, 14..) | (14, 19..) | (13, 22..)
+                )
+        }))
+    }
+
     /// Runs each statement on its own (`psql -c` per statement: `DROP DATABASE` and friends
     /// cannot run inside the implicit transaction of a multi-statement string).
     pub fn run_separately(&self, statements: &[String]) -> Result<()> {
@@ -95,6 +113,15 @@ impl Live {
             format!(" ({})", redact_password(&self.conninfo))
         }
     }
+}
+
+/// `(major, minor)` of `psql --version`'s "psql (PostgreSQL) 17.6 (Debian 17.6-1)".
+fn parse_psql_version(text: &str) -> Option<(u32, u32)> {
+    let version = text.split_whitespace().nth(2)?;
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
 }
 
 /// A connection string with its database replaced: libpq takes the last `dbname=` of a
@@ -184,6 +211,23 @@ fn redact_password(conninfo: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn psql_versions_are_read() {
+        assert_eq!(
+            parse_psql_version("psql (PostgreSQL) 17.6 (Debian 17.6-1.pgdg120+1)\n"),
+            Some((17, 6))
+        );
+        assert_eq!(
+            parse_psql_version("psql (PostgreSQL) 18.6\n"),
+            Some((18, 6))
+        );
+        assert_eq!(
+            parse_psql_version("psql (PostgreSQL) 19devel\n"),
+            Some((19, 0))
+        );
+        assert_eq!(parse_psql_version("nonsense"), None);
+    }
 
     #[test]
     fn the_database_of_a_connection_string_is_replaced() {

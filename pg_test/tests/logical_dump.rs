@@ -116,6 +116,10 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
     );
     client.batch_execute("CREATE DATABASE simcorp").unwrap();
     run_ok(&mut pgbench(&primary, "simcorp", &["-i", "-s", "5", "-q"]));
+    // A large object: pg_dump writes its data between a BEGIN and a COMMIT of its own.
+    connect_to(&primary, "simcorp")
+        .batch_execute("SELECT lo_from_bytea(0, 'a large object')")
+        .unwrap();
 
     // Under load: the dump is taken as of a snapshot the test exported and read itself.
     let mut load = pgbench(&primary, "simcorp", &["-n", "-c", "2", "-T", "15"])
@@ -209,6 +213,24 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
         contents(&mut connect_to(&primary, "simcorp_recovery")),
         reference
     );
+    let large_objects: i64 = connect_to(&primary, "simcorp_recovery")
+        .query_one(
+            "SELECT count(*) FROM pg_largeobject_metadata m WHERE lo_get(m.oid) = 'a large object'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(large_objects, 1);
+    // pg_dump's own \restrict lines were in the dump (this client has them), and went.
+    let plain = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | head -c 4096", stored.display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&plain.stdout).contains("\\restrict "),
+        "pg_dump wrote no \\restrict: the filter is not exercised"
+    );
 
     // An existing database is refused, and left alone.
     let mut recovery_client = connect_to(&primary, "simcorp_recovery");
@@ -254,6 +276,24 @@ fn a_dump_under_load_restores_its_snapshot_and_refuses_what_it_must() {
     assert_eq!(
         contents(&mut connect_to(&primary, "simcorp_recovery")),
         reference
+    );
+    let large_objects: i64 = connect_to(&primary, "simcorp_recovery")
+        .query_one(
+            "SELECT count(*) FROM pg_largeobject_metadata m WHERE lo_get(m.oid) = 'a large object'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(large_objects, 1);
+    // pg_dump's own \restrict lines were in the dump (this client has them), and went.
+    let plain = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | head -c 4096", stored.display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&plain.stdout).contains("\\restrict "),
+        "pg_dump wrote no \\restrict: the filter is not exercised"
     );
     let leftovers: i64 = client
         .query_one(
@@ -490,4 +530,127 @@ fn an_encrypted_dump_opens_with_the_stock_age_zstd_and_sha256sum() {
         "{}",
         text(&output)
     );
+}
+
+/// Writes a dump into an unencrypted repository as anyone who can write there could: plain SQL,
+/// its .sha256 and a .meta with the right digests.
+fn forge_dump(repository: &Path, database: &str, sql: &str) -> String {
+    let name = format!("{database}_full_20261206_120000");
+    let file = format!("{name}.sql");
+    let dumps = repository.join("dumps");
+    fs::create_dir_all(&dumps).unwrap();
+    fs::write(dumps.join(&file), sql).unwrap();
+    let digest = hex_sha256(sql.as_bytes());
+    fs::write(
+        dumps.join(format!("{file}.sha256")),
+        format!("{digest}  {file}\n"),
+    )
+    .unwrap();
+    let meta = serde_json::json!({
+        "backup_name": name, "backup_type": "full", "timestamp": "20261206_120000",
+        "database": database, "host": "elsewhere", "size_bytes": sql.len(), "checksum": digest,
+        "compression": "none", "encryption": false, "duration_seconds": 1.0, "format": 1,
+        "kind": "logical", "content": "database", "file": file, "sql_size_bytes": sql.len(),
+        "sql_sha256": digest, "start_time": "2026-12-06T12:00:00Z",
+        "stop_time": "2026-12-06T12:00:01Z", "pg_version_num": 170000,
+        "system_identifier": "1", "pg_dump_version": "pg_dump (PostgreSQL) 17.0",
+    });
+    fs::write(
+        dumps.join(format!("{file}.meta")),
+        serde_json::to_vec_pretty(&meta).unwrap(),
+    )
+    .unwrap();
+    sc_backup_pg_test::run_ok(Command::new("chown").args(["-R", "postgres"]).arg(&dumps));
+    name
+}
+
+/// A dump holding psql meta-commands (a shell command, here) gets none of them run; one that
+/// commits on its own and is then killed mid-load never leaves part of a database under the
+/// target's name.
+#[test]
+fn a_dump_runs_no_meta_command_and_never_leaves_half_a_database() {
+    let dir = TestDir::new("hostile_dumps");
+    let repository = dir.subdir("repo");
+    let (primary, mut client) = start_primary(&dir, &archiving_conf(&repository, ""));
+    // The repository exists once something is archived.
+    primary.switch_and_wait_archived(&mut client);
+    let marker = dir.path.join("meta-command-ran");
+    // A shell command as it is; and after lifting a restriction of its own, as a dump with
+    // pg_dump's \restrict lines could try.
+    for (database, sql) in [
+        (
+            "shell",
+            format!("CREATE TABLE t (x int);\n\\! touch {}\nSELECT 1;\n", marker.display()),
+        ),
+        (
+            "unrestricted",
+            format!(
+                "--\n-- PostgreSQL database dump\n--\n\n\\restrict ForgedKey1\n\nCREATE TABLE t (x int);\n\\unrestrict ForgedKey1\n\\! touch {}\nSELECT 1;\n",
+                marker.display()
+            ),
+        ),
+    ] {
+        let name = forge_dump(&repository, database, &sql);
+        let refused = cli(
+            &primary,
+            &dir,
+            &repository,
+            &["restore-dump", &name, "--database", database],
+        );
+        assert!(!refused.status.success(), "{}", text(&refused));
+        assert!(
+            text(&refused).contains("psql stopped at an error"),
+            "refused for another reason: {}",
+            text(&refused)
+        );
+        assert!(!marker.exists(), "{database}: the dump ran a shell command");
+        assert!(!database_exists(&mut client, database));
+    }
+
+    // Commits on its own, then takes its time: killed there, the target must not exist.
+    let name = forge_dump(
+        &repository,
+        "halfway",
+        "CREATE TABLE t AS SELECT 1 AS x;\nCOMMIT;\nSELECT pg_sleep(60);\n",
+    );
+    let mut running = primary
+        .cli(&primary.data, &repository)
+        .args(["restore-dump", &name, "--database", "halfway"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    primary.wait_until(
+        "the dump's own COMMIT",
+        std::time::Duration::from_secs(60),
+        || {
+            client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'",
+                    &[],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        },
+    );
+    // runuser's child: the sc-backup process itself.
+    let pid = fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        running.id(),
+        running.id()
+    ))
+    .ok()
+    .and_then(|children| children.split_whitespace().next()?.parse::<i32>().ok())
+    .unwrap_or(running.id() as i32);
+    // Safety: kill(2) on the sc-backup process this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = running.wait();
+    assert!(
+        !database_exists(&mut client, "halfway"),
+        "a killed restore left part of a database under the target's name"
+    );
+    client
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'")
+        .unwrap();
 }
