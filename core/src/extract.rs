@@ -17,6 +17,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -519,9 +520,11 @@ fn write_dump(mut dump: Command, path: &Path, cancel: &AtomicBool) -> Result<()>
             .unwrap_or_default(),
         std::process::id()
     ));
+    // The dump holds table data: private, like everything else sc_backup writes.
     let file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&temporary)
         .map_err(|e| Error::io("create", temporary.display(), e))?;
     let result = (|| {
@@ -530,21 +533,8 @@ fn write_dump(mut dump: Command, path: &Path, cancel: &AtomicBool) -> Result<()>
             .process_group(0);
         let mut child = dump.spawn().map_err(|e| Error::io("run", "pg_dump", e))?;
         let mut stream = child.stdout.take().expect("piped");
-        let name = path.to_string_lossy();
-        let mut writer: Box<dyn Write> = if name.ends_with(".gz") {
-            Box::new(flate2::write::GzEncoder::new(
-                file,
-                flate2::Compression::default(),
-            ))
-        } else if name.ends_with(".zst") {
-            Box::new(
-                zstd::Encoder::new(file, 3)
-                    .map_err(|e| Error::io("write", path.display(), e))?
-                    .auto_finish(),
-            )
-        } else {
-            Box::new(file)
-        };
+        let mut writer =
+            DumpEncoder::for_path(path, file).map_err(|e| Error::io("write", path.display(), e))?;
         let mut buffer = vec![0u8; 1 << 16];
         loop {
             if cancel.load(Ordering::SeqCst) {
@@ -561,10 +551,10 @@ fn write_dump(mut dump: Command, path: &Path, cancel: &AtomicBool) -> Result<()>
                 .write_all(&buffer[..n])
                 .map_err(|e| Error::io("write", temporary.display(), e))?;
         }
-        writer
-            .flush()
+        // The compressor's last output is written here: its errors (a full disk) count.
+        let file = writer
+            .finish()
             .map_err(|e| Error::io("write", temporary.display(), e))?;
-        drop(writer);
         let output = child
             .wait_with_output()
             .map_err(|e| Error::io("run", "pg_dump", e))?;
@@ -574,15 +564,76 @@ fn write_dump(mut dump: Command, path: &Path, cancel: &AtomicBool) -> Result<()>
                 String::from_utf8_lossy(&output.stderr).trim()
             )));
         }
-        fs::File::open(&temporary)
-            .and_then(|f| f.sync_all())
+        file.sync_all()
             .map_err(|e| Error::io("sync", temporary.display(), e))?;
         // Never replaces a file that appeared meanwhile.
         fs::hard_link(&temporary, path).map_err(|e| Error::io("create", path.display(), e))?;
+        // The new name must survive a crash before success is reported.
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        fs::File::open(directory)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("sync", directory.display(), e))?;
         Ok(())
     })();
     let _ = fs::remove_file(&temporary);
     result
+}
+
+/// The compression a `--to-file` name asks for (`.gz`, `.zst`, or none), finished explicitly:
+/// a compressor writes its last output when finished, and finishing it by dropping it (as
+/// `auto_finish` and `GzEncoder`'s `Drop` do) loses the error of that write.
+enum DumpEncoder<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::Encoder<'static, W>),
+}
+
+impl<W: Write> DumpEncoder<W> {
+    fn for_path(path: &Path, inner: W) -> io::Result<Self> {
+        let name = path.to_string_lossy();
+        Ok(if name.ends_with(".gz") {
+            DumpEncoder::Gzip(flate2::write::GzEncoder::new(
+                inner,
+                flate2::Compression::default(),
+            ))
+        } else if name.ends_with(".zst") {
+            DumpEncoder::Zstd(zstd::Encoder::new(inner, 3)?)
+        } else {
+            DumpEncoder::Plain(inner)
+        })
+    }
+
+    /// Writes what the compressor still holds and returns the destination, flushed.
+    fn finish(self) -> io::Result<W> {
+        let mut inner = match self {
+            DumpEncoder::Plain(inner) => inner,
+            DumpEncoder::Gzip(encoder) => encoder.finish()?,
+            DumpEncoder::Zstd(encoder) => encoder.finish()?,
+        };
+        inner.flush()?;
+        Ok(inner)
+    }
+}
+
+impl<W: Write> Write for DumpEncoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            DumpEncoder::Plain(inner) => inner.write(buf),
+            DumpEncoder::Gzip(encoder) => encoder.write(buf),
+            DumpEncoder::Zstd(encoder) => encoder.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            DumpEncoder::Plain(inner) => inner.flush(),
+            DumpEncoder::Gzip(encoder) => encoder.flush(),
+            DumpEncoder::Zstd(encoder) => encoder.flush(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -596,6 +647,52 @@ mod tests {
             "(n.nspname LIKE 'public' AND c.relname LIKE 'audit\\_%')"
         );
         assert_eq!(pattern_condition("it's"), "c.relname LIKE 'it''s'");
+    }
+
+    /// A disk with room for `room` bytes, then full.
+    struct FullDisk {
+        written: usize,
+        room: usize,
+    }
+
+    impl Write for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.written + buf.len() > self.room {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.written += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The disk fills up just before the compressed stream's last bytes (gzip's trailer,
+    /// zstd's frame end), which are written when it is finished: that failure must be the
+    /// dump's failure, not lost when the compressor is dropped.
+    #[test]
+    fn a_disk_full_when_the_compressed_dump_is_finished_is_an_error() {
+        let sql: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("{i}\tvalue {i}\n").into_bytes())
+            .collect();
+        for name in ["t.sql.gz", "t.sql.zst"] {
+            let whole = {
+                let mut encoder = DumpEncoder::for_path(Path::new(name), Vec::new()).unwrap();
+                encoder.write_all(&sql).unwrap();
+                encoder.flush().unwrap();
+                encoder.finish().unwrap().len()
+            };
+            let disk = FullDisk {
+                written: 0,
+                room: whole - 1,
+            };
+            let mut encoder = DumpEncoder::for_path(Path::new(name), disk).unwrap();
+            encoder.write_all(&sql).unwrap();
+            encoder.flush().unwrap();
+            let error = encoder.finish().err().expect("a full disk went unnoticed");
+            assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{name}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod health;
 pub mod live;
 pub mod lsn;
 pub mod metrics;
+pub mod metrics_server;
 pub mod repository;
 pub mod restore;
 pub mod retention;

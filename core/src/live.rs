@@ -169,14 +169,7 @@ fn percent_encode(text: &str) -> String {
 /// psql's and pg_dump's, where any local user's `ps` reads it. libpq's password file
 /// (`~/.pgpass`, `PGPASSFILE`) or `PGPASSWORD` keep it out of process lists.
 pub fn refuse_password(conninfo: &str) -> Result<()> {
-    let in_words = conninfo
-        .split(|c: char| c.is_whitespace() || c == '?' || c == '&')
-        .any(|word| word.trim_start().starts_with("password="));
-    let in_uri = match (conninfo.find("://"), conninfo.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => conninfo[scheme + 3..at].contains(':'),
-        _ => false,
-    };
-    if in_words || in_uri {
+    if holds_password(conninfo) {
         return Err(Error::InvalidTarget(
             "--dbname holds a password, which process lists would show (ours, psql's and pg_dump's); put it in ~/.pgpass (or PGPASSFILE) or PGPASSWORD instead".into(),
         ));
@@ -184,27 +177,161 @@ pub fn refuse_password(conninfo: &str) -> Result<()> {
     Ok(())
 }
 
-/// A connection string for messages: passwords never appear.
-fn redact_password(conninfo: &str) -> String {
-    let mut out = Vec::new();
-    for word in conninfo.split_whitespace() {
-        if word.starts_with("password=") {
-            out.push("password=***".to_string());
-        } else {
-            out.push(word.to_string());
-        }
+fn is_uri(conninfo: &str) -> bool {
+    conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://")
+}
+
+/// Whether a connection string gives a password: a `password` keyword (however spaced or
+/// quoted), a `password` URI parameter (however percent-encoded), or `user:password@`.
+fn holds_password(conninfo: &str) -> bool {
+    if is_uri(conninfo) {
+        let rest = &conninfo[conninfo.find("://").expect("a URI") + 3..];
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let in_userinfo = authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+        let in_query = rest.split_once('?').is_some_and(|(_, query)| {
+            query.split('&').any(|pair| {
+                let name = pair.split('=').next().unwrap_or("");
+                percent_decode(name).trim() == "password"
+            })
+        });
+        return in_userinfo || in_query;
     }
-    let joined = out.join(" ");
-    // user:password@ in a URI.
-    match (joined.find("://"), joined.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let authority = &joined[scheme + 3..at];
-            match authority.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &joined[..scheme + 3], &joined[at..]),
-                None => joined,
+    match keywords(conninfo) {
+        Some(pairs) => pairs.iter().any(|(keyword, _)| keyword == "password"),
+        // Not a connection string libpq would accept: look for the word.
+        None => conninfo.contains("password"),
+    }
+}
+
+/// The `keyword = value` pairs of a connection string as libpq reads them (conninfo_parse:
+/// spaces around `=`, values quoted with '...' and backslash escapes); `None` when it is not
+/// one (a bare database name is not).
+fn keywords(conninfo: &str) -> Option<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    let mut chars = conninfo.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Some(pairs);
+        }
+        let mut keyword = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            keyword.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return None;
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '\\' => value.push(chars.next()?),
+                    '\'' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                chars.next();
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
             }
         }
-        _ => joined,
+        pairs.push((keyword, value));
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' && index + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&text[index + 1..index + 3], 16) {
+                out.push(byte);
+                index += 3;
+                continue;
+            }
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A connection string for messages: passwords never appear.
+fn redact_password(conninfo: &str) -> String {
+    if is_uri(conninfo) {
+        let scheme_end = conninfo.find("://").expect("a URI") + 3;
+        let (base, query) = conninfo.split_once('?').unwrap_or((conninfo, ""));
+        let mut out = base.to_string();
+        let authority_end = base[scheme_end..]
+            .find('/')
+            .map_or(base.len(), |at| scheme_end + at);
+        if let Some((userinfo, _)) = base[scheme_end..authority_end].rsplit_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                out = format!(
+                    "{}{user}:***{}",
+                    &base[..scheme_end],
+                    &base[scheme_end + userinfo.len()..]
+                );
+            }
+        }
+        if !query.is_empty() {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| {
+                    let name = pair.split('=').next().unwrap_or("");
+                    if percent_decode(name).trim() == "password" {
+                        format!("{name}=***")
+                    } else {
+                        pair.to_string()
+                    }
+                })
+                .collect();
+            out = format!("{out}?{}", pairs.join("&"));
+        }
+        return out;
+    }
+    match keywords(conninfo) {
+        Some(pairs) => pairs
+            .iter()
+            .map(|(keyword, value)| {
+                if keyword == "password" {
+                    format!("{keyword}=***")
+                } else if value.is_empty()
+                    || value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\')
+                {
+                    format!("{keyword}={}", quote_conninfo_value(value))
+                } else {
+                    format!("{keyword}={value}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        None if conninfo.contains("password") => "***".into(),
+        None => conninfo.to_string(),
     }
 }
 
@@ -248,8 +375,11 @@ mod tests {
     fn passwords_in_connection_strings_are_refused() {
         for bad in [
             "host=h password=secret",
+            "host=h password = secret",
+            "host=h password= 'two words'",
             "postgresql://u:secret@h/db",
             "postgresql://u@h/db?sslmode=require&password=secret",
+            "postgresql://u@h/db?pass%77ord=secret",
         ] {
             assert!(refuse_password(bad).is_err(), "{bad}");
         }
@@ -272,6 +402,18 @@ mod tests {
         assert_eq!(
             redact_password("postgresql://u:secret@h/db"),
             "postgresql://u:***@h/db"
+        );
+        for spaced in [
+            "host=h password = secret user=u",
+            "host=h password= 'secret' user=u",
+        ] {
+            let shown = redact_password(spaced);
+            assert!(!shown.contains("secret"), "{spaced}: {shown}");
+        }
+        let shown = redact_password("postgresql://u@h/db?pass%77ord=secret&sslmode=require");
+        assert!(
+            !shown.contains("secret") && shown.contains("sslmode=require"),
+            "{shown}"
         );
     }
 }

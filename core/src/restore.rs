@@ -882,7 +882,11 @@ fn append_recovery_settings(
     settings.push((
         "restore_command",
         match &options.wal_source {
-            WalSource::Command(command) => format!("{command}{key_flag} %f %p"),
+            // PostgreSQL replaces %f, %p, %r and %% anywhere in restore_command: a % of the
+            // command itself (a repository path's) is written as %%.
+            WalSource::Command(command) => {
+                format!("{}{key_flag} %f %p", command.replace('%', "%%"))
+            }
             // Archive recovery needs a restore_command; finding nothing, it reads pg_wal.
             WalSource::BackupOnly => "false".to_string(),
         },

@@ -522,22 +522,22 @@ fn import_audit_records(everything: bool) {
     }
 }
 
-/// The Prometheus endpoint: a tiny_http server on its own thread, rebound when
-/// sc_backup.metrics_listen changes.
+/// The Prometheus endpoint (`sc_backup_core::metrics_server`: one connection at a time, with
+/// timeouts) on its own thread, rebound when sc_backup.metrics_listen changes.
 #[derive(Default)]
 struct MetricsServer {
     listen: String,
-    server: Option<Arc<tiny_http::Server>>,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MetricsServer {
     fn configure(&mut self, listen: &str, snapshot: &Arc<Mutex<Status>>) {
-        if listen == self.listen && (self.server.is_some() || listen.is_empty()) {
+        if listen == self.listen && (self.stop.is_some() || listen.is_empty()) {
             return;
         }
-        if let Some(server) = self.server.take() {
-            server.unblock();
+        if let Some(stop) = self.stop.take() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -546,26 +546,27 @@ impl MetricsServer {
         if listen.is_empty() {
             return;
         }
-        let server = match tiny_http::Server::http(listen) {
-            Ok(server) => Arc::new(server),
+        let listener = match std::net::TcpListener::bind(listen) {
+            Ok(listener) => listener,
             Err(error) => {
                 pgrx::warning!("sc_backup scheduler: cannot serve metrics on {listen}: {error}");
                 return;
             }
         };
         let data_directory = status::data_directory();
-        let serving = Arc::clone(&server);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
         let snapshot = Arc::clone(snapshot);
         let thread =
             sc_backup_core::threads::spawn_without_signals("sc_backup metrics".into(), move || {
-                serve(&serving, &snapshot, data_directory)
+                serve(&listener, &stopping, &snapshot, data_directory)
             });
         match thread {
             Ok(thread) => {
                 pgrx::log!(
                     "sc_backup scheduler: serving Prometheus metrics on http://{listen}/metrics"
                 );
-                self.server = Some(server);
+                self.stop = Some(stop);
                 self.thread = Some(thread);
             }
             Err(error) => {
@@ -576,22 +577,32 @@ impl MetricsServer {
 }
 
 /// The metrics thread: no PostgreSQL calls here.
-fn serve(server: &tiny_http::Server, snapshot: &Mutex<Status>, data_directory: PathBuf) {
-    for request in server.incoming_requests() {
-        let path = request.url().split('?').next().unwrap_or("");
-        let response = if path == "/metrics" || path == "/" {
+fn serve(
+    listener: &std::net::TcpListener,
+    stop: &std::sync::atomic::AtomicBool,
+    snapshot: &Mutex<Status>,
+    data_directory: PathBuf,
+) {
+    use sc_backup_core::metrics_server::Answer;
+    sc_backup_core::metrics_server::serve(listener, stop, &|path| {
+        if path == "/metrics" || path == "/" {
             let mut status = snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Ok(backlog) =
                 metrics::archive_backlog(&data_directory, std::time::SystemTime::now())
             {
                 status.wal.backlog = backlog;
             }
-            let header = tiny_http::Header::from_bytes("Content-Type", metrics::CONTENT_TYPE)
-                .expect("a valid header");
-            tiny_http::Response::from_string(status.render()).with_header(header)
+            Answer {
+                status: 200,
+                content_type: metrics::CONTENT_TYPE,
+                body: status.render(),
+            }
         } else {
-            tiny_http::Response::from_string("not found; try /metrics\n").with_status_code(404)
-        };
-        let _ = request.respond(response);
-    }
+            Answer {
+                status: 404,
+                content_type: "text/plain",
+                body: "not found; try /metrics\n".into(),
+            }
+        }
+    });
 }

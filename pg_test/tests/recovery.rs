@@ -226,7 +226,8 @@ fn set_wal_fetch_retry(data: &Path, seconds: u64) {
 #[test]
 fn a_damaged_segment_stops_recovery_instead_of_ending_it_early() {
     let dir = TestDir::new("recovery_stops_at_damage");
-    let repository = dir.subdir("repo");
+    // A % in the path: PostgreSQL substitutes %f, %p, %r and %% in restore_command.
+    let repository = dir.subdir("repo%f");
     let (mut primary, mut client) =
         sc_backup_pg_test::start_primary(&dir, &archiving_conf(&repository, ""));
     let (segments, _) = six_archived_batches(&primary, &mut client);

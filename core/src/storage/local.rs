@@ -127,8 +127,8 @@ fn fsync_file(file: &File, path: &Path) -> Result<(), StorageError> {
 /// to it once, the next ones only their own directory.
 static DURABLE_DIRECTORIES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// The fsyncs this thread made, for tests that show one happens (a crash cannot be staged in a
-/// unit test; the call that would survive it can be seen).
+// The fsyncs this thread made, for tests that show one happens (a crash cannot be staged in a
+// unit test; the call that would survive it can be seen).
 #[cfg(test)]
 thread_local! {
     static SYNCED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
