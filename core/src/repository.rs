@@ -59,7 +59,8 @@ pub struct Repository {
     storage: Box<dyn Storage>,
     info: RepositoryInfo,
     passphrase: Option<Secret>,
-    /// Unwrapped on first use: listing backups never needs it, and unwrapping costs a second.
+    /// Unwrapped on first use (scrypt costs time and 64 MiB): archiving an unencrypted
+    /// repository never needs it; reading an encrypted repository's metadata does (its MACs).
     key: OnceLock<RepositoryKey>,
     compression: Compression,
 }
