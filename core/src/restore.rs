@@ -440,18 +440,9 @@ pub fn restore(
     )?;
 
     let mut written_last: Vec<PathBuf> = Vec::new();
-    if let Some(map) = manifest.entries.iter().find(|e| e.path == "tablespace_map") {
+    if let Some((map, content)) = read_tablespace_map(repository, metadata, manifest)? {
         // PostgreSQL recreates the pg_tblspc links from this file: point it at the new homes.
-        let mut content = Vec::new();
-        read_backup_file(
-            repository,
-            &metadata.backup_name,
-            map,
-            &mut content,
-            "memory",
-        )?;
-        let rewritten =
-            rewrite_tablespace_map(&String::from_utf8_lossy(&content), &options.tablespace_map);
+        let rewritten = rewrite_tablespace_map(&content, &options.tablespace_map);
         write_new_file(&pgdata.join("tablespace_map"), rewritten.as_bytes(), 0o600)?;
         written_last.push(pgdata.join("tablespace_map"));
         report(map);
@@ -762,22 +753,8 @@ fn check_links(
     if links.is_empty() {
         return Ok(());
     }
-    let recorded: BTreeMap<u32, String> = match manifest
-        .entries
-        .iter()
-        .find(|e| e.path == "tablespace_map" && e.entry_type == EntryType::File)
-    {
-        Some(map) => {
-            let mut content = crate::backup::CappedBuffer::new(1 << 20);
-            read_backup_file(
-                repository,
-                &metadata.backup_name,
-                map,
-                &mut content,
-                "memory",
-            )?;
-            parse_tablespace_map(&String::from_utf8_lossy(&content.into_inner()))
-        }
+    let recorded = match read_tablespace_map(repository, metadata, manifest)? {
+        Some((_, content)) => parse_tablespace_map(&content),
         None => BTreeMap::new(),
     };
     for link in links {
@@ -812,6 +789,32 @@ fn check_links(
         }
     }
     Ok(())
+}
+
+/// The backup's `tablespace_map` file and its text, if it has one (at most 1 MiB: a line per
+/// tablespace).
+fn read_tablespace_map<'m>(
+    repository: &Repository,
+    metadata: &BackupMetadata,
+    manifest: &'m Manifest,
+) -> Result<Option<(&'m ManifestEntry, String)>> {
+    let Some(map) = manifest
+        .entries
+        .iter()
+        .find(|e| e.path == "tablespace_map" && e.entry_type == EntryType::File)
+    else {
+        return Ok(None);
+    };
+    let mut content = crate::backup::CappedBuffer::new(1 << 20);
+    read_backup_file(
+        repository,
+        &metadata.backup_name,
+        map,
+        &mut content,
+        "memory",
+    )?;
+    let text = String::from_utf8_lossy(&content.into_inner()).into_owned();
+    Ok(Some((map, text)))
 }
 
 /// `<oid> <location>` lines of a tablespace_map. PostgreSQL writes a backslash before each

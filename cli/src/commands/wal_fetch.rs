@@ -72,9 +72,8 @@ pub struct WalFetchArgs {
 /// Runs `wal-fetch` and turns its outcome into the exit status PostgreSQL acts on (see the
 /// module documentation).
 pub fn main(settings: &SettingsArgs, args: &WalFetchArgs) -> ExitCode {
-    if std::env::var_os(PREFETCHER_ENV).is_some() {
-        // The detached prefetcher: nobody reads its status.
-        let _ = settings.resolve().and_then(|settings| {
+    let fetch = || {
+        settings.resolve().and_then(|settings| {
             run(
                 &settings,
                 &args.wal_file,
@@ -82,7 +81,11 @@ pub fn main(settings: &SettingsArgs, args: &WalFetchArgs) -> ExitCode {
                 args.identity_file.as_deref(),
                 args.prefetch,
             )
-        });
+        })
+    };
+    if std::env::var_os(PREFETCHER_ENV).is_some() {
+        // The detached prefetcher: nobody reads its status.
+        let _ = fetch();
         return ExitCode::SUCCESS;
     }
     let data_directory = std::env::current_dir().unwrap_or_default();
@@ -90,16 +93,7 @@ pub fn main(settings: &SettingsArgs, args: &WalFetchArgs) -> ExitCode {
     let deadline = Instant::now() + Duration::from_secs(args.retry_for);
     let mut attempt = 0u32;
     loop {
-        let outcome = settings.resolve().and_then(|settings| {
-            run(
-                &settings,
-                &args.wal_file,
-                &args.destination,
-                args.identity_file.as_deref(),
-                args.prefetch,
-            )
-        });
-        let error = match outcome {
+        let error = match fetch() {
             Ok(()) => return ExitCode::SUCCESS,
             Err(CliError::QuietNotFound) => return ExitCode::from(NOT_IN_REPOSITORY),
             Err(error) => error,
