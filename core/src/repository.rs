@@ -96,16 +96,11 @@ impl Repository {
         // repository.json is plain text anyone who can write the repository can change: a
         // reader configured for encryption never takes its word that there is none (and with
         // it, that nothing needs authenticating).
-        let expects_encryption = settings.encryption == EncryptionMode::Age
-            || settings
-                .encryption_passphrase
-                .as_ref()
-                .is_some_and(|p| !p.expose().is_empty());
-        if info.encryption == "none" && expects_encryption {
+        if info.encryption == "none" && settings.encryption == EncryptionMode::Age {
             return Err(Error::EncryptionMismatch {
                 location: storage.describe(),
                 repository_mode: describe_mode(&info.encryption),
-                configured_mode: "\"age\" (a passphrase is configured)".into(),
+                configured_mode: format!("\"{}\"", settings.encryption),
             });
         }
         Repository::from_parts(storage, info, settings)

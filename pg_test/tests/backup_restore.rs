@@ -96,6 +96,9 @@ fn restore_and_start(dir: &TestDir, repo: &Repo, name: &str, extra: &[&str]) -> 
     args.extend_from_slice(extra);
     repo.cli_ok(&dir.path, &args);
     let mut cluster = Cluster::adopt(dir, name, pgdata);
+    // Secrets never travel in a backup: the store's keys come back from the operator (their
+    // secrets file, here the same lines), as on a real new host.
+    cluster.append_conf(&repo.conf);
     cluster.start();
     let mut client = cluster.connect();
     cluster.wait_promoted(&mut client);

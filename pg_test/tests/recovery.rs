@@ -331,8 +331,13 @@ fn an_object_store_outage_stops_recovery_and_spares_a_standby() {
         );
         set_wal_fetch_retry(&target, retry_for);
         let cluster = Cluster::adopt(&dir, name, target);
-        // The copied configuration points at the store itself; the proxy stands in front.
-        cluster.append_conf(&format!("sc_backup.s3_endpoint = '{}'", proxy.endpoint()));
+        // Secrets never travel in a backup: the restored cluster gets the store's keys back,
+        // as a DBA's secrets file would give them. The proxy stands in front of the store.
+        cluster.append_conf(&format!(
+            "{}sc_backup.s3_endpoint = '{}'",
+            server.conf(),
+            proxy.endpoint()
+        ));
         cluster
     };
 
