@@ -162,6 +162,8 @@ fn gcs_repository_archives_backs_up_and_restores() {
         String::from_utf8_lossy(&output.stderr)
     );
     let mut restored = Cluster::adopt(&dir, "restored", pgdata);
+    // Secrets never travel in a backup: the passphrase comes back from the operator.
+    restored.append_conf("sc_backup.encryption_passphrase = 'gcs passphrase'");
     restored.start();
     let mut client = restored.connect();
     restored.wait_promoted(&mut client);
