@@ -1,6 +1,7 @@
 //! Where the CLI's settings come from, in order of precedence: command-line flags, then
-//! environment variables (both handled by clap), then the cluster's own configuration files,
-//! so `restore_command = 'sc-backup wal-fetch %f %p'` needs no second copy of the settings.
+//! environment variables (ours, handled by clap, then the standard AWS_* and Google ones),
+//! then the cluster's own configuration files (with its secrets file), so
+//! `restore_command = 'sc-backup wal-fetch %f %p'` needs no second copy of the settings.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,11 @@ impl SettingsArgs {
             Some(path) => Some(read_passphrase_file(path)?),
             None => std::env::var(PASSPHRASE_ENV).ok().map(Secret::new),
         };
+        // What the operator exported in the shell running this command is deliberate (a key
+        // just rotated, another endpoint); the cluster's files may be stale. So the standard
+        // variables (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST) rank with
+        // ours, after them, above the cluster's configuration. The server, whose environment
+        // is not the operator's, reads them only where its settings say nothing.
         let explicit = RawSettings {
             repository: self.repository.clone(),
             compression: self.compression.clone(),
@@ -83,17 +89,36 @@ impl SettingsArgs {
             encryption: self.encryption.clone(),
             encryption_passphrase: passphrase,
             secrets_file: None,
-            s3_region: self.s3_region.clone(),
-            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self
+                .s3_region
+                .clone()
+                .or_else(|| environment(&["AWS_REGION", "AWS_DEFAULT_REGION"])),
+            s3_endpoint: self
+                .s3_endpoint
+                .clone()
+                .or_else(|| environment(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])),
             s3_uri_style: self.s3_uri_style.clone(),
-            // Keys travel by environment only: SC_BACKUP_S3_ACCESS_KEY_ID /
-            // SC_BACKUP_S3_SECRET_ACCESS_KEY, or the standard AWS_* variables.
-            s3_access_key_id: std::env::var("SC_BACKUP_S3_ACCESS_KEY_ID").ok(),
-            s3_secret_access_key: std::env::var("SC_BACKUP_S3_SECRET_ACCESS_KEY")
-                .ok()
-                .map(Secret::new),
-            gcs_endpoint: self.gcs_endpoint.clone(),
-            gcs_credentials: self.gcs_credentials.clone(),
+            // Keys travel by environment only, never as flags (process lists show flags).
+            s3_access_key_id: environment(&["SC_BACKUP_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"]),
+            s3_secret_access_key: environment(&[
+                "SC_BACKUP_S3_SECRET_ACCESS_KEY",
+                "AWS_SECRET_ACCESS_KEY",
+            ])
+            .map(Secret::new),
+            gcs_endpoint: self.gcs_endpoint.clone().or_else(|| {
+                // As Google's libraries read it: a host, or a URL.
+                environment(&["STORAGE_EMULATOR_HOST"]).map(|host| {
+                    if host.contains("://") {
+                        host
+                    } else {
+                        format!("http://{host}")
+                    }
+                })
+            }),
+            gcs_credentials: self
+                .gcs_credentials
+                .clone()
+                .or_else(|| environment(&["GOOGLE_APPLICATION_CREDENTIALS"])),
             // Flags of `expire` override these; otherwise the cluster's settings apply.
             retention_days: None,
             retention_full: None,
@@ -113,6 +138,13 @@ impl SettingsArgs {
         let cwd = std::env::current_dir().ok()?;
         cwd.join("PG_VERSION").is_file().then_some(cwd)
     }
+}
+
+/// The first of `names` set (and not empty) in the environment.
+fn environment(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
 }
 
 fn read_passphrase_file(path: &Path) -> Result<Secret, CliError> {

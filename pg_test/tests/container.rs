@@ -51,6 +51,8 @@ impl Container {
                 self.conf_dir.display()
             ))
             .arg(format!("SC_BACKUP_CLI={}", sc_backup_bin().display()))
+            // The image's own mark: the playbook's restore variables are obeyed there.
+            .arg("SC_BACKUP_PLAYBOOK_VARIABLES=on")
             .arg(format!("PGHOST={}", self.socket.display()));
         for (name, value) in &self.variables {
             command.arg(format!("{name}={value}"));
@@ -401,4 +403,34 @@ fn the_entrypoint_runs_the_playbooks_configuration_and_applies_changes_at_restar
         "{auto_conf}"
     );
     assert!(!restored.join("leftover").exists());
+    // The restored copy starts, replays to the target and pauses there (PostgreSQL's default
+    // action), holding exactly the state at that time: the 1000 rows, not the 1001st.
+    let mut copy = sc_backup_pg_test::Cluster::adopt(&dir, "restored-copy", restored.clone());
+    copy.start();
+    // The image's superuser is POSTGRES_USER's, not postgres.
+    let mut copy_client = Config::new()
+        .host_path(&copy.socket_dir)
+        .user("simcorp")
+        .dbname("simcorp")
+        .connect(NoTls)
+        .unwrap_or_else(|e| panic!("connect: {e}\n{}", copy.log_text()));
+    copy.wait_until(
+        "recovery to pause at the target",
+        Duration::from_secs(120),
+        || {
+            copy_client
+                .query_one("SELECT pg_get_wal_replay_pause_state()", &[])
+                .is_ok_and(|row| row.get::<_, String>(0) == "paused")
+        },
+    );
+    let rows: i64 = copy_client
+        .query_one("SELECT count(*) FROM t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 1000,
+        "the restored copy is not the state at TARGET_TIME"
+    );
+    drop(copy_client);
+    copy.stop("immediate");
 }

@@ -70,13 +70,13 @@ pub struct RestoreDumpArgs {
 
     /// Replace an existing database: the dump is loaded into a new database, which then
     /// takes the old one's place (its connections are ended then). Also SC_BACKUP_FORCE=true,
-    /// or the playbook's FORCE_RESTORE=true
+    /// or, in the sc_backup image, the playbook's FORCE_RESTORE=true
     #[arg(long, env = "SC_BACKUP_FORCE")]
     pub force: bool,
 
     /// Load even if the stored file's checksum does not match its .sha256 (psql still stops
     /// at the first error, and nothing is committed unless all of it loads). Also
-    /// SC_BACKUP_SKIP_VERIFY=true, or the playbook's SKIP_VERIFY=true
+    /// SC_BACKUP_SKIP_VERIFY=true, or, in the sc_backup image, the playbook's SKIP_VERIFY=true
     #[arg(long, env = "SC_BACKUP_SKIP_VERIFY")]
     pub skip_verify: bool,
 

@@ -44,8 +44,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub target_timeline: Option<String>,
 
-    /// Replace the contents of a non-empty data directory (also SC_BACKUP_FORCE=true, or the
-    /// playbook's FORCE_RESTORE=true)
+    /// Replace the contents of a non-empty data directory (also SC_BACKUP_FORCE=true, or, in
+    /// the sc_backup image, the playbook's FORCE_RESTORE=true)
     #[arg(long, env = "SC_BACKUP_FORCE")]
     pub force: bool,
 

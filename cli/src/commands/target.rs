@@ -38,8 +38,8 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    /// For `restore`: with no target flag, SC_BACKUP_TARGET_TIME (or the playbook's
-    /// TARGET_TIME) is the target time.
+    /// For `restore`: with no target flag, SC_BACKUP_TARGET_TIME (or, in the
+    /// sc_backup image, the playbook's TARGET_TIME) is the target time.
     pub fn target_or_env(&self) -> Result<RecoveryTarget, CliError> {
         match self.target()? {
             RecoveryTarget::EndOfWal => Ok(std::env::var("SC_BACKUP_TARGET_TIME")
