@@ -69,8 +69,9 @@ enum Command {
         /// sc_backup.retention_days of the cluster, else 30)
         #[arg(long)]
         retention_days: Option<u32>,
-        /// Keep at least this many of the newest backups, whatever their age (default:
-        /// sc_backup.retention_full of the cluster, else 1)
+        /// Keep at least this many of the newest full backups, and every backup taken since
+        /// the oldest of them, whatever their age (default: sc_backup.retention_full of the
+        /// cluster, else 1)
         #[arg(long)]
         retention_full: Option<u32>,
         /// Show what would be deleted, delete nothing

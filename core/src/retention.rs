@@ -1,8 +1,8 @@
 //! Retention: which backups and WAL files may go.
 //!
 //! A backup is kept while it is younger than the retention period, and the newest
-//! `min_backups` are kept whatever their age (at least one: the newest backup is never
-//! expired), and so is every backup a kept incremental or differential backup is restored
+//! `min_backups` full backups, with everything taken after the oldest of them, are kept
+//! whatever their age (at least one: the newest backup is never expired), and so is every backup a kept incremental or differential backup is restored
 //! through (its chain, back to its full backup). WAL is kept from the start of the oldest kept backup onwards, because
 //! point-in-time recovery from that backup needs every WAL file after it; older segments go.
 //! Timeline history files are always kept (they are tiny, and recovery follows them).
@@ -124,9 +124,16 @@ pub fn plan_expiry(
     if backups.is_empty() {
         return Ok(plan);
     }
+    // retention_full counts full backups, as pgBackRest's repo-retention-full does: the
+    // newest `min_backups` full backups, and everything taken since the oldest of them, stay
+    // whatever their age. With fewer full backups than that, all stay.
     let protected_from = backups
-        .len()
-        .saturating_sub(policy.min_backups.max(1) as usize);
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, backup)| backup.method() == "full")
+        .nth(policy.min_backups.max(1) as usize - 1)
+        .map_or(0, |(index, _)| index);
     let mut keep: HashSet<&str> = HashSet::new();
     for (index, backup) in backups.iter().enumerate() {
         // A stop time we cannot read is treated as recent: when in doubt, keep.
@@ -644,6 +651,39 @@ mod tests {
         let error = writer.finish(entries, None, metadata).unwrap_err();
         assert!(matches!(error, Error::BrokenChain { .. }), "{error}");
         assert!(!names(&repo).contains(&"d_incr".to_string()));
+    }
+
+    /// retention_full counts full backups: two of them kept means the two newest full
+    /// backups and the incrementals between and after them, however old.
+    #[test]
+    fn retention_full_counts_full_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path());
+        let now = Utc::now();
+        for segment in 1..=9 {
+            archive_segment(&repo, work.path(), segment);
+        }
+        backup(&repo, work.path(), "a_full", 2, 90, now);
+        backup(&repo, work.path(), "b_full", 3, 80, now);
+        backup_against(&repo, work.path(), "c_incr", 4, 70, now, Some("b_full"));
+        backup(&repo, work.path(), "d_full", 5, 60, now);
+        backup_against(&repo, work.path(), "e_incr", 6, 50, now, Some("d_full"));
+        backup_against(&repo, work.path(), "f_incr", 7, 40, now, Some("e_incr"));
+        let plan = plan_expiry(
+            &repo,
+            RetentionPolicy {
+                days: 30,
+                min_backups: 2,
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(plan.expired_backups, ["a_full"]);
+        assert_eq!(
+            plan.kept_backups,
+            ["b_full", "c_incr", "d_full", "e_incr", "f_incr"]
+        );
     }
 
     #[test]

@@ -262,8 +262,8 @@ fn register_retention_and_scheduler() {
     );
     GucRegistry::define_int_guc(
         c"sc_backup.retention_full",
-        c"Expiry keeps at least this many of the newest backups, whatever their age.",
-        c"",
+        c"Expiry keeps at least this many of the newest full backups, whatever their age.",
+        c"Every backup taken since the oldest of them stays too; for logical dumps, the newest this many dumps of each database.",
         &RETENTION_FULL,
         1,
         100_000,
