@@ -36,6 +36,9 @@ pub struct Archiving {
     pub backlog: ArchiveBacklog,
     /// pg_stat_archiver's last failed WAL file, when it failed after the last success.
     pub failing_since_success: Option<String>,
+    /// Why the settings cannot archive at all (each value valid, the combination not: gzip at
+    /// level 12, encryption without a passphrase, s3:// without keys), before any attempt.
+    pub misconfigured: Option<String>,
 }
 
 /// One line of `sc_health()`.
@@ -116,6 +119,13 @@ fn archiving_check(archiving: &Archiving) -> HealthCheck {
             detail: "archive_mode is off: no point-in-time recovery past the last backup".into(),
         };
     }
+    if let Some(problem) = &archiving.misconfigured {
+        return HealthCheck {
+            name,
+            healthy: false,
+            detail: format!("the settings cannot archive: {problem}"),
+        };
+    }
     // A segment waits up to archive_timeout to be completed, then for the archiver: twice the
     // timeout is late, and 15 minutes is late whatever the timeout.
     let limit = (2.0 * archiving.archive_timeout_seconds).clamp(60.0, WAL_WAIT_LIMIT_SECONDS);
@@ -182,7 +192,22 @@ mod tests {
                 oldest_ready_age_seconds: oldest,
             },
             failing_since_success: Some("000000010000000000000007".into()),
+            misconfigured: None,
         }
+    }
+
+    /// Settings that cannot archive are unhealthy at once, before WAL piles up.
+    #[test]
+    fn settings_that_cannot_archive_are_reported_before_any_failure() {
+        let mut archiving = archiving(0, 0.0);
+        archiving.misconfigured = Some("no S3 credentials for s3://b".into());
+        let check = archiving_check(&archiving);
+        assert!(!check.healthy);
+        assert!(
+            check.detail.contains("no S3 credentials"),
+            "{}",
+            check.detail
+        );
     }
 
     fn hourly(last_success: &str) -> ScheduledTask {

@@ -75,6 +75,8 @@ pub struct Status {
     pub recovery: RecoveryFigures,
     /// Whether the scheduler worker is running.
     pub scheduler_running: bool,
+    /// The shortest time between two scheduled base backups, when backups are scheduled.
+    pub backup_interval_seconds: Option<f64>,
     /// `sc_health()`'s checks: backups and WAL archiving on time.
     pub health: Vec<HealthCheck>,
 }
@@ -138,6 +140,7 @@ pub const WAL_LAST_FAILURE: &str = "sc_backup_wal_last_failure_timestamp_seconds
 pub const WAL_READY: &str = "sc_backup_wal_ready_segments";
 pub const WAL_OLDEST_READY_AGE: &str = "sc_backup_wal_oldest_unarchived_age_seconds";
 pub const SCHEDULER_UP: &str = "sc_backup_scheduler_up";
+pub const BACKUP_INTERVAL: &str = "sc_backup_backup_interval_seconds";
 pub const HEALTHY: &str = "sc_backup_healthy";
 pub const LAST_VERIFIED: &str = "sc_backup_last_verified_timestamp_seconds";
 pub const VERIFY_SCHEDULED: &str = "sc_backup_verify_scheduled";
@@ -211,6 +214,7 @@ impl Status {
             SCHEDULER_UP,
             Some(if self.scheduler_running { 1.0 } else { 0.0 }),
         ));
+        figures.extend(plain(BACKUP_INTERVAL, self.backup_interval_seconds));
         figures.extend(plain(HEALTHY, Some(if self.healthy() { 1.0 } else { 0.0 })));
         for (metric, _, value) in recovery_metrics(&self.recovery) {
             figures.extend(plain(metric, value));
@@ -322,6 +326,13 @@ impl Status {
             "1 while the sc_backup scheduler worker runs",
             gauge(if self.scheduler_running { 1.0 } else { 0.0 }),
         );
+        if let Some(interval) = self.backup_interval_seconds {
+            registry.register(
+                BACKUP_INTERVAL,
+                "The shortest time between two scheduled base backups (sc_backup.hourly_interval, daily, weekly or cron)",
+                gauge(interval),
+            );
+        }
         registry.register(
             HEALTHY,
             "1 while every sc_health() check passes: the scheduler runs, no backup or dump is over an hour late, no WAL waits too long",
@@ -347,6 +358,7 @@ mod tests {
 
     fn status() -> Status {
         Status {
+            backup_interval_seconds: Some(3600.0),
             backups: vec![
                 BackupFigures {
                     kind: "physical".into(),

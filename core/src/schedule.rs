@@ -170,6 +170,21 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// The shortest time between two scheduled base backups, measured from `now` (two
+    /// successive runs of each schedule); `None` when no schedule takes backups. An alert on
+    /// a backup's age compares with it: two hours mean trouble for an hourly schedule, not
+    /// for a daily one.
+    pub fn shortest_interval(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        self.schedules
+            .iter()
+            .filter_map(|schedule| {
+                let first = schedule.next_run(Some(now), now);
+                let second = schedule.next_run(Some(first), now);
+                (second > first && second != DateTime::<Utc>::MAX_UTC).then(|| second - first)
+            })
+            .min()
+    }
+
     pub fn new(settings: &ScheduleSettings) -> Result<Scheduler, ConfigError> {
         use crate::config::names;
         let mut schedules = Vec::new();

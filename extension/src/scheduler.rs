@@ -169,6 +169,10 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
     // The server start already warned about a leftover archive_command (in the postmaster);
     // the worker repeats it when a reload brings one in.
     let mut command_conflict = crate::archiving::command_conflict().map(|c| c.message);
+    // Settings each valid but together unable to archive (gzip at level 12, encryption without
+    // a passphrase, s3:// without keys) are said once at start and after each reload that
+    // changes the problem, before the archiver fails on every segment.
+    let mut settings_problem = warn_about_settings(None);
 
     loop {
         let state = in_transaction(|| {
@@ -277,8 +281,28 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
                 crate::archiving::warn_about_command_conflict();
             }
             command_conflict = conflict;
+            settings_problem = warn_about_settings(settings_problem);
         }
     }
+}
+
+/// Warns when the settings cannot archive or back up, unless that was already said; returns the
+/// problem, if any.
+fn warn_about_settings(already_said: Option<String>) -> Option<String> {
+    let problem = guc::settings().err()?;
+    let text = problem.to_string();
+    if already_said.as_deref() != Some(text.as_str()) {
+        let mut report = pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("sc_backup: these settings cannot archive WAL or take backups: {text}"),
+            "sc_backup",
+        );
+        if let Some(hint) = problem.hint() {
+            report = report.set_hint(hint);
+        }
+        report.report(pgrx::PgLogLevel::WARNING);
+    }
+    Some(text)
 }
 
 /// Sleeps on the latch; SIGTERM (die) ends the process in CHECK_FOR_INTERRUPTS.

@@ -127,11 +127,18 @@ pub fn gather_status(scheduler_running: bool) -> Status {
         })
     })
     .unwrap_or_else(|e| spi_error("reading sc_backup.audit", e));
+    let backup_interval_seconds = guc::SCHEDULER
+        .get()
+        .then(|| Scheduler::new(&guc::schedule_settings()).ok())
+        .flatten()
+        .and_then(|scheduler| scheduler.shortest_interval(Utc::now()))
+        .map(|interval| interval.num_seconds() as f64);
     let mut status = Status {
         backups,
         wal,
         recovery,
         scheduler_running,
+        backup_interval_seconds,
         health: Vec::new(),
     };
     status.wal.backlog =
@@ -199,6 +206,7 @@ pub fn health_checks(status: &Status) -> Vec<HealthCheck> {
             archive_timeout_seconds,
             backlog: status.wal.backlog,
             failing_since_success,
+            misconfigured: guc::settings().err().map(|e| e.to_string()),
         },
     )
 }

@@ -65,6 +65,7 @@ fn alert_rules_use_only_exported_metrics() {
             drill_rpo_seconds: Some(1.0),
         },
         scheduler_running: true,
+        backup_interval_seconds: Some(3600.0),
         health: Vec::new(),
     };
     let exported: BTreeSet<String> = everything
