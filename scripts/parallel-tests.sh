@@ -72,11 +72,15 @@ run_one() {
   if ! (cd pg_test && "$executable" --exact "$name" --test-threads=1) >"$log" 2>&1; then
     outcome=FAILED
     touch "$WORK/failed"
+  elif ! grep -q "^test result: ok. 1 passed" "$log"; then
+    # It did not run (marked #[ignore], say): not a pass.
+    outcome="FAILED (did not run)"
+    touch "$WORK/failed"
   fi
   {
     flock 9
     echo "test $name ... $outcome ($((SECONDS - started)) s)"
-    if [[ $outcome == FAILED ]]; then sed 's/^/    /' "$log"; fi
+    if [[ $outcome == FAILED* ]]; then sed 's/^/    /' "$log"; fi
   } 9>"$WORK/print.lock"
 }
 export -f run_one

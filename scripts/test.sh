@@ -7,19 +7,31 @@
 # within its time budget. Expects
 # scripts/install-deps.sh to have run (`bash .ci/run` does both).
 #
-#   SC_BACKUP_PG_MAJORS="17" bash scripts/test.sh               # only these majors
+#   SC_BACKUP_PG_MAJORS="17" bash scripts/test.sh               # only 17 (the whole suite)
 #   SC_BACKUP_FULL_SUITE_MAJORS="15 17" bash scripts/test.sh    # the whole suite on these
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 MAJORS=(${SC_BACKUP_PG_MAJORS:-15 16 17 18})
-FULL_SUITE_MAJORS=" ${SC_BACKUP_FULL_SUITE_MAJORS:-18} "
+# The whole suite on the newest major asked for (SC_BACKUP_PG_MAJORS="17" runs it on 17).
+FULL_SUITE_MAJORS=" ${SC_BACKUP_FULL_SUITE_MAJORS:-${MAJORS[-1]}} "
+for major in $FULL_SUITE_MAJORS; do
+  if [[ " ${MAJORS[*]} " != *" $major "* ]]; then
+    echo "test.sh: SC_BACKUP_FULL_SUITE_MAJORS names $major, which SC_BACKUP_PG_MAJORS (${MAJORS[*]}) leaves out" >&2
+    exit 2
+  fi
+done
+# Fewer trials or samples than these would check nothing (the tests refuse them too).
+if ((${SC_BACKUP_FAULT_TRIALS:-1} < 1)) || ((${SC_BACKUP_FAULT_SAMPLES:-18} < 18)); then
+  echo "test.sh: SC_BACKUP_FAULT_TRIALS must be at least 1 and SC_BACKUP_FAULT_SAMPLES at least 18" >&2
+  exit 2
+fi
 # What differs between majors is exercised by these on every major: the archive module's ABI
 # and lifecycle, archive + wal-fetch, sc_backup() under pgbench and an exact PITR restore,
 # sc_verify() and corruption, what the server does with wal-fetch's exit statuses (a damaged
-# segment and an outage stop recovery, a standby survives), the other recovery targets and
-# timelines, kill -9 of the
+# segment and an outage stop recovery, a standby survives), recovery to a time, an LSN and
+# consistency (xid and name targets on 18 only), kill -9 of the
 # archiver, postmaster and backup backend, the security checks, the WAL scanner against
 # pg_waldump, and the sandbox (a table extracted under load; a restore test naming a damaged
 # page; a drill and the scheduler worker running its restore test and its logical dumps,

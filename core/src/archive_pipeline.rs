@@ -363,7 +363,27 @@ mod tests {
         for name in &names {
             let _ = fs::remove_file(wal.join("archive_status").join(format!("{name}.ready")));
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Until the look-ahead jobs are done (their results waiting, nobody asking).
+        {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let mut queue = pipeline.shared.lock();
+            while !(queue.pending.is_empty() && queue.running.is_empty()) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "look-ahead never finished"
+                );
+                queue = pipeline
+                    .shared
+                    .job_finished
+                    .wait_timeout(queue, std::time::Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            assert!(
+                !queue.finished.is_empty(),
+                "nothing was looked ahead: the test would prove nothing"
+            );
+        }
         // The next call's scan finds no .ready files and forgets the look-ahead results.
         let _ = pipeline.archive(&names[3], &wal.join(&names[3]));
         assert_eq!(pipeline.shared.lock().in_flight(), 0);

@@ -1209,9 +1209,16 @@ mod tests {
         .unwrap_err();
         assert!(error.to_string().contains("boom"), "{error}");
         let mut polls = 0;
+        let pid_file = dir.path().join("dump.pid");
         let error = take_dump(
             &repository,
-            request("printf 'x'; sleep 30", "db"),
+            request(
+                &format!(
+                    "echo $$ > {}; printf 'x'; exec sleep 30",
+                    pid_file.display()
+                ),
+                "db",
+            ),
             &mut || {
                 polls += 1;
                 if polls > 2 {
@@ -1223,6 +1230,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(error, Error::Interrupted), "{error}");
+        // The dump program was stopped (and reaped), not left running.
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the interrupted dump's process {pid} still runs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert!(repository
             .storage()
             .list("")

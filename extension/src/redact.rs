@@ -166,7 +166,11 @@ mod tests {
             "ALTER SYSTEM SET \"sc_backup\".\"encryption_passphrase\" = 'x'",
             "alter system set Sc_Backup.Encryption_Passphrase to 'x'",
         ] {
-            assert!(mentioned_secret(spelling).is_some(), "{spelling}");
+            assert_eq!(
+                mentioned_secret(spelling),
+                Some("sc_backup.encryption_passphrase"),
+                "{spelling}"
+            );
         }
     }
 }

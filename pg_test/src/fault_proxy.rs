@@ -16,6 +16,9 @@ pub enum Fault {
     Status(u16),
     /// Forward, but cut the connection after this many response bytes.
     CutAfter(usize),
+    /// Forward the response's headers whole, then cut the connection after this many bytes of
+    /// its body.
+    CutBodyAfter(usize),
     /// Forward with this delay before each response chunk.
     Slow(Duration),
     /// Accept and close at once (the store is down).
@@ -118,7 +121,11 @@ fn serve(mut client: TcpStream, upstream: &str, fault: Fault) {
                 body.len()
             );
         }
-        Fault::Pass | Fault::CutAfter(_) | Fault::Slow(_) | Fault::LoseAnswers => {
+        Fault::Pass
+        | Fault::CutAfter(_)
+        | Fault::CutBodyAfter(_)
+        | Fault::Slow(_)
+        | Fault::LoseAnswers => {
             let Ok(mut server) = TcpStream::connect(upstream) else {
                 return;
             };
@@ -130,6 +137,9 @@ fn serve(mut client: TcpStream, upstream: &str, fault: Fault) {
             });
             let mut forwarded = 0usize;
             let mut buffer = [0u8; 8192];
+            // For CutBodyAfter: the headers seen so far, and where the body starts.
+            let mut head = Vec::new();
+            let mut body_starts: Option<usize> = None;
             loop {
                 let n = match server.read(&mut buffer) {
                     Ok(0) | Err(_) => break,
@@ -138,15 +148,31 @@ fn serve(mut client: TcpStream, upstream: &str, fault: Fault) {
                 if let Fault::Slow(delay) = fault {
                     std::thread::sleep(delay);
                 }
+                if body_starts.is_none() {
+                    head.extend_from_slice(&buffer[..n]);
+                    body_starts = head
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|at| at + 4);
+                }
                 let n = match fault {
                     Fault::CutAfter(limit) => n.min(limit.saturating_sub(forwarded)),
+                    Fault::CutBodyAfter(limit) => match body_starts {
+                        Some(start) => n.min((start + limit).saturating_sub(forwarded)),
+                        None => n,
+                    },
                     _ => n,
                 };
                 if n == 0 || client.write_all(&buffer[..n]).is_err() {
                     break;
                 }
                 forwarded += n;
-                if matches!(fault, Fault::CutAfter(limit) if forwarded >= limit) {
+                let cut = match (fault, body_starts) {
+                    (Fault::CutAfter(limit), _) => forwarded >= limit,
+                    (Fault::CutBodyAfter(limit), Some(start)) => forwarded >= start + limit,
+                    _ => false,
+                };
+                if cut {
                     break; // and close: the peer sees the response end early
                 }
             }

@@ -308,6 +308,20 @@ fn an_object_store_outage_stops_recovery_and_spares_a_standby() {
     drop(client);
     primary.stop("fast");
 
+    // The CLI's precedence: a key exported in the shell beats the cluster's configuration
+    // (which holds the right one here): the exported, wrong one is used, and refused.
+    let listed = sc_backup_pg_test::sc_backup(&primary.data)
+        .env("AWS_SECRET_ACCESS_KEY", "an exported key that is wrong")
+        .arg("list")
+        .output()
+        .unwrap();
+    let said = sc_backup_pg_test::output_text(&listed);
+    assert!(
+        !listed.status.success(),
+        "the configuration's key won: {said}"
+    );
+    assert!(said.contains("denied"), "{said}");
+
     // Restores read the store through the proxy, and so do their restore_commands.
     let restore_into = |name: &str, retry_for: u64| {
         let target = dir.path.join(name);

@@ -243,11 +243,20 @@ fn drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests_and_dumps() {
             .output()
             .unwrap()
     };
+    let drill_started = Instant::now();
     let output = drill(&["--json"]);
+    let wall = drill_started.elapsed().as_secs_f64();
     assert!(output.status.success(), "{}", text(&output));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let seconds = |field: &str| report[field].as_f64().unwrap_or(-1.0);
     assert!(seconds("rto_seconds") > 0.0, "{report}");
+    // Against a clock outside the drill: its RTO (command start to a promoted server) fits in
+    // the time the command took, checks and cleanup included.
+    assert!(
+        seconds("rto_seconds") <= wall,
+        "RTO {} s, but the drill took {wall:.3} s: {report}",
+        seconds("rto_seconds")
+    );
     assert!(
         seconds("restore_seconds") + seconds("replay_seconds") + seconds("promote_seconds")
             <= seconds("rto_seconds"),

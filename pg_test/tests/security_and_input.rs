@@ -381,38 +381,48 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
             setting,
         ]
     };
-    for args in [
-        extract("port=5432"),
-        extract("archive_mode=on"),
-        extract("shared_preload_libraries=sc_backup"),
-        vec![
-            "drill",
-            "--sandbox-dir",
-            &sandboxes_arg,
-            "--sandbox-setting",
-            "listen_addresses=*",
-        ],
-        vec!["drill", "--rto-target", "soon"],
-        vec![
-            "extract",
-            "--database",
-            "postgres",
-            "--table",
-            "public.t",
-            "--into-schema",
-            "a",
-            "--into-database",
-            "b",
-        ],
+    // Each refusal must say what it refuses: the value, or the conflict.
+    for (args, says) in [
+        (extract("port=5432"), "port=5432 is refused"),
+        (extract("archive_mode=on"), "archive_mode=on is refused"),
+        (
+            extract("shared_preload_libraries=sc_backup"),
+            "shared_preload_libraries=sc_backup is refused",
+        ),
+        (
+            vec![
+                "drill",
+                "--sandbox-dir",
+                &sandboxes_arg,
+                "--sandbox-setting",
+                "listen-addresses=*",
+            ],
+            "listen-addresses=* is refused",
+        ),
+        (vec!["drill", "--rto-target", "soon"], "soon"),
+        (
+            vec![
+                "extract",
+                "--database",
+                "postgres",
+                "--table",
+                "public.t",
+                "--into-schema",
+                "a",
+                "--into-database",
+                "b",
+            ],
+            "cannot be used with",
+        ),
     ] {
         let output = sc_backup(&cluster.data).args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        assert!(!stderr.trim().is_empty(), "{args:?}: no message");
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?} does not say {says:?}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        if args.contains(&"--sandbox-setting") {
-            assert!(stderr.contains("is refused"), "{args:?}: {stderr}");
-        }
         assert_eq!(
             std::fs::read_dir(&sandboxes).unwrap().count(),
             0,
@@ -421,60 +431,145 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         assert!(!Path::new("/tmp/sc_backup_never_written.sql").exists());
         refused += 1;
     }
-    for args in [
-        vec![
-            "restore",
-            "--pgdata",
-            &target_arg,
-            "--target-time",
-            "2026-01-01 00:00:00+00",
-            "--target-lsn",
-            "0/3000000",
-        ],
-        vec![
-            "restore",
-            "--pgdata",
-            &target_arg,
-            "--target-time",
+    let restore = |extra: &[&'static str]| {
+        let mut args = vec!["restore", "--pgdata", target_arg.as_str()];
+        args.extend_from_slice(extra);
+        args
+    };
+    for (args, says, status) in [
+        (
+            restore(&[
+                "--target-time",
+                "2026-01-01 00:00:00+00",
+                "--target-lsn",
+                "0/3000000",
+            ]),
+            "cannot be used with",
+            2,
+        ),
+        (
+            restore(&["--target-time", "yesterday-ish"]),
             "yesterday-ish",
-        ],
-        vec!["restore", "--pgdata", &target_arg, "--target-lsn", "zz/zz"],
-        vec![
-            "restore",
-            "--pgdata",
-            &target_arg,
-            "--target-time",
-            "2001-01-01 00:00:00+00",
-        ],
-        vec![
-            "restore",
-            "--pgdata",
-            &target_arg,
-            "--backup",
+            2,
+        ),
+        (restore(&["--target-lsn", "zz/zz"]), "zz/zz", 2),
+        (
+            restore(&["--target-time", "2001-01-01 00:00:00+00"]),
+            "no backup ended before",
+            2,
+        ),
+        (
+            restore(&["--backup", "no-such-backup"]),
             "no-such-backup",
-        ],
-        vec![
-            "restore",
-            "--pgdata",
-            &target_arg,
-            "--tablespace-map",
+            2,
+        ),
+        (
+            restore(&["--tablespace-map", "not-a-mapping"]),
             "not-a-mapping",
-        ],
-        vec!["wal-fetch", "not-a-wal-file", "/tmp/x"],
-        vec!["expire", "--retention-days", "many"],
-        vec!["verify", "no-such-backup"],
-        vec!["delete", "no-such-backup"],
+            2,
+        ),
+        // As restore_command: 255, so that PostgreSQL stops rather than ends recovery.
+        (
+            vec!["wal-fetch", "not-a-wal-file", "/tmp/x"],
+            "not-a-wal-file",
+            255,
+        ),
+        (vec!["expire", "--retention-days", "many"], "many", 2),
+        (vec!["verify", "no-such-backup"], "no-such-backup", 2),
+        (vec!["delete", "no-such-backup"], "no-such-backup", 2),
     ] {
-        let output = sc_backup(&cluster.data).args(&args).output().unwrap();
+        let mut command = sc_backup(&cluster.data);
+        if args[0] == "restore" {
+            // --pgdata names the (absent) target, so the settings come from the environment,
+            // as on a host that lost its cluster: each case must reach its own refusal.
+            command
+                .env("SC_BACKUP_REPOSITORY", &repository)
+                .env("SC_BACKUP_ENCRYPTION", "age")
+                .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", PASSPHRASE);
+        }
+        let output = command.args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        assert!(!stderr.trim().is_empty(), "{args:?}: no message");
+        assert_eq!(output.status.code(), Some(status), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?} does not say {says:?}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(!target.exists(), "{args:?} created the target directory");
         refused += 1;
     }
     let output = sc_backup(&cluster.data).args(["list"]).output().unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).contains(&backup));
+
+    // Each value valid, together unable to archive: said at the reload, and by sc_health()
+    // before any WAL file fails.
+    let failures: i64 = client
+        .query_one("SELECT failed_count FROM pg_stat_archiver", &[])
+        .unwrap()
+        .get(0);
+    for statement in [
+        "ALTER SYSTEM SET sc_backup.compression = 'gzip'",
+        "ALTER SYSTEM SET sc_backup.compression_level = 12",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.simple_query(statement).unwrap();
+    }
+    cluster.wait_until(
+        "the reload's warning about the combination",
+        std::time::Duration::from_secs(30),
+        || {
+            cluster
+                .log_text()
+                .contains("these settings cannot archive WAL or take backups")
+        },
+    );
+    let (healthy, detail): (bool, String) = {
+        let row = client
+            .query_one(
+                "SELECT healthy, detail FROM sc_health() WHERE check_name = 'wal archiving'",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(!healthy && detail.contains("cannot archive"), "{detail}");
+    let failures_now: i64 = client
+        .query_one("SELECT failed_count FROM pg_stat_archiver", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(failures_now, failures, "said only after archiving failed");
+    refused += 1;
+    for statement in [
+        "ALTER SYSTEM RESET sc_backup.compression",
+        "ALTER SYSTEM RESET sc_backup.compression_level",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.simple_query(statement).unwrap();
+    }
+    // A playbook variable left in a shell, outside the image: ignored, and said so.
+    let elsewhere = dir.path.join("restored-everything");
+    let output = sc_backup(&cluster.data)
+        .env("SC_BACKUP_REPOSITORY", &repository)
+        .env("SC_BACKUP_ENCRYPTION", "age")
+        .env("SC_BACKUP_ENCRYPTION_PASSPHRASE", PASSPHRASE)
+        .env("TARGET_TIME", "2001-01-01 00:00:00")
+        .env("FORCE_RESTORE", "true")
+        .args(["restore", "--no-sync", "--archive-mode", "off", "--pgdata"])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    let said = sc_backup_pg_test::output_text(&output);
+    assert!(output.status.success(), "{said}");
+    for variable in ["TARGET_TIME", "FORCE_RESTORE"] {
+        assert!(
+            said.contains(&format!(
+                "{variable} is set but ignored outside the sc_backup image"
+            )),
+            "{said}"
+        );
+    }
+    let auto_conf = fs::read_to_string(elsewhere.join("postgresql.auto.conf")).unwrap();
+    assert!(!auto_conf.contains("recovery_target_time"), "{auto_conf}");
     println!("bad input: {refused} refused with a message, 0 changes");
     cluster.stop("fast");
 }
