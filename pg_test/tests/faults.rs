@@ -186,9 +186,6 @@ fn kill_9_of_archiver_postmaster_and_backup_backend_loses_nothing() {
     let mut killed_before_commit = Vec::new();
     for trial in 0..trials {
         // The archiver, mid-segment: PostgreSQL restarts every process (crash recovery).
-        write_wal(&mut client, 20_000);
-        write_wal(&mut client, 20_000);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..400)));
         // After the previous trial's crash the postmaster starts the archiver at its next
         // wake-up (up to a minute when idle); a new connection wakes it.
         let mut archiver = None;
@@ -197,10 +194,20 @@ fn kill_9_of_archiver_postmaster_and_backup_backend_loses_nothing() {
             archiver = backend_pid(&mut cluster.reconnect(), "archiver");
             std::thread::sleep(Duration::from_millis(50));
         }
-        if ready_files(&cluster) > 0 {
-            archiver_busy += 1;
+        let archiver = archiver.expect("the archiver is running");
+        // The kill lands a random few milliseconds after a segment switch, while that segment
+        // still waits (its .ready is there until the archive is durable). An archiver quicker
+        // than the pause gets another segment, so that every trial's kill hits WAL in flight
+        // (a single trial, as in CI's subsets, proves the point too).
+        for _ in 0..20 {
+            write_wal(&mut client, 20_000);
+            std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
+            if ready_files(&cluster) > 0 {
+                archiver_busy += 1;
+                break;
+            }
         }
-        kill9(archiver.expect("the archiver is running"));
+        kill9(archiver);
         kills[0] += 1;
         client = after_crash_reset(&cluster, client);
 
