@@ -14,7 +14,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
 use super::incremental::{PageStreamParser, PAGES_HEADER_SIZE};
-use super::manifest::{backup_object, read_backup_file, read_stored, Stored};
+use super::document::backup_object;
+use super::manifest::{read_backup_file, read_stored, Stored};
 use super::{read_manifest, read_metadata, BackupMetadata, EntryType, Manifest, ManifestEntry};
 use crate::direct_write::DirectWriter;
 use crate::error::{Error, Result};

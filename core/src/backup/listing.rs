@@ -1,6 +1,6 @@
 //! Finding backups: one listing of `backups/`, each finished backup's metadata read and checked.
 
-use super::metadata::{metadata_key, METADATA_NAME};
+use super::{metadata_key, METADATA_NAME};
 use super::{BackupMetadata, BACKUPS_PREFIX};
 use crate::codec::authentication;
 use crate::error::{Error, Result};

@@ -4,13 +4,12 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::backup_prefix;
-use super::manifest::read_document;
+use super::document::read_document;
+use super::metadata_key;
 use crate::error::{Error, Result};
 use crate::lsn::{segments_between, Lsn};
 use crate::repository::Repository;
 
-pub(super) const METADATA_NAME: &str = "backup.json";
 const EMPTY_DIGEST_FIELD: &str = "\"metadata_sha256\": \"\"";
 
 /// The user tables of one database.
@@ -161,9 +160,6 @@ impl BackupMetadata {
         ))
     }
 }
-pub(super) fn metadata_key(name: &str) -> String {
-    format!("{}{METADATA_NAME}", backup_prefix(name))
-}
 /// The backup's catalog snapshot, verified against its recorded digest; `None` for backups
 /// taken without one.
 pub fn read_catalog(
@@ -175,7 +171,7 @@ pub fn read_catalog(
     }
     let (key, json) = read_document(
         repository,
-        metadata,
+        &metadata.backup_name,
         &metadata.catalog,
         &metadata.catalog_checksum,
     )?;

@@ -20,6 +20,7 @@
 //! (reading a backup through the backups it depends on).
 
 mod chain;
+mod document;
 mod incremental;
 mod listing;
 mod manifest;
@@ -33,7 +34,7 @@ pub use incremental::{
     choose_parent, is_page_compared, BackupKind, ClusterPosition, DEFAULT_BLOCK_SIZE,
 };
 pub use listing::{find_backup, list_backups, read_metadata, scan_backups, tombstone, BackupScan};
-pub use manifest::{limit_documents_in_memory, CappedBuffer};
+pub use document::{limit_documents_in_memory, CappedBuffer};
 pub(crate) use manifest::{read_backup_file, BundleReader};
 pub use manifest::{read_manifest, EntryType, Manifest, ManifestEntry, Stored};
 pub use metadata::{read_catalog, BackupMetadata, CatalogSnapshot, DatabaseTables};
@@ -45,6 +46,14 @@ pub const BACKUPS_PREFIX: &str = "backups/";
 
 pub fn backup_prefix(name: &str) -> String {
     format!("{BACKUPS_PREFIX}{name}/")
+}
+
+/// The name of the object that lists a backup, and whose presence commits it.
+pub(crate) const METADATA_NAME: &str = "backup.json";
+
+/// The key of backup `name`'s `backup.json`.
+pub(crate) fn metadata_key(name: &str) -> String {
+    format!("{}{METADATA_NAME}", backup_prefix(name))
 }
 
 /// `<database>_full_YYYYMMDD_HHMMSS`, usable as an object key part.

@@ -15,7 +15,7 @@ use super::incremental::{database_directory, is_page_compared, pages_header, Pag
 use super::manifest::{
     Stored, BUNDLES_FORMAT_VERSION, FORMAT_VERSION, FULL_FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION,
 };
-use super::metadata::metadata_key;
+use super::metadata_key;
 use super::{
     backup_prefix, read_manifest, read_metadata, BackupMetadata, CatalogSnapshot, EntryType,
     Manifest, ManifestEntry, SourceEntry, SourceKind,
