@@ -13,7 +13,7 @@
 //! GUCs are defined exactly once, by the extension.
 //!
 //! With `sc_backup.archive_parallelism` > 0 the work happens on worker threads that look ahead
-//! at the archiver's `.ready` files (`sc_backup_core::archive_pipeline`); the callback still
+//! at the archiver's `.ready` files (`sc_backup_core::wal::archive_pipeline`); the callback still
 //! reports a file archived only once that file's own object is durable.
 //!
 //! Two ABIs: PostgreSQL 15 passes a callbacks struct to fill in (`pg15.rs`); 16 and later
@@ -27,9 +27,9 @@ use std::time::Instant;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use sc_backup_core::archive_pipeline::ArchivePipeline;
 use sc_backup_core::config::{ConfigError, Settings};
 use sc_backup_core::repository::ClusterIdentity;
+use sc_backup_core::wal::archive_pipeline::ArchivePipeline;
 use sc_backup_core::wal::ArchiveOutcome;
 use sc_backup_core::{Error, Repository};
 
@@ -244,9 +244,13 @@ fn shutdown() {
     });
 }
 
-fn cluster_identity() -> ClusterIdentity {
+/// This cluster's identity, which keeps its WAL and backups apart from another cluster's in a
+/// shared repository.
+/// The extension's functions use this one too.
+pub fn cluster_identity() -> ClusterIdentity {
     ClusterIdentity {
-        // Safety: reads the control file copy in shared memory; the archiver is attached.
+        // Safety: reads the control file copy in shared memory, to which the archiver and
+        // every backend are attached.
         system_identifier: unsafe { pg_sys::GetSystemIdentifier() },
         pg_version_num: pg_sys::PG_VERSION_NUM,
     }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sc_backup_core::server_binaries::ServerBinaries;
+use sc_backup_core::pg::server_binaries::ServerBinaries;
 use sc_backup_pg_test::postgres::{Client, Config, NoTls};
 use sc_backup_pg_test::{
     as_postgres, pg_bindir, run_ok, sc_backup, use_pg_bindir, Cluster, ClusterOptions, S3Server,

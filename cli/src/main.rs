@@ -191,7 +191,7 @@ fn run(cli: &Cli, settings: &sc_backup_core::config::Settings) -> Result<(), Cli
             dry_run,
         } => commands::expire::run_expire(
             settings,
-            sc_backup_core::retention::RetentionPolicy {
+            sc_backup_core::ops::retention::RetentionPolicy {
                 days: retention_days.unwrap_or(settings.retention.days),
                 min_backups: retention_full.unwrap_or(settings.retention.min_backups),
             },

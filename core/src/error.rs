@@ -6,7 +6,7 @@
 use std::io;
 
 use crate::config::ConfigError;
-use crate::server_binaries::ServerBinariesError;
+use crate::pg::server_binaries::ServerBinariesError;
 use crate::storage::StorageError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,7 +12,7 @@ use sc_backup_core::codec::{
     pump, CodecSpec, Decoder, DigestingWriter, Encoder, ExpectedDigest, Sha256Digest,
 };
 use sc_backup_core::config::{Compression, CompressionAlgorithm, RawSettings, Secret, Settings};
-use sc_backup_core::lsn::Lsn;
+use sc_backup_core::pg::lsn::Lsn;
 use sc_backup_core::wal::WalFileName;
 use sc_backup_core::{ClusterIdentity, Repository};
 
@@ -255,8 +255,8 @@ proptest! {
 
     #[test]
     fn schedule_values_never_panic(text in "\\PC{0,40}") {
-        let _ = sc_backup_core::schedule::parse_time_of_day("t", &text);
-        let _ = sc_backup_core::schedule::parse_weekday("t", &text);
-        let _ = sc_backup_core::schedule::parse_cron("t", &text);
+        let _ = sc_backup_core::config::calendar::parse_time_of_day("t", &text);
+        let _ = sc_backup_core::config::calendar::parse_weekday("t", &text);
+        let _ = sc_backup_core::config::calendar::parse_cron("t", &text);
     }
 }

@@ -14,7 +14,7 @@ use std::ffi::CStr;
 
 use pgrx::{pg_sys, PgSqlErrorCode};
 
-use crate::backup::raise_message;
+use crate::raise::raise_message;
 
 /// One of PostgreSQL's own settings, as the server currently sees it ("" when unset).
 pub fn core_setting(name: &CStr) -> String {
@@ -88,8 +88,8 @@ pub fn remove_recovery_leftovers() {
         return;
     }
     for leftover in [
-        sc_backup_core::restore::RECOVERY_KEY_FILE,
-        sc_backup_core::wal_prefetch::SPOOL_DIRECTORY,
+        sc_backup_core::pg::layout::RECOVERY_KEY_FILE,
+        sc_backup_core::pg::layout::SPOOL_DIRECTORY,
     ] {
         let path = data_directory.join(leftover);
         let removed = if path.is_dir() {

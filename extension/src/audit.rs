@@ -1,6 +1,6 @@
 //! The audit trail from SQL and the scheduler: each record goes to the repository (it
 //! survives the loss of the database) and to the table `sc_backup.audit` (queryable, readable
-//! by `sc_backup_operator`). See `sc_backup_core::audit` for the format.
+//! by `sc_backup_operator`). See `sc_backup_core::ops::audit` for the format.
 //!
 //! A failed SQL call rolls its transaction back, row included; its record still reaches the
 //! repository, and the scheduler worker copies such records into the table
@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 
 use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::prelude::*;
-use sc_backup_core::audit::{self as core_audit, AuditRecord, AuditTimer};
+use sc_backup_core::ops::audit::{self as core_audit, AuditRecord, AuditTimer};
 use sc_backup_core::Repository;
 
 use crate::guc;
@@ -125,7 +125,7 @@ pub fn insert(id: &str, record: &AuditRecord) {
         ],
     )
     .unwrap_or_else(|e| {
-        crate::backup::raise_message(
+        crate::raise::raise_message(
             format!("sc_backup: could not insert into sc_backup.audit: {e}"),
             "",
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,

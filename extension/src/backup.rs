@@ -6,24 +6,24 @@
 //! Any error or cancellation aborts the backup in PostgreSQL (`do_pg_abort_backup`) and
 //! removes what was written, so it is never listed.
 
-use std::ffi::CStr;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pgrx::datum::TimestampWithTimeZone;
-use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use sc_backup_core::backup::{
     self, BackupKind, BackupMetadata, BackupWriter, CatalogSnapshot, ClusterPosition, Interrupted,
     Tablespace,
 };
 use sc_backup_core::dump::{find_named, list_dumps, verify_dump, DumpKind, Named};
-use sc_backup_core::repository::ClusterIdentity;
 use sc_backup_core::{Error, Repository};
 
+use crate::host::{cluster_identity, open_repository, settings};
+use crate::raise::{raise, raise_for_backup, raise_message};
 use crate::{archiving, audit, catalog, guc};
-use sc_backup_core::audit::AuditTimer;
+use sc_backup_core::ops::audit::AuditTimer;
 
 /// Key of the transaction-level advisory lock that serializes sc_backup backups (manual and
 /// scheduled): 'scbackup' in ASCII.
@@ -38,48 +38,6 @@ pub fn try_backup_lock() -> bool {
     .ok()
     .flatten()
     .unwrap_or(false)
-}
-
-/// Raises an error about a named backup: "no such backup" is ERRCODE_UNDEFINED_OBJECT.
-pub fn raise_for_backup(error: &Error) -> ! {
-    let code = if matches!(error, Error::BackupNotFound(_)) {
-        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT
-    } else {
-        PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
-    };
-    raise(error, code)
-}
-
-/// Raises `error` as a PostgreSQL ERROR with its hint.
-pub fn raise(error: &Error, code: PgSqlErrorCode) -> ! {
-    let mut report = ErrorReport::new(code, format!("sc_backup: {error}"), "sc_backup");
-    if let Some(hint) = error.hint() {
-        report = report.set_hint(hint);
-    }
-    report.report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}
-
-pub fn raise_message(message: String, hint: &str, code: PgSqlErrorCode) -> ! {
-    let mut report = ErrorReport::new(code, message, "sc_backup");
-    if !hint.is_empty() {
-        report = report.set_hint(hint.to_string());
-    }
-    report.report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}
-
-pub fn settings() -> sc_backup_core::Settings {
-    guc::settings()
-        .unwrap_or_else(|e| raise(&Error::Config(e), PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR))
-}
-
-pub fn cluster_identity() -> ClusterIdentity {
-    ClusterIdentity {
-        // Safety: reads the control file copy in shared memory.
-        system_identifier: unsafe { pg_sys::GetSystemIdentifier() },
-        pg_version_num: pg_sys::PG_VERSION_NUM,
-    }
 }
 
 fn spi_text(query: &str) -> String {
@@ -155,7 +113,7 @@ fn sc_backup(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         );
     };
-    let mut timer = audit::start("backup", sc_backup_core::audit::source::SQL);
+    let mut timer = audit::start("backup", sc_backup_core::ops::audit::source::SQL);
     timer.details().backup_type = Some(kind.name().into());
     let metadata = audit::audited(&mut timer, |timer| {
         take_backup(kind.name(), kind, fast_checkpoint, timer)
@@ -211,12 +169,7 @@ pub fn take_backup(
     }
     .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT));
     let tablespaces = tablespaces();
-    // Safety: DataDir is set for the postmaster's lifetime.
-    let data_directory = PathBuf::from(
-        unsafe { CStr::from_ptr(pg_sys::DataDir) }
-            .to_string_lossy()
-            .into_owned(),
-    );
+    let data_directory = crate::host::data_directory();
     let start_lsn = Spi::get_one_with_args::<String>(
         "SELECT pg_backup_start($1, $2)::text",
         &[format!("sc_backup {name}").into(), fast_checkpoint.into()],
@@ -251,7 +204,7 @@ pub fn take_backup(
         backup_type: backup_type.into(),
         timestamp: rfc3339(started_at),
         database,
-        host: sc_backup_core::audit::host_name(),
+        host: sc_backup_core::util::host::host_name(),
         size_bytes: 0,
         stored_bytes: 0,
         checksum: String::new(),
@@ -360,7 +313,7 @@ fn copy_and_stop(
     let invalid = |e: String| Error::InvalidTarget(format!("pg_backup_stop returned {e}"));
     // Safety: set once at startup.
     let segment_size = unsafe { pg_sys::wal_segment_size } as u64;
-    let segments = sc_backup_core::lsn::segments_between(
+    let segments = sc_backup_core::pg::lsn::segments_between(
         label_timeline(&label),
         start_lsn.parse().map_err(invalid)?,
         stop_lsn.parse().map_err(invalid)?,
@@ -473,13 +426,8 @@ fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
 
 /// PostgreSQL's timestamptz: microseconds since 2000-01-01 UTC.
 pub fn timestamptz(text: &str) -> Option<TimestampWithTimeZone> {
-    let at = sc_backup_core::restore::parse_time(text)?;
+    let at = sc_backup_core::util::time::parse_time(text)?;
     TimestampWithTimeZone::try_from(at.timestamp_micros() - 946_684_800_000_000).ok()
-}
-
-pub fn open_repository() -> Repository {
-    Repository::open(&settings())
-        .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION))
 }
 
 #[pg_extern(security_definer)]
@@ -581,7 +529,7 @@ fn sc_verify(
         name!(problem, String),
     ),
 > {
-    let mut timer = audit::start("verify", sc_backup_core::audit::source::SQL);
+    let mut timer = audit::start("verify", sc_backup_core::ops::audit::source::SQL);
     timer.details().backup = name.map(str::to_string);
     let (verified, problems) = audit::audited(&mut timer, |timer| {
         let repository = open_repository();

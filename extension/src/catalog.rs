@@ -8,13 +8,10 @@
 //! file. The snapshot is best effort: when a worker cannot start (max_worker_processes is
 //! full) the backup goes on without one, with a NOTICE.
 
-use std::ffi::CStr;
-use std::path::PathBuf;
-
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::prelude::*;
 use sc_backup_core::backup::DatabaseTables;
-use sc_backup_core::verify_restore::TABLES_SQL;
+use sc_backup_core::sandbox::verify_restore::TABLES_SQL;
 
 /// The user tables of every database that accepts connections, one worker each.
 pub fn snapshot() -> Result<Vec<DatabaseTables>, String> {
@@ -42,21 +39,12 @@ pub fn snapshot() -> Result<Vec<DatabaseTables>, String> {
         .collect()
 }
 
-fn data_directory() -> PathBuf {
-    // Safety: DataDir is set for the postmaster's lifetime.
-    PathBuf::from(
-        unsafe { CStr::from_ptr(pg_sys::DataDir) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
 /// Starts a worker in database `oid` and reads what it wrote.
 fn list_tables(oid: u32, name: &str) -> Result<DatabaseTables, String> {
     // Safety: MyProcPid is set for the backend's lifetime.
     let pid = unsafe { pg_sys::MyProcPid };
     let relative = format!("pg_stat_tmp/sc_backup_catalog_{pid}_{oid}.json");
-    let path = data_directory().join(&relative);
+    let path = crate::host::data_directory().join(&relative);
     let _ = std::fs::remove_file(&path);
     let worker = BackgroundWorkerBuilder::new(&format!("sc_backup catalog of {name}"))
         .set_type("sc_backup catalog")

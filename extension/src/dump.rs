@@ -12,12 +12,13 @@ use std::process::Command;
 
 use pgrx::prelude::*;
 use sc_backup_core::backup::Interrupted;
+use sc_backup_core::cluster::live::with_database;
 use sc_backup_core::dump::{audit_target, take_dump, DumpKind, DumpRequest};
-use sc_backup_core::live::with_database;
 use sc_backup_core::Repository;
 
 use crate::audit;
-use crate::backup::{cluster_identity, raise, raise_message, settings};
+use crate::host::{cluster_identity, settings};
+use crate::raise::{raise, raise_message};
 
 /// How the backend's dump programs reach this server.
 pub struct LocalServer {
@@ -172,7 +173,7 @@ fn sc_dump(
     }
     let mut rows = Vec::new();
     for (content, database) in jobs {
-        let mut timer = audit::start("dump", sc_backup_core::audit::source::SQL);
+        let mut timer = audit::start("dump", sc_backup_core::ops::audit::source::SQL);
         timer.details().backup_type = Some("full".into());
         timer.details().target = Some(audit_target(content, &database));
         let dump = audit::audited(&mut timer, |timer| {

@@ -11,11 +11,12 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
 use sc_backup_core::backup::BackupKind;
+use sc_backup_core::config::calendar;
 use sc_backup_core::config::{
     names, CompressionAlgorithm, ConfigError, EncryptionMode, RawSettings, RepositoryLocation,
     Secret, Settings,
 };
-use sc_backup_core::schedule::{self, ScheduleKind, ScheduleSettings};
+use sc_backup_core::ops::schedule::{ScheduleKind, ScheduleSettings};
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum CompressionGuc {
@@ -519,13 +520,13 @@ pub fn warn_about_secret_settings() {
 }
 
 string_check_hook!(check_daily_time, |v| {
-    schedule::parse_time_of_day(names::DAILY_TIME, v).map(drop)
+    calendar::parse_time_of_day(names::DAILY_TIME, v).map(drop)
 });
 string_check_hook!(check_weekly_time, |v| {
-    schedule::parse_time_of_day(names::WEEKLY_TIME, v).map(drop)
+    calendar::parse_time_of_day(names::WEEKLY_TIME, v).map(drop)
 });
 string_check_hook!(check_weekly_day, |v| {
-    schedule::parse_weekday(names::WEEKLY_DAY, v).map(drop)
+    calendar::parse_weekday(names::WEEKLY_DAY, v).map(drop)
 });
 /// A backup type setting: full, incremental or differential.
 fn parse_backup_kind(setting: &'static str, value: &str) -> Result<BackupKind, ConfigError> {
@@ -570,7 +571,7 @@ pub fn backup_kind_for(schedule: ScheduleKind) -> BackupKind {
 }
 
 string_check_hook!(check_schedule, |v| {
-    schedule::parse_cron(names::SCHEDULE, v).map(drop)
+    calendar::parse_cron(names::SCHEDULE, v).map(drop)
 });
 string_check_hook!(check_metrics_listen, |v| {
     v.trim()
@@ -583,10 +584,10 @@ string_check_hook!(check_metrics_listen, |v| {
         })
 });
 string_check_hook!(check_verify_schedule, |v| {
-    schedule::parse_cron(names::VERIFY_SCHEDULE, v).map(drop)
+    calendar::parse_cron(names::VERIFY_SCHEDULE, v).map(drop)
 });
 string_check_hook!(check_dump_schedule, |v| {
-    schedule::parse_cron(names::DUMP_SCHEDULE, v).map(drop)
+    calendar::parse_cron(names::DUMP_SCHEDULE, v).map(drop)
 });
 string_check_hook!(check_dump_databases, |v| {
     if v.split(',').all(|name| !name.trim().is_empty()) {

@@ -19,6 +19,8 @@ pub mod backup;
 pub mod catalog;
 pub mod dump;
 pub mod guc;
+pub mod host;
+pub mod raise;
 pub mod redact;
 pub mod restore_test;
 pub mod scheduled_dumps;

@@ -1,6 +1,6 @@
 //! The scheduler's restore test (`sc_backup.verify_schedule`): the newest backup restored into
 //! a sandbox under `sc_backup.verify_directory` and every database checked, exactly as
-//! `sc-backup verify --restore` does (`sc_backup_core::verify_restore`).
+//! `sc-backup verify --restore` does (`sc_backup_core::sandbox::verify_restore`).
 //!
 //! It runs on a thread of the scheduler worker, so scheduled backups are not held up by it;
 //! the thread never calls PostgreSQL (its signals are blocked, and the sandbox server is a
@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use pgrx::prelude::*;
-use sc_backup_core::audit::{source, AuditRecord, AuditTimer};
 use sc_backup_core::backup::{find_backup, read_catalog, read_manifest};
+use sc_backup_core::ops::audit::{source, AuditRecord, AuditTimer};
+use sc_backup_core::pg::server_binaries::ServerBinaries;
 use sc_backup_core::restore::{RecoveryTarget, WalSource};
+use sc_backup_core::sandbox::verify_restore::check_restored;
 use sc_backup_core::sandbox::{Sandbox, SandboxOptions};
-use sc_backup_core::server_binaries::ServerBinaries;
-use sc_backup_core::verify_restore::check_restored;
 use sc_backup_core::{Repository, Settings};
 
 use crate::guc;
@@ -41,9 +41,10 @@ pub fn start(user: &str) -> Result<JoinHandle<Vec<AuditRecord>>, String> {
         guc::cstring_setting(&guc::VERIFY_DIRECTORY).unwrap_or_else(|| "/var/tmp".into()),
     );
     let user = user.to_string();
-    sc_backup_core::threads::spawn_without_signals("sc_backup restore test".into(), move || {
-        vec![run(&settings, server, superuser, parent, &user)]
-    })
+    sc_backup_core::util::threads::spawn_without_signals(
+        "sc_backup restore test".into(),
+        move || vec![run(&settings, server, superuser, parent, &user)],
+    )
     .map_err(|e| format!("cannot start the restore test thread: {e}"))
 }
 

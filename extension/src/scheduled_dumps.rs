@@ -9,14 +9,14 @@
 use std::thread::JoinHandle;
 
 use pgrx::prelude::*;
-use sc_backup_core::audit::{source, AuditRecord, AuditTimer};
 use sc_backup_core::backup::Interrupted;
 use sc_backup_core::dump::{audit_target, take_dump, DumpKind, DumpRequest};
+use sc_backup_core::ops::audit::{source, AuditRecord, AuditTimer};
 use sc_backup_core::{Repository, Settings};
 
-use crate::backup::cluster_identity;
 use crate::dump::LocalServer;
 use crate::guc;
+use crate::host::cluster_identity;
 
 /// The backup type of scheduled dumps (`sc_list_backups().backup_type`).
 pub const BACKUP_TYPE: &str = "scheduled";
@@ -52,7 +52,7 @@ pub fn start(user: &str) -> Result<JoinHandle<Vec<AuditRecord>>, String> {
     let databases = databases();
     let identity = cluster_identity();
     let user = user.to_string();
-    sc_backup_core::threads::spawn_without_signals("sc_backup dumps".into(), move || {
+    sc_backup_core::util::threads::spawn_without_signals("sc_backup dumps".into(), move || {
         run(&settings, &server, databases, identity, &user)
     })
     .map_err(|e| format!("cannot start the dump thread: {e}"))

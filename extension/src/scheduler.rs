@@ -19,11 +19,11 @@ use chrono::{DateTime, Utc};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use sc_backup_core::audit::{source, AuditRecord, AuditTimer};
 use sc_backup_core::backup::BackupKind;
-use sc_backup_core::metrics::{self, Status};
-use sc_backup_core::retention::{expire, plan_expiry};
-use sc_backup_core::schedule::{ScheduleKind, Scheduler};
+use sc_backup_core::ops::audit::{source, AuditRecord, AuditTimer};
+use sc_backup_core::ops::metrics::{self, Status};
+use sc_backup_core::ops::retention::{expire, plan_expiry};
+use sc_backup_core::ops::schedule::{ScheduleKind, Scheduler};
 use sc_backup_core::Repository;
 
 use crate::status::{self, SCHEDULER_BACKEND_TYPE};
@@ -456,11 +456,13 @@ impl CronJob {
         let Some(expression) = expression else {
             return (None, ended);
         };
-        let Ok(cron) = sc_backup_core::schedule::parse_cron(self.setting, &expression) else {
+        let Ok(cron) = sc_backup_core::config::calendar::parse_cron(self.setting, &expression)
+        else {
             return (None, ended);
         };
         let last = last_recorded.max(self.last_started);
-        let Some(next) = sc_backup_core::schedule::next_occurrence(&cron, last, scheduler_started)
+        let Some(next) =
+            sc_backup_core::ops::schedule::next_occurrence(&cron, last, scheduler_started)
         else {
             return (None, ended);
         };
@@ -479,7 +481,7 @@ impl CronJob {
             ),
         }
         (
-            sc_backup_core::schedule::next_occurrence(&cron, Some(now), scheduler_started),
+            sc_backup_core::ops::schedule::next_occurrence(&cron, Some(now), scheduler_started),
             ended,
         )
     }
@@ -490,19 +492,19 @@ fn expire_after_backup(user: &str) {
     let mut timer = AuditTimer::start("expire", source::SCHEDULER, user);
     let outcome = in_transaction(|| {
         audit::audited(&mut timer, |timer| {
-            let settings = backup::settings();
-            let repository = backup::open_repository();
+            let settings = crate::host::settings();
+            let repository = crate::host::open_repository();
             // Taken before planning: no backup of this cluster can then start, run or finish
             // between the plan and its execution, so unfinished ones are debris. (Backups from
             // elsewhere are covered by the removal itself: see retention::expire.)
             let no_backup_runs = crate::backup::try_backup_lock();
             let plan =
                 plan_expiry(&repository, settings.retention, Utc::now()).unwrap_or_else(|e| {
-                    backup::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
+                    crate::raise::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
                 });
             timer.details().target = Some(plan.describe());
             expire(&repository, &plan, no_backup_runs).unwrap_or_else(|e| {
-                backup::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
+                crate::raise::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
             });
             plan
         })
@@ -546,7 +548,7 @@ fn import_audit_records(everything: bool) {
     }
 }
 
-/// The Prometheus endpoint (`sc_backup_core::metrics_server`: one connection at a time, with
+/// The Prometheus endpoint (`sc_backup_core::ops::metrics_server`: one connection at a time, with
 /// timeouts) on its own thread, rebound when sc_backup.metrics_listen changes.
 #[derive(Default)]
 struct MetricsServer {
@@ -577,14 +579,14 @@ impl MetricsServer {
                 return;
             }
         };
-        let data_directory = status::data_directory();
+        let data_directory = crate::host::data_directory();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let snapshot = Arc::clone(snapshot);
-        let thread =
-            sc_backup_core::threads::spawn_without_signals("sc_backup metrics".into(), move || {
-                serve(&listener, &stopping, &snapshot, data_directory)
-            });
+        let thread = sc_backup_core::util::threads::spawn_without_signals(
+            "sc_backup metrics".into(),
+            move || serve(&listener, &stopping, &snapshot, data_directory),
+        );
         match thread {
             Ok(thread) => {
                 pgrx::log!(
@@ -607,13 +609,14 @@ fn serve(
     snapshot: &Mutex<Status>,
     data_directory: PathBuf,
 ) {
-    use sc_backup_core::metrics_server::Answer;
-    sc_backup_core::metrics_server::serve(listener, stop, &|path| {
+    use sc_backup_core::ops::metrics_server::Answer;
+    sc_backup_core::ops::metrics_server::serve(listener, stop, &|path| {
         if path == "/metrics" || path == "/" {
             let mut status = snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Ok(backlog) =
-                metrics::archive_backlog(&data_directory, std::time::SystemTime::now())
-            {
+            if let Ok(backlog) = sc_backup_core::pg::archive_status::archive_backlog(
+                &data_directory,
+                std::time::SystemTime::now(),
+            ) {
                 status.wal.backlog = backlog;
             }
             Answer {

@@ -3,39 +3,27 @@
 //! `pg_stat_archiver` and `pg_wal/archive_status`; schedules from the GUCs and the audit table.
 
 use std::collections::BTreeMap;
-use std::ffi::CStr;
-use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
+use sc_backup_core::config::calendar::parse_cron;
 use sc_backup_core::dump::{delete_dump_file, find_named, Named};
-use sc_backup_core::health::{self, Archiving, HealthCheck, ScheduledTask};
-use sc_backup_core::metrics::{
-    archive_backlog, BackupFigures, RecoveryFigures, Status, WalFigures,
-};
-use sc_backup_core::retention::{
+use sc_backup_core::ops::health::{self, Archiving, HealthCheck, ScheduledTask};
+use sc_backup_core::ops::metrics::{BackupFigures, RecoveryFigures, Status, WalFigures};
+use sc_backup_core::ops::retention::{
     delete_backup, delete_backup_with_dependents, expire, plan_expiry,
 };
-use sc_backup_core::schedule::{
-    next_occurrence, parse_cron, ScheduleHistory, ScheduleKind, Scheduler,
-};
+use sc_backup_core::ops::schedule::{next_occurrence, ScheduleHistory, ScheduleKind, Scheduler};
+use sc_backup_core::pg::archive_status::archive_backlog;
 use sc_backup_core::Error;
 
-use crate::backup::{open_repository, raise, raise_message};
+use crate::host::open_repository;
+use crate::raise::{raise, raise_message};
 use crate::{audit, guc};
 
 /// The worker's name in `pg_stat_activity.backend_type`.
 pub const SCHEDULER_BACKEND_TYPE: &str = "sc_backup scheduler";
-
-pub fn data_directory() -> PathBuf {
-    // Safety: DataDir is set for the postmaster's lifetime.
-    PathBuf::from(
-        unsafe { CStr::from_ptr(pg_sys::DataDir) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
 
 fn spi_error(context: &str, error: impl std::fmt::Display) -> ! {
     raise_message(
@@ -142,7 +130,8 @@ pub fn gather_status(scheduler_running: bool) -> Status {
         health: Vec::new(),
     };
     status.wal.backlog =
-        archive_backlog(&data_directory(), std::time::SystemTime::now()).unwrap_or_default();
+        archive_backlog(&crate::host::data_directory(), std::time::SystemTime::now())
+            .unwrap_or_default();
     status.health = health_checks(&status);
     status
 }
@@ -219,7 +208,7 @@ fn scheduler_started() -> Option<DateTime<Utc>> {
     )
     .ok()
     .flatten()
-    .and_then(|text| sc_backup_core::restore::parse_time(&text))
+    .and_then(|text| sc_backup_core::util::time::parse_time(&text))
 }
 
 /// Each schedule's past, from the audit table (scheduled backups, oldest first).
@@ -250,7 +239,7 @@ fn scheduled_runs(sql: &str) -> Vec<(String, DateTime<Utc>, bool, Option<String>
             rows.filter_map(|row| {
                 Some((
                     row.get::<String>(1).ok().flatten()?,
-                    sc_backup_core::restore::parse_time(&row.get::<String>(2).ok().flatten()?)?,
+                    sc_backup_core::util::time::parse_time(&row.get::<String>(2).ok().flatten()?)?,
                     row.get::<bool>(3).ok().flatten()?,
                     row.get::<String>(4).ok().flatten(),
                 ))
@@ -270,7 +259,7 @@ pub fn last_scheduled_run(operation: &str) -> Option<DateTime<Utc>> {
     )
     .ok()
     .flatten()
-    .and_then(|at| sc_backup_core::restore::parse_time(&at))
+    .and_then(|at| sc_backup_core::util::time::parse_time(&at))
 }
 
 /// The scheduler's runs of `operation` (restore tests, dumps), folded like a backup
@@ -399,12 +388,12 @@ fn sc_schedule() -> TableIterator<
         let Some(expression) = guc::cstring_setting(setting) else {
             continue;
         };
-        let cron =
-            sc_backup_core::schedule::parse_cron(schedule, &expression).unwrap_or_else(|e| {
+        let cron = sc_backup_core::config::calendar::parse_cron(schedule, &expression)
+            .unwrap_or_else(|e| {
                 raise(&Error::Config(e), PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR)
             });
         let past = scheduled_history(operation);
-        let next = sc_backup_core::schedule::next_occurrence(
+        let next = sc_backup_core::ops::schedule::next_occurrence(
             &cron,
             last_scheduled_run(operation),
             running.unwrap_or_else(Utc::now),
@@ -435,9 +424,9 @@ fn sc_expire(
         name!(expired_wal_bytes, i64),
     ),
 > {
-    let settings = crate::backup::settings();
-    let mut timer = audit::start("expire", sc_backup_core::audit::source::SQL);
-    let run = |timer: &mut sc_backup_core::audit::AuditTimer| {
+    let settings = crate::host::settings();
+    let mut timer = audit::start("expire", sc_backup_core::ops::audit::source::SQL);
+    let run = |timer: &mut sc_backup_core::ops::audit::AuditTimer| {
         let repository = open_repository();
         // Taken before planning: no backup of this cluster can then start, run or finish
         // between the plan and its execution, so unfinished ones are debris. (Backups from
@@ -469,7 +458,7 @@ fn sc_expire(
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn sc_delete_backup(name: &str, with_dependents: default!(bool, false)) {
-    let mut timer = audit::start("delete", sc_backup_core::audit::source::SQL);
+    let mut timer = audit::start("delete", sc_backup_core::ops::audit::source::SQL);
     timer.details().backup = Some(name.to_string());
     audit::audited(&mut timer, |timer| {
         if name == "latest" {
@@ -493,6 +482,6 @@ fn sc_delete_backup(name: &str, with_dependents: default!(bool, false)) {
             Ok(Named::Backup(metadata)) => delete_backup(&repository, &metadata.backup_name),
             Err(error) => Err(error),
         };
-        deleted.unwrap_or_else(|e| crate::backup::raise_for_backup(&e))
+        deleted.unwrap_or_else(|e| crate::raise::raise_for_backup(&e))
     });
 }

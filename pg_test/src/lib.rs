@@ -73,7 +73,7 @@ pub fn use_pg_bindir(bindir: &Path) {
 
 /// The major version of the server under test.
 pub fn pg_major() -> u32 {
-    sc_backup_core::server_binaries::ServerBinaries::at(&pg_bindir())
+    sc_backup_core::pg::server_binaries::ServerBinaries::at(&pg_bindir())
         .unwrap_or_else(|e| panic!("{e}"))
         .major()
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use sc_backup_core::metrics::{ArchiveBacklog, BackupFigures, RecoveryFigures, Status, WalFigures};
+use sc_backup_core::ops::metrics::{BackupFigures, RecoveryFigures, Status, WalFigures};
+use sc_backup_core::pg::archive_status::ArchiveBacklog;
 
 fn docs() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs")

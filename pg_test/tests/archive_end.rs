@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use sc_backup_core::config::RawSettings;
-use sc_backup_core::lsn::Lsn;
+use sc_backup_core::pg::lsn::Lsn;
 use sc_backup_core::{Repository, Settings};
 use sc_backup_pg_test::{
     archiving_conf, pg_bindir, run_ok, sc_backup, start_primary, take_backup, TestDir,

@@ -158,7 +158,7 @@ fn the_compose_file_is_valid_and_passes_every_variable_the_image_reads() {
     assert!(rendered.contains("test:") && rendered.contains("sc-backup-healthcheck"));
     let compose = fs::read_to_string(docker_file("compose.yaml")).unwrap();
     let example = fs::read_to_string(docker_file(".env.example")).unwrap();
-    for variable in sc_backup_core::container_env::VARIABLES {
+    for variable in sc_backup_core::config::container_env::VARIABLES {
         assert!(
             compose.contains(&format!("{variable}: ${{{variable}")),
             "compose.yaml does not pass {variable}"

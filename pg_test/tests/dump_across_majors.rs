@@ -2,7 +2,7 @@
 //! cannot do): PostgreSQL 15 to 17, whatever the major under test. Alone in its test binary,
 //! because it switches the server under test (`use_pg_bindir`) between clusters.
 
-use sc_backup_core::server_binaries::ServerBinaries;
+use sc_backup_core::pg::server_binaries::ServerBinaries;
 use sc_backup_pg_test::{table_content, use_pg_bindir, Cluster, ClusterOptions, TestDir};
 
 use sc_backup_pg_test::output_text as text;

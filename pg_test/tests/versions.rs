@@ -5,7 +5,7 @@
 use std::fs;
 use std::time::Duration;
 
-use sc_backup_core::server_binaries::ServerBinaries;
+use sc_backup_core::pg::server_binaries::ServerBinaries;
 use sc_backup_pg_test::postgres::Client;
 use sc_backup_pg_test::{
     archiving_conf, as_postgres, files_under, objects_under, pg_bindir, pg_major, run_ok,

@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use sc_backup_core::pg::layout::SPOOL_DIRECTORY;
 use sc_backup_core::wal::WalFileName;
-use sc_backup_core::wal_prefetch::SPOOL_DIRECTORY;
 use sc_backup_pg_test::{
     archiving_conf, output_text, sc_backup, start_primary, take_backup, Cluster, TestDir,
 };

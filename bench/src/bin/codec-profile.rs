@@ -117,9 +117,10 @@ fn main() {
     }
     for workers in [1, 2] {
         let repository = sc_backup_core::Repository::open(&settings).unwrap();
-        let pipeline =
-            sc_backup_core::archive_pipeline::ArchivePipeline::start(repository, &wal, workers)
-                .unwrap();
+        let pipeline = sc_backup_core::wal::archive_pipeline::ArchivePipeline::start(
+            repository, &wal, workers,
+        )
+        .unwrap();
         let started = Instant::now();
         for name in &names {
             pipeline.archive(name, &wal.join(name)).unwrap();

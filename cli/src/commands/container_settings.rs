@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sc_backup_core::container_env::container_settings;
+use sc_backup_core::config::container_env::container_settings;
 
 use crate::CliError;
 
@@ -30,10 +30,11 @@ pub const PLAYBOOK_VARIABLES_ENV: &str = "SC_BACKUP_PLAYBOOK_VARIABLES";
 /// (`FORCE_RESTORE=true`, ...) where ours are unset, before the arguments are parsed;
 /// elsewhere says, one line each, that they are ignored.
 pub fn adopt_restore_variables() {
-    let adopted = sc_backup_core::container_env::restore_variables(|name| std::env::var(name).ok());
+    let adopted =
+        sc_backup_core::config::container_env::restore_variables(|name| std::env::var(name).ok());
     let in_image = std::env::var(PLAYBOOK_VARIABLES_ENV).is_ok_and(|v| v == "on");
     for (name, value) in adopted {
-        let playbook = sc_backup_core::container_env::RESTORE_VARIABLES
+        let playbook = sc_backup_core::config::container_env::RESTORE_VARIABLES
             .iter()
             .find(|(_, ours)| *ours == name)
             .map_or(name, |(theirs, _)| theirs);

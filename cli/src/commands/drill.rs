@@ -1,4 +1,4 @@
-//! `sc-backup drill`: the DR drill (`sc_backup_core::drill`): the newest backup restored into
+//! `sc-backup drill`: the DR drill (`sc_backup_core::sandbox::drill`): the newest backup restored into
 //! a sandbox, all archived WAL replayed, promoted; RTO and RPO measured, reported, recorded,
 //! and judged against the objectives (non-zero exit when one is missed).
 
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use sc_backup_core::backup::find_backup;
-use sc_backup_core::drill::{measure, DrillReport, Objectives};
 use sc_backup_core::restore::RecoveryTarget;
+use sc_backup_core::sandbox::drill::{measure, DrillReport, Objectives};
 use sc_backup_core::{Repository, Settings};
 
 use super::sandbox::{self, SandboxArgs};

@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use clap::Args;
 use sc_backup_core::backup::Interrupted;
+use sc_backup_core::cluster::live::Live;
 use sc_backup_core::dump::{
     audit_target, find_dump, restore_dump, take_dump, DumpKind, DumpMetadata, DumpRequest,
     RestoreDumpOptions,
 };
-use sc_backup_core::live::Live;
+use sc_backup_core::pg::server_binaries::{major_of, ServerBinaries};
 use sc_backup_core::repository::ClusterIdentity;
-use sc_backup_core::sandbox::human_bytes;
-use sc_backup_core::server_binaries::{major_of, ServerBinaries};
+use sc_backup_core::util::bytes::human_bytes;
 use sc_backup_core::{Repository, Settings};
 
 use super::{audit_start, audited};
@@ -97,7 +97,7 @@ struct Server {
 }
 
 fn connect(dbname: Option<&str>, pg_bindir: Option<&std::path::Path>) -> Result<Server, CliError> {
-    sc_backup_core::live::refuse_password(dbname.unwrap_or_default())?;
+    sc_backup_core::cluster::live::refuse_password(dbname.unwrap_or_default())?;
     let client = ServerBinaries::newest(pg_bindir).map_err(sc_backup_core::Error::from)?;
     let live = Live {
         psql: client.program("psql"),

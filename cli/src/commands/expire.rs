@@ -1,14 +1,14 @@
 //! `sc-backup expire` and `sc-backup delete`: retention, and removing one backup on purpose.
 
 use sc_backup_core::dump::{delete_dump_file, find_named, Named};
-use sc_backup_core::retention::{
+use sc_backup_core::ops::retention::{
     delete_backup, delete_backup_with_dependents, expire, plan_expiry, RetentionPolicy,
 };
 use sc_backup_core::{Repository, Settings};
 
 use super::{audit_start, audited};
 use crate::CliError;
-use sc_backup_core::sandbox::human_bytes;
+use sc_backup_core::util::bytes::human_bytes;
 
 pub fn run_expire(
     settings: &Settings,
@@ -29,7 +29,10 @@ pub fn run_expire(
     report(&plan, false)
 }
 
-fn report(plan: &sc_backup_core::retention::ExpiryPlan, dry_run: bool) -> Result<(), CliError> {
+fn report(
+    plan: &sc_backup_core::ops::retention::ExpiryPlan,
+    dry_run: bool,
+) -> Result<(), CliError> {
     if !plan.unfinished_backups.is_empty() {
         println!(
             "left {} unfinished backup(s) (interrupted, or running now): {}; SELECT sc_expire() removes them when no backup runs",

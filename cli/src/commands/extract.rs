@@ -1,5 +1,5 @@
 //! `sc-backup extract`: tables as of a recovery target, into a new schema or database of the
-//! live cluster, or into a dump file (`sc_backup_core::extract`), through a sandbox.
+//! live cluster, or into a dump file (`sc_backup_core::sandbox::extract`), through a sandbox.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use clap::{ArgGroup, Args};
 use sc_backup_core::backup::list_backups;
-use sc_backup_core::extract::{check_destination, choose_tables, extract, Destination, Live};
 use sc_backup_core::restore::choose_backup;
+use sc_backup_core::sandbox::extract::{
+    check_destination, choose_tables, extract, Destination, Live,
+};
 use sc_backup_core::{Repository, Settings};
 
 use super::sandbox::{self, SandboxArgs};
@@ -69,7 +71,7 @@ pub fn run(
     } else {
         Destination::File(args.to_file.clone().expect("one destination is required"))
     };
-    sc_backup_core::live::refuse_password(args.dbname.as_deref().unwrap_or_default())?;
+    sc_backup_core::cluster::live::refuse_password(args.dbname.as_deref().unwrap_or_default())?;
     let repository = Repository::open(settings)?;
     let backups = list_backups(&repository)?;
     let metadata = choose_backup(&backups, &args.backup, &target)?;

@@ -3,7 +3,7 @@
 
 use sc_backup_core::backup::{chain_sizes, list_backups, BackupMetadata};
 use sc_backup_core::dump::{list_dumps, DumpKind, DumpMetadata};
-use sc_backup_core::sandbox::human_bytes;
+use sc_backup_core::util::bytes::human_bytes;
 use sc_backup_core::{Repository, Settings};
 
 use crate::CliError;

@@ -10,7 +10,7 @@ pub mod target;
 pub mod verify;
 pub mod wal_fetch;
 
-use sc_backup_core::audit::{self, AuditTimer};
+use sc_backup_core::ops::audit::{self, AuditTimer};
 use sc_backup_core::Repository;
 
 use crate::CliError;

@@ -8,17 +8,17 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use sc_backup_core::backup::{list_backups, read_manifest};
+use sc_backup_core::pg::server_binaries::{major_of, ServerBinaries};
 use sc_backup_core::restore::{
     check_target, check_target_reachable, choose_backup, restore, RestoreOptions, RestoreProgress,
     WalSource,
 };
-use sc_backup_core::server_binaries::{major_of, ServerBinaries};
 use sc_backup_core::{Repository, Settings};
 
 use super::target::TargetArgs;
 use super::{audit_start, audited};
 use crate::CliError;
-use sc_backup_core::sandbox::human_bytes;
+use sc_backup_core::util::bytes::human_bytes;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TargetAction {

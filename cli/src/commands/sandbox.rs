@@ -9,9 +9,10 @@ use std::sync::Arc;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sc_backup_core::backup::{read_manifest, BackupMetadata};
+use sc_backup_core::pg::server_binaries::{major_of, ServerBinaries};
 use sc_backup_core::restore::{check_target_reachable, RecoveryTarget, RestoreProgress, WalSource};
-use sc_backup_core::sandbox::{human_bytes, Sandbox, SandboxOptions};
-use sc_backup_core::server_binaries::{major_of, ServerBinaries};
+use sc_backup_core::sandbox::{Sandbox, SandboxOptions};
+use sc_backup_core::util::bytes::human_bytes;
 use sc_backup_core::{Repository, Settings};
 
 use super::restore::wal_fetch_command;

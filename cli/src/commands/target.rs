@@ -1,7 +1,7 @@
 //! The recovery target flags, the same for `restore`, `extract` and PostgreSQL's five kinds.
 
 use clap::{ArgGroup, Args, ValueEnum};
-use sc_backup_core::lsn::Lsn;
+use sc_backup_core::pg::lsn::Lsn;
 use sc_backup_core::restore::RecoveryTarget;
 
 use crate::CliError;

@@ -19,7 +19,7 @@
 //!   early and promote a cluster missing every later transaction.
 //!
 //! In a data directory in recovery, segments come from the prefetch spool when a verified copy
-//! is there (`sc_backup_core::wal_prefetch`), and each call makes sure a prefetcher runs: this
+//! is there (`sc_backup_core::wal::prefetch`), and each call makes sure a prefetcher runs: this
 //! same program, started detached with the same arguments and `SC_BACKUP_WAL_PREFETCHER` set,
 //! so it resolves the settings exactly as this call did. The spool only ever saves downloads:
 //! the repository's own answer decides what exists, and any trouble with the spool falls back
@@ -30,8 +30,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use sc_backup_core::codec::RepositoryKey;
+use sc_backup_core::wal::prefetch::{default_depth, Spool};
 use sc_backup_core::wal::{WalFileKind, WalFileName};
-use sc_backup_core::wal_prefetch::{default_depth, Spool};
 use sc_backup_core::{Error, Repository, Settings};
 
 use crate::settings::SettingsArgs;

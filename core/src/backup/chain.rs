@@ -13,13 +13,13 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
-use super::incremental::{PageStreamParser, PAGES_HEADER_SIZE};
 use super::document::backup_object;
+use super::incremental::{PageStreamParser, PAGES_HEADER_SIZE};
 use super::manifest::{read_backup_file, read_stored, Stored};
 use super::{read_manifest, read_metadata, BackupMetadata, EntryType, Manifest, ManifestEntry};
-use crate::direct_write::DirectWriter;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
+use crate::util::direct_write::DirectWriter;
 
 /// A chain longer than this is taken for a loop in damaged metadata.
 const MAX_CHAIN_LENGTH: usize = 10_000;
@@ -377,7 +377,7 @@ pub(crate) mod tests {
     use crate::backup::incremental::is_page_compared;
     use crate::backup::{plan, BackupWriter, BundleReader};
     use crate::config::{RawSettings, Settings};
-    use crate::lsn::Lsn;
+    use crate::pg::lsn::Lsn;
     use crate::repository::ClusterIdentity;
 
     const PAGE: usize = 8192;
@@ -426,7 +426,7 @@ pub(crate) mod tests {
         let entries = writer
             .store_files(plan(data, &[]).unwrap(), 2, &mut || Ok(()))
             .unwrap();
-        let segment = crate::lsn::segment_name(1, Lsn(start), 16 << 20);
+        let segment = crate::pg::lsn::segment_name(1, Lsn(start), 16 << 20);
         if repo
             .find_wal(&crate::wal::WalFileName::parse(&segment).unwrap())
             .unwrap()
@@ -605,12 +605,12 @@ pub(crate) mod tests {
         assert!(error.contains(&format!("backups/i1/{object}")), "{error}");
 
         // Deleting the full backup alone is refused, naming both dependents.
-        let refused = crate::retention::delete_backup(&repo, "f")
+        let refused = crate::ops::retention::delete_backup(&repo, "f")
             .unwrap_err()
             .to_string();
         assert!(refused.contains("\"i1\", \"i2\""), "{refused}");
         assert_eq!(
-            crate::retention::delete_backup_with_dependents(&repo, "i1").unwrap(),
+            crate::ops::retention::delete_backup_with_dependents(&repo, "i1").unwrap(),
             ["i2", "i1"]
         );
         assert_eq!(crate::backup::list_backups(&repo).unwrap().len(), 1);

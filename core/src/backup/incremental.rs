@@ -16,7 +16,7 @@
 use std::io::{self, Write};
 
 use super::BackupMetadata;
-use crate::lsn::Lsn;
+use crate::pg::lsn::Lsn;
 
 /// PostgreSQL's default BLCKSZ; the extension passes the server's own.
 pub const DEFAULT_BLOCK_SIZE: u32 = 8192;

@@ -83,7 +83,7 @@ enum Listed {
 /// kept) or can no longer complete. Never listed as a backup.
 /// It stays after the backup's objects are gone, so that a writer still running (on another
 /// host, say) fails rather than completes a backup whose files were removed, until
-/// [`crate::retention`] removes it after a week.
+/// [`crate::ops::retention`] removes it after a week.
 pub fn tombstone(name: &str, claimed_unix: u64) -> Vec<u8> {
     serde_json::to_vec_pretty(&serde_json::json!({
         TOMBSTONE_FIELD: "an unfinished backup, removed by expiry",

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use super::document::read_document;
 use super::metadata_key;
 use crate::error::{Error, Result};
-use crate::lsn::{segments_between, Lsn};
+use crate::pg::lsn::{segments_between, Lsn};
 use crate::repository::Repository;
 
 const EMPTY_DIGEST_FIELD: &str = "\"metadata_sha256\": \"\"";

@@ -30,11 +30,11 @@ mod verify;
 mod writer;
 
 pub use chain::{ancestors, chain_sizes, dependents, BackupChain};
+pub use document::{limit_documents_in_memory, CappedBuffer};
 pub use incremental::{
     choose_parent, is_page_compared, BackupKind, ClusterPosition, DEFAULT_BLOCK_SIZE,
 };
 pub use listing::{find_backup, list_backups, read_metadata, scan_backups, tombstone, BackupScan};
-pub use document::{limit_documents_in_memory, CappedBuffer};
 pub(crate) use manifest::{read_backup_file, BundleReader};
 pub use manifest::{read_manifest, EntryType, Manifest, ManifestEntry, Stored};
 pub use metadata::{read_catalog, BackupMetadata, CatalogSnapshot, DatabaseTables};

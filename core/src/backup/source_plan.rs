@@ -30,7 +30,7 @@ const EXCLUDED_FILES: &[&str] = &[
     "backup_manifest",
     "postmaster.pid",
     "postmaster.opts",
-    crate::restore::RECOVERY_KEY_FILE,
+    crate::pg::layout::RECOVERY_KEY_FILE,
 ];
 
 /// What [`plan`] found to copy.
@@ -154,7 +154,7 @@ fn walk(dir: &Path, prefix: &str, is_data_root: bool, out: &mut Vec<SourceEntry>
                 kind: SourceKind::Symlink(target.to_string_lossy().into_owned()),
             });
         } else if meta.is_dir() {
-            if is_data_root && name == crate::wal_prefetch::SPOOL_DIRECTORY {
+            if is_data_root && name == crate::pg::layout::SPOOL_DIRECTORY {
                 // wal-fetch's spool in a cluster still in recovery: copies of archived WAL.
                 continue;
             }

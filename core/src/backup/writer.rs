@@ -24,7 +24,7 @@ use crate::codec::{
     pump, DigestingWriter, EncodeSummary, Encoder, PumpError, RepositoryKey, Sha256Digest,
 };
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
+use crate::pg::lsn::Lsn;
 use crate::repository::Repository;
 use crate::storage::ObjectWriter;
 use crate::wal::WalFileName;
@@ -186,7 +186,7 @@ impl<'r> BackupWriter<'r> {
                 let results = results.clone();
                 let (queue, stop, bundles_opened) = (&queue, &stop, &bundles_opened);
                 // The caller is a PostgreSQL backend: its signals must reach its own thread.
-                crate::threads::with_signals_blocked(|| {
+                crate::util::threads::with_signals_blocked(|| {
                     workers.push(scope.spawn(move || -> Result<()> {
                         // Each worker fills its own bundle; one that fails is dropped (its
                         // upload discarded) and so is the backup.

@@ -405,7 +405,7 @@ impl<R: Read> Decoder<R> {
         std::thread::scope(|scope| {
             // The caller may be a PostgreSQL process (sc_verify() in a backend): its signals
             // must reach its own thread.
-            let decoding = crate::threads::with_signals_blocked(|| {
+            let decoding = crate::util::threads::with_signals_blocked(|| {
                 scope.spawn(move || -> io::Result<()> {
                     // Ends when the pieces stop coming back: the writing side stopped.
                     while let Ok(mut piece) = empty_pieces.recv() {

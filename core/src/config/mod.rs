@@ -8,7 +8,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+pub mod calendar;
 mod conf_line;
+pub mod container_env;
 mod object_store;
 mod secrets;
 

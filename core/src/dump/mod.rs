@@ -18,6 +18,8 @@
 //! and only after the new copy is complete: the dump is loaded into a new database that is
 //! then renamed over it.
 
+mod copy_scan;
+
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -29,13 +31,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::Interrupted;
+use crate::cluster::live::Live;
 use crate::codec::{
     pump, CodecSpec, Decoder, DigestingReader, DigestingWriter, Encoder, PumpError, Sha256Digest,
 };
-use crate::dump_copy_scan::{copy_tags, CopiedTable, CopyScan};
+use crate::dump::copy_scan::{copy_tags, CopiedTable, CopyScan};
 use crate::error::{Error, Result};
-use crate::extract::quote_ident;
-use crate::live::Live;
+use crate::pg::quote::quote_ident;
 use crate::repository::{read_small_object, Repository};
 
 pub const DUMPS_PREFIX: &str = "dumps/";
@@ -260,7 +262,7 @@ pub fn take_dump(
         backup_type: request.backup_type.clone(),
         timestamp: started_at.format("%Y%m%d_%H%M%S").to_string(),
         database: request.database.clone(),
-        host: crate::audit::host_name(),
+        host: crate::util::host::host_name(),
         size_bytes: stored_size,
         checksum: stored_digest.to_hex(),
         compression: spec.compression.name().to_string(),

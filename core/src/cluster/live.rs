@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use crate::error::{Error, Result};
+use crate::pg::quote::quote_conninfo_value;
 
 /// The live cluster, through `psql` and libpq's usual parameters.
 #[derive(Debug, Clone)]
@@ -145,12 +146,6 @@ pub fn with_database(conninfo: &str, database: &str) -> String {
     } else {
         format!("dbname={quoted}")
     }
-}
-
-/// A value quoted for a `key=value` connection string: a database named `host=/elsewhere
-/// dbname=postgres` stays a database name instead of becoming parameters.
-pub fn quote_conninfo_value(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 fn percent_encode(text: &str) -> String {

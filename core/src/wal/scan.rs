@@ -23,7 +23,7 @@ use std::io::{self, Write};
 
 use chrono::{DateTime, Utc};
 
-use crate::lsn::Lsn;
+use crate::pg::lsn::Lsn;
 
 const SHORT_PAGE_HEADER: usize = 24;
 const LONG_PAGE_HEADER: usize = 40;

@@ -28,16 +28,14 @@ use crate::backup::{
     ManifestEntry, Stored,
 };
 use crate::config::conf_quote;
-use crate::direct_write::DirectWriter;
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
+use crate::pg::layout::RECOVERY_KEY_FILE;
+use crate::pg::lsn::Lsn;
+use crate::pg::server_binaries::major_of;
 use crate::repository::Repository;
-use crate::server_binaries::major_of;
+use crate::util::direct_write::DirectWriter;
+use crate::util::time::parse_time;
 
-/// The unwrapped repository key, written into the restored data directory for the duration of
-/// recovery so each `restore_command` call skips the passphrase derivation; removed by
-/// `recovery_end_command` and never included in backups.
-pub const RECOVERY_KEY_FILE: &str = "sc_backup_recovery.key";
 const PG_CONTROL: &str = "global/pg_control";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,24 +72,6 @@ impl RecoveryTarget {
             RecoveryTarget::Name(n) => format!("name {n}"),
         }
     }
-}
-
-/// Parses the timestamps PostgreSQL and people write: RFC 3339, or `YYYY-MM-DD HH:MM:SS[.f]`
-/// with a `+HH[:MM]`/`Z` offset. An offset is required: a restore must not depend on the
-/// time zone of the machine it runs on.
-pub fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let text = text.trim();
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Some(t.with_timezone(&chrono::Utc));
-    }
-    let normalized = text.replacen(' ', "T", 1);
-    let with_minutes = match normalized.rfind(['+', '-']) {
-        Some(pos) if pos > 10 && normalized[pos + 1..].len() == 2 => format!("{normalized}:00"),
-        _ => normalized,
-    };
-    chrono::DateTime::parse_from_rfc3339(&with_minutes)
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// Chooses the backup to restore: by name, or with `latest` the newest one, and with a time
@@ -283,7 +263,7 @@ pub fn check_target_reachable(
     if !matches!(target, RecoveryTarget::Time(_) | RecoveryTarget::Lsn(_)) {
         return Ok(());
     }
-    let first = crate::lsn::segment_name(
+    let first = crate::pg::lsn::segment_name(
         metadata.timeline,
         metadata.start_lsn()?,
         metadata.wal_segment_size,
@@ -896,7 +876,7 @@ fn append_recovery_settings(
     ));
     if let WalSource::Command(_) = &options.wal_source {
         // The unwrapped key and wal-fetch's prefetch spool end with recovery.
-        let mut remove = format!("rm -rf {}", crate::wal_prefetch::SPOOL_DIRECTORY);
+        let mut remove = format!("rm -rf {}", crate::pg::layout::SPOOL_DIRECTORY);
         if key_written {
             remove.push_str(&format!(" {RECOVERY_KEY_FILE}"));
         }
@@ -940,22 +920,6 @@ fn append_recovery_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_need_an_offset() {
-        let expected = parse_time("2026-11-24T10:41:00Z").unwrap();
-        for text in [
-            "2026-11-24 10:41:00+00",
-            "2026-11-24 10:41:00+00:00",
-            "2026-11-24 12:41:00+02",
-            "2026-11-24T10:41:00.000+00:00",
-        ] {
-            assert_eq!(parse_time(text), Some(expected), "{text}");
-        }
-        assert!(parse_time("2026-11-24 10:41:00.123456+00").is_some());
-        assert_eq!(parse_time("2026-11-24 10:41:00"), None);
-        assert_eq!(parse_time("yesterday"), None);
-    }
 
     fn backup(name: &str, stop_time: &str, stop_lsn: &str) -> BackupMetadata {
         BackupMetadata {

@@ -15,6 +15,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::util::host::host_name;
 use crate::Repository;
 
 pub const PREFIX: &str = "audit/";
@@ -116,12 +117,6 @@ impl AuditTimer {
     }
 }
 
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 /// The key a record started at `at` is stored under: sorted by time (the record's time keeps
 /// microseconds), then by the order one process appended them, unique across processes.
 fn record_key(at: DateTime<Utc>) -> String {
@@ -138,7 +133,7 @@ fn record_key(at: DateTime<Utc>) -> String {
 
 /// Stores a record in the repository; returns its key (the audit table's id).
 pub fn append(repository: &Repository, record: &AuditRecord) -> Result<String> {
-    let started = crate::restore::parse_time(&record.started_at).unwrap_or_else(Utc::now);
+    let started = crate::util::time::parse_time(&record.started_at).unwrap_or_else(Utc::now);
     let key = record_key(started);
     let mut writer = repository.storage().create(&key)?;
     let mut line = serde_json::to_vec(record).expect("record serializes");

@@ -22,6 +22,10 @@
 //! Queries go through the sandbox major's own `psql` (`-X`, no password: trust on the private
 //! socket only), so no client library has to match the server's version.
 
+pub mod drill;
+pub mod extract;
+pub mod verify_restore;
+
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -35,9 +39,10 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::backup::{BackupMetadata, Manifest};
 use crate::error::{Error, Result};
+use crate::pg::server_binaries::ServerBinaries;
 use crate::repository::Repository;
 use crate::restore::{restore, RecoveryTarget, RestoreOptions, RestoreProgress, WalSource};
-use crate::server_binaries::ServerBinaries;
+use crate::util::bytes::human_bytes;
 
 /// Room kept free beyond the backup's size: the WAL replayed and written while it runs.
 pub const WORKING_ROOM: u64 = 1 << 30;
@@ -538,7 +543,7 @@ impl Sandbox {
             // As a connection string whose one parameter is the database: a database named
             // like `host=/run/postgresql dbname=postgres` must not aim psql at production.
             .arg("-d")
-            .arg(crate::live::with_database("", database))
+            .arg(crate::cluster::live::with_database("", database))
             .args(["-c", sql])
             .stdin(Stdio::null())
             .output()
@@ -577,7 +582,7 @@ impl Sandbox {
 
     /// libpq connection parameters of the sandbox (for `--keep`).
     pub fn conninfo(&self, database: &str) -> String {
-        use crate::live::quote_conninfo_value as quote;
+        use crate::pg::quote::quote_conninfo_value as quote;
         format!(
             "host={} port={PORT} user={} dbname={}",
             quote(&self.directory.display().to_string()),
@@ -677,7 +682,7 @@ impl Drop for Sandbox {
         }
         self.stop();
         // The server is gone; its WAL prefetcher notices within a download, or is told to.
-        crate::wal_prefetch::stop_prefetcher(&self.data, Duration::from_secs(10));
+        crate::wal::prefetch::stop_prefetcher(&self.data, Duration::from_secs(10));
         let _ = fs::remove_dir_all(&self.directory);
     }
 }
@@ -800,21 +805,6 @@ pub fn check_extra_setting(name: &str, value: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ impl ArchivePipeline {
         };
         for index in 0..workers {
             let shared = Arc::clone(&pipeline.shared);
-            let handle = crate::threads::spawn_without_signals(
+            let handle = crate::util::threads::spawn_without_signals(
                 format!("sc_backup archive {index}"),
                 move || work(&shared),
             )?;

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::backup::{backup_prefix, BackupMetadata};
 use crate::error::{Error, Result};
-use crate::restore::parse_time;
+use crate::util::time::parse_time;
 use crate::Repository;
 
 pub use crate::config::RetentionPolicy;
@@ -404,7 +404,7 @@ mod tests {
     }
 
     fn archive_segment(repo: &Repository, work: &Path, number: u64) {
-        let name = crate::lsn::segment_name(1, crate::lsn::Lsn(number * SEGMENT), SEGMENT);
+        let name = crate::pg::lsn::segment_name(1, crate::pg::lsn::Lsn(number * SEGMENT), SEGMENT);
         let path = work.join(&name);
         std::fs::write(&path, format!("segment {number}")).unwrap();
         repo.archive_wal(&path, &name).unwrap();
@@ -473,7 +473,7 @@ mod tests {
             )
             .unwrap();
         let at = (now - chrono::Duration::days(age_days)).to_rfc3339();
-        let lsn = |offset: u64| crate::lsn::Lsn(segment * SEGMENT + offset).to_string();
+        let lsn = |offset: u64| crate::pg::lsn::Lsn(segment * SEGMENT + offset).to_string();
         let metadata = BackupMetadata {
             backup_name: name.into(),
             start_lsn: lsn(0x28),

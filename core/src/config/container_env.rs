@@ -16,8 +16,7 @@ use std::path::Path;
 use chrono::{NaiveTime, Timelike};
 
 use crate::config::{conf_quote, names, CompressionAlgorithm, Secret};
-use crate::restore::parse_time;
-use crate::schedule;
+use crate::util::time::parse_time;
 
 /// A playbook variable whose value we cannot use. Displayed as the single line the container
 /// prints before it stops; secrets' values are never part of it.
@@ -442,7 +441,7 @@ impl Env<'_> {
         setting: &'static str,
     ) -> Result<NaiveTime, ContainerEnvError> {
         let value = self.get(variable).unwrap_or_else(|| "02:00".into());
-        schedule::parse_time_of_day(setting, &value)
+        crate::config::calendar::parse_time_of_day(setting, &value)
             .map_err(|_| self.error(variable, "use a UTC time of day as HH:MM, like 02:00"))
     }
 

@@ -83,15 +83,16 @@ impl Flusher {
         // Rendezvous: a chunk is handed over only when the thread has finished the last one.
         let (full, full_chunks) = mpsc::sync_channel::<(AlignedBuffer, u64)>(0);
         let (give_back, empty) = mpsc::channel();
-        let thread = crate::threads::spawn_without_signals("restore-write".into(), move || {
-            for (mut buffer, offset) in full_chunks {
-                write_at(&file, buffer.data(), offset)?;
-                buffer.filled = 0;
-                // The writer may have finished or failed already; nothing waits then.
-                let _ = give_back.send(buffer);
-            }
-            Ok(())
-        })?;
+        let thread =
+            crate::util::threads::spawn_without_signals("restore-write".into(), move || {
+                for (mut buffer, offset) in full_chunks {
+                    write_at(&file, buffer.data(), offset)?;
+                    buffer.filled = 0;
+                    // The writer may have finished or failed already; nothing waits then.
+                    let _ = give_back.send(buffer);
+                }
+                Ok(())
+            })?;
         Ok(Flusher {
             full,
             empty,

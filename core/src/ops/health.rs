@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::metrics::ArchiveBacklog;
+use crate::pg::archive_status::ArchiveBacklog;
 
 /// How late a scheduled run may succeed before it counts as overdue: long enough for a large
 /// backup to finish and for the first retries, short enough that an hourly schedule is
@@ -180,7 +180,7 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        crate::restore::parse_time(text).unwrap()
+        crate::util::time::parse_time(text).unwrap()
     }
 
     fn archiving(ready: u64, oldest: f64) -> Archiving {

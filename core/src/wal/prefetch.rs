@@ -43,11 +43,11 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::ExpectedDigest;
 use crate::error::{Error, Result};
-use crate::lsn::{segment_name, Lsn};
+use crate::pg::layout::SPOOL_DIRECTORY;
+use crate::pg::lsn::{segment_name, Lsn};
 use crate::repository::Repository;
 use crate::wal::{StoredWal, WalFileKind, WalFileName};
 
-pub const SPOOL_DIRECTORY: &str = "sc_backup_prefetch";
 const LOCK: &str = "lock";
 const REQUESTED: &str = "requested";
 const STOP: &str = "stop";

@@ -20,12 +20,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveTime, Utc, Weekday};
+use chrono::{DateTime, Utc};
 use croner::Cron;
 
+use crate::config::calendar::{calendar, parse_cron, parse_time_of_day, parse_weekday};
 use crate::config::ConfigError;
 
 /// The built-in schedules, from the most to the least frequent.
@@ -110,37 +110,6 @@ pub fn next_occurrence(
 ) -> Option<DateTime<Utc>> {
     cron.find_next_occurrence(&last_start.unwrap_or(scheduler_started), false)
         .ok()
-}
-
-fn calendar(pattern: &str) -> Result<Cron, String> {
-    pattern.parse::<Cron>().map_err(|e| e.to_string())
-}
-
-/// "HH:MM" (24-hour, UTC).
-pub fn parse_time_of_day(setting: &'static str, value: &str) -> Result<NaiveTime, ConfigError> {
-    NaiveTime::parse_from_str(value.trim(), "%H:%M").map_err(|_| ConfigError::InvalidSchedule {
-        setting,
-        value: value.to_string(),
-        reason: "expected a UTC time of day as HH:MM, like 02:00".into(),
-    })
-}
-
-pub fn parse_weekday(setting: &'static str, value: &str) -> Result<Weekday, ConfigError> {
-    Weekday::from_str(value.trim()).map_err(|_| ConfigError::InvalidSchedule {
-        setting,
-        value: value.to_string(),
-        reason: "expected a day of the week, like sunday or sun".into(),
-    })
-}
-
-pub fn parse_cron(setting: &'static str, value: &str) -> Result<Cron, ConfigError> {
-    calendar(value.trim()).map_err(|reason| ConfigError::InvalidSchedule {
-        setting,
-        value: value.to_string(),
-        reason: format!(
-            "not a cron expression ({reason}); use five fields, minute hour day-of-month month day-of-week, like '0 2 * * *'"
-        ),
-    })
 }
 
 /// The scheduler's settings as strings, the way the GUCs hold them.
@@ -341,7 +310,7 @@ impl ScheduleHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Datelike;
+    use chrono::{Datelike, Weekday};
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)

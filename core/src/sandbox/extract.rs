@@ -27,9 +27,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::pg::quote::quote_ident;
 use crate::sandbox::Sandbox;
 
-pub use crate::live::{with_database, Live};
+pub use crate::cluster::live::{with_database, Live};
 
 /// Where the tables go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,18 +148,6 @@ pub struct ExtractReport {
     /// How to put rows back, for a copy into a schema.
     pub copy_back_example: Option<String>,
     pub destination: String,
-}
-
-pub fn quote_ident(name: &str) -> String {
-    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
 }
 
 fn quote_literal(text: &str) -> String {
@@ -358,7 +347,7 @@ fn pg_dump(sandbox: &Sandbox, database: &str, selection: &[String]) -> Command {
         ])
         .args(["--no-subscriptions", "--no-security-labels", "-B"])
         .arg("-d")
-        .arg(crate::live::with_database("", database))
+        .arg(crate::cluster::live::with_database("", database))
         .args(selection);
     command
 }

@@ -1,5 +1,9 @@
 //! WAL archiving and fetching: what `archive_library` and `restore_command` do.
 
+pub mod archive_pipeline;
+pub mod prefetch;
+pub mod scan;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek};
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,10 +16,10 @@ use crate::codec::{
     Sha256Digest,
 };
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
+use crate::pg::lsn::Lsn;
 use crate::repository::Repository;
 use crate::storage::StorageError;
-use crate::wal_scan::{SegmentScan, SegmentScanner};
+use crate::wal::scan::{SegmentScan, SegmentScanner};
 
 /// The files PostgreSQL archives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
