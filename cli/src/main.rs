@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use error::{report, CliError};
 
 mod commands;
+mod error;
 mod interrupt;
 mod pgconf;
 mod settings;
@@ -97,39 +99,6 @@ enum Command {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Core(#[from] sc_backup_core::Error),
-    #[error(transparent)]
-    Config(#[from] sc_backup_core::config::ConfigError),
-    #[error(transparent)]
-    ConfFile(#[from] pgconf::ConfFileError),
-    #[error("{0}")]
-    Message(String),
-    /// Not an error for the operator: the requested object does not exist.
-    #[error("not found")]
-    QuietNotFound,
-}
-
-impl CliError {
-    fn hint(&self) -> Option<String> {
-        match self {
-            CliError::Core(e) => e.hint(),
-            CliError::Config(e) => e.hint(),
-            _ => None,
-        }
-    }
-
-    /// Whether trying again later may succeed (the repository's store was unreachable).
-    fn is_transient(&self) -> bool {
-        match self {
-            CliError::Core(e) => e.is_transient(),
-            _ => false,
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // As restore_command, every way of failing must say "stop recovery", arguments and
@@ -205,24 +174,5 @@ fn run(cli: &Cli, settings: &sc_backup_core::config::Settings) -> Result<(), Cli
             commands::restore::run(settings, cli.settings.pgdata.as_deref(), args)
         }
         Command::ContainerSettings { .. } => unreachable!("run before the settings resolve"),
-    }
-}
-
-fn report(result: Result<(), CliError>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(CliError::QuietNotFound) => ExitCode::from(1),
-        Err(CliError::Core(sc_backup_core::Error::Interrupted)) => {
-            eprintln!("sc-backup: interrupted; nothing was left behind");
-            ExitCode::from(130)
-        }
-        Err(error) => {
-            // One line, for logs: the message, then what to do about it.
-            match error.hint() {
-                Some(hint) => eprintln!("sc-backup: error: {error}. Hint: {hint}"),
-                None => eprintln!("sc-backup: error: {error}"),
-            }
-            ExitCode::from(2)
-        }
     }
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use sc_backup_core::config::{names, RawSettings, Secret, Settings};
 
+use crate::error::CliError;
 use crate::pgconf;
-use crate::CliError;
 
 // Under their own heading: global, they would otherwise be interleaved with each command's own
 // options in `sc-backup COMMAND --help`.

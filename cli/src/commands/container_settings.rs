@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sc_backup_core::config::container_env::container_settings;
 
-use crate::CliError;
+use crate::error::CliError;
 
 pub fn run(directory: &Path) -> Result<(), CliError> {
     let settings = container_settings(|name| std::env::var(name).ok())

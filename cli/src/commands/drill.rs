@@ -14,7 +14,7 @@ use sc_backup_core::{Repository, Settings};
 
 use super::sandbox::{self, SandboxArgs};
 use super::{audit_start, audited};
-use crate::CliError;
+use crate::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {

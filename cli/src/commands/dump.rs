@@ -20,7 +20,7 @@ use sc_backup_core::util::bytes::human_bytes;
 use sc_backup_core::{Repository, Settings};
 
 use super::{audit_start, audited};
-use crate::CliError;
+use crate::error::CliError;
 
 #[derive(Debug, Args)]
 pub struct DumpArgs {

@@ -7,7 +7,7 @@ use sc_backup_core::ops::retention::{
 use sc_backup_core::{Repository, Settings};
 
 use super::{audit_start, audited};
-use crate::CliError;
+use crate::error::CliError;
 use sc_backup_core::util::bytes::human_bytes;
 
 pub fn run_expire(

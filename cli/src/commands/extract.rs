@@ -16,7 +16,7 @@ use sc_backup_core::{Repository, Settings};
 use super::sandbox::{self, SandboxArgs};
 use super::target::TargetArgs;
 use super::{audit_start, audited};
-use crate::CliError;
+use crate::error::CliError;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("destination").required(true)

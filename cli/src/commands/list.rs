@@ -6,7 +6,7 @@ use sc_backup_core::dump::{list_dumps, DumpKind, DumpMetadata};
 use sc_backup_core::util::bytes::human_bytes;
 use sc_backup_core::{Repository, Settings};
 
-use crate::CliError;
+use crate::error::CliError;
 
 pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
     let repository = Repository::open(settings)?;

@@ -13,7 +13,7 @@ pub mod wal_fetch;
 use sc_backup_core::ops::audit::{self, AuditTimer};
 use sc_backup_core::Repository;
 
-use crate::CliError;
+use crate::error::CliError;
 
 /// The OS user running the CLI, for the audit trail.
 pub fn os_user() -> String {

@@ -17,7 +17,7 @@ use sc_backup_core::{Repository, Settings};
 
 use super::target::TargetArgs;
 use super::{audit_start, audited};
-use crate::CliError;
+use crate::error::CliError;
 use sc_backup_core::util::bytes::human_bytes;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -16,7 +16,7 @@ use sc_backup_core::util::bytes::human_bytes;
 use sc_backup_core::{Repository, Settings};
 
 use super::restore::wal_fetch_command;
-use crate::CliError;
+use crate::error::CliError;
 
 #[derive(Debug, Clone, Args)]
 pub struct SandboxArgs {

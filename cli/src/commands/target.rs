@@ -4,7 +4,7 @@ use clap::{ArgGroup, Args, ValueEnum};
 use sc_backup_core::pg::lsn::Lsn;
 use sc_backup_core::restore::RecoveryTarget;
 
-use crate::CliError;
+use crate::error::CliError;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Target {

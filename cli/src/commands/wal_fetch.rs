@@ -34,8 +34,8 @@ use sc_backup_core::wal::prefetch::{default_depth, Spool};
 use sc_backup_core::wal::{WalFileKind, WalFileName};
 use sc_backup_core::{Error, Repository, Settings};
 
+use crate::error::CliError;
 use crate::settings::SettingsArgs;
-use crate::CliError;
 
 /// The exit status that makes PostgreSQL stop recovery (FATAL) instead of taking the file for
 /// absent: anything above 125 that is not 128 + a signal number PostgreSQL handles itself
