@@ -21,8 +21,8 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use sc_backup_core::backup::BackupKind;
 use sc_backup_core::ops::audit::{source, AuditRecord, AuditTimer};
+use sc_backup_core::ops::maintenance::expire_now;
 use sc_backup_core::ops::metrics::{self, Status};
-use sc_backup_core::ops::retention::{expire, plan_expiry};
 use sc_backup_core::ops::schedule::{ScheduleKind, Scheduler};
 use sc_backup_core::Repository;
 
@@ -498,15 +498,17 @@ fn expire_after_backup(user: &str) {
             // between the plan and its execution, so unfinished ones are debris. (Backups from
             // elsewhere are covered by the removal itself: see retention::expire.)
             let no_backup_runs = crate::backup::try_backup_lock();
-            let plan =
-                plan_expiry(&repository, settings.retention, Utc::now()).unwrap_or_else(|e| {
-                    crate::raise::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
-                });
-            timer.details().target = Some(plan.describe());
-            expire(&repository, &plan, no_backup_runs).unwrap_or_else(|e| {
+            expire_now(
+                &repository,
+                settings.retention,
+                Utc::now(),
+                false,
+                no_backup_runs,
+                |plan| timer.details().target = Some(plan.describe()),
+            )
+            .unwrap_or_else(|e| {
                 crate::raise::raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION)
-            });
-            plan
+            })
         })
     });
     match outcome {

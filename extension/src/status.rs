@@ -8,12 +8,9 @@ use chrono::{DateTime, Utc};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use sc_backup_core::config::calendar::parse_cron;
-use sc_backup_core::dump::{delete_dump_file, find_named, Named};
 use sc_backup_core::ops::health::{self, Archiving, HealthCheck, ScheduledTask};
+use sc_backup_core::ops::maintenance::{delete_named, expire_now, Deleted};
 use sc_backup_core::ops::metrics::{BackupFigures, RecoveryFigures, Status, WalFigures};
-use sc_backup_core::ops::retention::{
-    delete_backup, delete_backup_with_dependents, expire, plan_expiry,
-};
 use sc_backup_core::ops::schedule::{next_occurrence, ScheduleHistory, ScheduleKind, Scheduler};
 use sc_backup_core::pg::archive_status::archive_backlog;
 use sc_backup_core::Error;
@@ -432,14 +429,15 @@ fn sc_expire(
         // between the plan and its execution, so unfinished ones are debris. (Backups from
         // elsewhere are covered by the removal itself: see retention::expire.)
         let no_backup_runs = !dry_run && crate::backup::try_backup_lock();
-        let plan = plan_expiry(&repository, settings.retention, Utc::now())
-            .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
-        timer.details().target = Some(plan.describe());
-        if !dry_run {
-            expire(&repository, &plan, no_backup_runs)
-                .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
-        }
-        plan
+        expire_now(
+            &repository,
+            settings.retention,
+            Utc::now(),
+            dry_run,
+            no_backup_runs,
+            |plan| timer.details().target = Some(plan.describe()),
+        )
+        .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION))
     };
     // A dry run changes nothing and is not recorded.
     let plan = if dry_run {
@@ -469,19 +467,14 @@ fn sc_delete_backup(name: &str, with_dependents: default!(bool, false)) {
             );
         }
         let repository = open_repository();
-        let deleted = match find_named(&repository, name) {
-            Ok(Named::Dump(dump)) => {
-                timer.details().backup = Some(dump.file.clone());
-                delete_dump_file(&repository, &dump.file)
-            }
-            Ok(Named::Backup(metadata)) if with_dependents => {
-                delete_backup_with_dependents(&repository, &metadata.backup_name).map(|deleted| {
-                    timer.details().target = Some(format!("deleted {}", deleted.join(", ")));
-                })
-            }
-            Ok(Named::Backup(metadata)) => delete_backup(&repository, &metadata.backup_name),
-            Err(error) => Err(error),
-        };
+        let deleted =
+            delete_named(&repository, name, with_dependents).map(|deleted| match deleted {
+                Deleted::Dump(file) => timer.details().backup = Some(file),
+                Deleted::Backups(names) if with_dependents => {
+                    timer.details().target = Some(format!("deleted {}", names.join(", ")))
+                }
+                Deleted::Backups(_) => {}
+            });
         deleted.unwrap_or_else(|e| crate::raise::raise_for_backup(&e))
     });
 }

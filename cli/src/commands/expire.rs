@@ -1,9 +1,7 @@
 //! `sc-backup expire` and `sc-backup delete`: retention, and removing one backup on purpose.
 
-use sc_backup_core::dump::{delete_dump_file, find_named, Named};
-use sc_backup_core::ops::retention::{
-    delete_backup, delete_backup_with_dependents, expire, plan_expiry, RetentionPolicy,
-};
+use sc_backup_core::ops::maintenance::{delete_named, expire_now, Deleted};
+use sc_backup_core::ops::retention::RetentionPolicy;
 use sc_backup_core::{Repository, Settings};
 
 use super::{audit_start, audited};
@@ -16,16 +14,31 @@ pub fn run_expire(
     dry_run: bool,
 ) -> Result<(), CliError> {
     let repository = Repository::open(settings)?;
-    let plan = plan_expiry(&repository, policy, chrono::Utc::now())?;
+    // The CLI cannot know whether a backup is running right now, so unfinished backups stay;
+    // sc_expire() and the scheduler remove them while holding the backup lock.
+    let no_backup_runs = false;
     if dry_run {
+        let plan = expire_now(
+            &repository,
+            policy,
+            chrono::Utc::now(),
+            true,
+            no_backup_runs,
+            |_| {},
+        )?;
         return report(&plan, true);
     }
     let mut timer = audit_start("expire");
-    timer.details().target = Some(plan.describe());
-    // The CLI cannot know whether a backup is running right now, so unfinished backups stay;
-    // sc_expire() and the scheduler remove them while holding the backup lock.
-    let result = expire(&repository, &plan, false).map_err(CliError::from);
-    audited(&repository, &timer, result)?;
+    let result = expire_now(
+        &repository,
+        policy,
+        chrono::Utc::now(),
+        false,
+        no_backup_runs,
+        |plan| timer.details().target = Some(plan.describe()),
+    )
+    .map_err(CliError::from);
+    let plan = audited(&repository, &timer, result)?;
     report(&plan, false)
 }
 
@@ -89,30 +102,20 @@ pub fn run_delete(
     let repository = Repository::open(settings)?;
     let mut timer = audit_start("delete");
     timer.details().backup = Some(backup.to_string());
-    let deleted = match find_named(&repository, backup) {
-        Ok(Named::Dump(dump)) => {
-            timer.details().backup = Some(dump.file.clone());
-            delete_dump_file(&repository, &dump.file)
-                .map(|()| format!("deleted dump {} with its .sha256 and .meta", dump.file))
+    let deleted = delete_named(&repository, backup, with_dependents).map(|deleted| match deleted {
+        Deleted::Dump(file) => {
+            timer.details().backup = Some(file.clone());
+            format!("deleted dump {file} with its .sha256 and .meta")
         }
-        Ok(Named::Backup(metadata)) if with_dependents => {
-            delete_backup_with_dependents(&repository, &metadata.backup_name).map(|deleted| {
-                format!(
-                    "deleted backup(s) {} (the WAL stays until `sc-backup expire`)",
-                    deleted.join(", ")
-                )
-            })
-        }
-        Ok(Named::Backup(metadata)) => {
-            delete_backup(&repository, &metadata.backup_name).map(|()| {
-                format!(
-                    "deleted backup {} (the WAL stays until `sc-backup expire`)",
-                    metadata.backup_name
-                )
-            })
-        }
-        Err(error) => Err(error),
-    };
+        Deleted::Backups(names) if with_dependents => format!(
+            "deleted backup(s) {} (the WAL stays until `sc-backup expire`)",
+            names.join(", ")
+        ),
+        Deleted::Backups(names) => format!(
+            "deleted backup {} (the WAL stays until `sc-backup expire`)",
+            names.join(", ")
+        ),
+    });
     let message = audited(&repository, &timer, deleted.map_err(CliError::from))?;
     println!("{message}");
     Ok(())

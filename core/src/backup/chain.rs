@@ -605,12 +605,12 @@ pub(crate) mod tests {
         assert!(error.contains(&format!("backups/i1/{object}")), "{error}");
 
         // Deleting the full backup alone is refused, naming both dependents.
-        let refused = crate::ops::retention::delete_backup(&repo, "f")
+        let refused = crate::backup::delete_backup(&repo, "f")
             .unwrap_err()
             .to_string();
         assert!(refused.contains("\"i1\", \"i2\""), "{refused}");
         assert_eq!(
-            crate::ops::retention::delete_backup_with_dependents(&repo, "i1").unwrap(),
+            crate::backup::delete_backup_with_dependents(&repo, "i1").unwrap(),
             ["i2", "i1"]
         );
         assert_eq!(crate::backup::list_backups(&repo).unwrap().len(), 1);

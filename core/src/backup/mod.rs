@@ -20,6 +20,7 @@
 //! (reading a backup through the backups it depends on).
 
 mod chain;
+mod delete;
 mod document;
 mod incremental;
 mod listing;
@@ -30,6 +31,8 @@ mod verify;
 mod writer;
 
 pub use chain::{ancestors, chain_sizes, dependents, BackupChain};
+pub use delete::{delete_backup, delete_backup_with_dependents, TOMBSTONES_KEPT};
+pub(crate) use delete::{remove_backup, remove_unfinished_backup, Removal};
 pub use document::{limit_documents_in_memory, CappedBuffer};
 pub use incremental::{
     choose_parent, is_page_compared, BackupKind, ClusterPosition, DEFAULT_BLOCK_SIZE,

@@ -679,7 +679,7 @@ impl<'r> BackupWriter<'r> {
             // A removal of the parent lists its dependents only after deleting the parent's
             // metadata: if the metadata is still there now, that listing will see this
             // backup and keep the parent; if it is gone, that listing may already have run,
-            // and this backup withdraws (retention::remove_backup).
+            // and this backup withdraws (backup::delete::remove_backup).
             if let Err(error) = self.check_parent(parent) {
                 let _ = self.repository.storage().delete(&metadata_key(&self.name));
                 return Err(error);

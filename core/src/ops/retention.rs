@@ -8,12 +8,12 @@
 //! Timeline history files are always kept (they are tiny, and recovery follows them).
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 
 use chrono::{DateTime, Utc};
 
 use crate::backup::{backup_prefix, BackupMetadata};
-use crate::error::{Error, Result};
+use crate::backup::{remove_backup, remove_unfinished_backup, Removal, TOMBSTONES_KEPT};
+use crate::error::Result;
 use crate::util::time::parse_time;
 use crate::Repository;
 
@@ -212,129 +212,12 @@ fn plan_dump_expiry(
     }
 }
 
-/// Deletes one backup: its metadata first (from then on it is not listed), then its objects.
-/// Refused, naming them, when incremental or differential backups depend on it.
-pub fn delete_backup(repository: &Repository, name: &str) -> Result<()> {
-    crate::backup::read_metadata(repository, name)?;
-    let dependents = crate::backup::dependents(&crate::backup::list_backups(repository)?, name);
-    if !dependents.is_empty() {
-        return Err(Error::BackupHasDependents {
-            backup: name.to_string(),
-            dependents,
-        });
-    }
-    match remove_backup(repository, name)? {
-        Removal::Removed => Ok(()),
-        Removal::KeptForADependent => Err(Error::BackupHasDependents {
-            backup: name.to_string(),
-            dependents: crate::backup::dependents(&crate::backup::list_backups(repository)?, name),
-        }),
-    }
-}
-
-/// Deletes a backup and every backup that depends on it, newest first (so a chain is never
-/// left with a missing middle); returns their names, the named backup last.
-pub fn delete_backup_with_dependents(repository: &Repository, name: &str) -> Result<Vec<String>> {
-    crate::backup::read_metadata(repository, name)?;
-    let mut doomed = crate::backup::dependents(&crate::backup::list_backups(repository)?, name);
-    doomed.reverse();
-    doomed.push(name.to_string());
-    for backup in &doomed {
-        if remove_backup(repository, backup)? == Removal::KeptForADependent {
-            return Err(Error::BackupHasDependents {
-                backup: backup.clone(),
-                dependents: crate::backup::dependents(
-                    &crate::backup::list_backups(repository)?,
-                    backup,
-                ),
-            });
-        }
-    }
-    Ok(doomed)
-}
-
-/// What [`remove_backup`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Removal {
-    Removed,
-    /// A backup that depends on it completed meanwhile (an incremental started before the
-    /// plan, say, or on another host): put back, kept.
-    KeptForADependent,
-}
-
-/// Removes a finished backup: its metadata first (from then on it is not listed), then, unless
-/// a backup that depends on it has completed meanwhile, its objects.
-///
-/// The race this closes: a plan (or a user) chose `name` when nothing depended on it, and an
-/// incremental backup taken against it commits while it is being removed. The writer of such
-/// a backup checks its parent after committing and withdraws itself if the parent's metadata is
-/// gone ([`crate::backup::BackupWriter::finish`]); here the dependents are listed only after
-/// the metadata is gone. Whichever comes second sees the other, so no listed backup is ever
-/// left without its parent, across processes and hosts alike.
-fn remove_backup(repository: &Repository, name: &str) -> Result<Removal> {
-    let prefix = backup_prefix(name);
-    let metadata_key = format!("{prefix}backup.json");
-    let metadata = crate::repository::read_small_object(repository.storage(), &metadata_key)?;
-    repository.storage().delete(&metadata_key)?;
-    let dependents = crate::backup::dependents(&crate::backup::list_backups(repository)?, name);
-    if let (false, Some(metadata)) = (dependents.is_empty(), metadata) {
-        let mut writer = repository.storage().create(&metadata_key)?;
-        writer
-            .write_all(&metadata)
-            .map_err(|e| Error::io("write", &metadata_key, e))?;
-        writer.commit()?;
-        return Ok(Removal::KeptForADependent);
-    }
-    for object in repository.storage().list(&prefix)? {
-        repository.storage().delete(&object.key)?;
-    }
-    Ok(Removal::Removed)
-}
-
-/// Removes what an unfinished backup left, unless it completes first. Its metadata key is
-/// claimed with a tombstone, created only if absent, as the writer creates the metadata: one of
-/// the two wins. The writer losing fails ("removed by expiry while it ran"); expiry losing
-/// finds a backup that completed after the plan, and leaves it. The tombstone goes last, so an
-/// interrupted removal is finished by the next one.
-fn remove_unfinished_backup(repository: &Repository, name: &str) -> Result<()> {
-    let prefix = backup_prefix(name);
-    let metadata_key = format!("{prefix}backup.json");
-    let mut writer = repository.storage().create(&metadata_key)?;
-    let now = chrono::Utc::now().timestamp().max(0) as u64;
-    writer
-        .write_all(&crate::backup::tombstone(name, now))
-        .map_err(|e| Error::io("write", &metadata_key, e))?;
-    match writer.commit() {
-        Ok(()) => {}
-        Err(crate::storage::StorageError::AlreadyExists { .. }) => {
-            match crate::backup::read_metadata(repository, name) {
-                // Completed after the plan listed it unfinished: not ours to remove.
-                Ok(_) => return Ok(()),
-                // Claimed by an earlier removal that did not finish: finish it.
-                Err(Error::BackupNotFound(_)) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Err(e) => return Err(e.into()),
-    }
-    for object in repository.storage().list(&prefix)? {
-        if object.key != metadata_key {
-            repository.storage().delete(&object.key)?;
-        }
-    }
-    // The tombstone stays (see crate::backup::tombstone).
-    Ok(())
-}
-
-/// How long the tombstone of a removed unfinished backup stays: far longer than any backup runs.
-pub const TOMBSTONES_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// How old a temporary file must be before expiry takes it for a dead writer's.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Carries out a plan: backups first, then the WAL only they needed. With
 /// `remove_unfinished` (only when no backup can be running: the caller holds the backup lock)
 /// also the objects of unfinished backups.
-/// How old a temporary file must be before expiry takes it for a dead writer's.
-pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
-
 ///
 /// The plan may be older than the repository: backups complete after it was made (on this
 /// host or another). None of them is removed: an unfinished backup is claimed before its
@@ -383,6 +266,7 @@ mod tests {
     use crate::backup::{list_backups, BackupWriter, SourceEntry, SourceKind};
     use crate::config::{RawSettings, Settings};
     use crate::repository::ClusterIdentity;
+    use crate::Error;
     use std::path::Path;
 
     const SEGMENT: u64 = 16 << 20;
