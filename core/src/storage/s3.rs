@@ -26,6 +26,7 @@ use base64::Engine;
 use md5::{Digest as _, Md5};
 use reqwest::blocking::{Client, Response};
 use reqwest::{Method, StatusCode};
+use serde::Deserialize;
 use sha2::Sha256;
 
 use super::http::{
@@ -242,8 +243,7 @@ impl S3Storage {
     fn classify(&self, response: Response, operation: &str, key: &str) -> Failure {
         let status = response.status();
         let body = response.text().unwrap_or_default();
-        let code = xml_text(&body, "Code").unwrap_or_default();
-        let message = xml_text(&body, "Message").unwrap_or_default();
+        let ErrorDocument { code, message } = ErrorDocument::parse(&body);
         let reason = if code.is_empty() {
             format!("HTTP {status}")
         } else {
@@ -298,32 +298,71 @@ impl S3Storage {
     }
 }
 
-/// The text of the first `<tag>` in an S3 XML response.
-fn xml_text(body: &str, tag: &str) -> Option<String> {
-    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
-    let end = body[start..].find(&format!("</{tag}>"))? + start;
-    Some(xml_unescape(&body[start..end]))
+/// S3's error document (`<Error><Code>…</Code><Message>…</Message></Error>`), which may
+/// also come with a 200 answer to CompleteMultipartUpload.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorDocument {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
 }
 
-/// Every `<tag>` text in a response, in order.
-fn xml_all(body: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let mut found = Vec::new();
-    let mut rest = body;
-    while let Some(start) = rest.find(&open) {
-        let after = &rest[start + open.len()..];
-        let Some(end) = after.find(&close) else { break };
-        found.push(xml_unescape(&after[..end]));
-        rest = &after[end + close.len()..];
+impl ErrorDocument {
+    /// The error `body` describes; empty fields when it is no S3 error document (a proxy's
+    /// HTML page, say).
+    fn parse(body: &str) -> ErrorDocument {
+        parse_document(body, "Error").unwrap_or_default()
     }
-    found
 }
 
-fn xml_unescape(text: &str) -> String {
-    quick_xml::escape::unescape(text)
-        .map(|t| t.into_owned())
-        .unwrap_or_else(|_| text.to_string())
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InitiateMultipartUploadResult {
+    upload_id: String,
+}
+
+/// The name of a document's root element, `None` when it has none (not XML, or empty).
+fn root_element(body: &str) -> Option<String> {
+    let mut reader = quick_xml::Reader::from_str(body);
+    loop {
+        match reader.read_event().ok()? {
+            quick_xml::events::Event::Start(tag) | quick_xml::events::Event::Empty(tag) => {
+                return Some(String::from_utf8_lossy(tag.local_name().as_ref()).into_owned())
+            }
+            quick_xml::events::Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Parses S3's answer `body` as the document `root` (the serde reader alone would take any
+/// root element, a proxy's HTML page included, for an empty one).
+fn parse_document<T: serde::de::DeserializeOwned>(body: &str, root: &str) -> Result<T, String> {
+    match root_element(body) {
+        Some(found) if found == root => quick_xml::de::from_str(body).map_err(|e| e.to_string()),
+        Some(found) => Err(format!("a <{found}> document instead of <{root}>")),
+        None => Err(format!("no XML document instead of <{root}>")),
+    }
+}
+
+/// One page of ListObjectsV2.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListBucketResult {
+    #[serde(default)]
+    contents: Vec<ListedObject>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_continuation_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedObject {
+    key: String,
+    size: u64,
 }
 
 /// RFC 3986 encoding as SigV4 expects (`/` kept in paths when `keep_slash`).
@@ -373,15 +412,16 @@ impl S3ObjectWriter<'_> {
                 &self.key,
             )?;
             let body = response.text().unwrap_or_default();
-            self.upload_id =
-                Some(
-                    xml_text(&body, "UploadId").ok_or_else(|| StorageError::Remote {
+            let started: InitiateMultipartUploadResult =
+                parse_document(&body, "InitiateMultipartUploadResult").map_err(|reason| {
+                    StorageError::Remote {
                         store: storage.describe(),
                         operation: "start a multipart upload of".into(),
                         key: self.key.clone(),
-                        reason: "no UploadId in the response".into(),
-                    })?,
-                );
+                        reason: format!("unexpected answer: {reason}"),
+                    }
+                })?;
+            self.upload_id = Some(started.upload_id);
         }
         let number = self.parts.len() as u32 + 1;
         let query = format!(
@@ -515,11 +555,8 @@ impl ObjectWriter for S3ObjectWriter<'_> {
         // S3 may answer 200 and still report an error in the body.
         let body = response.text().unwrap_or_default();
         if body.contains("<Error>") {
-            let reason = format!(
-                "{}: {}",
-                xml_text(&body, "Code").unwrap_or_default(),
-                xml_text(&body, "Message").unwrap_or_default()
-            );
+            let ErrorDocument { code, message } = ErrorDocument::parse(&body);
+            let reason = format!("{code}: {message}");
             return Err(StorageError::Remote {
                 store: storage.describe(),
                 operation: "complete the upload of".into(),
@@ -629,24 +666,27 @@ impl Storage for S3Storage {
                     key: prefix.into(),
                     reason: describe_reqwest_error(&e),
                 })?;
-            for contents in xml_all(&body, "Contents") {
-                let (Some(key), Some(size)) =
-                    (xml_text(&contents, "Key"), xml_text(&contents, "Size"))
-                else {
-                    continue;
-                };
-                if key.len() >= strip && key.starts_with(&full_prefix) {
+            // A body that is no listing (a proxy's page answered with 200, say) is an error,
+            // never an empty repository.
+            let page: ListBucketResult =
+                parse_document(&body, "ListBucketResult").map_err(|reason| {
+                    StorageError::Remote {
+                        store: self.describe(),
+                        operation: "list".into(),
+                        key: prefix.into(),
+                        reason: format!("unexpected answer: {reason}"),
+                    }
+                })?;
+            for object in page.contents {
+                if object.key.len() >= strip && object.key.starts_with(&full_prefix) {
                     found.push(ObjectMeta {
-                        key: key[strip..].to_string(),
-                        size: size.parse().unwrap_or(0),
+                        key: object.key[strip..].to_string(),
+                        size: object.size,
                     });
                 }
             }
-            match (
-                xml_text(&body, "IsTruncated").as_deref(),
-                xml_text(&body, "NextContinuationToken"),
-            ) {
-                (Some("true"), Some(next)) => token = Some(next),
+            match (page.is_truncated, page.next_continuation_token) {
+                (true, Some(next)) => token = Some(next),
                 _ => break,
             }
         }
@@ -680,5 +720,61 @@ impl Storage for S3Storage {
         } else {
             format!("s3://{}/{}", self.config.bucket, self.config.prefix)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_page_reads_keys_sizes_and_the_continuation() {
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>p/</Prefix><KeyCount>2</KeyCount>
+<Contents><Key>p/wal/a&amp;b</Key><LastModified>2026-12-06T10:00:00.000Z</LastModified><ETag>&quot;x&quot;</ETag><Size>16777216</Size><StorageClass>STANDARD</StorageClass></Contents>
+<Contents><Key>p/backups/c</Key><Size>0</Size></Contents>
+<IsTruncated>true</IsTruncated><NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken></ListBucketResult>"#;
+        let page: ListBucketResult = parse_document(body, "ListBucketResult").unwrap();
+        let listed: Vec<(&str, u64)> = page
+            .contents
+            .iter()
+            .map(|o| (o.key.as_str(), o.size))
+            .collect();
+        assert_eq!(listed, [("p/wal/a&b", 16_777_216), ("p/backups/c", 0)]);
+        assert!(page.is_truncated);
+        assert_eq!(
+            page.next_continuation_token.as_deref(),
+            Some("1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=")
+        );
+        let last: ListBucketResult = parse_document(
+            "<ListBucketResult><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated></ListBucketResult>",
+            "ListBucketResult",
+        )
+        .unwrap();
+        assert!(last.contents.is_empty() && !last.is_truncated);
+    }
+
+    #[test]
+    fn an_answer_that_is_no_listing_is_refused_not_taken_for_an_empty_bucket() {
+        for body in [
+            "<html><body>502 Bad Gateway</body></html>",
+            "",
+            "<ListBucketResult><Contents><Key>k</Key><Size>many</Size></Contents></ListBucketResult>",
+        ] {
+            assert!(
+                parse_document::<ListBucketResult>(body, "ListBucketResult").is_err(),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_documents_give_code_and_message() {
+        let error = ErrorDocument::parse(
+            "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Reduce your &lt;rate&gt;</Message><RequestId>1</RequestId></Error>",
+        );
+        assert_eq!(error.code, "SlowDown");
+        assert_eq!(error.message, "Reduce your <rate>");
+        assert_eq!(ErrorDocument::parse("<html>oops</html>").code, "");
     }
 }
