@@ -167,6 +167,7 @@ impl GcsStorage {
         };
         let denied = |reason: String| StorageError::Denied {
             store: self.describe(),
+            backend: super::ObjectStore::Gcs,
             reason,
         };
         let key =
@@ -325,6 +326,7 @@ impl GcsStorage {
             },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => StorageError::Denied {
                 store: self.describe(),
+                backend: super::ObjectStore::Gcs,
                 reason,
             },
             _ => self.remote_error(operation, key, reason),

@@ -18,6 +18,13 @@ pub use gcs::{GcsConfig, GcsStorage};
 pub use local::LocalStorage;
 pub use s3::{S3Config, S3Storage};
 
+/// An object store by its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectStore {
+    S3,
+    Gcs,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("object \"{key}\" does not exist in {store}")]
@@ -36,7 +43,12 @@ pub enum StorageError {
     MissingRoot(String),
 
     #[error("access to {store} was denied: {reason}")]
-    Denied { store: String, reason: String },
+    Denied {
+        store: String,
+        /// Which store refused: its hint names that store's credentials.
+        backend: ObjectStore,
+        reason: String,
+    },
 
     #[error("could not {operation} \"{key}\" in {store}: {reason}")]
     Remote {
@@ -72,12 +84,22 @@ impl StorageError {
                 "Create the directory, owned by the PostgreSQL OS user with mode 0700; sc_backup does not create it, so that an unmounted volume is never filled by mistake."
                     .into(),
             ),
-            StorageError::Denied { .. } => Some(
+            StorageError::Denied {
+                backend: ObjectStore::S3,
+                ..
+            } => Some(
                 "Check the credentials (sc_backup.s3_access_key_id / sc_backup.s3_secret_access_key or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), the region, and the bucket policy."
                     .into(),
             ),
+            StorageError::Denied {
+                backend: ObjectStore::Gcs,
+                ..
+            } => Some(
+                "Check the service account key (sc_backup.gcs_credentials or GOOGLE_APPLICATION_CREDENTIALS) and that its account may read and create objects in the bucket (roles/storage.objectUser)."
+                    .into(),
+            ),
             StorageError::Remote { .. } | StorageError::Unavailable { .. } => Some(
-                "Check that the object store is reachable (sc_backup.s3_endpoint, network, TLS); PostgreSQL keeps the WAL and retries.".into(),
+                "Check that the object store is reachable (sc_backup.s3_endpoint or sc_backup.gcs_endpoint, network, TLS); PostgreSQL keeps the WAL and retries.".into(),
             ),
             StorageError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => Some(
                 "The repository must be writable by the PostgreSQL OS user.".into(),
@@ -286,5 +308,21 @@ mod tests {
         for bad in ["", "/abs", "a//b", "../x", "a/./b", "a/.tmp", "trailing/"] {
             assert!(validate_key(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_refusal_names_the_credentials_of_the_store_that_refused() {
+        let denied = |backend| StorageError::Denied {
+            store: "store".into(),
+            backend,
+            reason: "HTTP 403".into(),
+        };
+        let gcs = denied(ObjectStore::Gcs).hint().unwrap();
+        assert!(
+            gcs.contains("sc_backup.gcs_credentials") && !gcs.contains("s3"),
+            "{gcs}"
+        );
+        let s3 = denied(ObjectStore::S3).hint().unwrap();
+        assert!(s3.contains("sc_backup.s3_access_key_id"), "{s3}");
     }
 }

@@ -271,6 +271,7 @@ impl S3Storage {
             },
             (StatusCode::FORBIDDEN, _) | (StatusCode::UNAUTHORIZED, _) => StorageError::Denied {
                 store: self.describe(),
+                backend: super::ObjectStore::S3,
                 reason,
             },
             _ => StorageError::Remote {
