@@ -16,6 +16,13 @@ pub enum CliError {
     ConfFile(#[from] pgconf::ConfFileError),
     #[error("{0}")]
     Message(String),
+    /// A core error, and what it leaves behind (a data directory that cannot be started): the
+    /// core's hint, transience and exit status stay.
+    #[error("{source}; {consequence}")]
+    CoreThen {
+        source: sc_backup_core::Error,
+        consequence: String,
+    },
     /// Not an error for the operator: the requested object does not exist.
     #[error("not found")]
     QuietNotFound,
@@ -24,7 +31,7 @@ pub enum CliError {
 impl CliError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            CliError::Core(e) => e.hint(),
+            CliError::Core(e) | CliError::CoreThen { source: e, .. } => e.hint(),
             CliError::Config(e) => e.hint(),
             _ => None,
         }
@@ -33,7 +40,7 @@ impl CliError {
     /// Whether trying again later may succeed (the repository's store was unreachable).
     pub fn is_transient(&self) -> bool {
         match self {
-            CliError::Core(e) => e.is_transient(),
+            CliError::Core(e) | CliError::CoreThen { source: e, .. } => e.is_transient(),
             _ => false,
         }
     }
@@ -47,6 +54,13 @@ pub fn report(result: Result<(), CliError>) -> ExitCode {
             eprintln!("sc-backup: interrupted; nothing was left behind");
             ExitCode::from(130)
         }
+        Err(CliError::CoreThen {
+            source: sc_backup_core::Error::Interrupted,
+            consequence,
+        }) => {
+            eprintln!("sc-backup: interrupted; {consequence}");
+            ExitCode::from(130)
+        }
         Err(error) => {
             // One line, for logs: the message, then what to do about it.
             match error.hint() {
@@ -54,6 +68,37 @@ pub fn report(result: Result<(), CliError>) -> ExitCode {
                 None => eprintln!("sc-backup: error: {error}"),
             }
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_core_error_with_its_consequence_keeps_hint_transience_and_exit_status() {
+        let damaged = CliError::CoreThen {
+            source: damaged_core(),
+            consequence: "the data directory /d is incomplete".into(),
+        };
+        assert_eq!(damaged.hint(), damaged_core().hint());
+        assert!(damaged.hint().is_some());
+        assert!(damaged
+            .to_string()
+            .ends_with("; the data directory /d is incomplete"));
+        assert_eq!(report(Err(damaged)), ExitCode::from(2));
+        let interrupted = CliError::CoreThen {
+            source: sc_backup_core::Error::Interrupted,
+            consequence: "the data directory /d is incomplete".into(),
+        };
+        assert_eq!(report(Err(interrupted)), ExitCode::from(130));
+    }
+
+    fn damaged_core() -> sc_backup_core::Error {
+        sc_backup_core::Error::Decode {
+            object: "backups/b/data/1.zst".into(),
+            reason: "truncated".into(),
         }
     }
 }

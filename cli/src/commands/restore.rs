@@ -198,11 +198,12 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
         let progress = |p: RestoreProgress| bar.set_position(p.bytes_done);
         let restored = restore(&repository, &metadata, &manifest, &options, &progress);
         bar.finish_and_clear();
-        let summary = restored.map_err(|error| {
-            CliError::Message(format!(
-                "{error}; the data directory {} is incomplete and cannot be started (global/pg_control is restored last)",
+        let summary = restored.map_err(|source| CliError::CoreThen {
+            source,
+            consequence: format!(
+                "the data directory {} is incomplete and cannot be started (global/pg_control is restored last)",
                 pgdata.display()
-            ))
+            ),
         })?;
         Ok::<_, CliError>((summary, server))
     })();
