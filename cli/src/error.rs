@@ -20,7 +20,7 @@ pub enum CliError {
     /// core's hint, transience and exit status stay.
     #[error("{source}; {consequence}")]
     CoreThen {
-        source: sc_backup_core::Error,
+        source: Box<sc_backup_core::Error>,
         consequence: String,
     },
     /// Not an error for the operator: the requested object does not exist.
@@ -31,7 +31,8 @@ pub enum CliError {
 impl CliError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            CliError::Core(e) | CliError::CoreThen { source: e, .. } => e.hint(),
+            CliError::Core(e) => e.hint(),
+            CliError::CoreThen { source, .. } => source.hint(),
             CliError::Config(e) => e.hint(),
             _ => None,
         }
@@ -40,7 +41,8 @@ impl CliError {
     /// Whether trying again later may succeed (the repository's store was unreachable).
     pub fn is_transient(&self) -> bool {
         match self {
-            CliError::Core(e) | CliError::CoreThen { source: e, .. } => e.is_transient(),
+            CliError::Core(e) => e.is_transient(),
+            CliError::CoreThen { source, .. } => source.is_transient(),
             _ => false,
         }
     }
@@ -55,9 +57,9 @@ pub fn report(result: Result<(), CliError>) -> ExitCode {
             ExitCode::from(130)
         }
         Err(CliError::CoreThen {
-            source: sc_backup_core::Error::Interrupted,
+            source,
             consequence,
-        }) => {
+        }) if matches!(*source, sc_backup_core::Error::Interrupted) => {
             eprintln!("sc-backup: interrupted; {consequence}");
             ExitCode::from(130)
         }
@@ -79,7 +81,7 @@ mod tests {
     #[test]
     fn a_core_error_with_its_consequence_keeps_hint_transience_and_exit_status() {
         let damaged = CliError::CoreThen {
-            source: damaged_core(),
+            source: Box::new(damaged_core()),
             consequence: "the data directory /d is incomplete".into(),
         };
         assert_eq!(damaged.hint(), damaged_core().hint());
@@ -89,7 +91,7 @@ mod tests {
             .ends_with("; the data directory /d is incomplete"));
         assert_eq!(report(Err(damaged)), ExitCode::from(2));
         let interrupted = CliError::CoreThen {
-            source: sc_backup_core::Error::Interrupted,
+            source: Box::new(sc_backup_core::Error::Interrupted),
             consequence: "the data directory /d is incomplete".into(),
         };
         assert_eq!(report(Err(interrupted)), ExitCode::from(130));

@@ -199,7 +199,7 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
         let restored = restore(&repository, &metadata, &manifest, &options, &progress);
         bar.finish_and_clear();
         let summary = restored.map_err(|source| CliError::CoreThen {
-            source,
+            source: Box::new(source),
             consequence: format!(
                 "the data directory {} is incomplete and cannot be started (global/pg_control is restored last)",
                 pgdata.display()
