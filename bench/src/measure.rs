@@ -8,7 +8,6 @@ use std::time::Instant;
 use sc_backup_pg_test::postgres::Client;
 use sc_backup_pg_test::run_ok;
 
-
 /// Bytes of the regular files under `path`.
 pub(crate) fn du(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {

@@ -13,10 +13,41 @@ use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
 use sc_backup_core::backup::BackupKind;
 use sc_backup_core::config::calendar;
 use sc_backup_core::config::{
-    names, CompressionAlgorithm, ConfigError, EncryptionMode, RawSettings, RepositoryLocation,
-    Secret, Settings,
+    defaults, names, CompressionAlgorithm, ConfigError, EncryptionMode, RawSettings,
+    RepositoryLocation, Secret, Settings,
 };
 use sc_backup_core::ops::schedule::{ScheduleKind, ScheduleSettings};
+
+/// `a == b`, where only a const fn may run (a setting's default is chosen at compile time).
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The variant of a GUC enum named as PostgreSQL lists it; an unknown name (a default in
+/// `sc_backup_core::config::defaults` this enum lacks) fails the build.
+macro_rules! named_variants {
+    ($enum:ident { $($name:literal => $variant:ident),* $(,)? }) => {
+        impl $enum {
+            const fn named(name: &str) -> $enum {
+                $(if same(name, $name) {
+                    return $enum::$variant;
+                })*
+                panic!(concat!("a default that ", stringify!($enum), " does not list"))
+            }
+        }
+    };
+}
 
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum CompressionGuc {
@@ -36,55 +67,6 @@ pub enum EncryptionGuc {
     Age,
 }
 
-pub static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static COMPRESSION: GucSetting<CompressionGuc> =
-    GucSetting::<CompressionGuc>::new(CompressionGuc::Zstd);
-pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
-pub static ENCRYPTION: GucSetting<EncryptionGuc> =
-    GucSetting::<EncryptionGuc>::new(EncryptionGuc::None);
-pub static ENCRYPTION_PASSPHRASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
-pub static SECRETS_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static BACKUP_PARALLELISM: GucSetting<i32> = GucSetting::<i32>::new(2);
-pub static ARCHIVE_PARALLELISM: GucSetting<i32> = GucSetting::<i32>::new(2);
-pub static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static S3_URI_STYLE: GucSetting<S3UriStyleGuc> =
-    GucSetting::<S3UriStyleGuc>::new(S3UriStyleGuc::Auto);
-pub static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
-pub static GCS_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static GCS_CREDENTIALS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
-pub static RETENTION_FULL: GucSetting<i32> = GucSetting::<i32>::new(1);
-pub static SCHEDULER: GucSetting<bool> = GucSetting::<bool>::new(true);
-pub static DATABASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"postgres"));
-pub static HOURLY_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
-pub static DAILY_TIME: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"02:00"));
-pub static WEEKLY_DAY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static WEEKLY_TIME: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"02:00"));
-pub static SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static HOURLY_TYPE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"full"));
-pub static DAILY_TYPE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"full"));
-pub static WEEKLY_TYPE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"full"));
-pub static SCHEDULE_TYPE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"full"));
-pub static RETRY_DELAY: GucSetting<i32> = GucSetting::<i32>::new(60);
-pub static METRICS_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static VERIFY_SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static VERIFY_DIRECTORY: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"/var/tmp"));
-pub static DUMP_SCHEDULE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static DUMP_DATABASES: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"*"));
-
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum S3UriStyleGuc {
     #[name = c"auto"]
@@ -95,326 +77,226 @@ pub enum S3UriStyleGuc {
     Host,
 }
 
-pub fn register() {
-    // Safety: the check hook is guarded by #[pg_guard] and never panics on any input.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"sc_backup.repository",
-            c"Where WAL and backups are stored.",
-            c"An absolute directory path, a file:// URL, s3://bucket/prefix or gs://bucket/prefix.",
-            &REPOSITORY,
-            GucContext::Sighup,
-            GucFlags::default(),
-            Some(check_repository),
-            None,
-            None,
-        );
-    }
-    GucRegistry::define_enum_guc(
-        c"sc_backup.compression",
-        c"Compression of archived WAL and backup files.",
-        c"none, gzip or zstd.",
-        &COMPRESSION,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"sc_backup.compression_level",
-        c"Compression level; 0 uses the algorithm's default.",
-        c"gzip: 1..9 (default 6); zstd: 1..19 (default 3).",
-        &COMPRESSION_LEVEL,
-        0,
-        19,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_enum_guc(
-        c"sc_backup.encryption",
-        c"Encryption of archived WAL and backup files.",
-        c"none, or age (X25519 + ChaCha20-Poly1305). Fixed when the repository is created.",
-        &ENCRYPTION,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"sc_backup.backup_parallelism",
-        c"Files copied at once by a base backup.",
-        c"Each worker reads, compresses, encrypts and stores one file at a time.",
-        &BACKUP_PARALLELISM,
-        1,
-        64,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"sc_backup.archive_parallelism",
-        c"WAL files the archive module works on at once.",
-        c"Worker threads compress, encrypt and store the next ready WAL files while the archiver \
-          waits for the current one. 0 archives each file inside the archiver's callback.",
-        &ARCHIVE_PARALLELISM,
-        0,
-        16,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"sc_backup.s3_region",
-        c"Region of an s3:// repository.",
-        c"Default: AWS_REGION or AWS_DEFAULT_REGION from the environment, else us-east-1.",
-        &S3_REGION,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"sc_backup.s3_endpoint",
-        c"Endpoint of an S3-compatible store, like http://127.0.0.1:9000.",
-        c"Default: AWS_ENDPOINT_URL from the environment, else AWS.",
-        &S3_ENDPOINT,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_enum_guc(
-        c"sc_backup.s3_uri_style",
-        c"S3 addressing: path (endpoint/bucket/key), host (bucket.endpoint/key) or auto.",
-        c"auto uses path style with a custom endpoint and host style on AWS.",
-        &S3_URI_STYLE,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"sc_backup.s3_access_key_id",
-        c"Access key id for an s3:// repository (default: AWS_ACCESS_KEY_ID).",
-        c"",
-        &S3_ACCESS_KEY_ID,
-        GucContext::Sighup,
-        GucFlags::SUPERUSER_ONLY,
-    );
-    // Safety: the show hook reads only this setting and never fails.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"sc_backup.s3_secret_access_key",
-            c"Secret access key for an s3:// repository (deprecated: use sc_backup.secrets_file).",
-            c"Shown to nobody; put it in the file sc_backup.secrets_file names instead.",
-            &S3_SECRET_ACCESS_KEY,
-            GucContext::Sighup,
-            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-            None,
-            None,
-            Some(show_s3_secret_access_key),
-        );
-    }
-    GucRegistry::define_string_guc(
-        c"sc_backup.gcs_endpoint",
-        c"Endpoint of a gs:// repository, for emulators.",
-        c"Default: STORAGE_EMULATOR_HOST from the environment, else https://storage.googleapis.com.",
-        &GCS_ENDPOINT,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"sc_backup.gcs_credentials",
-        c"Service account JSON key file of a gs:// repository (default: GOOGLE_APPLICATION_CREDENTIALS).",
-        c"Readable only by superusers.",
-        &GCS_CREDENTIALS,
-        GucContext::Sighup,
-        GucFlags::SUPERUSER_ONLY,
-    );
-    // Safety: the show hook reads only this setting and never fails.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"sc_backup.encryption_passphrase",
-            c"Passphrase protecting the repository key (deprecated: use sc_backup.secrets_file).",
-            c"Shown to nobody; put it in the file sc_backup.secrets_file names instead.",
-            &ENCRYPTION_PASSPHRASE,
-            GucContext::Sighup,
-            // SUPERUSER_ONLY still lets pg_read_all_settings (so every pg_monitor account)
-            // SHOW it: the show hook masks it for everyone, and NO_SHOW_ALL keeps it out of
-            // pg_settings (whose reset_val no show hook covers) and SHOW ALL.
-            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-            None,
-            None,
-            Some(show_encryption_passphrase),
-        );
-        GucRegistry::define_string_guc_with_hooks(
-            c"sc_backup.secrets_file",
-            c"File holding the repository passphrase and the S3 secret key.",
-            c"postgresql.conf syntax (encryption_passphrase = '...', s3_access_key_id, s3_secret_access_key); a regular file owned by the PostgreSQL OS user, mode 0600, outside the data directory. A relative path is relative to the data directory.",
-            &SECRETS_FILE,
-            GucContext::Sighup,
-            GucFlags::SUPERUSER_ONLY,
-            Some(check_secrets_file),
-            None,
-            None,
-        );
-    }
-    register_retention_and_scheduler();
+named_variants!(CompressionGuc { "none" => None, "gzip" => Gzip, "zstd" => Zstd });
+named_variants!(EncryptionGuc { "none" => None, "age" => Age });
+named_variants!(S3UriStyleGuc { "auto" => Auto, "path" => Path, "host" => Host });
+
+/// Turns a `&str` constant (a setting's name or default from `sc_backup_core::config`) into
+/// the `&'static CStr` PostgreSQL's GUC API takes, at compile time.
+macro_rules! cstr {
+    ($text:expr) => {{
+        const TEXT: &str = $text;
+        const BYTES: [u8; TEXT.len() + 1] = {
+            let mut bytes = [0u8; TEXT.len() + 1];
+            let mut i = 0;
+            while i < TEXT.len() {
+                bytes[i] = TEXT.as_bytes()[i];
+                i += 1;
+            }
+            bytes
+        };
+        const C: &CStr = match CStr::from_bytes_with_nul(&BYTES) {
+            Ok(c) => c,
+            Err(_) => panic!("a setting's name or default holds a NUL byte"),
+        };
+        C
+    }};
 }
 
-fn register_retention_and_scheduler() {
-    GucRegistry::define_int_guc(
-        c"sc_backup.retention_days",
+/// Declares every setting once: its static, its registration (all `PGC_SIGHUP`) and its name
+/// in [`DEFINED`]. Names and defaults come from `sc_backup_core::config::{names, defaults}`,
+/// which the CLI and the image read too.
+macro_rules! settings {
+    ($(
+        $static:ident: $kind:ident<$ty:ty> = $default:expr, $name:expr,
+        $short:literal, $long:literal, $flags:expr
+        $(, range $min:expr, $max:expr)? $(, check $check:expr)? $(, show $show:expr)?;
+    )*) => {
+        $(pub static $static: GucSetting<$ty> = GucSetting::<$ty>::new($default);)*
+
+        /// Every setting this module defines, for tests and documentation.
+        pub const DEFINED: &[&str] = &[$($name),*];
+
+        pub fn register() {
+            $(settings!(@register $kind $static, cstr!($name), $short, $long, $flags
+                $(, range $min, $max)? $(, check $check)? $(, show $show)?);)*
+        }
+    };
+    (@register string $static:ident, $name:expr, $short:literal, $long:literal, $flags:expr
+        $(, check $check:expr)? $(, show $show:expr)?) => {
+        // Safety: the check hooks are guarded by #[pg_guard] and never panic on any input;
+        // the show hooks read only their own setting and never fail.
+        unsafe {
+            GucRegistry::define_string_guc_with_hooks(
+                $name, $short, $long, &$static, GucContext::Sighup, $flags,
+                None $(.or(Some($check as StringCheckHook)))?, None,
+                None $(.or(Some($show as StringShowHook)))?,
+            )
+        }
+    };
+    (@register int $static:ident, $name:expr, $short:literal, $long:literal, $flags:expr,
+        range $min:expr, $max:expr) => {
+        GucRegistry::define_int_guc(
+            $name, $short, $long, &$static, $min, $max, GucContext::Sighup, $flags,
+        )
+    };
+    (@register bool $static:ident, $name:expr, $short:literal, $long:literal, $flags:expr) => {
+        GucRegistry::define_bool_guc($name, $short, $long, &$static, GucContext::Sighup, $flags)
+    };
+    (@register enum $static:ident, $name:expr, $short:literal, $long:literal, $flags:expr) => {
+        GucRegistry::define_enum_guc($name, $short, $long, &$static, GucContext::Sighup, $flags)
+    };
+}
+
+/// A string setting's default, from `sc_backup_core::config::defaults`.
+macro_rules! text {
+    ($default:expr) => {
+        Some(cstr!($default))
+    };
+}
+
+// Secrets: SUPERUSER_ONLY still lets pg_read_all_settings (so every pg_monitor account) SHOW
+// them: the show hook masks them for everyone, and NO_SHOW_ALL keeps them out of pg_settings
+// (whose reset_val no show hook covers) and SHOW ALL.
+const SECRET: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
+
+settings! {
+    REPOSITORY: string<Option<CString>> = None, names::REPOSITORY,
+        c"Where WAL and backups are stored.",
+        c"An absolute directory path, a file:// URL, s3://bucket/prefix or gs://bucket/prefix.",
+        GucFlags::empty(), check check_repository;
+    COMPRESSION: enum<CompressionGuc> = CompressionGuc::named(defaults::COMPRESSION), names::COMPRESSION,
+        c"Compression of archived WAL and backup files.",
+        c"none, gzip or zstd.",
+        GucFlags::empty();
+    COMPRESSION_LEVEL: int<i32> = defaults::COMPRESSION_LEVEL, names::COMPRESSION_LEVEL,
+        c"Compression level; 0 uses the algorithm's default.",
+        c"gzip: 1..9 (default 6); zstd: 1..19 (default 3).",
+        GucFlags::empty(), range 0, 19;
+    ENCRYPTION: enum<EncryptionGuc> = EncryptionGuc::named(defaults::ENCRYPTION), names::ENCRYPTION,
+        c"Encryption of archived WAL and backup files.",
+        c"none, or age (X25519 + ChaCha20-Poly1305). Fixed when the repository is created.",
+        GucFlags::empty();
+    BACKUP_PARALLELISM: int<i32> = defaults::BACKUP_PARALLELISM as i32, names::BACKUP_PARALLELISM,
+        c"Files copied at once by a base backup.",
+        c"Each worker reads, compresses, encrypts and stores one file at a time.",
+        GucFlags::empty(), range 1, 64;
+    ARCHIVE_PARALLELISM: int<i32> = defaults::ARCHIVE_PARALLELISM as i32, names::ARCHIVE_PARALLELISM,
+        c"WAL files the archive module works on at once.",
+        c"Worker threads compress, encrypt and store the next ready WAL files while the archiver waits for the current one. 0 archives each file inside the archiver's callback.",
+        GucFlags::empty(), range 0, 16;
+    S3_REGION: string<Option<CString>> = None, names::S3_REGION,
+        c"Region of an s3:// repository.",
+        c"Default: AWS_REGION or AWS_DEFAULT_REGION from the environment, else us-east-1.",
+        GucFlags::empty();
+    S3_ENDPOINT: string<Option<CString>> = None, names::S3_ENDPOINT,
+        c"Endpoint of an S3-compatible store, like http://127.0.0.1:9000.",
+        c"Default: AWS_ENDPOINT_URL from the environment, else AWS.",
+        GucFlags::empty();
+    S3_URI_STYLE: enum<S3UriStyleGuc> = S3UriStyleGuc::named(defaults::S3_URI_STYLE), names::S3_URI_STYLE,
+        c"S3 addressing: path (endpoint/bucket/key), host (bucket.endpoint/key) or auto.",
+        c"auto uses path style with a custom endpoint and host style on AWS.",
+        GucFlags::empty();
+    S3_ACCESS_KEY_ID: string<Option<CString>> = None, names::S3_ACCESS_KEY_ID,
+        c"Access key id for an s3:// repository (default: AWS_ACCESS_KEY_ID).",
+        c"",
+        GucFlags::SUPERUSER_ONLY;
+    S3_SECRET_ACCESS_KEY: string<Option<CString>> = None, names::S3_SECRET_ACCESS_KEY,
+        c"Secret access key for an s3:// repository (deprecated: use sc_backup.secrets_file).",
+        c"Shown to nobody; put it in the file sc_backup.secrets_file names instead.",
+        SECRET, show show_s3_secret_access_key;
+    GCS_ENDPOINT: string<Option<CString>> = None, names::GCS_ENDPOINT,
+        c"Endpoint of a gs:// repository, for emulators.",
+        c"Default: STORAGE_EMULATOR_HOST from the environment, else https://storage.googleapis.com.",
+        GucFlags::empty();
+    GCS_CREDENTIALS: string<Option<CString>> = None, names::GCS_CREDENTIALS,
+        c"Service account JSON key file of a gs:// repository (default: GOOGLE_APPLICATION_CREDENTIALS).",
+        c"Readable only by superusers.",
+        GucFlags::SUPERUSER_ONLY;
+    ENCRYPTION_PASSPHRASE: string<Option<CString>> = None, names::ENCRYPTION_PASSPHRASE,
+        c"Passphrase protecting the repository key (deprecated: use sc_backup.secrets_file).",
+        c"Shown to nobody; put it in the file sc_backup.secrets_file names instead.",
+        SECRET, show show_encryption_passphrase;
+    SECRETS_FILE: string<Option<CString>> = None, names::SECRETS_FILE,
+        c"File holding the repository passphrase and the S3 secret key.",
+        c"postgresql.conf syntax (encryption_passphrase = '...', s3_access_key_id, s3_secret_access_key); a regular file owned by the PostgreSQL OS user, mode 0600, outside the data directory. A relative path is relative to the data directory.",
+        GucFlags::SUPERUSER_ONLY, check check_secrets_file;
+    RETENTION_DAYS: int<i32> = defaults::RETENTION_DAYS as i32, names::RETENTION_DAYS,
         c"Backups that ended less than this many days ago are kept by expiry.",
         c"sc_expire(), sc-backup expire and the scheduler use it; the newest backup is never expired.",
-        &RETENTION_DAYS,
-        0,
-        36_500,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"sc_backup.retention_full",
+        GucFlags::empty(), range 0, 36_500;
+    RETENTION_FULL: int<i32> = defaults::RETENTION_FULL as i32, names::RETENTION_FULL,
         c"Expiry keeps at least this many of the newest full backups, whatever their age.",
         c"Every backup taken since the oldest of them stays too; for logical dumps, the newest this many dumps of each database.",
-        &RETENTION_FULL,
-        1,
-        100_000,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_bool_guc(
-        c"sc_backup.scheduler",
+        GucFlags::empty(), range 1, 100_000;
+    SCHEDULER: bool<bool> = defaults::SCHEDULER, names::SCHEDULER,
         c"Whether the scheduler worker takes scheduled backups.",
         c"Off: the worker only serves metrics and keeps the audit table up to date.",
-        &SCHEDULER,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"sc_backup.database",
+        GucFlags::empty();
+    DATABASE: string<Option<CString>> = text!(defaults::DATABASE), names::DATABASE,
         c"Database the scheduler worker connects to; CREATE EXTENSION sc_backup there.",
         c"A change restarts the worker.",
-        &DATABASE,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"sc_backup.hourly_interval",
+        GucFlags::empty();
+    HOURLY_INTERVAL: int<i32> = defaults::HOURLY_INTERVAL_SECONDS as i32, names::HOURLY_INTERVAL,
         c"Interval between hourly backups; 0 turns them off.",
         c"Counted from the start of the last successful hourly backup.",
-        &HOURLY_INTERVAL,
-        0,
-        i32::MAX,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"sc_backup.retry_delay",
+        GucFlags::UNIT_S, range 0, i32::MAX;
+    RETRY_DELAY: int<i32> = defaults::RETRY_DELAY_SECONDS as i32, names::RETRY_DELAY,
         c"Delay before retrying a failed scheduled backup; doubles per failure, at most 1h.",
         c"",
-        &RETRY_DELAY,
-        1,
-        86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    // Safety: the check hooks are guarded by #[pg_guard] and never panic on any input.
-    unsafe {
-        for (name, short, long, setting, hook) in [
-            (
-                c"sc_backup.daily_time",
-                c"UTC time of the daily backup, HH:MM; empty turns it off.",
-                c"",
-                &DAILY_TIME,
-                check_daily_time as StringCheckHook,
-            ),
-            (
-                c"sc_backup.weekly_day",
-                c"Day of the weekly backup (sunday..saturday); empty (the default) turns it off.",
-                c"",
-                &WEEKLY_DAY,
-                check_weekly_day,
-            ),
-            (
-                c"sc_backup.weekly_time",
-                c"UTC time of the weekly backup, HH:MM.",
-                c"",
-                &WEEKLY_TIME,
-                check_weekly_time,
-            ),
-            (
-                c"sc_backup.hourly_type",
-                c"What the hourly backups take: full, incremental (changes since the newest backup) or differential (since the newest full).",
-                c"",
-                &HOURLY_TYPE,
-                check_hourly_type,
-            ),
-            (
-                c"sc_backup.daily_type",
-                c"What the daily backups take: full, incremental or differential.",
-                c"",
-                &DAILY_TYPE,
-                check_daily_type,
-            ),
-            (
-                c"sc_backup.weekly_type",
-                c"What the weekly backups take: full, incremental or differential.",
-                c"",
-                &WEEKLY_TYPE,
-                check_weekly_type,
-            ),
-            (
-                c"sc_backup.schedule_type",
-                c"What the backups of sc_backup.schedule take: full, incremental or differential.",
-                c"",
-                &SCHEDULE_TYPE,
-                check_schedule_type,
-            ),
-            (
-                c"sc_backup.schedule",
-                c"A cron expression (minute hour day month weekday, UTC); when set it replaces the hourly, daily and weekly schedules.",
-                c"Like '0 2 * * *'. Empty (the default): the built-in schedules apply.",
-                &SCHEDULE,
-                check_schedule,
-            ),
-            (
-                c"sc_backup.metrics_listen",
-                c"Address the scheduler worker serves Prometheus metrics on, like 127.0.0.1:9187; empty turns it off.",
-                c"",
-                &METRICS_LISTEN,
-                check_metrics_listen,
-            ),
-            (
-                c"sc_backup.verify_schedule",
-                c"A cron expression (UTC) for the scheduler's restore test of the newest backup; empty (the default) turns it off.",
-                c"Like '0 4 * * 0' (Sundays 04:00). The backup is restored into a sandbox under sc_backup.verify_directory and every database checked.",
-                &VERIFY_SCHEDULE,
-                check_verify_schedule,
-            ),
-            (
-                c"sc_backup.verify_directory",
-                c"Where the scheduler's restore test creates its sandbox; needs room for the backup plus 1 GiB.",
-                c"",
-                &VERIFY_DIRECTORY,
-                check_verify_directory,
-            ),
-            (
-                c"sc_backup.dump_schedule",
-                c"A cron expression (UTC) for the scheduler's logical dumps (pg_dump) of sc_backup.dump_databases; empty (the default) turns them off.",
-                c"Like '30 2 * * *'. Each database becomes <db>_full_<YYYYmmdd_HHMMSS>.sql.gz with .sha256 and .meta in the repository, plus the roles and tablespaces once per run.",
-                &DUMP_SCHEDULE,
-                check_dump_schedule,
-            ),
-            (
-                c"sc_backup.dump_databases",
-                c"Which databases the scheduled logical dumps take: '*' (the default) is every database that accepts connections except the templates; else a comma-separated list of names.",
-                c"",
-                &DUMP_DATABASES,
-                check_dump_databases,
-            ),
-        ] {
-            GucRegistry::define_string_guc_with_hooks(
-                name,
-                short,
-                long,
-                setting,
-                GucContext::Sighup,
-                GucFlags::default(),
-                Some(hook),
-                None,
-                None,
-            );
-        }
-    }
+        GucFlags::UNIT_S, range 1, 86_400;
+    DAILY_TIME: string<Option<CString>> = text!(defaults::DAILY_TIME), names::DAILY_TIME,
+        c"UTC time of the daily backup, HH:MM; empty turns it off.",
+        c"",
+        GucFlags::empty(), check check_daily_time;
+    WEEKLY_DAY: string<Option<CString>> = None, names::WEEKLY_DAY,
+        c"Day of the weekly backup (sunday..saturday); empty (the default) turns it off.",
+        c"",
+        GucFlags::empty(), check check_weekly_day;
+    WEEKLY_TIME: string<Option<CString>> = text!(defaults::WEEKLY_TIME), names::WEEKLY_TIME,
+        c"UTC time of the weekly backup, HH:MM.",
+        c"",
+        GucFlags::empty(), check check_weekly_time;
+    HOURLY_TYPE: string<Option<CString>> = text!(defaults::BACKUP_TYPE), names::HOURLY_TYPE,
+        c"What the hourly backups take: full, incremental (changes since the newest backup) or differential (since the newest full).",
+        c"",
+        GucFlags::empty(), check check_hourly_type;
+    DAILY_TYPE: string<Option<CString>> = text!(defaults::BACKUP_TYPE), names::DAILY_TYPE,
+        c"What the daily backups take: full, incremental or differential.",
+        c"",
+        GucFlags::empty(), check check_daily_type;
+    WEEKLY_TYPE: string<Option<CString>> = text!(defaults::BACKUP_TYPE), names::WEEKLY_TYPE,
+        c"What the weekly backups take: full, incremental or differential.",
+        c"",
+        GucFlags::empty(), check check_weekly_type;
+    SCHEDULE_TYPE: string<Option<CString>> = text!(defaults::BACKUP_TYPE), names::SCHEDULE_TYPE,
+        c"What the backups of sc_backup.schedule take: full, incremental or differential.",
+        c"",
+        GucFlags::empty(), check check_schedule_type;
+    SCHEDULE: string<Option<CString>> = None, names::SCHEDULE,
+        c"A cron expression (minute hour day month weekday, UTC); when set it replaces the hourly, daily and weekly schedules.",
+        c"Like '0 2 * * *'. Empty (the default): the built-in schedules apply.",
+        GucFlags::empty(), check check_schedule;
+    METRICS_LISTEN: string<Option<CString>> = None, names::METRICS_LISTEN,
+        c"Address the scheduler worker serves Prometheus metrics on, like 127.0.0.1:9187; empty turns it off.",
+        c"",
+        GucFlags::empty(), check check_metrics_listen;
+    VERIFY_SCHEDULE: string<Option<CString>> = None, names::VERIFY_SCHEDULE,
+        c"A cron expression (UTC) for the scheduler's restore test of the newest backup; empty (the default) turns it off.",
+        c"Like '0 4 * * 0' (Sundays 04:00). The backup is restored into a sandbox under sc_backup.verify_directory and every database checked.",
+        GucFlags::empty(), check check_verify_schedule;
+    VERIFY_DIRECTORY: string<Option<CString>> = text!(defaults::VERIFY_DIRECTORY), names::VERIFY_DIRECTORY,
+        c"Where the scheduler's restore test creates its sandbox; needs room for the backup plus 1 GiB.",
+        c"",
+        GucFlags::empty(), check check_verify_directory;
+    DUMP_SCHEDULE: string<Option<CString>> = None, names::DUMP_SCHEDULE,
+        c"A cron expression (UTC) for the scheduler's logical dumps (pg_dump) of sc_backup.dump_databases; empty (the default) turns them off.",
+        c"Like '30 2 * * *'. Each database becomes <db>_full_<YYYYmmdd_HHMMSS>.sql.gz with .sha256 and .meta in the repository, plus the roles and tablespaces once per run.",
+        GucFlags::empty(), check check_dump_schedule;
+    DUMP_DATABASES: string<Option<CString>> = text!(defaults::DUMP_DATABASES), names::DUMP_DATABASES,
+        c"Which databases the scheduled logical dumps take: '*' (the default) is every database that accepts connections except the templates; else a comma-separated list of names.",
+        c"",
+        GucFlags::empty(), check check_dump_databases;
 }
 
 type StringCheckHook = unsafe extern "C-unwind" fn(
@@ -422,6 +304,7 @@ type StringCheckHook = unsafe extern "C-unwind" fn(
     *mut *mut c_void,
     pg_sys::GucSource::Type,
 ) -> bool;
+type StringShowHook = unsafe extern "C-unwind" fn() -> *const c_char;
 
 /// The scheduler's settings, as the core computes schedules from them.
 pub fn schedule_settings() -> ScheduleSettings {
@@ -429,7 +312,7 @@ pub fn schedule_settings() -> ScheduleSettings {
         hourly_interval_seconds: HOURLY_INTERVAL.get().max(0) as u64,
         daily_time: cstring_setting(&DAILY_TIME).unwrap_or_default(),
         weekly_day: cstring_setting(&WEEKLY_DAY).unwrap_or_default(),
-        weekly_time: cstring_setting(&WEEKLY_TIME).unwrap_or_else(|| "02:00".into()),
+        weekly_time: cstring_setting(&WEEKLY_TIME).unwrap_or_else(|| defaults::WEEKLY_TIME.into()),
         cron: cstring_setting(&SCHEDULE).unwrap_or_default(),
         retry_delay: std::time::Duration::from_secs(RETRY_DELAY.get().max(1) as u64),
     }
@@ -577,7 +460,7 @@ string_check_hook!(check_metrics_listen, |v| {
     v.trim()
         .parse::<std::net::SocketAddr>()
         .map(drop)
-        .map_err(|_| ConfigError::InvalidSchedule {
+        .map_err(|_| ConfigError::InvalidValue {
             setting: names::METRICS_LISTEN,
             value: v.to_string(),
             reason: "expected an IP address and port, like 127.0.0.1:9187".into(),
@@ -593,7 +476,7 @@ string_check_hook!(check_dump_databases, |v| {
     if v.split(',').all(|name| !name.trim().is_empty()) {
         Ok(())
     } else {
-        Err(ConfigError::InvalidSchedule {
+        Err(ConfigError::InvalidValue {
             setting: names::DUMP_DATABASES,
             value: v.to_string(),
             reason: "expected '*' or a comma-separated list of database names".into(),
@@ -604,7 +487,7 @@ string_check_hook!(check_verify_directory, |v| {
     if v.starts_with('/') {
         Ok(())
     } else {
-        Err(ConfigError::InvalidSchedule {
+        Err(ConfigError::InvalidValue {
             setting: names::VERIFY_DIRECTORY,
             value: v.to_string(),
             reason: "the path must be absolute".into(),
@@ -678,41 +561,3 @@ unsafe fn set_check_error(detail: &str, hint: Option<&str>) {
         pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
     }
 }
-
-/// Every setting this module defines, for tests and documentation.
-pub const DEFINED: &[&str] = &[
-    names::REPOSITORY,
-    names::COMPRESSION,
-    names::COMPRESSION_LEVEL,
-    names::ENCRYPTION,
-    names::ENCRYPTION_PASSPHRASE,
-    names::SECRETS_FILE,
-    "sc_backup.backup_parallelism",
-    "sc_backup.archive_parallelism",
-    names::S3_REGION,
-    names::S3_ENDPOINT,
-    names::S3_URI_STYLE,
-    names::S3_ACCESS_KEY_ID,
-    names::S3_SECRET_ACCESS_KEY,
-    names::GCS_ENDPOINT,
-    names::GCS_CREDENTIALS,
-    names::RETENTION_DAYS,
-    names::RETENTION_FULL,
-    names::SCHEDULER,
-    names::DATABASE,
-    names::HOURLY_INTERVAL,
-    names::DAILY_TIME,
-    names::WEEKLY_DAY,
-    names::WEEKLY_TIME,
-    names::SCHEDULE,
-    names::HOURLY_TYPE,
-    names::DAILY_TYPE,
-    names::WEEKLY_TYPE,
-    names::SCHEDULE_TYPE,
-    names::RETRY_DELAY,
-    names::METRICS_LISTEN,
-    names::VERIFY_SCHEDULE,
-    names::VERIFY_DIRECTORY,
-    names::DUMP_SCHEDULE,
-    names::DUMP_DATABASES,
-];

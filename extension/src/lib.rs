@@ -190,6 +190,11 @@ mod tests {
         assert!(err.contains("day of the week"), "{err}");
         let err = validate_as_in_config_file("sc_backup.metrics_listen", "localhost").unwrap_err();
         assert!(err.contains("127.0.0.1:9187"), "{err}");
+        // Not a schedule: its hint says how to go back, not how to turn a schedule off.
+        assert!(
+            !err.contains("schedule") && err.contains("RESET sc_backup.metrics_listen"),
+            "{err}"
+        );
         let err = validate_as_in_config_file("sc_backup.hourly_interval", "-1").unwrap_err();
         assert!(err.contains("outside the valid range"), "{err}");
         for (name, good) in [

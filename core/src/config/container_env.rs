@@ -15,7 +15,7 @@ use std::path::Path;
 
 use chrono::{NaiveTime, Timelike};
 
-use crate::config::{conf_quote, names, CompressionAlgorithm, Secret};
+use crate::config::{conf_quote, defaults, names, CompressionAlgorithm, Secret};
 use crate::util::time::parse_time;
 
 /// A playbook variable whose value we cannot use. Displayed as the single line the container
@@ -278,18 +278,22 @@ pub fn container_settings(
     // The schedules. BACKUP_TYPE says whether they take base backups, dumps or both.
     let backup_type = env.choice("BACKUP_TYPE", BACKUP_TYPES, "full")?;
     let hourly = if env.boolean("HOURLY_BACKUP", true)? {
-        env.number("HOURLY_INTERVAL", 3600, 60..=31 * 86_400)?
+        env.number(
+            "HOURLY_INTERVAL",
+            defaults::HOURLY_INTERVAL_SECONDS as u64,
+            60..=31 * 86_400,
+        )?
     } else {
         0
     };
     let daily_time = if env.boolean("DAILY_BACKUP", true)? {
-        Some(env.time_of_day("DAILY_TIME", names::DAILY_TIME)?)
+        Some(env.time_of_day("DAILY_TIME", names::DAILY_TIME, defaults::DAILY_TIME)?)
     } else {
         None
     };
     let weekly = if env.boolean("WEEKLY_BACKUP", false)? {
         let day = env.number("WEEKLY_DAY", 0, 0..=6)?;
-        let time = env.time_of_day("WEEKLY_TIME", names::WEEKLY_TIME)?;
+        let time = env.time_of_day("WEEKLY_TIME", names::WEEKLY_TIME, defaults::WEEKLY_TIME)?;
         Some((WEEKDAYS[day as usize], time))
     } else {
         None
@@ -439,8 +443,9 @@ impl Env<'_> {
         &self,
         variable: &'static str,
         setting: &'static str,
+        default: &str,
     ) -> Result<NaiveTime, ContainerEnvError> {
-        let value = self.get(variable).unwrap_or_else(|| "02:00".into());
+        let value = self.get(variable).unwrap_or_else(|| default.into());
         crate::config::calendar::parse_time_of_day(setting, &value)
             .map_err(|_| self.error(variable, "use a UTC time of day as HH:MM, like 02:00"))
     }

@@ -53,6 +53,9 @@ pub mod names {
     pub const VERIFY_DIRECTORY: &str = "sc_backup.verify_directory";
     pub const DUMP_SCHEDULE: &str = "sc_backup.dump_schedule";
     pub const DUMP_DATABASES: &str = "sc_backup.dump_databases";
+    // Read only inside the server (backups and the archive module's workers).
+    pub const BACKUP_PARALLELISM: &str = "sc_backup.backup_parallelism";
+    pub const ARCHIVE_PARALLELISM: &str = "sc_backup.archive_parallelism";
 
     /// Every setting the CLI looks up in a cluster's configuration files.
     pub const ALL: &[&str] = &[
@@ -72,6 +75,31 @@ pub mod names {
         RETENTION_DAYS,
         RETENTION_FULL,
     ];
+}
+
+/// The value each setting has when it is not set, wherever it is read (the server's settings
+/// are declared with these, the CLI and the image fall back to them).
+pub mod defaults {
+    pub const COMPRESSION: &str = "zstd";
+    /// 0: the algorithm's own default level.
+    pub const COMPRESSION_LEVEL: i32 = 0;
+    pub const ENCRYPTION: &str = "none";
+    pub const S3_URI_STYLE: &str = "auto";
+    pub const RETENTION_DAYS: u32 = 30;
+    pub const RETENTION_FULL: u32 = 1;
+    pub const BACKUP_PARALLELISM: u32 = 2;
+    pub const ARCHIVE_PARALLELISM: u32 = 2;
+    pub const SCHEDULER: bool = true;
+    pub const DATABASE: &str = "postgres";
+    pub const HOURLY_INTERVAL_SECONDS: u32 = 3600;
+    pub const DAILY_TIME: &str = "02:00";
+    pub const WEEKLY_TIME: &str = "02:00";
+    /// What scheduled backups take unless told otherwise.
+    pub const BACKUP_TYPE: &str = "full";
+    pub const RETRY_DELAY_SECONDS: u32 = 60;
+    pub const VERIFY_DIRECTORY: &str = "/var/tmp";
+    /// Every database that accepts connections, except the templates.
+    pub const DUMP_DATABASES: &str = "*";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +146,15 @@ pub enum ConfigError {
     #[error("secrets file \"{path}\": {reason}")]
     SecretsFile { path: String, reason: String },
 
+    /// A value of the wrong shape for its setting (an address, a path, a list), with what
+    /// was expected.
+    #[error("invalid value for {setting}: \"{value}\": {reason}")]
+    InvalidValue {
+        setting: &'static str,
+        value: String,
+        reason: String,
+    },
+
     #[error("invalid value for {setting}: \"{value}\": {reason}")]
     InvalidSchedule {
         setting: &'static str,
@@ -150,6 +187,9 @@ impl ConfigError {
             ConfigError::InvalidSchedule { .. } => {
                 "An empty value turns that schedule off; the README's scheduler section lists the formats.".into()
             }
+            ConfigError::InvalidValue { setting, .. } => format!(
+                "RESET {setting} (ALTER SYSTEM RESET, then reload) goes back to its default; the README's settings reference gives each format."
+            ),
             ConfigError::MissingS3Credentials { .. } => format!(
                 "Put s3_access_key_id and s3_secret_access_key in the file {} names, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the server's and the CLI's environment.",
                 names::SECRETS_FILE
@@ -644,17 +684,24 @@ impl Settings {
             .as_deref()
             .ok_or(ConfigError::MissingRepository)?
             .parse()?;
-        let algorithm: CompressionAlgorithm =
-            raw.compression.as_deref().unwrap_or("zstd").parse()?;
+        let algorithm: CompressionAlgorithm = raw
+            .compression
+            .as_deref()
+            .unwrap_or(defaults::COMPRESSION)
+            .parse()?;
         let level = match raw.compression_level.as_deref().map(str::trim) {
-            None | Some("") => 0,
+            None | Some("") => defaults::COMPRESSION_LEVEL,
             Some(text) => text.parse::<i32>().map_err(|_| ConfigError::NotAnInteger {
                 setting: names::COMPRESSION_LEVEL,
                 value: text.to_string(),
             })?,
         };
         let compression = Compression::new(algorithm, level)?;
-        let encryption: EncryptionMode = raw.encryption.as_deref().unwrap_or("none").parse()?;
+        let encryption: EncryptionMode = raw
+            .encryption
+            .as_deref()
+            .unwrap_or(defaults::ENCRYPTION)
+            .parse()?;
         let encryption_passphrase = raw
             .encryption_passphrase
             .clone()
@@ -672,8 +719,16 @@ impl Settings {
             _ => None,
         };
         let retention = RetentionPolicy {
-            days: parse_count(names::RETENTION_DAYS, &raw.retention_days, 30)?,
-            min_backups: parse_count(names::RETENTION_FULL, &raw.retention_full, 1)?,
+            days: parse_count(
+                names::RETENTION_DAYS,
+                &raw.retention_days,
+                defaults::RETENTION_DAYS,
+            )?,
+            min_backups: parse_count(
+                names::RETENTION_FULL,
+                &raw.retention_full,
+                defaults::RETENTION_FULL,
+            )?,
         };
         Ok(Settings {
             repository,
