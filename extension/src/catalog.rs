@@ -11,7 +11,7 @@
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::prelude::*;
 use sc_backup_core::backup::DatabaseTables;
-use sc_backup_core::sandbox::verify_restore::TABLES_SQL;
+use sc_backup_core::sandbox::restore_test::TABLES_SQL;
 
 /// The user tables of every database that accepts connections, one worker each.
 pub fn snapshot() -> Result<Vec<DatabaseTables>, String> {

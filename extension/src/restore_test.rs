@@ -1,6 +1,6 @@
 //! The scheduler's restore test (`sc_backup.verify_schedule`): the newest backup restored into
 //! a sandbox under `sc_backup.verify_directory` and every database checked, exactly as
-//! `sc-backup verify --restore` does (`sc_backup_core::sandbox::verify_restore`).
+//! `sc-backup verify --restore` does (`sc_backup_core::sandbox::restore_test`).
 //!
 //! It runs on a thread of the scheduler worker, so scheduled backups are not held up by it;
 //! the thread never calls PostgreSQL (its signals are blocked, and the sandbox server is a
@@ -18,7 +18,7 @@ use sc_backup_core::backup::{find_backup, read_catalog, read_manifest};
 use sc_backup_core::ops::audit::{source, AuditRecord, AuditTimer};
 use sc_backup_core::pg::server_binaries::ServerBinaries;
 use sc_backup_core::restore::{RecoveryTarget, WalSource};
-use sc_backup_core::sandbox::verify_restore::check_restored;
+use sc_backup_core::sandbox::restore_test::check_restored;
 use sc_backup_core::sandbox::{Sandbox, SandboxOptions};
 use sc_backup_core::{Repository, Settings};
 

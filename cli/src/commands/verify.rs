@@ -1,7 +1,7 @@
 //! `sc-backup verify [BACKUP]`: re-reads every stored file of a backup (default: the latest)
 //! and the WAL it needs; the CLI twin of sc_verify(). With `--restore`, the restore test:
 //! the backup restored into a sandbox and every database checked
-//! (`sc_backup_core::sandbox::verify_restore`).
+//! (`sc_backup_core::sandbox::restore_test`).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sc_backup_core::backup::{find_backup, read_catalog, verify_backup};
 use sc_backup_core::dump::{find_named, verify_dump, Named};
 use sc_backup_core::restore::RecoveryTarget;
-use sc_backup_core::sandbox::verify_restore::{check_restored, RestoreCheckReport};
+use sc_backup_core::sandbox::restore_test::{check_restored, RestoreTestReport};
 use sc_backup_core::{Repository, Settings};
 
 use super::sandbox::{self, SandboxArgs};
@@ -124,7 +124,7 @@ pub fn run_restore(
     audited(&repository, &timer, result)
 }
 
-fn print_report(report: &RestoreCheckReport) {
+fn print_report(report: &RestoreTestReport) {
     println!("restore test of backup {}:", report.backup);
     for database in &report.databases {
         println!(

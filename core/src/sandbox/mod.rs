@@ -24,7 +24,7 @@
 
 pub mod drill;
 pub mod extract;
-pub mod verify_restore;
+pub mod restore_test;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

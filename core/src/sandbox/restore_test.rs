@@ -1,4 +1,5 @@
-//! Verification by restore (the playbook's monthly restore test): the backup restored into a
+//! The restore test (the playbook's monthly one; `sc-backup verify --restore`, the scheduler's
+//! `sc_backup.verify_schedule`, the extension's restore_test.rs): the backup restored into a
 //! sandbox to its consistency point, started, and every database checked.
 //!
 //! In each database: `amcheck`'s `bt_index_check` on every valid B-tree index and
@@ -34,7 +35,7 @@ pub struct DatabaseReport {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct RestoreCheckReport {
+pub struct RestoreTestReport {
     pub backup: String,
     pub databases: Vec<DatabaseReport>,
     /// Failures found by comparing with the backup's catalog snapshot.
@@ -46,7 +47,7 @@ pub struct RestoreCheckReport {
     pub seconds_checking: f64,
 }
 
-impl RestoreCheckReport {
+impl RestoreTestReport {
     /// The figures the audit trail records for a restore test: tables, rows, problems.
     pub fn audit_figures(&self) -> Vec<(String, f64)> {
         vec![
@@ -132,7 +133,7 @@ pub fn check_restored(
     sandbox: &Sandbox,
     backup: &str,
     snapshot: Option<&CatalogSnapshot>,
-) -> Result<RestoreCheckReport> {
+) -> Result<RestoreTestReport> {
     let started = Instant::now();
     let databases: Vec<String> = sandbox
         .psql(
@@ -142,7 +143,7 @@ pub fn check_restored(
         .lines()
         .map(str::to_string)
         .collect();
-    let mut report = RestoreCheckReport {
+    let mut report = RestoreTestReport {
         backup: backup.to_string(),
         compared_with_snapshot: snapshot.is_some(),
         ..Default::default()
@@ -211,7 +212,7 @@ fn read_findings(output: &str, findings: &mut DatabaseReport) {
 }
 
 /// Classifies the differences between the backup's snapshots and what was restored.
-fn compare(snapshot: &CatalogSnapshot, found: &[DatabaseTables], report: &mut RestoreCheckReport) {
+fn compare(snapshot: &CatalogSnapshot, found: &[DatabaseTables], report: &mut RestoreTestReport) {
     let as_map = |list: &[DatabaseTables]| -> BTreeMap<String, BTreeSet<String>> {
         list.iter()
             .map(|d| (d.database.clone(), d.tables.iter().cloned().collect()))
@@ -313,7 +314,7 @@ mod tests {
                 "public.created_after_snapshot",
             ],
         )];
-        let mut report = RestoreCheckReport::default();
+        let mut report = RestoreTestReport::default();
         compare(&snapshot, &restored, &mut report);
         assert_eq!(
             report.missing,
