@@ -66,17 +66,20 @@ pub fn audited<T>(timer: &mut AuditTimer, operation: impl FnOnce(&mut AuditTimer
 /// that cannot take it (the failure being recorded may be that very repository) costs a
 /// WARNING, and the row gets a local id.
 pub fn store(record: &AuditRecord, in_table: bool) {
+    // The one policy of core_audit::record: the operation's outcome stands; a record the
+    // repository did not take is a WARNING, and the table keeps it under a local id.
     let stored = guc::settings()
-        .map_err(|e| e.to_string())
-        .and_then(|settings| Repository::open(&settings).map_err(|e| e.to_string()))
-        .and_then(|repository| core_audit::append(&repository, record).map_err(|e| e.to_string()));
+        .map_err(sc_backup_core::Error::from)
+        .and_then(|settings| Repository::open(&settings))
+        .map_err(|cause| core_audit::Unrecorded {
+            operation: record.operation.clone(),
+            cause: Box::new(cause),
+        })
+        .and_then(|repository| core_audit::record(&repository, record));
     let id = match stored {
         Ok(key) => key,
-        Err(error) => {
-            pgrx::warning!(
-                "sc_backup: could not store the audit record of this {} in the repository: {error}",
-                record.operation
-            );
+        Err(unrecorded) => {
+            pgrx::warning!("sc_backup: {unrecorded}");
             format!(
                 "local/{}-{}-{:08x}",
                 record.started_at,

@@ -145,6 +145,31 @@ pub fn append(repository: &Repository, record: &AuditRecord) -> Result<String> {
     Ok(key)
 }
 
+/// An audit record the repository did not take, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("could not store the audit record of this {operation} in the repository: {cause}")]
+pub struct Unrecorded {
+    pub operation: String,
+    #[source]
+    pub cause: Box<Error>,
+}
+
+/// Records how an operation ended, under the one policy every front end follows: the
+/// operation's outcome stands whatever becomes of its record (a backup taken is not reported
+/// failed because the trail could not be written, nor is a failure hidden), and a record the
+/// repository did not take comes back as [`Unrecorded`], for the front end to warn and keep it
+/// where it can (the extension: its `sc_backup.audit` table; the CLI: its standard error, the
+/// record in full).
+pub fn record(
+    repository: &Repository,
+    record: &AuditRecord,
+) -> std::result::Result<String, Unrecorded> {
+    append(repository, record).map_err(|cause| Unrecorded {
+        operation: record.operation.clone(),
+        cause: Box::new(cause),
+    })
+}
+
 /// Keys of the records stored on `days` (all of them when None), oldest first.
 pub fn list(repository: &Repository, days: Option<&[NaiveDate]>) -> Result<Vec<String>> {
     let mut keys = Vec::new();
