@@ -95,6 +95,35 @@ pub enum Error {
     #[error("{0}")]
     InvalidTarget(String),
 
+    /// Where a restore, extract or dump would write already holds something (or cannot take
+    /// it); nothing was written.
+    #[error("{0}")]
+    DestinationInUse(String),
+
+    /// The sandbox could not be made, started or queried.
+    #[error("{0}")]
+    Sandbox(String),
+
+    /// The live cluster refused or failed a query of ours.
+    #[error("{0}")]
+    LiveCluster(String),
+
+    /// A request that cannot be carried out as asked (a name, a pattern, an argument).
+    #[error("{0}")]
+    InvalidRequest(String),
+
+    /// pg_dump, pg_dumpall or psql could not do their part of a dump.
+    #[error("{0}")]
+    DumpTool(String),
+
+    /// Loading a dump stopped at an error; nothing was committed.
+    #[error("{0}")]
+    DumpLoad(String),
+
+    /// PostgreSQL's pg_backup_stop failed or answered what it should not.
+    #[error("{0}")]
+    BackupStop(String),
+
     #[error("data directory {pgdata} holds a PostgreSQL {found} cluster, but backup \"{backup}\" is from PostgreSQL {backup_major}; nothing was written")]
     DataDirectoryOfAnotherVersion {
         pgdata: String,

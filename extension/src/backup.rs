@@ -307,10 +307,10 @@ fn copy_and_stop(
     let (stop_lsn, label, map) = Spi::get_three::<String, String, String>(
         "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)",
     )
-    .map_err(|e| Error::InvalidTarget(format!("pg_backup_stop failed: {e}")))?;
+    .map_err(|e| Error::BackupStop(format!("pg_backup_stop failed: {e}")))?;
     let label = label.unwrap_or_default();
     let stop_lsn = stop_lsn.unwrap_or_default();
-    let invalid = |e: String| Error::InvalidTarget(format!("pg_backup_stop returned {e}"));
+    let invalid = |e: String| Error::BackupStop(format!("pg_backup_stop returned {e}"));
     // Safety: set once at startup.
     let segment_size = unsafe { pg_sys::wal_segment_size } as u64;
     let segments = sc_backup_core::pg::lsn::segments_between(

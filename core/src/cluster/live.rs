@@ -99,7 +99,7 @@ impl Live {
         if output.status.success() {
             return Ok(());
         }
-        Err(Error::InvalidTarget(format!(
+        Err(Error::LiveCluster(format!(
             "the live cluster{}: {}",
             self.describe(),
             String::from_utf8_lossy(&output.stderr).trim()
@@ -165,7 +165,7 @@ fn percent_encode(text: &str) -> String {
 /// (`~/.pgpass`, `PGPASSFILE`) or `PGPASSWORD` keep it out of process lists.
 pub fn refuse_password(conninfo: &str) -> Result<()> {
     if holds_password(conninfo) {
-        return Err(Error::InvalidTarget(
+        return Err(Error::InvalidRequest(
             "--dbname holds a password, which process lists would show (ours, psql's and pg_dump's); put it in ~/.pgpass (or PGPASSFILE) or PGPASSWORD instead".into(),
         ));
     }

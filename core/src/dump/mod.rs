@@ -232,7 +232,7 @@ pub fn take_dump(
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    break Err(Error::InvalidTarget("the dump writer stopped".into()))
+                    break Err(Error::DumpTool("the dump writer stopped".into()))
                 }
             }
         };
@@ -249,7 +249,7 @@ pub fn take_dump(
     if !status.success() {
         // The writer is dropped uncommitted: nothing becomes visible.
         drop(writer);
-        return Err(Error::InvalidTarget(format!(
+        return Err(Error::DumpTool(format!(
             "{program} of {} failed ({status}): {}",
             describe_content(request.content, &request.database),
             errors.trim()
@@ -481,7 +481,7 @@ pub fn find_named(repository: &Repository, name: &str) -> Result<Named> {
     let backup = crate::backup::find_backup(repository, name);
     let dump = find_dump(repository, name, None);
     match (backup, dump) {
-        (Ok(_), Ok(dump)) => Err(Error::InvalidTarget(format!(
+        (Ok(_), Ok(dump)) => Err(Error::InvalidRequest(format!(
             "both a base backup and a dump are named \"{name}\"; name the dump by its file ({})",
             dump.file
         ))),
@@ -690,7 +690,7 @@ pub fn restore_dump(
     cancel: &AtomicBool,
 ) -> Result<RestoreDumpReport> {
     if dump.content != DumpKind::Database {
-        return Err(Error::InvalidTarget(format!(
+        return Err(Error::InvalidRequest(format!(
             "\"{}\" holds the cluster's roles and tablespaces, not a database; run it with psql (see the README, \"Logical dumps\")",
             dump.file
         )));
@@ -721,7 +721,7 @@ pub fn restore_dump(
     // psql runs what the dump holds, meta-commands included (`\!` runs a shell command as
     // this user): only a psql that can refuse them is used (see `load`).
     if !live.psql_restricts()? {
-        return Err(Error::InvalidTarget(format!(
+        return Err(Error::DumpTool(format!(
             "{} cannot refuse the psql meta-commands a dump may hold (\\restrict is in 13.22, 14.19, 15.14, 16.10, 17.6 and later); nothing was restored. Install a current minor release of the client, or point --pg-bindir at one",
             live.psql.display()
         )));
@@ -1031,7 +1031,7 @@ fn same_tables(database: &Live, copied: &[(CopiedTable, u64)]) -> Result<bool> {
 }
 
 fn psql_failed(errors: &str) -> Error {
-    Error::InvalidTarget(format!(
+    Error::DumpLoad(format!(
         "psql stopped at an error; nothing was committed: {}",
         errors.trim()
     ))

@@ -201,7 +201,7 @@ pub fn check_target(
             .and_then(|l| l.trim().parse::<i32>().ok())
         {
             if Path::new(&format!("/proc/{pid}")).exists() {
-                return Err(Error::InvalidTarget(format!(
+                return Err(Error::DestinationInUse(format!(
                     "a server (pid {pid}) may be running on {}; stop it first",
                     pgdata.display()
                 )));
@@ -221,7 +221,7 @@ pub fn check_target(
         }
     }
     if !options.force && !is_empty_dir(pgdata)? {
-        return Err(Error::InvalidTarget(format!(
+        return Err(Error::DestinationInUse(format!(
             "data directory {} is not empty; nothing was written. Empty it, or pass --force to replace its contents",
             pgdata.display()
         )));
@@ -243,7 +243,7 @@ pub fn check_target(
             .cloned()
             .unwrap_or_else(|| PathBuf::from(entry.link_target.clone().unwrap_or_default()));
         if !options.force && !is_empty_dir(&location)? {
-            return Err(Error::InvalidTarget(format!(
+            return Err(Error::DestinationInUse(format!(
                 "tablespace directory {} (OID {oid}) is not empty; nothing was written. Pass --tablespace-map {oid}=DIR to restore it elsewhere, or --force",
                 location.display()
             )));

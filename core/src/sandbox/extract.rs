@@ -65,7 +65,7 @@ pub fn check_new_name(kind: &str, name: &str) -> Result<()> {
     if valid {
         Ok(())
     } else {
-        Err(Error::InvalidTarget(format!(
+        Err(Error::InvalidRequest(format!(
             "{kind} name \"{name}\" must be lower-case letters, digits and underscores (up to 63), starting with a letter or underscore"
         )))
     }
@@ -81,7 +81,7 @@ pub fn check_destination(live: &Live, destination: &Destination) -> Result<()> {
                 name,
             )?;
             if exists == "t" {
-                return Err(Error::InvalidTarget(format!(
+                return Err(Error::DestinationInUse(format!(
                     "schema {name} already exists in the live database{}; nothing was written. Choose a new schema name (extract never writes into an existing schema)",
                     live.describe()
                 )));
@@ -94,7 +94,7 @@ pub fn check_destination(live: &Live, destination: &Destination) -> Result<()> {
                 name,
             )?;
             if exists == "t" {
-                return Err(Error::InvalidTarget(format!(
+                return Err(Error::DestinationInUse(format!(
                     "database {name} already exists in the live cluster{}; nothing was written. Choose a new database name",
                     live.describe()
                 )));
@@ -102,7 +102,7 @@ pub fn check_destination(live: &Live, destination: &Destination) -> Result<()> {
         }
         Destination::File(path) => {
             if path.exists() {
-                return Err(Error::InvalidTarget(format!(
+                return Err(Error::DestinationInUse(format!(
                     "{} already exists; nothing was written. Choose a new file name",
                     path.display()
                 )));
@@ -112,7 +112,7 @@ pub fn check_destination(live: &Live, destination: &Destination) -> Result<()> {
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             if !parent.is_dir() {
-                return Err(Error::InvalidTarget(format!(
+                return Err(Error::DestinationInUse(format!(
                     "directory {} does not exist",
                     parent.display()
                 )));
@@ -204,7 +204,7 @@ pub fn choose_tables(sandbox: &Sandbox, database: &str, patterns: &[String]) -> 
         );
         let found = sandbox.psql(database, &sql)?;
         if found.trim().is_empty() {
-            return Err(Error::InvalidTarget(format!(
+            return Err(Error::InvalidRequest(format!(
                 "--table {pattern} matches no table of database {database} as of the target"
             )));
         }
@@ -291,7 +291,7 @@ fn move_into_schema(
     let mut seen = std::collections::BTreeMap::new();
     for table in tables {
         if let Some(other) = seen.insert(table.name.clone(), table.schema.clone()) {
-            return Err(Error::InvalidTarget(format!(
+            return Err(Error::InvalidRequest(format!(
                 "tables {other}.{name} and {}.{name} would both become {target}.{name}; choose them in separate extracts",
                 table.schema,
                 name = table.name
@@ -383,13 +383,13 @@ fn pipe(mut dump: Command, mut load: Command, cancel: &AtomicBool) -> Result<()>
         return Err(Error::Interrupted);
     }
     if !loaded {
-        return Err(Error::InvalidTarget(format!(
+        return Err(Error::LiveCluster(format!(
             "loading into the live cluster failed (rolled back): {}",
             stderr(&mut loading)
         )));
     }
     if !dumped {
-        return Err(Error::InvalidTarget(format!(
+        return Err(Error::Sandbox(format!(
             "pg_dump of the sandbox failed: {}",
             stderr(&mut dumping)
         )));
@@ -548,7 +548,7 @@ fn write_dump(mut dump: Command, path: &Path, cancel: &AtomicBool) -> Result<()>
             .wait_with_output()
             .map_err(|e| Error::io("run", "pg_dump", e))?;
         if !output.status.success() {
-            return Err(Error::InvalidTarget(format!(
+            return Err(Error::Sandbox(format!(
                 "pg_dump of the sandbox failed: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             )));

@@ -134,7 +134,7 @@ fn postgres_user() -> Result<Option<(u32, u32)>> {
     // Safety: getpwnam returns a pointer to static storage or NULL; read at once.
     let entry = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
     if entry.is_null() {
-        return Err(Error::InvalidTarget(
+        return Err(Error::Sandbox(
             "running as root, but there is no postgres OS user to run the sandbox server as".into(),
         ));
     }
@@ -237,7 +237,7 @@ fn private_directory_for(parent: &Path, run_as: Option<(u32, u32)>) -> Result<Pa
     let meta =
         fs::symlink_metadata(&directory).map_err(|e| Error::io("stat", directory.display(), e))?;
     if !meta.file_type().is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
-        return Err(Error::InvalidTarget(format!(
+        return Err(Error::Sandbox(format!(
             "{} is not a private directory (a {} owned by uid {}, mode {:o}): sandboxes are made only in a directory owned by the user that runs them (uid {uid}), mode 0700. Remove it, or choose another place with --sandbox-dir DIR (sc_backup.verify_directory)",
             directory.display(),
             if meta.file_type().is_symlink() { "link" } else if meta.is_dir() { "directory" } else { "file" },
@@ -272,7 +272,7 @@ impl Sandbox {
         let needed = metadata.size_bytes + WORKING_ROOM;
         let free = free_space(&options.parent)?;
         if free < needed {
-            return Err(Error::InvalidTarget(format!(
+            return Err(Error::Sandbox(format!(
                 "not enough free space in {} for a sandbox of backup {}: it needs {} (the backup, {}, plus {} of working room), {} are free. Choose another place with --sandbox-dir DIR",
                 options.parent.display(),
                 metadata.backup_name,
@@ -489,7 +489,7 @@ impl Sandbox {
                 .and_then(|child| child.try_wait().ok().flatten())
             {
                 self.postmaster = None;
-                return Err(Error::InvalidTarget(format!(
+                return Err(Error::Sandbox(format!(
                     "the sandbox server stopped ({status}) before recovery ended: {}",
                     self.log_problems()
                 )));
@@ -497,10 +497,10 @@ impl Sandbox {
             match self.psql("postgres", "SELECT pg_is_in_recovery()") {
                 Ok(answer) if answer.trim() == "f" => break Instant::now(),
                 Ok(_) => std::thread::sleep(Duration::from_millis(100)),
-                Err(Error::InvalidTarget(refusal)) if !still_starting(&refusal) => {
+                Err(Error::Sandbox(refusal)) if !still_starting(&refusal) => {
                     // The server is up but refuses us for good (a library its configuration
                     // names cannot be loaded, say): waiting would never end.
-                    return Err(Error::InvalidTarget(format!(
+                    return Err(Error::Sandbox(format!(
                         "the sandbox server refuses connections: {refusal}"
                     )));
                 }
@@ -549,7 +549,7 @@ impl Sandbox {
             .output()
             .map_err(|e| Error::io("run", self.server.program("psql").display(), e))?;
         if !output.status.success() {
-            return Err(Error::InvalidTarget(format!(
+            return Err(Error::Sandbox(format!(
                 "in the sandbox, database \"{database}\": {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             )));
@@ -702,7 +702,7 @@ fn create_directory(parent: &Path) -> Result<PathBuf> {
     // socket address (sun_path, 108 bytes with its terminating NUL).
     let socket_lock = path.join(format!(".s.PGSQL.{PORT}.lock"));
     if socket_lock.as_os_str().len() > 107 {
-        return Err(Error::InvalidTarget(format!(
+        return Err(Error::Sandbox(format!(
             "the sandbox's socket {} would be longer than a Unix socket path may be (107 bytes); choose a shorter --sandbox-dir (sc_backup.verify_directory)",
             socket_lock.display()
         )));
@@ -800,7 +800,7 @@ pub fn check_extra_setting(name: &str, value: &str) -> Result<()> {
                 file.trim_end_matches(".so") == "sc_backup"
             }));
     if refused {
-        return Err(Error::InvalidTarget(format!(
+        return Err(Error::Sandbox(format!(
             "the sandbox setting {name}={value} is refused: the sandbox sets {name} itself so that it stays on its private socket, never archives and cannot reach production or the repository"
         )));
     }
