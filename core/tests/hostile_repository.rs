@@ -9,10 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sc_backup_core::backup::{
-    list_backups, read_manifest, read_metadata, BackupMetadata, BackupWriter, SourceEntry,
-    SourceKind,
+    list_backups, read_manifest, read_metadata, BackupKind, BackupMetadata, BackupReport,
+    BackupStatus, BackupWriter, SourceEntry, SourceKind,
 };
-use sc_backup_core::config::{RawSettings, Secret, Settings};
+use sc_backup_core::config::{CompressionAlgorithm, EncryptionMode, RawSettings, Secret, Settings};
+use sc_backup_core::pg::lsn::Lsn;
 use sc_backup_core::restore::{restore, RecoveryTarget, RestoreOptions, WalSource};
 use sc_backup_core::{ClusterIdentity, Error, Repository};
 use sha2::{Digest, Sha256};
@@ -47,35 +48,59 @@ fn repository(dir: &Path, encrypted: bool) -> Repository {
     repo
 }
 
-fn metadata(name: &str) -> BackupMetadata {
-    BackupMetadata {
-        format: 1,
-        backup_name: name.into(),
+fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
+    sc_backup_core::util::time::parse_time(text).unwrap()
+}
+
+/// What sc_backup() would report of a backup of the test cluster.
+fn report() -> BackupReport {
+    BackupReport {
         backup_type: "full".into(),
-        timestamp: "2026-12-06T10:00:00Z".into(),
         database: "postgres".into(),
         host: "test".into(),
-        size_bytes: 0,
-        stored_bytes: 0,
-        checksum: String::new(),
-        compression: String::new(),
-        encryption: String::new(),
         duration_seconds: 1.0,
-        start_lsn: "0/2000028".into(),
-        stop_lsn: "0/2000100".into(),
-        start_time: "2026-12-06T10:00:00Z".into(),
-        stop_time: "2026-12-06T10:00:01Z".into(),
+        start_lsn: Lsn(0x2000028),
+        stop_lsn: Lsn(0x2000100),
+        start_time: time("2026-12-06T10:00:00Z"),
+        stop_time: time("2026-12-06T10:00:01Z"),
         timeline: 1,
         pg_version_num: CLUSTER.pg_version_num,
         system_identifier: CLUSTER.system_identifier.to_string(),
         wal_segment_size: SEGMENT,
+        method: BackupKind::Full,
+    }
+}
+
+/// Metadata as someone with write access could make it up.
+fn metadata(name: &str) -> BackupMetadata {
+    let report = report();
+    BackupMetadata {
+        format: 1,
+        backup_name: name.into(),
+        backup_type: report.backup_type,
+        database: report.database,
+        host: report.host,
+        size_bytes: 0,
+        stored_bytes: 0,
+        checksum: String::new(),
+        compression: CompressionAlgorithm::None,
+        encryption: EncryptionMode::None,
+        duration_seconds: report.duration_seconds,
+        start_lsn: report.start_lsn,
+        stop_lsn: report.stop_lsn,
+        start_time: report.start_time,
+        stop_time: report.stop_time,
+        timeline: report.timeline,
+        pg_version_num: report.pg_version_num,
+        system_identifier: report.system_identifier,
+        wal_segment_size: report.wal_segment_size,
         file_count: 0,
         manifest: String::new(),
         catalog: String::new(),
         catalog_checksum: String::new(),
-        status: String::new(),
-        parent: String::new(),
-        method: String::new(),
+        status: BackupStatus::Complete,
+        parent: None,
+        method: BackupKind::Full,
         block_size: 0,
         metadata_sha256: String::new(),
     }
@@ -100,7 +125,7 @@ fn store(repo: &Repository, name: &str, source: &Path, mut entries: Vec<SourceEn
     });
     let writer = BackupWriter::new(repo, name).unwrap();
     let stored = writer.store_files(entries, 1, &mut || Ok(())).unwrap();
-    writer.finish(stored, None, metadata(name)).unwrap();
+    writer.finish(stored, None, report()).unwrap();
 }
 
 fn file(source: &Path, name: &str, content: &[u8], mode: u32) -> PathBuf {
@@ -470,9 +495,7 @@ fn forged_and_swapped_backups_in_an_encrypted_repository_are_refused() {
     .unwrap();
     fake.manifest = "manifest.age".into();
     fake.checksum = format!("sha256:{}", hex::encode(Sha256::digest(empty_manifest)));
-    fake.encryption = "age".into();
-    fake.compression = "none".into();
-    fake.status = "complete".into();
+    fake.encryption = EncryptionMode::Age;
     let fake = recompute_self_digest(&serde_json::to_string_pretty(&fake).unwrap());
     fs::write(made_up.join("backup.json"), fake).unwrap();
     refused_as_forged(

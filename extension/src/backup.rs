@@ -14,10 +14,11 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use sc_backup_core::backup::{
-    self, BackupKind, BackupMetadata, BackupWriter, CatalogSnapshot, ClusterPosition, Interrupted,
-    Tablespace,
+    self, BackupKind, BackupMetadata, BackupReport, BackupWriter, CatalogSnapshot, ClusterPosition,
+    Interrupted, Tablespace,
 };
 use sc_backup_core::dump::{find_named, list_dumps, verify_dump, DumpKind, Named};
+use sc_backup_core::pg::lsn::Lsn;
 use sc_backup_core::{Error, Repository};
 
 use crate::host::{cluster_identity, open_repository, settings};
@@ -120,8 +121,8 @@ fn sc_backup(
     });
     TableIterator::once((
         metadata.backup_name,
-        metadata.start_lsn,
-        metadata.stop_lsn,
+        metadata.start_lsn.to_string(),
+        metadata.stop_lsn.to_string(),
         metadata.file_count as i64,
         metadata.size_bytes as i64,
         metadata.stored_bytes as i64,
@@ -179,7 +180,14 @@ pub fn take_backup(
     .unwrap_or_default();
 
     let staged = PgTryBuilder::new(AssertUnwindSafe(|| {
-        copy_and_stop(&writer, &data_directory, &tablespaces, &start_lsn).map_err(Failure::Core)
+        let start_lsn: Lsn = start_lsn.parse().map_err(|e| {
+            Failure::Core(Error::BackupStop(format!("pg_backup_start returned {e}")))
+        })?;
+        copy_and_stop(&writer, &data_directory, &tablespaces, start_lsn)
+            .map(|(entries, stop_lsn, label, catalog)| {
+                (entries, start_lsn, stop_lsn, label, catalog)
+            })
+            .map_err(Failure::Core)
     }))
     .catch_others(|caught| Err(Failure::Postgres(caught)))
     .execute();
@@ -193,49 +201,29 @@ pub fn take_backup(
             Failure::Postgres(caught) => caught.rethrow(),
         }
     };
-    let (entries, stop_lsn, label, catalog) = match staged {
+    let (entries, start_lsn, stop_lsn, label, catalog) = match staged {
         Ok(staged) => staged,
         Err(failure) => fail(failure),
     };
     let stopped_at = chrono_now();
-    let metadata = BackupMetadata {
-        format: 0,
-        backup_name: name.clone(),
+    let report = BackupReport {
         backup_type: backup_type.into(),
-        timestamp: rfc3339(started_at),
         database,
         host: sc_backup_core::util::host::host_name(),
-        size_bytes: 0,
-        stored_bytes: 0,
-        checksum: String::new(),
-        compression: String::new(),
-        encryption: String::new(),
         duration_seconds: started.elapsed().as_secs_f64(),
         start_lsn,
         stop_lsn,
-        start_time: rfc3339(started_at),
-        stop_time: rfc3339(stopped_at),
+        start_time: started_at,
+        stop_time: stopped_at,
         timeline: label_timeline(&label),
         pg_version_num: pg_sys::PG_VERSION_NUM,
         system_identifier: cluster_identity().system_identifier.to_string(),
         // Safety: set once at startup.
         wal_segment_size: unsafe { pg_sys::wal_segment_size } as u64,
-        file_count: 0,
-        manifest: String::new(),
-        catalog: String::new(),
-        catalog_checksum: String::new(),
-        status: String::new(),
-        parent: String::new(),
-        method: if parent.is_some() {
-            kind.name().into()
-        } else {
-            String::new()
-        },
-        block_size: 0,
-        metadata_sha256: String::new(),
+        method: kind,
     };
     let metadata = writer
-        .finish(entries, catalog.as_ref(), metadata)
+        .finish(entries, catalog.as_ref(), report)
         .unwrap_or_else(|e| fail(Failure::Core(e)));
     timer.details().size_bytes = Some(metadata.size_bytes);
     metadata
@@ -252,11 +240,11 @@ fn copy_and_stop(
     writer: &BackupWriter,
     data_directory: &Path,
     tablespaces: &[Tablespace],
-    start_lsn: &str,
+    start_lsn: Lsn,
 ) -> Result<
     (
         Vec<backup::ManifestEntry>,
-        String,
+        Lsn,
         String,
         Option<CatalogSnapshot>,
     ),
@@ -309,14 +297,16 @@ fn copy_and_stop(
     )
     .map_err(|e| Error::BackupStop(format!("pg_backup_stop failed: {e}")))?;
     let label = label.unwrap_or_default();
-    let stop_lsn = stop_lsn.unwrap_or_default();
-    let invalid = |e: String| Error::BackupStop(format!("pg_backup_stop returned {e}"));
+    let stop_lsn: Lsn = stop_lsn
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| Error::BackupStop(format!("pg_backup_stop returned {e}")))?;
     // Safety: set once at startup.
     let segment_size = unsafe { pg_sys::wal_segment_size } as u64;
     let segments = sc_backup_core::pg::lsn::segments_between(
         label_timeline(&label),
-        start_lsn.parse().map_err(invalid)?,
-        stop_lsn.parse().map_err(invalid)?,
+        start_lsn,
+        stop_lsn,
         segment_size,
     );
     wait_until_archived(data_directory, &segments);
@@ -420,13 +410,13 @@ fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }
 
-fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+/// PostgreSQL's timestamptz of text in one of the forms `parse_time` reads.
+pub fn timestamptz(text: &str) -> Option<TimestampWithTimeZone> {
+    to_timestamptz(sc_backup_core::util::time::parse_time(text)?)
 }
 
 /// PostgreSQL's timestamptz: microseconds since 2000-01-01 UTC.
-pub fn timestamptz(text: &str) -> Option<TimestampWithTimeZone> {
-    let at = sc_backup_core::util::time::parse_time(text)?;
+pub fn to_timestamptz(at: chrono::DateTime<chrono::Utc>) -> Option<TimestampWithTimeZone> {
     TimestampWithTimeZone::try_from(at.timestamp_micros() - 946_684_800_000_000).ok()
 }
 
@@ -464,24 +454,22 @@ fn sc_list_backups() -> TableIterator<
         .into_iter()
         .zip(chains)
         .map(|(b, (chain_length, chain_stored_bytes))| {
-            let method = b.method().to_string();
-            let parent = Some(b.parent).filter(|p| !p.is_empty());
             (
                 b.backup_name,
                 b.backup_type,
-                timestamptz(&b.start_time),
-                timestamptz(&b.stop_time),
-                Some(b.start_lsn),
-                Some(b.stop_lsn),
+                to_timestamptz(b.start_time),
+                to_timestamptz(b.stop_time),
+                Some(b.start_lsn.to_string()),
+                Some(b.stop_lsn.to_string()),
                 b.size_bytes as i64,
                 b.stored_bytes as i64,
-                b.compression,
-                b.encryption,
-                b.status,
+                b.compression.name().to_string(),
+                b.encryption.name().to_string(),
+                b.status.name().to_string(),
                 "physical".to_string(),
                 b.database,
-                method,
-                parent,
+                b.method.name().to_string(),
+                b.parent,
                 chain_length as i32,
                 chain_stored_bytes as i64,
             )

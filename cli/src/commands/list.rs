@@ -55,29 +55,27 @@ fn print_backups(backups: &[BackupMetadata]) {
     for (b, (length, bytes)) in backups.iter().zip(chain_sizes(backups)) {
         // A full backup stands alone; an incremental one names its parent and what a restore
         // of it reads: the backups of its chain and their stored bytes.
-        let chain = if b.parent.is_empty() {
-            "-".to_string()
-        } else {
-            format!(
-                "{length} backups, {} stored, parent {}",
+        let chain = match &b.parent {
+            None => "-".to_string(),
+            Some(parent) => format!(
+                "{length} backups, {} stored, parent {parent}",
                 human_bytes(bytes),
-                b.parent
-            )
+            ),
         };
         println!(
             "{:<40} {:<12} {:<12} {:<20} {:<20} {:<12} {:<12} {:>10} {:>10} {:<5} {:<5} {:<8} {}",
             b.backup_name,
             b.backup_type,
-            b.method(),
-            short_time(&b.start_time),
-            short_time(&b.stop_time),
+            b.method.name(),
+            b.start_time.format(SHORT_TIME).to_string(),
+            b.stop_time.format(SHORT_TIME).to_string(),
             b.start_lsn,
             b.stop_lsn,
             human_bytes(b.size_bytes),
             human_bytes(b.stored_bytes),
-            b.compression,
-            b.encryption,
-            b.status,
+            b.compression.name(),
+            b.encryption.name(),
+            b.status.name(),
             chain
         );
     }
@@ -106,6 +104,9 @@ fn print_dumps(dumps: &[DumpMetadata]) {
         );
     }
 }
+
+/// Times in the listing: to the second, UTC.
+const SHORT_TIME: &str = "%Y-%m-%d %H:%M:%S";
 
 fn short_time(rfc3339: &str) -> String {
     rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ")

@@ -45,22 +45,22 @@ pub fn ancestors(
     let mut chain = Vec::new();
     let mut seen = HashSet::from([metadata.backup_name.clone()]);
     let mut child = metadata.clone();
-    while !child.parent.is_empty() {
+    while let Some(parent_name) = child.parent.clone() {
         let broken = |reason: String| Error::BrokenChain {
             backup: metadata.backup_name.clone(),
-            parent: child.parent.clone(),
+            parent: parent_name.clone(),
             reason,
         };
-        if !seen.insert(child.parent.clone()) || seen.len() > MAX_CHAIN_LENGTH {
+        if !seen.insert(parent_name.clone()) || seen.len() > MAX_CHAIN_LENGTH {
             return Err(broken("appears twice in its chain".into()));
         }
-        let parent = match read_metadata(repository, &child.parent) {
+        let parent = match read_metadata(repository, &parent_name) {
             Ok(parent) => parent,
             Err(Error::BackupNotFound(_)) => return Err(broken("is not in the repository".into())),
             Err(e) => return Err(broken(format!("cannot be read: {e}"))),
         };
         if parent.system_identifier != child.system_identifier
-            || parent.start_lsn()? >= child.start_lsn()?
+            || parent.start_lsn >= child.start_lsn
         {
             return Err(broken(format!(
                 "is not an earlier backup of the same cluster (system identifier {}, start {})",
@@ -79,7 +79,11 @@ pub fn dependents(backups: &[BackupMetadata], name: &str) -> Vec<String> {
     let mut wanted = HashSet::from([name.to_string()]);
     // Oldest first: a backup's parent is listed before it.
     for backup in backups {
-        if wanted.contains(&backup.parent) {
+        if backup
+            .parent
+            .as_ref()
+            .is_some_and(|parent| wanted.contains(parent))
+        {
             wanted.insert(backup.backup_name.clone());
             found.push(backup.backup_name.clone());
         }
@@ -95,7 +99,7 @@ pub fn chain_sizes(backups: &[BackupMetadata]) -> Vec<(u32, u64)> {
     let mut sizes = Vec::with_capacity(backups.len());
     for backup in backups {
         let (length, bytes) = by_name
-            .get(backup.parent.as_str())
+            .get(backup.parent.as_deref().unwrap_or(""))
             .copied()
             .unwrap_or((0, 0));
         let size = (length + 1, bytes + backup.stored_bytes);
@@ -375,7 +379,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::backup::incremental::is_page_compared;
-    use crate::backup::{plan, BackupWriter, BundleReader};
+    use crate::backup::{plan, BackupKind, BackupReport, BackupWriter, BundleReader};
     use crate::config::{RawSettings, Settings};
     use crate::pg::lsn::Lsn;
     use crate::repository::ClusterIdentity;
@@ -436,20 +440,20 @@ pub(crate) mod tests {
             std::fs::write(&wal, name).unwrap();
             repo.archive_wal(&wal, &segment).unwrap();
         }
-        let metadata = BackupMetadata {
-            backup_name: name.into(),
+        let report = BackupReport {
             backup_type: if parent.is_some() {
                 "incremental"
             } else {
                 "full"
             }
             .into(),
-            start_lsn: Lsn(start).to_string(),
-            stop_lsn: Lsn(start + 0x100).to_string(),
+            start_lsn: Lsn(start),
+            stop_lsn: Lsn(start + 0x100),
             wal_segment_size: 16 << 20,
-            ..crate::backup::tests::metadata()
+            method: BackupKind::Incremental,
+            ..crate::backup::tests::report()
         };
-        writer.finish(entries, None, metadata).unwrap()
+        writer.finish(entries, None, report).unwrap()
     }
 
     fn restored(
@@ -553,7 +557,7 @@ pub(crate) mod tests {
         assert_eq!(entry("base/5/16384").pages, Some(1));
         assert_eq!(entry("base/5/PG_VERSION").stored, Stored::Unchanged);
         assert_eq!(entry("base/5/16384_vm").stored, Stored::Unchanged);
-        assert_eq!(second.parent, "i1");
+        assert_eq!(second.parent.as_deref(), Some("i1"));
 
         for (metadata, main, truncated) in &expected {
             assert_eq!(

@@ -78,7 +78,7 @@ pub fn choose_parent(
     let parent = match kind {
         BackupKind::Full => return Ok(None),
         BackupKind::Incremental => backups.last(),
-        BackupKind::Differential => backups.iter().rev().find(|b| b.parent.is_empty()),
+        BackupKind::Differential => backups.iter().rev().find(|b| b.parent.is_none()),
     };
     let Some(parent) = parent else {
         return Err(match kind {
@@ -394,7 +394,12 @@ mod tests {
     fn backup(name: &str, parent: &str, timeline: u32) -> BackupMetadata {
         BackupMetadata {
             backup_name: name.into(),
-            parent: parent.into(),
+            parent: Some(parent.to_string()).filter(|p| !p.is_empty()),
+            method: if parent.is_empty() {
+                BackupKind::Full
+            } else {
+                BackupKind::Incremental
+            },
             timeline,
             ..crate::backup::tests::metadata()
         }

@@ -5,10 +5,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::document::read_document;
-use super::metadata_key;
+use super::BackupKind;
+use crate::config::{CompressionAlgorithm, EncryptionMode};
 use crate::error::{Error, Result};
 use crate::pg::lsn::{segments_between, Lsn};
 use crate::repository::Repository;
+use crate::util::time::parse_time;
+use chrono::{DateTime, Utc};
 
 const EMPTY_DIGEST_FIELD: &str = "\"metadata_sha256\": \"\"";
 
@@ -29,14 +32,17 @@ pub struct CatalogSnapshot {
     pub before_stop: Vec<DatabaseTables>,
 }
 
-/// The backup's metadata, in the shape of the playbook's `.meta` plus what restore needs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A backup's metadata: what PostgreSQL reported of it (positions, times, timeline), what the
+/// writer stored (sizes, digests, codec), and how it relates to other backups.
+/// `backup.json` holds it as [`BackupMetadataWire`]; the conversions below are the one place
+/// where text becomes types and back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "BackupMetadataWire", into = "BackupMetadataWire")]
 pub struct BackupMetadata {
     pub format: u32,
     pub backup_name: String,
+    /// The label: `full` for a manual backup, or the schedule that took it (`hourly`...).
     pub backup_type: String,
-    /// Start time, RFC 3339 UTC.
-    pub timestamp: String,
     pub database: String,
     pub host: String,
     /// Bytes of data directory copied.
@@ -45,58 +51,225 @@ pub struct BackupMetadata {
     pub stored_bytes: u64,
     /// `sha256:<digest of the manifest>`.
     pub checksum: String,
-    pub compression: String,
-    pub encryption: String,
+    pub compression: CompressionAlgorithm,
+    pub encryption: EncryptionMode,
     pub duration_seconds: f64,
-    pub start_lsn: String,
-    pub stop_lsn: String,
-    pub start_time: String,
-    pub stop_time: String,
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    /// When `pg_backup_start` returned (also the playbook's `timestamp`).
+    pub start_time: DateTime<Utc>,
+    pub stop_time: DateTime<Utc>,
     pub timeline: u32,
     pub pg_version_num: u32,
     pub system_identifier: String,
     pub wal_segment_size: u64,
     pub file_count: u64,
     pub manifest: String,
-    /// The catalog snapshot's object (`catalog<suffix>`), when one was taken.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// The catalog snapshot's object (`catalog<suffix>`), empty when none was taken.
     pub catalog: String,
     /// `sha256:<digest of the catalog snapshot>`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub catalog_checksum: String,
-    pub status: String,
+    pub status: BackupStatus,
     /// The backup an incremental or differential one was taken against: its pages and
     /// unchanged files come from there (and, through it, from the chain's full backup).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub parent: String,
-    /// `incremental` or `differential` when `parent` is set; empty for a full backup.
-    /// (`backup_type` is the label: `full`, or the schedule that took it.)
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub method: String,
+    pub parent: Option<String>,
+    /// What was taken: full, or the changes since `parent`.
+    pub method: BackupKind,
     /// The server's page size (BLCKSZ), for backups with page streams; 0 means 8192.
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub block_size: u32,
-    /// SHA-256 of this document serialized with this field empty.
-    #[serde(default)]
+    /// SHA-256 of the document serialized with this field empty.
     pub metadata_sha256: String,
+}
+
+/// What a backup's caller knows once its files are stored: what PostgreSQL reported of it
+/// (`pg_backup_start`, `pg_backup_stop`, the control file) and who took it. The writer adds
+/// what it stored ([`super::BackupWriter::finish`]), so no field is ever written as a
+/// placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupReport {
+    pub backup_type: String,
+    pub database: String,
+    pub host: String,
+    pub duration_seconds: f64,
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    pub start_time: DateTime<Utc>,
+    pub stop_time: DateTime<Utc>,
+    pub timeline: u32,
+    pub pg_version_num: u32,
+    pub system_identifier: String,
+    pub wal_segment_size: u64,
+    /// What the caller asked for: incremental or differential for a writer made with a
+    /// parent (a writer without one takes a full backup whatever this says).
+    pub method: BackupKind,
+}
+
+/// Where a backup stands. Only complete backups are ever listed: an unfinished one has no
+/// `backup.json` (or a tombstone in its place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupStatus {
+    Complete,
+}
+
+impl BackupStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupStatus::Complete => "complete",
+        }
+    }
+}
+
+/// `backup.json` as written: the playbook's `.meta` fields plus what restore needs, every
+/// value in the text form other tools read (LSNs as PostgreSQL prints them, times in RFC 3339).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BackupMetadataWire {
+    format: u32,
+    backup_name: String,
+    backup_type: String,
+    /// Start time, RFC 3339 UTC.
+    timestamp: String,
+    database: String,
+    host: String,
+    size_bytes: u64,
+    stored_bytes: u64,
+    checksum: String,
+    compression: String,
+    encryption: String,
+    duration_seconds: f64,
+    start_lsn: String,
+    stop_lsn: String,
+    start_time: String,
+    stop_time: String,
+    timeline: u32,
+    pg_version_num: u32,
+    system_identifier: String,
+    wal_segment_size: u64,
+    file_count: u64,
+    manifest: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    catalog: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    catalog_checksum: String,
+    status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    parent: String,
+    /// `incremental` or `differential` when `parent` is set; empty for a full backup (and,
+    /// written before differential backups existed, for an incremental one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    method: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    block_size: u32,
+    #[serde(default)]
+    metadata_sha256: String,
 }
 
 fn is_zero(value: &u32) -> bool {
     *value == 0
 }
 
-impl BackupMetadata {
-    /// `full`, `incremental` or `differential`.
-    pub fn method(&self) -> &str {
-        if self.parent.is_empty() {
-            "full"
-        } else if self.method.is_empty() {
-            "incremental"
-        } else {
-            &self.method
+/// Times as `backup.json` writes them: RFC 3339, UTC, microseconds.
+fn wire_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+impl TryFrom<BackupMetadataWire> for BackupMetadata {
+    type Error = String;
+
+    fn try_from(wire: BackupMetadataWire) -> std::result::Result<Self, String> {
+        let time = |field: &str, text: &str| {
+            parse_time(text).ok_or_else(|| format!("{field} \"{text}\" is not a time"))
+        };
+        let parent = Some(wire.parent).filter(|name| !name.is_empty());
+        let method = match (&parent, wire.method.as_str()) {
+            (None, "" | "full") => BackupKind::Full,
+            (None, other) => return Err(format!("method \"{other}\" without a parent")),
+            (Some(_), "" | "incremental") => BackupKind::Incremental,
+            (Some(_), "differential") => BackupKind::Differential,
+            (Some(_), other) => return Err(format!("unknown method \"{other}\"")),
+        };
+        let status = match wire.status.as_str() {
+            "complete" => BackupStatus::Complete,
+            other => return Err(format!("status \"{other}\" is not complete")),
+        };
+        Ok(BackupMetadata {
+            format: wire.format,
+            start_time: time("start_time", &wire.start_time)?,
+            stop_time: time("stop_time", &wire.stop_time)?,
+            start_lsn: wire.start_lsn.parse()?,
+            stop_lsn: wire.stop_lsn.parse()?,
+            compression: wire
+                .compression
+                .parse()
+                .map_err(|e: crate::config::ConfigError| e.to_string())?,
+            encryption: wire
+                .encryption
+                .parse()
+                .map_err(|e: crate::config::ConfigError| e.to_string())?,
+            backup_name: wire.backup_name,
+            backup_type: wire.backup_type,
+            database: wire.database,
+            host: wire.host,
+            size_bytes: wire.size_bytes,
+            stored_bytes: wire.stored_bytes,
+            checksum: wire.checksum,
+            duration_seconds: wire.duration_seconds,
+            timeline: wire.timeline,
+            pg_version_num: wire.pg_version_num,
+            system_identifier: wire.system_identifier,
+            wal_segment_size: wire.wal_segment_size,
+            file_count: wire.file_count,
+            manifest: wire.manifest,
+            catalog: wire.catalog,
+            catalog_checksum: wire.catalog_checksum,
+            status,
+            parent,
+            method,
+            block_size: wire.block_size,
+            metadata_sha256: wire.metadata_sha256,
+        })
+    }
+}
+
+impl From<BackupMetadata> for BackupMetadataWire {
+    fn from(metadata: BackupMetadata) -> Self {
+        BackupMetadataWire {
+            format: metadata.format,
+            backup_name: metadata.backup_name,
+            backup_type: metadata.backup_type,
+            timestamp: wire_time(metadata.start_time),
+            database: metadata.database,
+            host: metadata.host,
+            size_bytes: metadata.size_bytes,
+            stored_bytes: metadata.stored_bytes,
+            checksum: metadata.checksum,
+            compression: metadata.compression.name().to_string(),
+            encryption: metadata.encryption.name().to_string(),
+            duration_seconds: metadata.duration_seconds,
+            start_lsn: metadata.start_lsn.to_string(),
+            stop_lsn: metadata.stop_lsn.to_string(),
+            start_time: wire_time(metadata.start_time),
+            stop_time: wire_time(metadata.stop_time),
+            timeline: metadata.timeline,
+            pg_version_num: metadata.pg_version_num,
+            system_identifier: metadata.system_identifier,
+            wal_segment_size: metadata.wal_segment_size,
+            file_count: metadata.file_count,
+            manifest: metadata.manifest,
+            catalog: metadata.catalog,
+            catalog_checksum: metadata.catalog_checksum,
+            status: metadata.status.name().to_string(),
+            parent: metadata.parent.unwrap_or_default(),
+            method: match metadata.method {
+                BackupKind::Full => String::new(),
+                other => other.name().to_string(),
+            },
+            block_size: metadata.block_size,
+            metadata_sha256: metadata.metadata_sha256,
         }
     }
+}
 
+impl BackupMetadata {
     /// The page size of the backup's page streams.
     pub fn block_size(&self) -> u32 {
         if self.block_size == 0 {
@@ -133,31 +306,14 @@ impl BackupMetadata {
         !digest.is_empty() && hex::encode(Sha256::digest(blanked.as_bytes())) == digest
     }
 
-    pub fn start_lsn(&self) -> Result<Lsn> {
-        self.start_lsn
-            .parse()
-            .map_err(|reason| self.invalid(reason))
-    }
-
-    pub fn stop_lsn(&self) -> Result<Lsn> {
-        self.stop_lsn.parse().map_err(|reason| self.invalid(reason))
-    }
-
-    fn invalid(&self, reason: String) -> Error {
-        Error::InvalidMetadata {
-            object: metadata_key(&self.backup_name),
-            reason,
-        }
-    }
-
     /// WAL files the backup needs to reach consistency.
-    pub fn required_wal(&self) -> Result<Vec<String>> {
-        Ok(segments_between(
+    pub fn required_wal(&self) -> Vec<String> {
+        segments_between(
             self.timeline,
-            self.start_lsn()?,
-            self.stop_lsn()?,
+            self.start_lsn,
+            self.stop_lsn,
             self.wal_segment_size,
-        ))
+        )
     }
 }
 /// The backup's catalog snapshot, verified against its recorded digest; `None` for backups
@@ -188,6 +344,95 @@ mod tests {
     use super::*;
     use crate::backup::tests::metadata;
 
+    /// A backup.json of an incremental backup as the untyped metadata wrote it (before
+    /// differential backups, `method` stayed empty).
+    const WRITTEN_BEFORE: &str = r#"{
+  "format": 2,
+  "backup_name": "db_incremental_20261124_043519",
+  "backup_type": "hourly",
+  "timestamp": "2026-11-24T04:35:19.228597Z",
+  "database": "db",
+  "host": "vm",
+  "size_bytes": 23369675,
+  "stored_bytes": 96262,
+  "checksum": "sha256:00",
+  "compression": "zstd",
+  "encryption": "age",
+  "duration_seconds": 2.5,
+  "start_lsn": "0/5000028",
+  "stop_lsn": "0/5000100",
+  "start_time": "2026-11-24T04:35:19.228597Z",
+  "stop_time": "2026-11-24T04:35:21.436969Z",
+  "timeline": 1,
+  "pg_version_num": 170005,
+  "system_identifier": "7711576491893132752",
+  "wal_segment_size": 16777216,
+  "file_count": 970,
+  "manifest": "manifest.zst.age",
+  "catalog": "catalog.zst.age",
+  "catalog_checksum": "sha256:01",
+  "status": "complete",
+  "parent": "db_full_20261124_033519",
+  "metadata_sha256": "abc"
+}"#;
+
+    #[test]
+    fn backup_json_written_before_the_types_reads_and_writes_back_the_same() {
+        let read: BackupMetadata = serde_json::from_str(WRITTEN_BEFORE).unwrap();
+        assert_eq!(read.method, BackupKind::Incremental);
+        assert_eq!(read.parent.as_deref(), Some("db_full_20261124_033519"));
+        assert_eq!(read.start_lsn, Lsn(0x5000028));
+        assert_eq!(read.compression, CompressionAlgorithm::Zstd);
+        assert_eq!(read.encryption, EncryptionMode::Age);
+        assert_eq!(read.status, BackupStatus::Complete);
+        assert_eq!(
+            read.stop_time,
+            crate::backup::tests::time("2026-11-24T04:35:21.436969Z")
+        );
+        // Written back as before, with the method now said (readers of either form agree).
+        assert_eq!(
+            serde_json::to_string_pretty(&read).unwrap(),
+            WRITTEN_BEFORE.replace(
+                "\"parent\": \"db_full_20261124_033519\",",
+                "\"parent\": \"db_full_20261124_033519\",\n  \"method\": \"incremental\","
+            )
+        );
+        // A full backup writes neither parent nor method, as before.
+        let full = serde_json::to_string(&metadata()).unwrap();
+        assert!(
+            !full.contains("\"parent\"") && !full.contains("\"method\""),
+            "{full}"
+        );
+    }
+
+    #[test]
+    fn values_that_are_no_lsn_time_codec_status_or_method_are_refused() {
+        for (field, bad) in [
+            (
+                "\"start_lsn\": \"0/5000028\"",
+                "\"start_lsn\": \"yesterday\"",
+            ),
+            (
+                "\"stop_time\": \"2026-11-24T04:35:21.436969Z\"",
+                "\"stop_time\": \"soon\"",
+            ),
+            ("\"compression\": \"zstd\"", "\"compression\": \"lz77\""),
+            ("\"encryption\": \"age\"", "\"encryption\": \"rot13\""),
+            ("\"status\": \"complete\"", "\"status\": \"partial\""),
+            (
+                "\"parent\": \"db_full_20261124_033519\"",
+                "\"parent\": \"db_full_20261124_033519\",\n  \"method\": \"sideways\"",
+            ),
+        ] {
+            assert!(WRITTEN_BEFORE.contains(field), "{field}");
+            let json = WRITTEN_BEFORE.replace(field, bad);
+            assert!(
+                serde_json::from_str::<BackupMetadata>(&json).is_err(),
+                "{bad} was accepted"
+            );
+        }
+    }
+
     #[test]
     fn metadata_checksum_covers_the_stored_bytes() {
         let json = metadata().to_checksummed_json();
@@ -209,9 +454,9 @@ mod tests {
     #[test]
     fn required_wal_spans_start_to_stop() {
         let mut m = metadata();
-        m.stop_lsn = "0/4000010".into();
+        m.stop_lsn = Lsn(0x4000010);
         assert_eq!(
-            m.required_wal().unwrap(),
+            m.required_wal(),
             [
                 "000000010000000000000002",
                 "000000010000000000000003",

@@ -40,7 +40,9 @@ pub use incremental::{
 pub use listing::{find_backup, list_backups, read_metadata, scan_backups, tombstone, BackupScan};
 pub(crate) use manifest::{read_backup_file, BundleReader};
 pub use manifest::{read_manifest, EntryType, Manifest, ManifestEntry, Stored};
-pub use metadata::{read_catalog, BackupMetadata, CatalogSnapshot, DatabaseTables};
+pub use metadata::{
+    read_catalog, BackupMetadata, BackupReport, BackupStatus, CatalogSnapshot, DatabaseTables,
+};
 pub use source_plan::{plan, SourceEntry, SourceKind, Tablespace};
 pub use verify::{verify_backup, Problem};
 pub use writer::{BackupWriter, Interrupted};
@@ -104,25 +106,28 @@ pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
+    pub(crate) fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
+        crate::util::time::parse_time(text).expect("a test time")
+    }
+
     pub(crate) fn metadata() -> BackupMetadata {
         BackupMetadata {
             format: 1,
             backup_name: "db_full_20261124_033519".into(),
             backup_type: "full".into(),
-            timestamp: "2026-11-24T03:35:19.228597Z".into(),
             database: "db".into(),
             host: "vm".into(),
             size_bytes: 23_369_675,
             stored_bytes: 3_096_262,
             checksum: "sha256:00".into(),
-            compression: "gzip".into(),
-            encryption: "none".into(),
+            compression: crate::config::CompressionAlgorithm::Gzip,
+            encryption: crate::config::EncryptionMode::None,
             // serde_json does not parse this back to the same bits.
             duration_seconds: 2.2084096300000002,
-            start_lsn: "0/2000028".into(),
-            stop_lsn: "0/2000100".into(),
-            start_time: "2026-11-24T03:35:19.228597Z".into(),
-            stop_time: "2026-11-24T03:35:21.436969Z".into(),
+            start_lsn: crate::pg::lsn::Lsn(0x2000028),
+            stop_lsn: crate::pg::lsn::Lsn(0x2000100),
+            start_time: time("2026-11-24T03:35:19.228597Z"),
+            stop_time: time("2026-11-24T03:35:21.436969Z"),
             timeline: 1,
             pg_version_num: 150020,
             system_identifier: "7711576491893132752".into(),
@@ -131,11 +136,31 @@ pub(crate) mod tests {
             manifest: "manifest.gz".into(),
             catalog: String::new(),
             catalog_checksum: String::new(),
-            status: "complete".into(),
-            parent: String::new(),
-            method: String::new(),
+            status: BackupStatus::Complete,
+            parent: None,
+            method: BackupKind::Full,
             block_size: 0,
             metadata_sha256: String::new(),
+        }
+    }
+
+    /// What a caller reports of the backup [`metadata`] describes.
+    pub(crate) fn report() -> BackupReport {
+        let m = metadata();
+        BackupReport {
+            backup_type: m.backup_type,
+            database: m.database,
+            host: m.host,
+            duration_seconds: m.duration_seconds,
+            start_lsn: m.start_lsn,
+            stop_lsn: m.stop_lsn,
+            start_time: m.start_time,
+            stop_time: m.stop_time,
+            timeline: m.timeline,
+            pg_version_num: m.pg_version_num,
+            system_identifier: m.system_identifier,
+            wal_segment_size: m.wal_segment_size,
+            method: BackupKind::Full,
         }
     }
 

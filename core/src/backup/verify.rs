@@ -32,7 +32,7 @@ pub fn verify_backup(
     let metadata = find_backup(repository, name)?;
     let mut problems = Vec::new();
     let manifest = check_stored_objects(repository, &metadata, &mut problems);
-    if !metadata.parent.is_empty() {
+    if metadata.parent.is_some() {
         match ancestors(repository, &metadata) {
             Ok(parents) => {
                 let mut complete = manifest.is_some();
@@ -65,7 +65,7 @@ pub fn verify_backup(
             }),
         }
     }
-    for wal_file in metadata.required_wal()? {
+    for wal_file in metadata.required_wal() {
         let name = WalFileName::parse(&wal_file)?;
         match repository.find_wal(&name) {
             Ok(Some(stored)) => {

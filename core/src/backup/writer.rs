@@ -17,12 +17,13 @@ use super::manifest::{
 };
 use super::metadata_key;
 use super::{
-    backup_prefix, read_manifest, read_metadata, BackupMetadata, CatalogSnapshot, EntryType,
-    Manifest, ManifestEntry, SourceEntry, SourceKind,
+    backup_prefix, read_manifest, read_metadata, BackupKind, BackupMetadata, BackupReport,
+    BackupStatus, CatalogSnapshot, EntryType, Manifest, ManifestEntry, SourceEntry, SourceKind,
 };
 use crate::codec::{
     pump, DigestingWriter, EncodeSummary, Encoder, PumpError, RepositoryKey, Sha256Digest,
 };
+use crate::config::EncryptionMode;
 use crate::error::{Error, Result};
 use crate::pg::lsn::Lsn;
 use crate::repository::Repository;
@@ -84,7 +85,7 @@ impl<'r> BackupWriter<'r> {
             .collect();
         writer.parent = Some(ParentBase {
             name: parent.backup_name.clone(),
-            start_lsn: parent.start_lsn()?,
+            start_lsn: parent.start_lsn,
             block_size,
             files,
         });
@@ -585,7 +586,7 @@ impl<'r> BackupWriter<'r> {
         &self,
         entries: Vec<ManifestEntry>,
         catalog: Option<&CatalogSnapshot>,
-        mut metadata: BackupMetadata,
+        report: BackupReport,
     ) -> Result<BackupMetadata> {
         let key = self.repository.key()?;
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
@@ -610,17 +611,65 @@ impl<'r> BackupWriter<'r> {
         let json = serde_json::to_vec(&manifest).expect("manifest serializes");
         let (manifest_object, manifest_encoded, manifest_sha256) =
             self.store_document("manifest", &json)?;
-        let mut catalog_stored = 0;
+        let (mut catalog_object, mut catalog_checksum, mut catalog_stored) =
+            (String::new(), String::new(), 0);
         if let Some(catalog) = catalog {
             let json = serde_json::to_vec(catalog).expect("catalog serializes");
             let (object, catalog_encoded, catalog_sha256) =
                 self.store_document("catalog", &json)?;
-            metadata.catalog = object;
-            metadata.catalog_checksum = format!("sha256:{}", catalog_sha256.to_hex());
+            catalog_object = object;
+            catalog_checksum = format!("sha256:{}", catalog_sha256.to_hex());
             catalog_stored = catalog_encoded.summary.stored_size;
         }
 
-        for wal_file in metadata.required_wal()? {
+        let files = manifest
+            .entries
+            .iter()
+            .filter(|e| e.entry_type == EntryType::File);
+        let metadata = BackupMetadata {
+            format,
+            backup_name: self.name.clone(),
+            backup_type: report.backup_type,
+            database: report.database,
+            host: report.host,
+            size_bytes: files.clone().filter_map(|e| e.size).sum(),
+            stored_bytes: files.clone().filter_map(|e| e.stored_size).sum::<u64>()
+                + manifest_encoded.summary.stored_size
+                + catalog_stored,
+            checksum: format!("sha256:{}", manifest_sha256.to_hex()),
+            compression: spec.compression,
+            encryption: if spec.encrypted {
+                EncryptionMode::Age
+            } else {
+                EncryptionMode::None
+            },
+            duration_seconds: report.duration_seconds,
+            start_lsn: report.start_lsn,
+            stop_lsn: report.stop_lsn,
+            start_time: report.start_time,
+            stop_time: report.stop_time,
+            timeline: report.timeline,
+            pg_version_num: report.pg_version_num,
+            system_identifier: report.system_identifier,
+            wal_segment_size: report.wal_segment_size,
+            file_count: files.count() as u64,
+            manifest: manifest_object,
+            catalog: catalog_object,
+            catalog_checksum,
+            status: BackupStatus::Complete,
+            parent: self.parent_name().map(str::to_string),
+            // What a writer with a parent takes is what its caller asked for; without one,
+            // everything.
+            method: match (&self.parent, report.method) {
+                (Some(_), BackupKind::Differential) => BackupKind::Differential,
+                (Some(_), _) => BackupKind::Incremental,
+                (None, _) => BackupKind::Full,
+            },
+            block_size: self.parent.as_ref().map_or(0, |p| p.block_size),
+            metadata_sha256: String::new(),
+        };
+
+        for wal_file in metadata.required_wal() {
             if self
                 .repository
                 .find_wal(&WalFileName::parse(&wal_file)?)?
@@ -629,30 +678,11 @@ impl<'r> BackupWriter<'r> {
                 return Err(Error::WalNotFound(wal_file));
             }
         }
-
-        let files = manifest
-            .entries
-            .iter()
-            .filter(|e| e.entry_type == EntryType::File);
         if let Some(parent) = &self.parent {
             // Refused early when the parent is already gone; after committing it is checked
             // again (below), which is what closes the race with its removal.
             self.check_parent(parent)?;
         }
-        metadata.format = format;
-        metadata.parent = self.parent_name().unwrap_or_default().to_string();
-        metadata.block_size = self.parent.as_ref().map_or(0, |p| p.block_size);
-        metadata.backup_name = self.name.clone();
-        metadata.file_count = files.clone().count() as u64;
-        metadata.size_bytes = files.clone().filter_map(|e| e.size).sum();
-        metadata.stored_bytes = files.filter_map(|e| e.stored_size).sum::<u64>()
-            + manifest_encoded.summary.stored_size
-            + catalog_stored;
-        metadata.checksum = format!("sha256:{}", manifest_sha256.to_hex());
-        metadata.manifest = manifest_object;
-        metadata.compression = spec.compression.name().to_string();
-        metadata.encryption = if spec.encrypted { "age" } else { "none" }.to_string();
-        metadata.status = "complete".to_string();
         let mut json = metadata.to_checksummed_json();
         if let Some(key) = self.repository.key()? {
             json = crate::codec::authentication::seal(key, &metadata_key(&self.name), &json);

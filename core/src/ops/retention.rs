@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::backup::{backup_prefix, BackupMetadata};
+use crate::backup::{backup_prefix, BackupKind, BackupMetadata};
 use crate::backup::{remove_backup, remove_unfinished_backup, Removal, TOMBSTONES_KEPT};
 use crate::error::Result;
 use crate::util::time::parse_time;
@@ -86,7 +86,7 @@ fn segment_position(key: &str) -> Option<(u32, u64)> {
 fn start_position(backup: &BackupMetadata) -> Result<(u32, u64)> {
     let segment = backup.wal_segment_size.max(1);
     let per_id = 0x1_0000_0000 / segment;
-    let number = backup.start_lsn()?.0 / segment;
+    let number = backup.start_lsn.0 / segment;
     Ok((
         backup.timeline,
         ((number / per_id) << 32) | (number % per_id),
@@ -131,13 +131,12 @@ pub fn plan_expiry(
         .iter()
         .enumerate()
         .rev()
-        .filter(|(_, backup)| backup.method() == "full")
+        .filter(|(_, backup)| backup.method == BackupKind::Full)
         .nth(policy.min_backups.max(1) as usize - 1)
         .map_or(0, |(index, _)| index);
     let mut keep: HashSet<&str> = HashSet::new();
     for (index, backup) in backups.iter().enumerate() {
-        // A stop time we cannot read is treated as recent: when in doubt, keep.
-        let recent = parse_time(&backup.stop_time).is_none_or(|stop| stop >= cutoff);
+        let recent = backup.stop_time >= cutoff;
         if recent || index >= protected_from {
             keep.insert(&backup.backup_name);
         }
@@ -149,7 +148,10 @@ pub fn plan_expiry(
         .collect();
     let mut pending: Vec<&str> = keep.iter().copied().collect();
     while let Some(name) = pending.pop() {
-        let parent = by_name.get(name).map(|b| b.parent.as_str()).unwrap_or("");
+        let parent = by_name
+            .get(name)
+            .and_then(|b| b.parent.as_deref())
+            .unwrap_or("");
         if !parent.is_empty() && by_name.contains_key(parent) && keep.insert(parent) {
             pending.push(parent);
         }
@@ -263,7 +265,7 @@ pub fn expire(repository: &Repository, plan: &ExpiryPlan, remove_unfinished: boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::{list_backups, BackupWriter, SourceEntry, SourceKind};
+    use crate::backup::{list_backups, BackupReport, BackupWriter, SourceEntry, SourceKind};
     use crate::config::{RawSettings, Settings};
     use crate::repository::ClusterIdentity;
     use crate::Error;
@@ -334,7 +336,7 @@ mod tests {
     ) -> (
         BackupWriter<'r>,
         Vec<crate::backup::ManifestEntry>,
-        BackupMetadata,
+        BackupReport,
     ) {
         let file = work.join(format!("{name}.data"));
         std::fs::write(&file, name).unwrap();
@@ -356,18 +358,18 @@ mod tests {
                 &mut || Ok(()),
             )
             .unwrap();
-        let at = (now - chrono::Duration::days(age_days)).to_rfc3339();
-        let lsn = |offset: u64| crate::pg::lsn::Lsn(segment * SEGMENT + offset).to_string();
-        let metadata = BackupMetadata {
-            backup_name: name.into(),
+        let at = now - chrono::Duration::days(age_days);
+        let lsn = |offset: u64| crate::pg::lsn::Lsn(segment * SEGMENT + offset);
+        let report = BackupReport {
             start_lsn: lsn(0x28),
             stop_lsn: lsn(0x100),
-            start_time: at.clone(),
+            start_time: at,
             stop_time: at,
             wal_segment_size: SEGMENT,
-            ..crate::backup::tests::metadata()
+            method: BackupKind::Incremental,
+            ..crate::backup::tests::report()
         };
-        (writer, entries, metadata)
+        (writer, entries, report)
     }
 
     fn names(repo: &Repository) -> Vec<String> {

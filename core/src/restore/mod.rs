@@ -94,9 +94,7 @@ pub fn choose_backup(
             let target_time = parse_time(text).ok_or_else(|| Error::InvalidTarget(format!(
                 "cannot read --target-time \"{text}\"; use ISO 8601 with a time zone, like 2026-11-24 10:41:00+00"
             )))?;
-            let ends_before = |b: &&&BackupMetadata| {
-                parse_time(&b.stop_time).is_some_and(|stop| stop < target_time)
-            };
+            let ends_before = |b: &&&BackupMetadata| b.stop_time < target_time;
             candidates
                 .iter()
                 .rev()
@@ -110,13 +108,15 @@ pub fn choose_backup(
                         } else {
                             format!(" named {name}")
                         },
-                        candidates[0].stop_time
+                        candidates[0]
+                            .stop_time
+                            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
                     ))
                 })?
         }
         RecoveryTarget::Lsn(lsn) => {
             let chosen = *candidates.last().expect("not empty");
-            if *lsn < chosen.stop_lsn()? {
+            if *lsn < chosen.stop_lsn {
                 return Err(Error::InvalidTarget(format!(
                     "target LSN {lsn} is before the end of backup {} ({}); recovery cannot stop before the backup is consistent",
                     chosen.backup_name, chosen.stop_lsn
@@ -265,7 +265,7 @@ pub fn check_target_reachable(
     }
     let first = crate::pg::lsn::segment_name(
         metadata.timeline,
-        metadata.start_lsn()?,
+        metadata.start_lsn,
         metadata.wal_segment_size,
     );
     let Some(end) = repository.archive_end(Some(&first))? else {
@@ -429,7 +429,7 @@ pub fn restore(
     }
 
     if options.wal_source == WalSource::BackupOnly {
-        for segment in metadata.required_wal()? {
+        for segment in metadata.required_wal() {
             let path = pgdata.join("pg_wal").join(&segment);
             repository.fetch_wal(&segment, &path)?;
             written_last.push(path);
@@ -924,8 +924,8 @@ mod tests {
     fn backup(name: &str, stop_time: &str, stop_lsn: &str) -> BackupMetadata {
         BackupMetadata {
             backup_name: name.into(),
-            stop_time: stop_time.into(),
-            stop_lsn: stop_lsn.into(),
+            stop_time: crate::backup::tests::time(stop_time),
+            stop_lsn: stop_lsn.parse().unwrap(),
             ..crate::backup::tests::metadata()
         }
     }
