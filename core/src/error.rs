@@ -120,7 +120,8 @@ pub enum Error {
     #[error("{0}")]
     DumpLoad(String),
 
-    /// PostgreSQL's pg_backup_stop failed or answered what it should not.
+    /// PostgreSQL's low-level backup API (pg_backup_start, pg_backup_stop) failed or answered
+    /// what it should not.
     #[error("{0}")]
     BackupStop(String),
 
