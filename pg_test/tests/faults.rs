@@ -107,14 +107,8 @@ fn backup_prefixes(repository: &Path) -> Vec<String> {
 
 /// WAL files waiting for the archiver (`archive_status/*.ready`).
 fn ready_files(cluster: &Cluster) -> usize {
-    fs::read_dir(cluster.data.join("pg_wal/archive_status"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
-                .count()
-        })
-        .unwrap_or(0)
+    sc_backup_core::pg::archive_status::archive_backlog(&cluster.data, std::time::SystemTime::now())
+        .map_or(0, |backlog| backlog.ready_segments as usize)
 }
 
 /// After failures PostgreSQL's archiver sleeps up to a minute unless new WAL wakes it: write a
