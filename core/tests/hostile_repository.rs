@@ -14,6 +14,7 @@ use sc_backup_core::backup::{
 };
 use sc_backup_core::config::{CompressionAlgorithm, EncryptionMode, RawSettings, Secret, Settings};
 use sc_backup_core::pg::lsn::Lsn;
+use sc_backup_core::repository::record::PlaybookFields;
 use sc_backup_core::restore::{restore, RecoveryTarget, RestoreOptions, WalSource};
 use sc_backup_core::{ClusterIdentity, Error, Repository};
 use sha2::{Digest, Sha256};
@@ -75,21 +76,23 @@ fn report() -> BackupReport {
 fn metadata(name: &str) -> BackupMetadata {
     let report = report();
     BackupMetadata {
+        playbook: PlaybookFields {
+            backup_name: name.into(),
+            backup_type: report.backup_type,
+            database: report.database,
+            host: report.host,
+            size_bytes: 0,
+            checksum: String::new(),
+            compression: CompressionAlgorithm::None,
+            encryption: EncryptionMode::None,
+            duration_seconds: report.duration_seconds,
+            start_time: report.start_time,
+            stop_time: report.stop_time,
+        },
         format: 1,
-        backup_name: name.into(),
-        backup_type: report.backup_type,
-        database: report.database,
-        host: report.host,
-        size_bytes: 0,
         stored_bytes: 0,
-        checksum: String::new(),
-        compression: CompressionAlgorithm::None,
-        encryption: EncryptionMode::None,
-        duration_seconds: report.duration_seconds,
         start_lsn: report.start_lsn,
         stop_lsn: report.stop_lsn,
-        start_time: report.start_time,
-        stop_time: report.stop_time,
         timeline: report.timeline,
         pg_version_num: report.pg_version_num,
         system_identifier: report.system_identifier,
@@ -494,8 +497,8 @@ fn forged_and_swapped_backups_in_an_encrypted_repository_are_refused() {
     )
     .unwrap();
     fake.manifest = "manifest.age".into();
-    fake.checksum = format!("sha256:{}", hex::encode(Sha256::digest(empty_manifest)));
-    fake.encryption = EncryptionMode::Age;
+    fake.playbook.checksum = format!("sha256:{}", hex::encode(Sha256::digest(empty_manifest)));
+    fake.playbook.encryption = EncryptionMode::Age;
     let fake = recompute_self_digest(&serde_json::to_string_pretty(&fake).unwrap());
     fs::write(made_up.join("backup.json"), fake).unwrap();
     refused_as_forged(

@@ -120,13 +120,13 @@ fn sc_backup(
         take_backup(kind.name(), kind, fast_checkpoint, timer)
     });
     TableIterator::once((
-        metadata.backup_name,
+        metadata.playbook.backup_name,
         metadata.start_lsn.to_string(),
         metadata.stop_lsn.to_string(),
         metadata.file_count as i64,
-        metadata.size_bytes as i64,
+        metadata.playbook.size_bytes as i64,
         metadata.stored_bytes as i64,
-        metadata.duration_seconds,
+        metadata.playbook.duration_seconds,
     ))
 }
 
@@ -225,7 +225,7 @@ pub fn take_backup(
     let metadata = writer
         .finish(entries, catalog.as_ref(), report)
         .unwrap_or_else(|e| fail(Failure::Core(e)));
-    timer.details().size_bytes = Some(metadata.size_bytes);
+    timer.details().size_bytes = Some(metadata.playbook.size_bytes);
     metadata
 }
 
@@ -411,10 +411,6 @@ fn chrono_now() -> chrono::DateTime<chrono::Utc> {
 }
 
 /// PostgreSQL's timestamptz of text in one of the forms `parse_time` reads.
-pub fn timestamptz(text: &str) -> Option<TimestampWithTimeZone> {
-    to_timestamptz(sc_backup_core::util::time::parse_time(text)?)
-}
-
 /// PostgreSQL's timestamptz: microseconds since 2000-01-01 UTC.
 pub fn to_timestamptz(at: chrono::DateTime<chrono::Utc>) -> Option<TimestampWithTimeZone> {
     TimestampWithTimeZone::try_from(at.timestamp_micros() - 946_684_800_000_000).ok()
@@ -455,19 +451,19 @@ fn sc_list_backups() -> TableIterator<
         .zip(chains)
         .map(|(b, (chain_length, chain_stored_bytes))| {
             (
-                b.backup_name,
-                b.backup_type,
-                to_timestamptz(b.start_time),
-                to_timestamptz(b.stop_time),
+                b.playbook.backup_name,
+                b.playbook.backup_type,
+                to_timestamptz(b.playbook.start_time),
+                to_timestamptz(b.playbook.stop_time),
                 Some(b.start_lsn.to_string()),
                 Some(b.stop_lsn.to_string()),
-                b.size_bytes as i64,
+                b.playbook.size_bytes as i64,
                 b.stored_bytes as i64,
-                b.compression.name().to_string(),
-                b.encryption.name().to_string(),
+                b.playbook.compression.name().to_string(),
+                b.playbook.encryption.name().to_string(),
                 b.status.name().to_string(),
                 "physical".to_string(),
-                b.database,
+                b.playbook.database,
                 b.method.name().to_string(),
                 b.parent,
                 chain_length as i32,
@@ -477,26 +473,26 @@ fn sc_list_backups() -> TableIterator<
         .chain(dumps.into_iter().map(|d| {
             (
                 d.file,
-                d.backup_type,
-                timestamptz(&d.start_time),
-                timestamptz(&d.stop_time),
+                d.playbook.backup_type,
+                to_timestamptz(d.playbook.start_time),
+                to_timestamptz(d.playbook.stop_time),
                 None,
                 None,
                 d.sql_size_bytes as i64,
-                d.size_bytes as i64,
-                d.compression,
-                if d.encryption { "age" } else { "none" }.to_string(),
+                d.playbook.size_bytes as i64,
+                d.playbook.compression.name().to_string(),
+                d.playbook.encryption.name().to_string(),
                 "complete".to_string(),
                 match d.content {
                     DumpKind::Database => "logical",
                     DumpKind::Globals => "globals",
                 }
                 .to_string(),
-                d.database,
+                d.playbook.database,
                 "full".to_string(),
                 None,
                 1,
-                d.size_bytes as i64,
+                d.playbook.size_bytes as i64,
             )
         }))
         .collect();
@@ -529,9 +525,9 @@ fn sc_verify(
             }
             Ok(Named::Backup(metadata)) => {
                 let (metadata, problems) =
-                    backup::verify_backup(&repository, &metadata.backup_name)
+                    backup::verify_backup(&repository, &metadata.playbook.backup_name)
                         .unwrap_or_else(|e| raise_for_backup(&e));
-                (metadata.backup_name, problems)
+                (metadata.playbook.backup_name, problems)
             }
             Err(error) => raise_for_backup(&error),
         };

@@ -180,16 +180,16 @@ fn sc_dump(
             let dump = dump_one(&repository, &server, content, &database, "full")
                 .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION));
             timer.details().backup = Some(dump.file.clone());
-            timer.details().size_bytes = Some(dump.size_bytes);
+            timer.details().size_bytes = Some(dump.playbook.size_bytes);
             dump
         });
         rows.push((
             dump.file,
-            dump.database,
+            dump.playbook.database,
             dump.sql_size_bytes as i64,
-            dump.size_bytes as i64,
-            dump.checksum,
-            dump.duration_seconds,
+            dump.playbook.size_bytes as i64,
+            dump.playbook.checksum,
+            dump.playbook.duration_seconds,
         ));
     }
     TableIterator::new(rows)

@@ -60,8 +60,8 @@ fn run(
     let outcome = (|| {
         let repository = Repository::open(settings)?;
         let metadata = find_backup(&repository, "latest")?;
-        timer.details().backup = Some(metadata.backup_name.clone());
-        timer.details().backup_type = Some(metadata.backup_type.clone());
+        timer.details().backup = Some(metadata.playbook.backup_name.clone());
+        timer.details().backup_type = Some(metadata.playbook.backup_type.clone());
         let snapshot = read_catalog(&repository, &metadata)?;
         let manifest = read_manifest(&repository, &metadata)?;
         let cancel = Arc::new(AtomicBool::new(false));
@@ -80,7 +80,7 @@ fn run(
         };
         let mut sandbox = Sandbox::restore(&repository, &metadata, &manifest, &options, &|_| {})?;
         sandbox.start(&cancel)?;
-        check_restored(&sandbox, &metadata.backup_name, snapshot.as_ref())
+        check_restored(&sandbox, &metadata.playbook.backup_name, snapshot.as_ref())
     })();
     match outcome {
         Ok(report) => {

@@ -95,7 +95,7 @@ fn run(
         match outcome {
             Ok(dump) => {
                 timer.details().backup = Some(dump.file);
-                timer.details().size_bytes = Some(dump.size_bytes);
+                timer.details().size_bytes = Some(dump.playbook.size_bytes);
                 records.push(timer.finish(None));
             }
             Err(error) => records.push(timer.finish(Some(error))),

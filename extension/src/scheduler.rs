@@ -353,10 +353,10 @@ fn run_scheduled_backup(due: &[ScheduleKind], user: &str) -> bool {
         Ok(metadata) => {
             pgrx::log!(
                 "sc_backup scheduler: {kind} backup {} done: {} files, {} bytes in {:.1} s",
-                metadata.backup_name,
+                metadata.playbook.backup_name,
                 metadata.file_count,
-                metadata.size_bytes,
-                metadata.duration_seconds
+                metadata.playbook.size_bytes,
+                metadata.playbook.duration_seconds
             );
             expire_after_backup(user);
             true

@@ -69,8 +69,8 @@ pub fn run(
     timer.details().target = Some("end of archived WAL, in a sandbox".into());
     let result = (|| {
         let metadata = find_backup(&repository, &args.backup)?;
-        timer.details().backup = Some(metadata.backup_name.clone());
-        timer.details().backup_type = Some(metadata.backup_type.clone());
+        timer.details().backup = Some(metadata.playbook.backup_name.clone());
+        timer.details().backup_type = Some(metadata.playbook.backup_type.clone());
         let mut sandbox = sandbox::open(
             settings,
             &repository,
@@ -86,7 +86,7 @@ pub fn run(
             .map(|(time, _)| time);
         let report = measure(
             &sandbox,
-            &metadata.backup_name,
+            &metadata.playbook.backup_name,
             started_at,
             archived,
             Objectives {

@@ -210,7 +210,7 @@ pub fn run_dump(
         });
         if let Ok(dump) = &result {
             timer.details().backup = Some(dump.file.clone());
-            timer.details().size_bytes = Some(dump.size_bytes);
+            timer.details().size_bytes = Some(dump.playbook.size_bytes);
         }
         match audited(&repository, &timer, result.map_err(CliError::from)) {
             Ok(dump) => print_dump(&dump),
@@ -236,14 +236,14 @@ fn print_dump(dump: &DumpMetadata) {
     println!(
         "dumped {} into {} ({} of SQL stored as {}, sha256 {}, {:.1} s)",
         match dump.content {
-            DumpKind::Database => format!("database {}", dump.database),
+            DumpKind::Database => format!("database {}", dump.playbook.database),
             DumpKind::Globals => "roles and tablespaces".into(),
         },
         dump.file,
         human_bytes(dump.sql_size_bytes),
-        human_bytes(dump.size_bytes),
-        dump.checksum,
-        dump.duration_seconds
+        human_bytes(dump.playbook.size_bytes),
+        dump.playbook.checksum,
+        dump.playbook.duration_seconds
     );
 }
 
@@ -265,10 +265,10 @@ pub fn run_restore_dump(
     let dump = find_dump(&repository, &args.dump, args.from_database.as_deref())?;
     let mut timer = audit_start("restore-dump");
     timer.details().backup = Some(dump.file.clone());
-    timer.details().backup_type = Some(dump.backup_type.clone());
+    timer.details().backup_type = Some(dump.playbook.backup_type.clone());
     timer.details().target = Some(format!(
         "database {} into database {}{}",
-        dump.database,
+        dump.playbook.database,
         args.database,
         if args.force { " (replacing it)" } else { "" }
     ));
@@ -291,11 +291,8 @@ pub fn run_restore_dump(
         println!(
             "restored dump {} (database {}, taken {}) into {}database {}: {} tables, {} rows",
             dump.file,
-            dump.database,
-            dump.start_time
-                .get(..19)
-                .unwrap_or(&dump.start_time)
-                .replace('T', " "),
+            dump.playbook.database,
+            dump.playbook.start_time.format(super::list::SHORT_TIME),
             if report.replaced {
                 "the replaced "
             } else {

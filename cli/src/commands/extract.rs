@@ -76,8 +76,8 @@ pub fn run(
     let backups = list_backups(&repository)?;
     let metadata = choose_backup(&backups, &args.backup, &target)?;
     let mut timer = audit_start("extract");
-    timer.details().backup = Some(metadata.backup_name.clone());
-    timer.details().backup_type = Some(metadata.backup_type.clone());
+    timer.details().backup = Some(metadata.playbook.backup_name.clone());
+    timer.details().backup_type = Some(metadata.playbook.backup_type.clone());
     timer.details().target = Some(format!(
         "{}: {} of database {} into {}",
         target.describe(),
@@ -127,7 +127,7 @@ pub fn run(
         drop(sandbox);
         println!(
             "extracted from backup {} as of {} into the {}:",
-            metadata.backup_name,
+            metadata.playbook.backup_name,
             target.describe(),
             report.destination
         );

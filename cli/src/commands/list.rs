@@ -64,17 +64,17 @@ fn print_backups(backups: &[BackupMetadata]) {
         };
         println!(
             "{:<40} {:<12} {:<12} {:<20} {:<20} {:<12} {:<12} {:>10} {:>10} {:<5} {:<5} {:<8} {}",
-            b.backup_name,
-            b.backup_type,
+            b.playbook.backup_name,
+            b.playbook.backup_type,
             b.method.name(),
-            b.start_time.format(SHORT_TIME).to_string(),
-            b.stop_time.format(SHORT_TIME).to_string(),
+            b.playbook.start_time.format(SHORT_TIME).to_string(),
+            b.playbook.stop_time.format(SHORT_TIME).to_string(),
             b.start_lsn,
             b.stop_lsn,
-            human_bytes(b.size_bytes),
+            human_bytes(b.playbook.size_bytes),
             human_bytes(b.stored_bytes),
-            b.compression.name(),
-            b.encryption.name(),
+            b.playbook.compression.name(),
+            b.playbook.encryption.name(),
             b.status.name(),
             chain
         );
@@ -90,15 +90,15 @@ fn print_dumps(dumps: &[DumpMetadata]) {
         println!(
             "{:<48} {:<6} {:<20} {:<20} {:>10} {:>10} {:<5} {:<5} {}",
             d.file,
-            d.backup_type,
-            short_time(&d.start_time),
-            short_time(&d.stop_time),
+            d.playbook.backup_type,
+            d.playbook.start_time.format(SHORT_TIME).to_string(),
+            d.playbook.stop_time.format(SHORT_TIME).to_string(),
             human_bytes(d.sql_size_bytes),
-            human_bytes(d.size_bytes),
-            d.compression,
-            if d.encryption { "age" } else { "none" },
+            human_bytes(d.playbook.size_bytes),
+            d.playbook.compression.name(),
+            d.playbook.encryption.name(),
             match d.content {
-                DumpKind::Database => d.database.as_str(),
+                DumpKind::Database => d.playbook.database.as_str(),
                 DumpKind::Globals => "(roles and tablespaces)",
             }
         );
@@ -106,8 +106,4 @@ fn print_dumps(dumps: &[DumpMetadata]) {
 }
 
 /// Times in the listing: to the second, UTC.
-const SHORT_TIME: &str = "%Y-%m-%d %H:%M:%S";
-
-fn short_time(rfc3339: &str) -> String {
-    rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ")
-}
+pub(crate) const SHORT_TIME: &str = "%Y-%m-%d %H:%M:%S";

@@ -153,8 +153,8 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
     let backups = list_backups(&repository)?;
     let metadata = choose_backup(&backups, &args.backup, &target)?;
     let mut timer = audit_start("restore");
-    timer.details().backup = Some(metadata.backup_name.clone());
-    timer.details().backup_type = Some(metadata.backup_type.clone());
+    timer.details().backup = Some(metadata.playbook.backup_name.clone());
+    timer.details().backup_type = Some(metadata.playbook.backup_type.clone());
     timer.details().target = Some(format!("{} into {}", target.describe(), pgdata.display()));
     let executable = std::env::current_exe()
         .map_err(|e| CliError::Message(format!("cannot find my own executable: {e}")))?;
@@ -182,13 +182,13 @@ pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Re
         check_target_reachable(&repository, &metadata, &target)?;
         eprintln!(
             "restoring backup {} (PostgreSQL {}, {} files, {}) into {}",
-            metadata.backup_name,
+            metadata.playbook.backup_name,
             server.major(),
             metadata.file_count,
-            human_bytes(metadata.size_bytes),
+            human_bytes(metadata.playbook.size_bytes),
             pgdata.display()
         );
-        let bar = ProgressBar::new(metadata.size_bytes);
+        let bar = ProgressBar::new(metadata.playbook.size_bytes);
         bar.set_style(
             ProgressStyle::with_template(
                 "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",

@@ -164,13 +164,13 @@ pub fn open(
     };
     eprintln!(
         "restoring backup {} (PostgreSQL {}, {} files, {}) into a sandbox under {}",
-        metadata.backup_name,
+        metadata.playbook.backup_name,
         server.version(),
         metadata.file_count,
-        human_bytes(metadata.size_bytes),
+        human_bytes(metadata.playbook.size_bytes),
         args.sandbox_dir.display()
     );
-    let bar = ProgressBar::new(metadata.size_bytes);
+    let bar = ProgressBar::new(metadata.playbook.size_bytes);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
             .expect("valid template"),

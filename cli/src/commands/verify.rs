@@ -40,7 +40,7 @@ fn verify(
         if problems.is_empty() {
             println!(
                 "dump {}: OK (checksum {}, {} bytes of SQL decoded)",
-                dump.file, dump.checksum, dump.sql_size_bytes
+                dump.file, dump.playbook.checksum, dump.sql_size_bytes
             );
             return Ok(());
         }
@@ -52,11 +52,14 @@ fn verify(
         )));
     }
     let (metadata, problems) = verify_backup(repository, backup)?;
-    resolved(&metadata.backup_name);
+    resolved(&metadata.playbook.backup_name);
     if problems.is_empty() {
         println!(
             "backup {}: OK ({} files, WAL {} to {})",
-            metadata.backup_name, metadata.file_count, metadata.start_lsn, metadata.stop_lsn
+            metadata.playbook.backup_name,
+            metadata.file_count,
+            metadata.start_lsn,
+            metadata.stop_lsn
         );
         return Ok(());
     }
@@ -65,7 +68,7 @@ fn verify(
     }
     Err(CliError::Message(format!(
         "backup {} has {} problem{}",
-        metadata.backup_name,
+        metadata.playbook.backup_name,
         problems.len(),
         if problems.len() == 1 { "" } else { "s" }
     )))
@@ -85,8 +88,8 @@ pub fn run_restore(
     timer.details().target = Some("consistency, in a sandbox".into());
     let result = (|| {
         let metadata = find_backup(&repository, backup)?;
-        timer.details().backup = Some(metadata.backup_name.clone());
-        timer.details().backup_type = Some(metadata.backup_type.clone());
+        timer.details().backup = Some(metadata.playbook.backup_name.clone());
+        timer.details().backup_type = Some(metadata.playbook.backup_type.clone());
         let snapshot = read_catalog(&repository, &metadata)?;
         let mut sandbox = sandbox::open(
             settings,
@@ -98,7 +101,7 @@ pub fn run_restore(
             true,
         )?;
         eprintln!("checking every database of the sandbox (amcheck, every table read)");
-        let report = check_restored(&sandbox, &metadata.backup_name, snapshot.as_ref())?;
+        let report = check_restored(&sandbox, &metadata.playbook.backup_name, snapshot.as_ref())?;
         sandbox::keep_if_asked(&mut sandbox, args, "postgres");
         drop(sandbox);
         timer.details().figures.extend(report.audit_figures());
@@ -115,7 +118,7 @@ pub fn run_restore(
         } else {
             Err(CliError::Message(format!(
                 "backup {} failed its restore test: {} problem{}",
-                metadata.backup_name,
+                metadata.playbook.backup_name,
                 report.problem_count(),
                 if report.problem_count() == 1 { "" } else { "s" }
             )))

@@ -43,11 +43,11 @@ pub fn ancestors(
     metadata: &BackupMetadata,
 ) -> Result<Vec<BackupMetadata>> {
     let mut chain = Vec::new();
-    let mut seen = HashSet::from([metadata.backup_name.clone()]);
+    let mut seen = HashSet::from([metadata.playbook.backup_name.clone()]);
     let mut child = metadata.clone();
     while let Some(parent_name) = child.parent.clone() {
         let broken = |reason: String| Error::BrokenChain {
-            backup: metadata.backup_name.clone(),
+            backup: metadata.playbook.backup_name.clone(),
             parent: parent_name.clone(),
             reason,
         };
@@ -84,8 +84,8 @@ pub fn dependents(backups: &[BackupMetadata], name: &str) -> Vec<String> {
             .as_ref()
             .is_some_and(|parent| wanted.contains(parent))
         {
-            wanted.insert(backup.backup_name.clone());
-            found.push(backup.backup_name.clone());
+            wanted.insert(backup.playbook.backup_name.clone());
+            found.push(backup.playbook.backup_name.clone());
         }
     }
     found
@@ -103,7 +103,7 @@ pub fn chain_sizes(backups: &[BackupMetadata]) -> Vec<(u32, u64)> {
             .copied()
             .unwrap_or((0, 0));
         let size = (length + 1, bytes + backup.stored_bytes);
-        by_name.insert(&backup.backup_name, size);
+        by_name.insert(&backup.playbook.backup_name, size);
         sizes.push(size);
     }
     sizes
@@ -125,13 +125,13 @@ impl BackupChain {
                 .collect()
         };
         let mut members = vec![ChainMember {
-            name: metadata.backup_name.clone(),
+            name: metadata.playbook.backup_name.clone(),
             files: files(manifest),
         }];
         for parent in ancestors(repository, metadata)? {
             let manifest = read_manifest(repository, &parent)?;
             members.push(ChainMember {
-                name: parent.backup_name.clone(),
+                name: parent.playbook.backup_name.clone(),
                 files: files(&manifest),
             });
         }
@@ -564,13 +564,13 @@ pub(crate) mod tests {
                 &restored(&repo, metadata, "base/5/16384", &work).unwrap(),
                 main,
                 "{}",
-                metadata.backup_name
+                metadata.playbook.backup_name
             );
             assert_eq!(
                 &restored(&repo, metadata, "base/5/16390", &work).unwrap(),
                 truncated,
                 "{}",
-                metadata.backup_name
+                metadata.playbook.backup_name
             );
         }
         assert_eq!(

@@ -89,20 +89,20 @@ pub fn choose_parent(
     if parent.system_identifier != cluster.system_identifier.to_string() {
         return Err(format!(
             "the newest backup, \"{}\", is of another cluster (system identifier {})",
-            parent.backup_name, parent.system_identifier
+            parent.playbook.backup_name, parent.system_identifier
         ));
     }
     if parent.pg_version_num / 10000 != cluster.pg_version_num / 10000 {
         return Err(format!(
             "the newest backup, \"{}\", is of PostgreSQL {}",
-            parent.backup_name,
+            parent.playbook.backup_name,
             parent.pg_version_num / 10000
         ));
     }
     if parent.timeline != cluster.timeline {
         return Err(format!(
             "the newest backup, \"{}\", is on timeline {} and the cluster on timeline {}",
-            parent.backup_name, parent.timeline, cluster.timeline
+            parent.playbook.backup_name, parent.timeline, cluster.timeline
         ));
     }
     Ok(Some(parent))
@@ -392,8 +392,9 @@ mod tests {
     }
 
     fn backup(name: &str, parent: &str, timeline: u32) -> BackupMetadata {
+        let mut metadata = crate::backup::tests::metadata();
+        metadata.playbook.backup_name = name.into();
         BackupMetadata {
-            backup_name: name.into(),
             parent: Some(parent.to_string()).filter(|p| !p.is_empty()),
             method: if parent.is_empty() {
                 BackupKind::Full
@@ -401,7 +402,7 @@ mod tests {
                 BackupKind::Incremental
             },
             timeline,
-            ..crate::backup::tests::metadata()
+            ..metadata
         }
     }
 
@@ -417,8 +418,10 @@ mod tests {
             backup("i1", "f1", 1),
             backup("d1", "f1", 1),
         ];
-        let name =
-            |kind| choose_parent(&backups, kind, cluster).map(|p| p.map(|p| p.backup_name.clone()));
+        let name = |kind| {
+            choose_parent(&backups, kind, cluster)
+                .map(|p| p.map(|p| p.playbook.backup_name.clone()))
+        };
         assert_eq!(name(BackupKind::Full), Ok(None));
         assert_eq!(name(BackupKind::Incremental), Ok(Some("d1".into())));
         assert_eq!(name(BackupKind::Differential), Ok(Some("f1".into())));

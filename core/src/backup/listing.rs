@@ -65,8 +65,10 @@ pub fn scan_backups(repository: &Repository) -> Result<BackupScan> {
             Err(error) => return Err(error),
         }
     }
-    scan.finished
-        .sort_by(|a, b| (&a.start_time, &a.backup_name).cmp(&(&b.start_time, &b.backup_name)));
+    scan.finished.sort_by(|a, b| {
+        (&a.playbook.start_time, &a.playbook.backup_name)
+            .cmp(&(&b.playbook.start_time, &b.playbook.backup_name))
+    });
     Ok(scan)
 }
 
@@ -170,10 +172,10 @@ fn parse_metadata(name: &str, key: &str, data: &[u8]) -> Result<BackupMetadata> 
             ),
         });
     }
-    if metadata.backup_name != name {
+    if metadata.playbook.backup_name != name {
         return Err(Error::InvalidMetadata {
             object: key,
-            reason: format!("it describes backup \"{}\"", metadata.backup_name),
+            reason: format!("it describes backup \"{}\"", metadata.playbook.backup_name),
         });
     }
     Ok(metadata)

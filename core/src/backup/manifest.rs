@@ -282,15 +282,15 @@ impl<'r> BundleReader<'r> {
 pub fn read_manifest(repository: &Repository, metadata: &BackupMetadata) -> Result<Manifest> {
     let (key, json) = read_document(
         repository,
-        &metadata.backup_name,
+        &metadata.playbook.backup_name,
         &metadata.manifest,
-        &metadata.checksum,
+        &metadata.playbook.checksum,
     )?;
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| Error::InvalidMetadata {
         object: key.clone(),
         reason: e.to_string(),
     })?;
-    if manifest.backup_name != metadata.backup_name {
+    if manifest.backup_name != metadata.playbook.backup_name {
         return Err(Error::InvalidMetadata {
             object: key,
             reason: format!("it belongs to backup \"{}\"", manifest.backup_name),

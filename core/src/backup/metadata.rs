@@ -6,11 +6,10 @@ use sha2::{Digest, Sha256};
 
 use super::document::read_document;
 use super::BackupKind;
-use crate::config::{CompressionAlgorithm, EncryptionMode};
 use crate::error::{Error, Result};
 use crate::pg::lsn::{segments_between, Lsn};
+use crate::repository::record::{read_wire_time, wire_time, PlaybookFields};
 use crate::repository::Repository;
-use crate::util::time::parse_time;
 use chrono::{DateTime, Utc};
 
 const EMPTY_DIGEST_FIELD: &str = "\"metadata_sha256\": \"\"";
@@ -39,26 +38,13 @@ pub struct CatalogSnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "BackupMetadataWire", into = "BackupMetadataWire")]
 pub struct BackupMetadata {
+    /// The playbook's fields, shared with dumps.
+    pub playbook: PlaybookFields,
     pub format: u32,
-    pub backup_name: String,
-    /// The label: `full` for a manual backup, or the schedule that took it (`hourly`...).
-    pub backup_type: String,
-    pub database: String,
-    pub host: String,
-    /// Bytes of data directory copied.
-    pub size_bytes: u64,
     /// Bytes stored in the repository (after compression and encryption).
     pub stored_bytes: u64,
-    /// `sha256:<digest of the manifest>`.
-    pub checksum: String,
-    pub compression: CompressionAlgorithm,
-    pub encryption: EncryptionMode,
-    pub duration_seconds: f64,
     pub start_lsn: Lsn,
     pub stop_lsn: Lsn,
-    /// When `pg_backup_start` returned (also the playbook's `timestamp`).
-    pub start_time: DateTime<Utc>,
-    pub stop_time: DateTime<Utc>,
     pub timeline: u32,
     pub pg_version_num: u32,
     pub system_identifier: String,
@@ -167,18 +153,10 @@ fn is_zero(value: &u32) -> bool {
     *value == 0
 }
 
-/// Times as `backup.json` writes them: RFC 3339, UTC, microseconds.
-fn wire_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
 impl TryFrom<BackupMetadataWire> for BackupMetadata {
     type Error = String;
 
     fn try_from(wire: BackupMetadataWire) -> std::result::Result<Self, String> {
-        let time = |field: &str, text: &str| {
-            parse_time(text).ok_or_else(|| format!("{field} \"{text}\" is not a time"))
-        };
         let parent = Some(wire.parent).filter(|name| !name.is_empty());
         let method = match (&parent, wire.method.as_str()) {
             (None, "" | "full") => BackupKind::Full,
@@ -192,27 +170,29 @@ impl TryFrom<BackupMetadataWire> for BackupMetadata {
             other => return Err(format!("status \"{other}\" is not complete")),
         };
         Ok(BackupMetadata {
+            playbook: PlaybookFields {
+                backup_name: wire.backup_name,
+                backup_type: wire.backup_type,
+                database: wire.database,
+                host: wire.host,
+                size_bytes: wire.size_bytes,
+                checksum: wire.checksum,
+                compression: wire
+                    .compression
+                    .parse()
+                    .map_err(|e: crate::config::ConfigError| e.to_string())?,
+                encryption: wire
+                    .encryption
+                    .parse()
+                    .map_err(|e: crate::config::ConfigError| e.to_string())?,
+                duration_seconds: wire.duration_seconds,
+                start_time: read_wire_time("start_time", &wire.start_time)?,
+                stop_time: read_wire_time("stop_time", &wire.stop_time)?,
+            },
             format: wire.format,
-            start_time: time("start_time", &wire.start_time)?,
-            stop_time: time("stop_time", &wire.stop_time)?,
             start_lsn: wire.start_lsn.parse()?,
             stop_lsn: wire.stop_lsn.parse()?,
-            compression: wire
-                .compression
-                .parse()
-                .map_err(|e: crate::config::ConfigError| e.to_string())?,
-            encryption: wire
-                .encryption
-                .parse()
-                .map_err(|e: crate::config::ConfigError| e.to_string())?,
-            backup_name: wire.backup_name,
-            backup_type: wire.backup_type,
-            database: wire.database,
-            host: wire.host,
-            size_bytes: wire.size_bytes,
             stored_bytes: wire.stored_bytes,
-            checksum: wire.checksum,
-            duration_seconds: wire.duration_seconds,
             timeline: wire.timeline,
             pg_version_num: wire.pg_version_num,
             system_identifier: wire.system_identifier,
@@ -232,23 +212,24 @@ impl TryFrom<BackupMetadataWire> for BackupMetadata {
 
 impl From<BackupMetadata> for BackupMetadataWire {
     fn from(metadata: BackupMetadata) -> Self {
+        let playbook = metadata.playbook;
         BackupMetadataWire {
             format: metadata.format,
-            backup_name: metadata.backup_name,
-            backup_type: metadata.backup_type,
-            timestamp: wire_time(metadata.start_time),
-            database: metadata.database,
-            host: metadata.host,
-            size_bytes: metadata.size_bytes,
+            backup_name: playbook.backup_name,
+            backup_type: playbook.backup_type,
+            timestamp: wire_time(playbook.start_time),
+            database: playbook.database,
+            host: playbook.host,
+            size_bytes: playbook.size_bytes,
             stored_bytes: metadata.stored_bytes,
-            checksum: metadata.checksum,
-            compression: metadata.compression.name().to_string(),
-            encryption: metadata.encryption.name().to_string(),
-            duration_seconds: metadata.duration_seconds,
+            checksum: playbook.checksum,
+            compression: playbook.compression.name().to_string(),
+            encryption: playbook.encryption.name().to_string(),
+            duration_seconds: playbook.duration_seconds,
             start_lsn: metadata.start_lsn.to_string(),
             stop_lsn: metadata.stop_lsn.to_string(),
-            start_time: wire_time(metadata.start_time),
-            stop_time: wire_time(metadata.stop_time),
+            start_time: wire_time(playbook.start_time),
+            stop_time: wire_time(playbook.stop_time),
             timeline: metadata.timeline,
             pg_version_num: metadata.pg_version_num,
             system_identifier: metadata.system_identifier,
@@ -327,7 +308,7 @@ pub fn read_catalog(
     }
     let (key, json) = read_document(
         repository,
-        &metadata.backup_name,
+        &metadata.playbook.backup_name,
         &metadata.catalog,
         &metadata.catalog_checksum,
     )?;
@@ -343,6 +324,7 @@ pub fn read_catalog(
 mod tests {
     use super::*;
     use crate::backup::tests::metadata;
+    use crate::config::{CompressionAlgorithm, EncryptionMode};
 
     /// A backup.json of an incremental backup as the untyped metadata wrote it (before
     /// differential backups, `method` stayed empty).
@@ -382,11 +364,11 @@ mod tests {
         assert_eq!(read.method, BackupKind::Incremental);
         assert_eq!(read.parent.as_deref(), Some("db_full_20261124_033519"));
         assert_eq!(read.start_lsn, Lsn(0x5000028));
-        assert_eq!(read.compression, CompressionAlgorithm::Zstd);
-        assert_eq!(read.encryption, EncryptionMode::Age);
+        assert_eq!(read.playbook.compression, CompressionAlgorithm::Zstd);
+        assert_eq!(read.playbook.encryption, EncryptionMode::Age);
         assert_eq!(read.status, BackupStatus::Complete);
         assert_eq!(
-            read.stop_time,
+            read.playbook.stop_time,
             crate::backup::tests::time("2026-11-24T04:35:21.436969Z")
         );
         // Written back as before, with the method now said (readers of either form agree).

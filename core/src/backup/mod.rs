@@ -112,22 +112,24 @@ pub(crate) mod tests {
 
     pub(crate) fn metadata() -> BackupMetadata {
         BackupMetadata {
+            playbook: crate::repository::record::PlaybookFields {
+                backup_name: "db_full_20261124_033519".into(),
+                backup_type: "full".into(),
+                database: "db".into(),
+                host: "vm".into(),
+                size_bytes: 23_369_675,
+                checksum: "sha256:00".into(),
+                compression: crate::config::CompressionAlgorithm::Gzip,
+                encryption: crate::config::EncryptionMode::None,
+                // serde_json does not parse this back to the same bits.
+                duration_seconds: 2.2084096300000002,
+                start_time: time("2026-11-24T03:35:19.228597Z"),
+                stop_time: time("2026-11-24T03:35:21.436969Z"),
+            },
             format: 1,
-            backup_name: "db_full_20261124_033519".into(),
-            backup_type: "full".into(),
-            database: "db".into(),
-            host: "vm".into(),
-            size_bytes: 23_369_675,
             stored_bytes: 3_096_262,
-            checksum: "sha256:00".into(),
-            compression: crate::config::CompressionAlgorithm::Gzip,
-            encryption: crate::config::EncryptionMode::None,
-            // serde_json does not parse this back to the same bits.
-            duration_seconds: 2.2084096300000002,
             start_lsn: crate::pg::lsn::Lsn(0x2000028),
             stop_lsn: crate::pg::lsn::Lsn(0x2000100),
-            start_time: time("2026-11-24T03:35:19.228597Z"),
-            stop_time: time("2026-11-24T03:35:21.436969Z"),
             timeline: 1,
             pg_version_num: 150020,
             system_identifier: "7711576491893132752".into(),
@@ -148,14 +150,14 @@ pub(crate) mod tests {
     pub(crate) fn report() -> BackupReport {
         let m = metadata();
         BackupReport {
-            backup_type: m.backup_type,
-            database: m.database,
-            host: m.host,
-            duration_seconds: m.duration_seconds,
+            backup_type: m.playbook.backup_type,
+            database: m.playbook.database,
+            host: m.playbook.host,
+            duration_seconds: m.playbook.duration_seconds,
             start_lsn: m.start_lsn,
             stop_lsn: m.stop_lsn,
-            start_time: m.start_time,
-            stop_time: m.stop_time,
+            start_time: m.playbook.start_time,
+            stop_time: m.playbook.stop_time,
             timeline: m.timeline,
             pg_version_num: m.pg_version_num,
             system_identifier: m.system_identifier,

@@ -53,14 +53,14 @@ pub fn verify_backup(
                             }
                         }
                         Err(e) => problems.push(Problem {
-                            object: backup_prefix(&metadata.backup_name),
+                            object: backup_prefix(&metadata.playbook.backup_name),
                             problem: e.to_string(),
                         }),
                     }
                 }
             }
             Err(e) => problems.push(Problem {
-                object: backup_prefix(&metadata.backup_name),
+                object: backup_prefix(&metadata.playbook.backup_name),
                 problem: e.to_string(),
             }),
         }
@@ -98,7 +98,7 @@ fn check_stored_objects(
     metadata: &BackupMetadata,
     problems: &mut Vec<Problem>,
 ) -> Option<Manifest> {
-    let prefix = backup_prefix(&metadata.backup_name);
+    let prefix = backup_prefix(&metadata.playbook.backup_name);
     let manifest = match read_manifest(repository, metadata) {
         Ok(manifest) => Some(manifest),
         Err(e) => {
@@ -134,7 +134,7 @@ fn check_stored_file(
     metadata: &BackupMetadata,
     entry: &ManifestEntry,
 ) -> Result<()> {
-    let backup = &metadata.backup_name;
+    let backup = &metadata.playbook.backup_name;
     if entry.stored != Stored::Pages {
         return read_backup_file(repository, backup, entry, &mut io::sink(), "nowhere").map(|_| ());
     }

@@ -26,6 +26,7 @@ use crate::codec::{
 use crate::config::EncryptionMode;
 use crate::error::{Error, Result};
 use crate::pg::lsn::Lsn;
+use crate::repository::record::PlaybookFields;
 use crate::repository::Repository;
 use crate::storage::ObjectWriter;
 use crate::wal::WalFileName;
@@ -84,7 +85,7 @@ impl<'r> BackupWriter<'r> {
             .map(|e| (e.path.clone(), e))
             .collect();
         writer.parent = Some(ParentBase {
-            name: parent.backup_name.clone(),
+            name: parent.playbook.backup_name.clone(),
             start_lsn: parent.start_lsn,
             block_size,
             files,
@@ -627,27 +628,25 @@ impl<'r> BackupWriter<'r> {
             .iter()
             .filter(|e| e.entry_type == EntryType::File);
         let metadata = BackupMetadata {
+            playbook: PlaybookFields {
+                backup_name: self.name.clone(),
+                backup_type: report.backup_type,
+                database: report.database,
+                host: report.host,
+                size_bytes: files.clone().filter_map(|e| e.size).sum(),
+                checksum: format!("sha256:{}", manifest_sha256.to_hex()),
+                compression: spec.compression,
+                encryption: EncryptionMode::of(spec.encrypted),
+                duration_seconds: report.duration_seconds,
+                start_time: report.start_time,
+                stop_time: report.stop_time,
+            },
             format,
-            backup_name: self.name.clone(),
-            backup_type: report.backup_type,
-            database: report.database,
-            host: report.host,
-            size_bytes: files.clone().filter_map(|e| e.size).sum(),
             stored_bytes: files.clone().filter_map(|e| e.stored_size).sum::<u64>()
                 + manifest_encoded.summary.stored_size
                 + catalog_stored,
-            checksum: format!("sha256:{}", manifest_sha256.to_hex()),
-            compression: spec.compression,
-            encryption: if spec.encrypted {
-                EncryptionMode::Age
-            } else {
-                EncryptionMode::None
-            },
-            duration_seconds: report.duration_seconds,
             start_lsn: report.start_lsn,
             stop_lsn: report.stop_lsn,
-            start_time: report.start_time,
-            stop_time: report.stop_time,
             timeline: report.timeline,
             pg_version_num: report.pg_version_num,
             system_identifier: report.system_identifier,

@@ -406,6 +406,15 @@ pub enum EncryptionMode {
 impl EncryptionMode {
     pub const NAMES: &'static [&'static str] = &["none", "age"];
 
+    /// The mode of what a codec wrote: encrypted objects are always age.
+    pub fn of(encrypted: bool) -> Self {
+        if encrypted {
+            EncryptionMode::Age
+        } else {
+            EncryptionMode::None
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             EncryptionMode::None => "none",

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::Interrupted;
@@ -35,9 +35,11 @@ use crate::cluster::live::Live;
 use crate::codec::{
     pump, CodecSpec, Decoder, DigestingReader, DigestingWriter, Encoder, PumpError, Sha256Digest,
 };
+use crate::config::EncryptionMode;
 use crate::dump::copy_scan::{copy_tags, CopiedTable, CopyScan};
 use crate::error::{Error, Result};
 use crate::pg::quote::quote_ident;
+use crate::repository::record::{read_wire_time, wire_time, PlaybookFields};
 use crate::repository::{read_small_object, Repository};
 
 pub const DUMPS_PREFIX: &str = "dumps/";
@@ -55,41 +57,114 @@ pub enum DumpKind {
     Globals,
 }
 
-/// The `.meta` document: the playbook's fields first, then what restore and verify need.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A dump's metadata: the playbook's fields (shared with backups), then what restore and
+/// verify need. The `.meta` document holds it as [`DumpMetadataWire`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "DumpMetadataWire", into = "DumpMetadataWire")]
 pub struct DumpMetadata {
-    /// `<db>_full_YYYYmmdd_HHMMSS` (the file name without its extensions).
-    pub backup_name: String,
-    /// `full` for a dump taken on request, the schedule's name for a scheduled one.
-    pub backup_type: String,
-    /// `YYYYmmdd_HHMMSS`, UTC: when the dump started.
-    pub timestamp: String,
-    /// The database dumped; empty for the globals.
-    pub database: String,
-    pub host: String,
-    /// Bytes of the stored file.
-    pub size_bytes: u64,
-    /// SHA-256 of the stored file (as in the `.sha256` file).
-    pub checksum: String,
-    /// `gzip`, `zstd` or `none`.
-    pub compression: String,
-    pub encryption: bool,
-    pub duration_seconds: f64,
+    pub playbook: PlaybookFields,
     pub format: u32,
-    /// Always `logical` (physical backups are described by `backup.json`).
-    pub kind: String,
     pub content: DumpKind,
     /// The stored file's name under `dumps/`.
     pub file: String,
     /// Bytes of SQL before compression and encryption, and their SHA-256.
     pub sql_size_bytes: u64,
     pub sql_sha256: String,
-    pub start_time: String,
-    pub stop_time: String,
     pub pg_version_num: u32,
     pub system_identifier: String,
     /// `pg_dump --version` of the program that made it.
     pub pg_dump_version: String,
+}
+
+/// The `.meta` document as written: the playbook's fields first, in its spelling (a
+/// `YYYYmmdd_HHMMSS` timestamp, encryption as a boolean), then what restore and verify need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DumpMetadataWire {
+    backup_name: String,
+    backup_type: String,
+    /// `YYYYmmdd_HHMMSS`, UTC: when the dump started (`start_time` says it exactly).
+    timestamp: String,
+    database: String,
+    host: String,
+    size_bytes: u64,
+    checksum: String,
+    compression: String,
+    encryption: bool,
+    duration_seconds: f64,
+    format: u32,
+    /// Always `logical` (physical backups are described by `backup.json`).
+    kind: String,
+    content: DumpKind,
+    file: String,
+    sql_size_bytes: u64,
+    sql_sha256: String,
+    start_time: String,
+    stop_time: String,
+    pg_version_num: u32,
+    system_identifier: String,
+    pg_dump_version: String,
+}
+
+impl TryFrom<DumpMetadataWire> for DumpMetadata {
+    type Error = String;
+
+    fn try_from(wire: DumpMetadataWire) -> std::result::Result<Self, String> {
+        Ok(DumpMetadata {
+            playbook: PlaybookFields {
+                backup_name: wire.backup_name,
+                backup_type: wire.backup_type,
+                database: wire.database,
+                host: wire.host,
+                size_bytes: wire.size_bytes,
+                checksum: wire.checksum,
+                compression: wire
+                    .compression
+                    .parse()
+                    .map_err(|e: crate::config::ConfigError| e.to_string())?,
+                encryption: EncryptionMode::of(wire.encryption),
+                duration_seconds: wire.duration_seconds,
+                start_time: read_wire_time("start_time", &wire.start_time)?,
+                stop_time: read_wire_time("stop_time", &wire.stop_time)?,
+            },
+            format: wire.format,
+            content: wire.content,
+            file: wire.file,
+            sql_size_bytes: wire.sql_size_bytes,
+            sql_sha256: wire.sql_sha256,
+            pg_version_num: wire.pg_version_num,
+            system_identifier: wire.system_identifier,
+            pg_dump_version: wire.pg_dump_version,
+        })
+    }
+}
+
+impl From<DumpMetadata> for DumpMetadataWire {
+    fn from(metadata: DumpMetadata) -> Self {
+        let playbook = metadata.playbook;
+        DumpMetadataWire {
+            backup_name: playbook.backup_name,
+            backup_type: playbook.backup_type,
+            timestamp: playbook.start_time.format("%Y%m%d_%H%M%S").to_string(),
+            database: playbook.database,
+            host: playbook.host,
+            size_bytes: playbook.size_bytes,
+            checksum: playbook.checksum,
+            compression: playbook.compression.name().to_string(),
+            encryption: playbook.encryption == EncryptionMode::Age,
+            duration_seconds: playbook.duration_seconds,
+            format: metadata.format,
+            kind: "logical".into(),
+            content: metadata.content,
+            file: metadata.file,
+            sql_size_bytes: metadata.sql_size_bytes,
+            sql_sha256: metadata.sql_sha256,
+            start_time: wire_time(playbook.start_time),
+            stop_time: wire_time(playbook.stop_time),
+            pg_version_num: metadata.pg_version_num,
+            system_identifier: metadata.system_identifier,
+            pg_dump_version: metadata.pg_dump_version,
+        }
+    }
 }
 
 impl DumpMetadata {
@@ -155,7 +230,8 @@ pub fn take_dump(
     mut request: DumpRequest,
     poll: &mut dyn FnMut() -> std::result::Result<(), Interrupted>,
 ) -> Result<DumpMetadata> {
-    let started_at = Utc::now();
+    // To the microsecond, as the `.meta` writes times: the record is what is stored.
+    let started_at = Utc::now().trunc_subsecs(6);
     let started = Instant::now();
     let key = repository.key()?;
     let spec = Encoder::<io::Sink>::spec(repository.compression(), key);
@@ -256,26 +332,26 @@ pub fn take_dump(
         )));
     }
     writer.commit()?;
-    let stopped_at = Utc::now();
+    let stopped_at = Utc::now().trunc_subsecs(6);
     let metadata = DumpMetadata {
-        backup_name: name,
-        backup_type: request.backup_type.clone(),
-        timestamp: started_at.format("%Y%m%d_%H%M%S").to_string(),
-        database: request.database.clone(),
-        host: crate::util::host::host_name(),
-        size_bytes: stored_size,
-        checksum: stored_digest.to_hex(),
-        compression: spec.compression.name().to_string(),
-        encryption: spec.encrypted,
-        duration_seconds: started.elapsed().as_secs_f64(),
+        playbook: PlaybookFields {
+            backup_name: name,
+            backup_type: request.backup_type.clone(),
+            database: request.database.clone(),
+            host: crate::util::host::host_name(),
+            size_bytes: stored_size,
+            checksum: stored_digest.to_hex(),
+            compression: spec.compression,
+            encryption: EncryptionMode::of(spec.encrypted),
+            duration_seconds: started.elapsed().as_secs_f64(),
+            start_time: started_at,
+            stop_time: stopped_at,
+        },
         format: FORMAT_VERSION,
-        kind: "logical".into(),
         content: request.content,
         file: file.clone(),
         sql_size_bytes: summary.original_size,
         sql_sha256: sql_digest.to_hex(),
-        start_time: rfc3339(started_at),
-        stop_time: rfc3339(stopped_at),
         pg_version_num: request.pg_version_num,
         system_identifier: request.system_identifier.to_string(),
         pg_dump_version: request.pg_dump_version.clone(),
@@ -284,7 +360,7 @@ pub fn take_dump(
         write_object(
             repository,
             &checksum_key(&file),
-            checksum_line(&metadata.checksum, &file).as_bytes(),
+            checksum_line(&metadata.playbook.checksum, &file).as_bytes(),
         )?;
         // Written last: from here on the dump exists.
         let mut json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
@@ -353,10 +429,6 @@ fn read_capped(mut stream: impl Read) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
 /// What one listing of `dumps/` finds.
 #[derive(Debug, Default)]
 pub struct DumpScan {
@@ -387,8 +459,10 @@ pub fn scan_dumps(repository: &Repository) -> Result<DumpScan> {
             scan.unfinished.push(key.to_string());
         }
     }
-    scan.finished
-        .sort_by(|a, b| (&a.start_time, &a.backup_name).cmp(&(&b.start_time, &b.backup_name)));
+    scan.finished.sort_by(|a, b| {
+        (&a.playbook.start_time, &a.playbook.backup_name)
+            .cmp(&(&b.playbook.start_time, &b.playbook.backup_name))
+    });
     Ok(scan)
 }
 
@@ -436,14 +510,14 @@ pub fn find_dump(
     let dumps = list_dumps(repository)?;
     let found = if name == "latest" {
         dumps.into_iter().rfind(|d| {
-            d.content == DumpKind::Database && database.is_none_or(|db| d.database == db)
+            d.content == DumpKind::Database && database.is_none_or(|db| d.playbook.database == db)
         })
     } else {
         let file = name.strip_suffix(".meta").unwrap_or(name);
         let file = file.strip_suffix(".sha256").unwrap_or(file);
         dumps
             .into_iter()
-            .find(|d| d.file == file || d.backup_name == file)
+            .find(|d| d.file == file || d.playbook.backup_name == file)
     };
     found.ok_or_else(|| match (name, database) {
         ("latest", Some(db)) => Error::BackupNotFound(format!("latest dump of database {db}")),
@@ -608,9 +682,9 @@ pub fn verify_dump(
         problem: text,
     };
     match recorded_checksum(repository, dump) {
-        Ok(recorded) if recorded != dump.checksum => problems.push(problem(
+        Ok(recorded) if recorded != dump.playbook.checksum => problems.push(problem(
             &checksum_key(&dump.file),
-            format!("says {recorded}, the .meta says {}", dump.checksum),
+            format!("says {recorded}, the .meta says {}", dump.playbook.checksum),
         )),
         Ok(_) => {}
         Err(error) => problems.push(problem(&checksum_key(&dump.file), error.to_string())),
@@ -636,10 +710,11 @@ pub fn verify_dump(
 /// What differs between what was read and what the `.meta` recorded.
 fn compare(dump: &DumpMetadata, read: &DumpRead) -> Vec<String> {
     let mut differences = Vec::new();
-    if read.stored.0.to_hex() != dump.checksum || read.stored.1 != dump.size_bytes {
+    if read.stored.0.to_hex() != dump.playbook.checksum || read.stored.1 != dump.playbook.size_bytes
+    {
         differences.push(format!(
             "checksum mismatch: the stored file has SHA-256 {} ({} bytes), expected {} ({} bytes)",
-            read.stored.0, read.stored.1, dump.checksum, dump.size_bytes
+            read.stored.0, read.stored.1, dump.playbook.checksum, dump.playbook.size_bytes
         ));
     }
     if read.sql.0.to_hex() != dump.sql_sha256 || read.sql.1 != dump.sql_size_bytes {
@@ -699,14 +774,14 @@ pub fn restore_dump(
         // First, as `sha256sum -c` would: a damaged file is refused before anything is created.
         let recorded = recorded_checksum(repository, dump)?;
         let (actual, _) = stored_digest(repository, dump, cancel)?;
-        if actual.to_hex() != recorded || recorded != dump.checksum {
+        if actual.to_hex() != recorded || recorded != dump.playbook.checksum {
             return Err(Error::DumpChecksumMismatch(format!(
                 "the stored file {} has SHA-256 {actual}, its .sha256 file says {recorded}{}",
                 dump.file,
-                if recorded == dump.checksum {
+                if recorded == dump.playbook.checksum {
                     String::new()
                 } else {
-                    format!(" and its .meta {}", dump.checksum)
+                    format!(" and its .meta {}", dump.playbook.checksum)
                 }
             )));
         }
@@ -856,7 +931,7 @@ fn load(
         let read = read?;
         let mut mismatch = None;
         let recorded = expected?;
-        if read.stored.0.to_hex() != recorded || recorded != dump.checksum {
+        if read.stored.0.to_hex() != recorded || recorded != dump.playbook.checksum {
             let text = format!(
                 "the stored file {} has SHA-256 {}, its .sha256 file says {}",
                 dump.file, read.stored.0, recorded
@@ -1161,20 +1236,23 @@ mod tests {
         )
         .unwrap();
         assert!(dump.file.starts_with("simcorp_full_") && dump.file.ends_with(".sql.gz"));
-        assert_eq!(dump.backup_name.len(), "simcorp_full_20260110_143000".len());
+        assert_eq!(
+            dump.playbook.backup_name.len(),
+            "simcorp_full_20260110_143000".len()
+        );
         assert_eq!(dump.sql_size_bytes, 25);
         let stored = std::fs::read(dir.path().join("dumps").join(&dump.file)).unwrap();
         let digest = Sha256Digest::of_reader(&mut &stored[..])
             .unwrap()
             .0
             .to_hex();
-        assert_eq!(digest, dump.checksum);
+        assert_eq!(digest, dump.playbook.checksum);
         let line = std::fs::read_to_string(dir.path().join(format!("dumps/{}.sha256", dump.file)))
             .unwrap();
         assert_eq!(line, checksum_line(&digest, &dump.file));
         assert!(verify_dump(&repository, &dump).unwrap().is_empty());
         assert!(matches!(
-            find_named(&repository, &dump.backup_name).unwrap(),
+            find_named(&repository, &dump.playbook.backup_name).unwrap(),
             Named::Dump(_)
         ));
         assert_eq!(
@@ -1256,6 +1334,63 @@ mod tests {
             .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// A `.meta` as the untyped metadata wrote it (the playbook's spelling: a
+    /// `YYYYmmdd_HHMMSS` timestamp, encryption as a boolean).
+    const WRITTEN_BEFORE: &str = r#"{
+  "backup_name": "simcorp_full_20261206_120000",
+  "backup_type": "daily",
+  "timestamp": "20261206_120000",
+  "database": "simcorp",
+  "host": "db1",
+  "size_bytes": 4096,
+  "checksum": "ab",
+  "compression": "zstd",
+  "encryption": true,
+  "duration_seconds": 1.5,
+  "format": 1,
+  "kind": "logical",
+  "content": "database",
+  "file": "simcorp_full_20261206_120000.sql.zst.age",
+  "sql_size_bytes": 10000,
+  "sql_sha256": "cd",
+  "start_time": "2026-12-06T12:00:00.250000Z",
+  "stop_time": "2026-12-06T12:00:01.750000Z",
+  "pg_version_num": 170000,
+  "system_identifier": "7711576491893132752",
+  "pg_dump_version": "pg_dump (PostgreSQL) 17.0"
+}"#;
+
+    #[test]
+    fn a_meta_written_before_reads_into_the_shared_record_and_back_unchanged() {
+        let read: DumpMetadata = serde_json::from_str(WRITTEN_BEFORE).unwrap();
+        assert_eq!(read.playbook.backup_name, "simcorp_full_20261206_120000");
+        assert_eq!(read.playbook.encryption, EncryptionMode::Age);
+        assert_eq!(
+            read.playbook.compression,
+            crate::config::CompressionAlgorithm::Zstd
+        );
+        assert_eq!(
+            read.playbook.stop_time - read.playbook.start_time,
+            chrono::Duration::milliseconds(1500)
+        );
+        let written = serde_json::to_string_pretty(&read).unwrap();
+        assert_eq!(written, WRITTEN_BEFORE, "the .meta's text changed");
+
+        for (field, bad) in [
+            ("\"compression\": \"zstd\"", "\"compression\": \"lz4\""),
+            (
+                "\"start_time\": \"2026-12-06T12:00:00.250000Z\"",
+                "\"start_time\": \"noon\"",
+            ),
+        ] {
+            let damaged = WRITTEN_BEFORE.replace(field, bad);
+            assert!(
+                serde_json::from_str::<DumpMetadata>(&damaged).is_err(),
+                "{bad} was accepted"
+            );
+        }
     }
 
     #[test]

@@ -50,11 +50,12 @@ pub fn delete_named(repository: &Repository, name: &str, with_dependents: bool) 
             Ok(Deleted::Dump(dump.file))
         }
         Named::Backup(metadata) if with_dependents => {
-            delete_backup_with_dependents(repository, &metadata.backup_name).map(Deleted::Backups)
+            delete_backup_with_dependents(repository, &metadata.playbook.backup_name)
+                .map(Deleted::Backups)
         }
         Named::Backup(metadata) => {
-            delete_backup(repository, &metadata.backup_name)?;
-            Ok(Deleted::Backups(vec![metadata.backup_name]))
+            delete_backup(repository, &metadata.playbook.backup_name)?;
+            Ok(Deleted::Backups(vec![metadata.playbook.backup_name]))
         }
     }
 }

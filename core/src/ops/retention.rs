@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use crate::backup::{backup_prefix, BackupKind, BackupMetadata};
 use crate::backup::{remove_backup, remove_unfinished_backup, Removal, TOMBSTONES_KEPT};
 use crate::error::Result;
-use crate::util::time::parse_time;
 use crate::Repository;
 
 pub use crate::config::RetentionPolicy;
@@ -136,15 +135,15 @@ pub fn plan_expiry(
         .map_or(0, |(index, _)| index);
     let mut keep: HashSet<&str> = HashSet::new();
     for (index, backup) in backups.iter().enumerate() {
-        let recent = backup.stop_time >= cutoff;
+        let recent = backup.playbook.stop_time >= cutoff;
         if recent || index >= protected_from {
-            keep.insert(&backup.backup_name);
+            keep.insert(&backup.playbook.backup_name);
         }
     }
     // A kept incremental or differential backup keeps the backups it is restored through.
     let by_name: HashMap<&str, &BackupMetadata> = backups
         .iter()
-        .map(|b| (b.backup_name.as_str(), b))
+        .map(|b| (b.playbook.backup_name.as_str(), b))
         .collect();
     let mut pending: Vec<&str> = keep.iter().copied().collect();
     while let Some(name) = pending.pop() {
@@ -158,11 +157,12 @@ pub fn plan_expiry(
     }
     let mut oldest_kept: Option<&BackupMetadata> = None;
     for backup in &backups {
-        if keep.contains(backup.backup_name.as_str()) {
-            plan.kept_backups.push(backup.backup_name.clone());
+        if keep.contains(backup.playbook.backup_name.as_str()) {
+            plan.kept_backups.push(backup.playbook.backup_name.clone());
             oldest_kept.get_or_insert(backup);
         } else {
-            plan.expired_backups.push(backup.backup_name.clone());
+            plan.expired_backups
+                .push(backup.playbook.backup_name.clone());
         }
     }
     let oldest_kept = oldest_kept.expect("the newest backup is always kept");
@@ -195,7 +195,7 @@ fn plan_dump_expiry(
     > = Default::default();
     for dump in dumps {
         groups
-            .entry((dump.content, dump.database.as_str()))
+            .entry((dump.content, dump.playbook.database.as_str()))
             .or_default()
             .push(dump);
     }
@@ -204,7 +204,7 @@ fn plan_dump_expiry(
             .len()
             .saturating_sub(policy.min_backups.max(1) as usize);
         for (index, dump) in group.iter().enumerate() {
-            let recent = parse_time(&dump.stop_time).is_none_or(|stop| stop >= cutoff);
+            let recent = dump.playbook.stop_time >= cutoff;
             if recent || index >= protected_from {
                 plan.kept_dumps.push(dump.file.clone());
             } else {
@@ -376,7 +376,7 @@ mod tests {
         list_backups(repo)
             .unwrap()
             .into_iter()
-            .map(|b| b.backup_name)
+            .map(|b| b.playbook.backup_name)
             .collect()
     }
 
@@ -611,7 +611,7 @@ mod tests {
         let left: Vec<String> = list_backups(&repo)
             .unwrap()
             .into_iter()
-            .map(|b| b.backup_name)
+            .map(|b| b.playbook.backup_name)
             .collect();
         assert_eq!(left, ["e_full"]);
     }
@@ -712,7 +712,7 @@ mod tests {
         let left: Vec<String> = list_backups(&repo)
             .unwrap()
             .into_iter()
-            .map(|b| b.backup_name)
+            .map(|b| b.playbook.backup_name)
             .collect();
         assert_eq!(left, ["c_full", "d_full"]);
         assert!(repo.storage().list("backups/a_full/").unwrap().is_empty());

@@ -13,6 +13,8 @@
 //! (`.zst`, `.gz`, `.age`), so every object is self-describing and naming it is atomic: there
 //! is no separate checksum file that could go missing.
 
+pub mod record;
+
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::sync::OnceLock;

@@ -84,7 +84,10 @@ pub fn choose_backup(
     let candidates: Vec<&BackupMetadata> = if name == "latest" {
         backups.iter().collect()
     } else {
-        backups.iter().filter(|b| b.backup_name == name).collect()
+        backups
+            .iter()
+            .filter(|b| b.playbook.backup_name == name)
+            .collect()
     };
     if candidates.is_empty() {
         return Err(Error::BackupNotFound(name.to_string()));
@@ -94,7 +97,7 @@ pub fn choose_backup(
             let target_time = parse_time(text).ok_or_else(|| Error::InvalidTarget(format!(
                 "cannot read --target-time \"{text}\"; use ISO 8601 with a time zone, like 2026-11-24 10:41:00+00"
             )))?;
-            let ends_before = |b: &&&BackupMetadata| b.stop_time < target_time;
+            let ends_before = |b: &&&BackupMetadata| b.playbook.stop_time < target_time;
             candidates
                 .iter()
                 .rev()
@@ -109,6 +112,7 @@ pub fn choose_backup(
                             format!(" named {name}")
                         },
                         candidates[0]
+                            .playbook
                             .stop_time
                             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
                     ))
@@ -119,7 +123,7 @@ pub fn choose_backup(
             if *lsn < chosen.stop_lsn {
                 return Err(Error::InvalidTarget(format!(
                     "target LSN {lsn} is before the end of backup {} ({}); recovery cannot stop before the backup is consistent",
-                    chosen.backup_name, chosen.stop_lsn
+                    chosen.playbook.backup_name, chosen.stop_lsn
                 )));
             }
             chosen
@@ -215,7 +219,7 @@ pub fn check_target(
             return Err(Error::DataDirectoryOfAnotherVersion {
                 pgdata: pgdata.display().to_string(),
                 found: found.to_string(),
-                backup: metadata.backup_name.clone(),
+                backup: metadata.playbook.backup_name.clone(),
                 backup_major,
             });
         }
@@ -286,7 +290,7 @@ pub fn check_target_reachable(
                 ))),
                 None if end.scanned_all => Err(Error::InvalidTarget(format!(
                     "recovery cannot reach --target-time {text}: the archived WAL since backup {} holds no transaction at all (up to segment {}). Use no target to recover everything archived; {unarchived}",
-                    metadata.backup_name, end.segment
+                    metadata.playbook.backup_name, end.segment
                 ))),
                 _ => Ok(()),
             }
@@ -402,7 +406,8 @@ pub fn restore(
                 Ok(())
             }
             RestoreWork::Bundle(entries) => {
-                let mut bundle = BundleReader::open(repository, &metadata.backup_name, &entries)?;
+                let mut bundle =
+                    BundleReader::open(repository, &metadata.playbook.backup_name, &entries)?;
                 for entry in entries {
                     restore_file(entry, pgdata, options.sync, |file, destination| {
                         let mut writer = DirectWriter::new(file, options.sync);
@@ -720,7 +725,7 @@ fn check_links(
     let refuse = |entry: &ManifestEntry, reason: String| Error::InvalidMetadata {
         object: format!(
             "{}manifest ({})",
-            crate::backup::backup_prefix(&metadata.backup_name),
+            crate::backup::backup_prefix(&metadata.playbook.backup_name),
             entry.path
         ),
         reason,
@@ -788,7 +793,7 @@ fn read_tablespace_map<'m>(
     let mut content = crate::backup::CappedBuffer::new(1 << 20);
     read_backup_file(
         repository,
-        &metadata.backup_name,
+        &metadata.playbook.backup_name,
         map,
         &mut content,
         "memory",
@@ -901,7 +906,7 @@ fn append_recovery_settings(
     }
     text.push_str(&format!(
         "# Recovery settings written by sc-backup restore of {} at {}\n",
-        metadata.backup_name,
+        metadata.playbook.backup_name,
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     ));
     for (name, value) in &settings {
@@ -922,12 +927,11 @@ mod tests {
     use super::*;
 
     fn backup(name: &str, stop_time: &str, stop_lsn: &str) -> BackupMetadata {
-        BackupMetadata {
-            backup_name: name.into(),
-            stop_time: crate::backup::tests::time(stop_time),
-            stop_lsn: stop_lsn.parse().unwrap(),
-            ..crate::backup::tests::metadata()
-        }
+        let mut backup = crate::backup::tests::metadata();
+        backup.playbook.backup_name = name.into();
+        backup.playbook.stop_time = crate::backup::tests::time(stop_time);
+        backup.stop_lsn = stop_lsn.parse().unwrap();
+        backup
     }
 
     #[test]
@@ -939,7 +943,7 @@ mod tests {
         ];
         let at = |t: &str| RecoveryTarget::Time(t.into());
         let chosen = |name: &str, target: &RecoveryTarget| {
-            choose_backup(&backups, name, target).map(|b| b.backup_name)
+            choose_backup(&backups, name, target).map(|b| b.playbook.backup_name)
         };
         assert_eq!(chosen("latest", &RecoveryTarget::EndOfWal).unwrap(), "c");
         assert_eq!(

@@ -269,15 +269,15 @@ impl Sandbox {
         for (name, value) in &options.settings {
             check_extra_setting(name, value)?;
         }
-        let needed = metadata.size_bytes + WORKING_ROOM;
+        let needed = metadata.playbook.size_bytes + WORKING_ROOM;
         let free = free_space(&options.parent)?;
         if free < needed {
             return Err(Error::Sandbox(format!(
                 "not enough free space in {} for a sandbox of backup {}: it needs {} (the backup, {}, plus {} of working room), {} are free. Choose another place with --sandbox-dir DIR",
                 options.parent.display(),
-                metadata.backup_name,
+                metadata.playbook.backup_name,
                 human_bytes(needed),
-                human_bytes(metadata.size_bytes),
+                human_bytes(metadata.playbook.size_bytes),
                 human_bytes(WORKING_ROOM),
                 human_bytes(free)
             )));
