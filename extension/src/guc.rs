@@ -12,11 +12,12 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
 use sc_backup_core::backup::BackupKind;
 use sc_backup_core::config::calendar;
+use sc_backup_core::config::schedule::{RawScheduleSettings, ScheduleSettings};
 use sc_backup_core::config::{
     defaults, names, CompressionAlgorithm, ConfigError, EncryptionMode, RawSettings,
     RepositoryLocation, Secret, Settings,
 };
-use sc_backup_core::ops::schedule::{ScheduleKind, ScheduleSettings};
+use sc_backup_core::ops::schedule::ScheduleKind;
 
 /// `a == b`, where only a const fn may run (a setting's default is chosen at compile time).
 const fn same(a: &str, b: &str) -> bool {
@@ -307,15 +308,17 @@ type StringCheckHook = unsafe extern "C-unwind" fn(
 type StringShowHook = unsafe extern "C-unwind" fn() -> *const c_char;
 
 /// The scheduler's settings, as the core computes schedules from them.
-pub fn schedule_settings() -> ScheduleSettings {
-    ScheduleSettings {
+/// The schedule settings, parsed by config's one parser (the check hooks refuse a bad value
+/// when it is set, so an error here means a value set before this version checked it).
+pub fn schedule_settings() -> Result<ScheduleSettings, ConfigError> {
+    ScheduleSettings::from_raw(&RawScheduleSettings {
         hourly_interval_seconds: HOURLY_INTERVAL.get().max(0) as u64,
         daily_time: cstring_setting(&DAILY_TIME).unwrap_or_default(),
         weekly_day: cstring_setting(&WEEKLY_DAY).unwrap_or_default(),
         weekly_time: cstring_setting(&WEEKLY_TIME).unwrap_or_else(|| defaults::WEEKLY_TIME.into()),
         cron: cstring_setting(&SCHEDULE).unwrap_or_default(),
         retry_delay: std::time::Duration::from_secs(RETRY_DELAY.get().max(1) as u64),
-    }
+    })
 }
 
 /// Runs `validate` on a string setting's new value (empty always passes: "off"), and turns

@@ -36,3 +36,10 @@ pub fn open_repository() -> Repository {
     Repository::open(&settings())
         .unwrap_or_else(|e| raise(&e, PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION))
 }
+
+/// The backup schedules in force, from the settings.
+pub fn scheduler(
+) -> Result<sc_backup_core::ops::schedule::Scheduler, sc_backup_core::config::ConfigError> {
+    crate::guc::schedule_settings()
+        .map(|settings| sc_backup_core::ops::schedule::Scheduler::new(&settings))
+}

@@ -23,7 +23,7 @@ use sc_backup_core::backup::BackupKind;
 use sc_backup_core::ops::audit::{source, AuditRecord, AuditTimer};
 use sc_backup_core::ops::maintenance::expire_now;
 use sc_backup_core::ops::metrics::{self, Status};
-use sc_backup_core::ops::schedule::{ScheduleKind, Scheduler};
+use sc_backup_core::ops::schedule::ScheduleKind;
 use sc_backup_core::Repository;
 
 use crate::status::{self, SCHEDULER_BACKEND_TYPE};
@@ -201,7 +201,7 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
                     import_audit_records(last_import.is_none());
                     last_import = Some(Instant::now());
                 }
-                let scheduler = Scheduler::new(&guc::schedule_settings());
+                let scheduler = crate::host::scheduler();
                 let repository_set = guc::cstring_setting(&guc::REPOSITORY).is_some();
                 match scheduler {
                     Err(error) => notice.log(format!("sc_backup scheduler: {error}")),

@@ -11,7 +11,7 @@ use sc_backup_core::config::calendar::parse_cron;
 use sc_backup_core::ops::health::{self, Archiving, HealthCheck, ScheduledTask};
 use sc_backup_core::ops::maintenance::{delete_named, expire_now, Deleted};
 use sc_backup_core::ops::metrics::{BackupFigures, RecoveryFigures, Status, WalFigures};
-use sc_backup_core::ops::schedule::{next_occurrence, ScheduleHistory, ScheduleKind, Scheduler};
+use sc_backup_core::ops::schedule::{next_occurrence, ScheduleHistory, ScheduleKind};
 use sc_backup_core::pg::archive_status::archive_backlog;
 use sc_backup_core::Error;
 
@@ -114,7 +114,7 @@ pub fn gather_status(scheduler_running: bool) -> Status {
     .unwrap_or_else(|e| spi_error("reading sc_backup.audit", e));
     let backup_interval_seconds = guc::SCHEDULER
         .get()
-        .then(|| Scheduler::new(&guc::schedule_settings()).ok())
+        .then(|| crate::host::scheduler().ok())
         .flatten()
         .and_then(|scheduler| scheduler.shortest_interval(Utc::now()))
         .map(|interval| interval.num_seconds() as f64);
@@ -143,7 +143,7 @@ pub fn health_checks(status: &Status) -> Vec<HealthCheck> {
     let mut tasks = Vec::new();
     // An invalid schedule cannot be set (check hooks), so a failure here is not a health
     // question; sc_schedule() reports it.
-    if let Ok(scheduler) = Scheduler::new(&guc::schedule_settings()) {
+    if let Ok(scheduler) = crate::host::scheduler() {
         let history = schedule_history();
         for schedule in &scheduler.schedules {
             let past = history.get(&schedule.kind).cloned().unwrap_or_default();
@@ -336,7 +336,7 @@ fn sc_schedule() -> TableIterator<
         name!(last_error, Option<String>),
     ),
 > {
-    let scheduler = Scheduler::new(&guc::schedule_settings())
+    let scheduler = crate::host::scheduler()
         .unwrap_or_else(|e| raise(&Error::Config(e), PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR));
     let running = scheduler_started();
     let history = schedule_history();

@@ -12,6 +12,7 @@ pub mod calendar;
 mod conf_line;
 pub mod container_env;
 mod object_store;
+pub mod schedule;
 mod secrets;
 
 pub use conf_line::parse_conf_line;

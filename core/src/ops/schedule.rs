@@ -25,8 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 
-use crate::config::calendar::{calendar, parse_cron, parse_time_of_day, parse_weekday};
-use crate::config::ConfigError;
+use crate::config::schedule::{built_in_calendar, ScheduleRules, ScheduleSettings};
 
 /// The built-in schedules, from the most to the least frequent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -112,22 +111,6 @@ pub fn next_occurrence(
         .ok()
 }
 
-/// The scheduler's settings as strings, the way the GUCs hold them.
-#[derive(Debug, Clone, Default)]
-pub struct ScheduleSettings {
-    /// Seconds between hourly backups; 0 turns the schedule off.
-    pub hourly_interval_seconds: u64,
-    /// "HH:MM", or empty for off.
-    pub daily_time: String,
-    /// A day of the week, or empty for off.
-    pub weekly_day: String,
-    pub weekly_time: String,
-    /// A cron expression; when set it replaces the three schedules above.
-    pub cron: String,
-    /// Delay before the first retry of a failed backup.
-    pub retry_delay: Duration,
-}
-
 /// The longest wait between retries of a failing backup.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 
@@ -154,58 +137,40 @@ impl Scheduler {
             .min()
     }
 
-    pub fn new(settings: &ScheduleSettings) -> Result<Scheduler, ConfigError> {
-        use crate::config::names;
-        let mut schedules = Vec::new();
-        if !settings.cron.trim().is_empty() {
-            schedules.push(Schedule {
+    pub fn new(settings: &ScheduleSettings) -> Scheduler {
+        let schedules = match &settings.rules {
+            ScheduleRules::Cron(cron) => vec![Schedule {
                 kind: ScheduleKind::Cron,
-                description: settings.cron.trim().to_string(),
-                rule: Rule::Calendar(Box::new(parse_cron(names::SCHEDULE, &settings.cron)?)),
-            });
-        } else {
-            if settings.hourly_interval_seconds > 0 {
-                schedules.push(Schedule {
+                description: cron.written.clone(),
+                rule: Rule::Calendar(cron.rule.clone()),
+            }],
+            ScheduleRules::BuiltIn {
+                hourly_every,
+                daily_at,
+                weekly_on,
+            } => {
+                let hourly = hourly_every.map(|every| Schedule {
                     kind: ScheduleKind::Hourly,
-                    description: format!(
-                        "every {}",
-                        human_interval(settings.hourly_interval_seconds)
-                    ),
-                    rule: Rule::Every(Duration::from_secs(settings.hourly_interval_seconds)),
+                    description: format!("every {}", human_interval(every.as_secs())),
+                    rule: Rule::Every(every),
                 });
-            }
-            if !settings.daily_time.trim().is_empty() {
-                let at = parse_time_of_day(names::DAILY_TIME, &settings.daily_time)?;
-                schedules.push(Schedule {
+                let daily = daily_at.map(|at| Schedule {
                     kind: ScheduleKind::Daily,
                     description: format!("daily at {} UTC", at.format("%H:%M")),
-                    rule: Rule::Calendar(Box::new(
-                        calendar(&at.format("%M %H * * *").to_string())
-                            .expect("a valid daily pattern"),
-                    )),
+                    rule: Rule::Calendar(Box::new(built_in_calendar(None, at))),
                 });
-            }
-            if !settings.weekly_day.trim().is_empty() {
-                let day = parse_weekday(names::WEEKLY_DAY, &settings.weekly_day)?;
-                let at = parse_time_of_day(names::WEEKLY_TIME, &settings.weekly_time)?;
-                schedules.push(Schedule {
+                let weekly = weekly_on.map(|(day, at)| Schedule {
                     kind: ScheduleKind::Weekly,
                     description: format!("weekly on {day} at {} UTC", at.format("%H:%M")),
-                    rule: Rule::Calendar(Box::new(
-                        calendar(&format!(
-                            "{} * * {}",
-                            at.format("%M %H"),
-                            day.num_days_from_sunday()
-                        ))
-                        .expect("a valid weekly pattern"),
-                    )),
+                    rule: Rule::Calendar(Box::new(built_in_calendar(Some(day), at))),
                 });
+                [hourly, daily, weekly].into_iter().flatten().collect()
             }
-        }
-        Ok(Scheduler {
+        };
+        Scheduler {
             schedules,
-            retry_delay: settings.retry_delay.max(Duration::from_secs(1)),
-        })
+            retry_delay: settings.retry_delay,
+        }
     }
 
     /// Delay before retry number `failures` (1 for the first retry).
@@ -310,6 +275,12 @@ impl ScheduleHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::schedule::RawScheduleSettings;
+    use crate::config::ConfigError;
+
+    fn parsed(raw: &RawScheduleSettings) -> Result<Scheduler, ConfigError> {
+        Ok(Scheduler::new(&ScheduleSettings::from_raw(raw)?))
+    }
     use chrono::{Datelike, Weekday};
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -318,8 +289,8 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn defaults() -> ScheduleSettings {
-        ScheduleSettings {
+    fn defaults() -> RawScheduleSettings {
+        RawScheduleSettings {
             hourly_interval_seconds: 3600,
             daily_time: "02:00".into(),
             weekly_day: String::new(),
@@ -343,7 +314,7 @@ mod tests {
 
     #[test]
     fn defaults_are_hourly_and_daily_at_two() {
-        let scheduler = Scheduler::new(&defaults()).unwrap();
+        let scheduler = parsed(&defaults()).unwrap();
         let kinds: Vec<_> = scheduler.schedules.iter().map(|s| s.kind).collect();
         assert_eq!(kinds, vec![ScheduleKind::Hourly, ScheduleKind::Daily]);
         let started = at("2026-11-24T10:15:00Z");
@@ -360,7 +331,7 @@ mod tests {
 
     #[test]
     fn interval_follows_the_last_success_not_the_clock() {
-        let scheduler = Scheduler::new(&defaults()).unwrap();
+        let scheduler = parsed(&defaults()).unwrap();
         let started = at("2026-11-24T09:30:00Z");
         let past = history(&[(ScheduleKind::Hourly, "2026-11-24T10:00:07Z", true)]);
         assert!(scheduler
@@ -374,11 +345,11 @@ mod tests {
 
     #[test]
     fn month_ends_and_leap_days() {
-        let settings = ScheduleSettings {
+        let settings = RawScheduleSettings {
             cron: "30 23 L * *".into(), // the last day of each month
             ..defaults()
         };
-        let scheduler = Scheduler::new(&settings).unwrap();
+        let scheduler = parsed(&settings).unwrap();
         let schedule = &scheduler.schedules[0];
         assert_eq!(
             scheduler.schedules.len(),
@@ -393,7 +364,7 @@ mod tests {
             schedule.next_run(Some(at("2026-11-30T23:30:00Z")), at("2026-01-01T00:00:00Z")),
             at("2026-12-31T23:30:00Z")
         );
-        let daily = Scheduler::new(&ScheduleSettings {
+        let daily = parsed(&RawScheduleSettings {
             hourly_interval_seconds: 0,
             ..defaults()
         })
@@ -407,7 +378,7 @@ mod tests {
 
     #[test]
     fn weekly_day_and_time() {
-        let scheduler = Scheduler::new(&ScheduleSettings {
+        let scheduler = parsed(&RawScheduleSettings {
             hourly_interval_seconds: 0,
             daily_time: String::new(),
             weekly_day: "Sunday".into(),
@@ -433,7 +404,7 @@ mod tests {
 
     #[test]
     fn cron_expressions() {
-        let scheduler = Scheduler::new(&ScheduleSettings {
+        let scheduler = parsed(&RawScheduleSettings {
             cron: "*/15 9-17 * * mon-fri".into(),
             ..defaults()
         })
@@ -449,7 +420,7 @@ mod tests {
             at("2026-11-30T09:15:00Z")
         );
         for bad in ["every day", "61 * * * *", "0 2 * *", "0 25 * * *"] {
-            let err = Scheduler::new(&ScheduleSettings {
+            let err = parsed(&RawScheduleSettings {
                 cron: bad.into(),
                 ..defaults()
             })
@@ -464,14 +435,14 @@ mod tests {
 
     #[test]
     fn bad_times_and_days_are_named() {
-        let err = Scheduler::new(&ScheduleSettings {
+        let err = parsed(&RawScheduleSettings {
             daily_time: "2am".into(),
             ..defaults()
         })
         .unwrap_err();
         assert!(err.to_string().contains("sc_backup.daily_time"), "{err}");
         assert!(err.to_string().contains("HH:MM"), "{err}");
-        let err = Scheduler::new(&ScheduleSettings {
+        let err = parsed(&RawScheduleSettings {
             weekly_day: "caturday".into(),
             ..defaults()
         })
@@ -481,7 +452,7 @@ mod tests {
 
     #[test]
     fn missed_runs_after_downtime_run_once() {
-        let scheduler = Scheduler::new(&defaults()).unwrap();
+        let scheduler = parsed(&defaults()).unwrap();
         // Down from Monday 09:30 until Thursday 11:00: two daily and ~70 hourly slots missed.
         let mut past = history(&[
             (ScheduleKind::Hourly, "2026-11-23T09:00:00Z", true),
@@ -508,7 +479,7 @@ mod tests {
 
     #[test]
     fn failures_are_retried_with_backoff() {
-        let scheduler = Scheduler::new(&defaults()).unwrap();
+        let scheduler = parsed(&defaults()).unwrap();
         let started = at("2026-11-24T00:00:00Z");
         let mut past = history(&[(ScheduleKind::Hourly, "2026-11-24T09:00:00Z", true)]);
         let hourly = past.get_mut(&ScheduleKind::Hourly).unwrap();
@@ -557,7 +528,7 @@ mod tests {
 
     #[test]
     fn turning_everything_off_leaves_no_schedule() {
-        let scheduler = Scheduler::new(&ScheduleSettings {
+        let scheduler = parsed(&RawScheduleSettings {
             hourly_interval_seconds: 0,
             daily_time: " ".into(),
             ..defaults()
