@@ -163,7 +163,7 @@ fn archive_file(file: &str, path: &str) -> bool {
             Err(error) => {
                 log_warning(
                     &format!("sc_backup: could not archive \"{file}\": {error}"),
-                    error.hint(),
+                    error.hint(sc_backup_core::error::FrontEnd::Sql),
                 );
                 false
             }

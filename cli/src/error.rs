@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use crate::pgconf;
+use sc_backup_core::error::FrontEnd;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -31,8 +32,8 @@ pub enum CliError {
 impl CliError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            CliError::Core(e) => e.hint(),
-            CliError::CoreThen { source, .. } => source.hint(),
+            CliError::Core(e) => e.hint(FrontEnd::Cli),
+            CliError::CoreThen { source, .. } => source.hint(FrontEnd::Cli),
             CliError::Config(e) => e.hint(),
             _ => None,
         }
@@ -84,7 +85,7 @@ mod tests {
             source: Box::new(damaged_core()),
             consequence: "the data directory /d is incomplete".into(),
         };
-        assert_eq!(damaged.hint(), damaged_core().hint());
+        assert_eq!(damaged.hint(), damaged_core().hint(FrontEnd::Cli));
         assert!(damaged.hint().is_some());
         assert!(damaged
             .to_string()

@@ -1,7 +1,9 @@
 //! Errors of the core crate. Every variant's message is written for a DBA: it names the
-//! object or setting involved and, through [`Error::hint`], what to do about it. Front ends
-//! turn them into `ereport` (message + hint) or one CLI line; none of them ever contains a
-//! secret.
+//! object or setting involved and, through [`Error::hint`], what to do about it, worded for
+//! the front end that shows it (a CLI flag there, a setting or an SQL function here). Front
+//! ends turn them into `ereport` (message + hint) or one CLI line; none of them ever contains
+//! a secret. Messages name no front end's knob: only requests the CLI alone can make (restore
+//! targets, `--table` patterns) quote the words they were asked in.
 
 use std::io;
 
@@ -10,6 +12,16 @@ use crate::pg::server_binaries::ServerBinariesError;
 use crate::storage::StorageError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Who shows an error to the operator, so that its hint names what can be done there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    /// SQL functions, the scheduler and the archive module, inside PostgreSQL: settings and
+    /// functions.
+    Sql,
+    /// `sc-backup`: its flags and environment variables.
+    Cli,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -104,6 +116,11 @@ pub enum Error {
     #[error("{0}")]
     Sandbox(String),
 
+    /// The directory chosen for sandboxes cannot hold one (not private, too small, too long
+    /// a path); nothing was started.
+    #[error("{0}")]
+    SandboxPlace(String),
+
     /// The live cluster refused or failed a query of ours.
     #[error("{0}")]
     LiveCluster(String),
@@ -185,12 +202,13 @@ impl Error {
         }
     }
 
-    /// What the operator can do about it, when there is something useful to say.
-    pub fn hint(&self) -> Option<String> {
+    /// What the operator can do about it, when there is something useful to say, in the
+    /// words of `front_end`.
+    pub fn hint(&self, front_end: FrontEnd) -> Option<String> {
         match self {
             Error::Config(e) => e.hint(),
             Error::Storage(e) => e.hint(),
-            Error::ServerBinaries(e) => e.hint(),
+            Error::ServerBinaries(e) => e.hint(front_end),
             Error::NotARepository { .. } => Some(
                 "Check sc_backup.repository; a new repository is created by the first archived WAL file or backup."
                     .into(),
@@ -205,7 +223,11 @@ impl Error {
             Error::WrongPassphrase { .. } => {
                 Some("Set sc_backup.encryption_passphrase to the passphrase the repository was created with.".into())
             }
-            Error::RestoreFile { source, .. } => source.hint(),
+            Error::RestoreFile { source, .. } => source.hint(front_end),
+            Error::SandboxPlace(_) => Some(match front_end {
+                FrontEnd::Cli => "Choose another place with --sandbox-dir DIR.".into(),
+                FrontEnd::Sql => "Set sc_backup.verify_directory to another directory: private to the server's user, with room for the backup, and a short path.".into(),
+            }),
             Error::DataDirectoryOfAnotherVersion { .. } => Some(
                 "Restore into another directory; if this cluster really is to be replaced, remove its data directory first. A physical backup cannot change major version: use pg_upgrade after restoring, or a logical dump."
                     .into(),
@@ -222,10 +244,13 @@ impl Error {
                 "An incremental or differential backup needs every backup it was taken against: restore an older backup whose chain is complete, or the chain's full backup itself."
                     .into(),
             ),
-            Error::BackupHasDependents { .. } => Some(
-                "Delete them with it (sc-backup delete --with-dependents, sc_delete_backup(name, with_dependents => true)), or let expire remove whole chains once they are past retention."
-                    .into(),
-            ),
+            Error::BackupHasDependents { .. } => Some(format!(
+                "Delete them with it ({}), or let expiry remove whole chains once they are past retention.",
+                match front_end {
+                    FrontEnd::Cli => "sc-backup delete NAME --with-dependents",
+                    FrontEnd::Sql => "sc_delete_backup(name, with_dependents => true)",
+                }
+            )),
             Error::WrongKey { .. } => Some("The object does not belong to this repository.".into()),
             Error::NotAuthenticated { .. } => Some(
                 "Someone who can write to the repository, but does not know its passphrase, made or changed it: do not use it. Restore another backup, and find out who can write there."
@@ -240,6 +265,49 @@ impl Error {
                     .into(),
             ),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each front end's hint names what can be done there, and nothing of the other's.
+    #[test]
+    fn hints_are_worded_for_the_front_end_that_shows_them() {
+        let cases = [
+            (
+                Error::SandboxPlace("no room".into()),
+                "--sandbox-dir",
+                "sc_backup.verify_directory",
+            ),
+            (
+                Error::BackupHasDependents {
+                    backup: "f".into(),
+                    dependents: vec!["i".into()],
+                },
+                "sc-backup delete",
+                "sc_delete_backup(",
+            ),
+            (
+                Error::ServerBinaries(ServerBinariesError::NotFound {
+                    major: 17,
+                    looked: Vec::new(),
+                    others: Vec::new(),
+                }),
+                "--pg-bindir",
+                "sc-backup verify --restore",
+            ),
+        ];
+        for (error, cli_words, sql_words) in cases {
+            let cli = error.hint(FrontEnd::Cli).unwrap();
+            let sql = error.hint(FrontEnd::Sql).unwrap();
+            assert!(cli.contains(cli_words) && !cli.contains(sql_words), "{cli}");
+            assert!(
+                sql.contains(sql_words) && !sql.contains("--sandbox-dir"),
+                "{sql}"
+            );
         }
     }
 }

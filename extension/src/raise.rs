@@ -18,7 +18,7 @@ pub fn raise_for_backup(error: &Error) -> ! {
 /// Raises `error` as a PostgreSQL ERROR with its hint.
 pub fn raise(error: &Error, code: PgSqlErrorCode) -> ! {
     let mut report = ErrorReport::new(code, format!("sc_backup: {error}"), "sc_backup");
-    if let Some(hint) = error.hint() {
+    if let Some(hint) = error.hint(sc_backup_core::error::FrontEnd::Sql) {
         report = report.set_hint(hint);
     }
     report.report(PgLogLevel::ERROR);

@@ -63,17 +63,27 @@ fn describe_others(others: &[(u32, String)]) -> String {
 }
 
 impl ServerBinariesError {
-    pub fn hint(&self) -> Option<String> {
+    pub fn hint(&self, front_end: crate::error::FrontEnd) -> Option<String> {
+        use crate::error::FrontEnd;
         let wanted = match self {
             ServerBinariesError::NotFound { major, .. } => *major,
             ServerBinariesError::WrongMajor { wanted, .. } => *wanted,
             ServerBinariesError::Unusable { .. } | ServerBinariesError::NoneInstalled { .. } => {
-                return Some("Pass the bin directory of a PostgreSQL installation (the one holding postgres and pg_ctl).".into())
+                return Some(match front_end {
+                    FrontEnd::Cli => "Pass the bin directory of a PostgreSQL installation (the one holding postgres and pg_ctl) with --pg-bindir DIR (SC_BACKUP_PG_BINDIR).".into(),
+                    FrontEnd::Sql => "The server's own bin directory must hold postgres, pg_ctl and initdb: reinstall its server package.".into(),
+                })
             }
         };
-        Some(format!(
-            "A physical backup starts only with the server of its own major version. Install PostgreSQL {wanted}'s server (Debian/Ubuntu: postgresql-{wanted}; RHEL: postgresql{wanted}-server) or pass --pg-bindir DIR (SC_BACKUP_PG_BINDIR). To move to another major version, restore with PostgreSQL {wanted} and then run pg_upgrade, or use a logical dump."
-        ))
+        let install = format!("Install PostgreSQL {wanted}'s server (Debian/Ubuntu: postgresql-{wanted}; RHEL: postgresql{wanted}-server)");
+        Some(match front_end {
+            FrontEnd::Cli => format!(
+                "A physical backup starts only with the server of its own major version. {install} or pass --pg-bindir DIR (SC_BACKUP_PG_BINDIR). To move to another major version, restore with PostgreSQL {wanted} and then run pg_upgrade, or use a logical dump."
+            ),
+            FrontEnd::Sql => format!(
+                "A physical backup starts only with the server of its own major version, and inside the server only its own is used: test a backup of another major with sc-backup verify --restore and --pg-bindir. {install} to test it here."
+            ),
+        })
     }
 }
 
@@ -312,7 +322,16 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("holds PostgreSQL 15.18"), "{message}");
         assert!(message.contains("PostgreSQL 17 is needed"), "{message}");
-        assert!(error.hint().unwrap().contains("postgresql-17"));
+        let cli = error.hint(crate::error::FrontEnd::Cli).unwrap();
+        assert!(
+            cli.contains("postgresql-17") && cli.contains("--pg-bindir"),
+            "{cli}"
+        );
+        let sql = error.hint(crate::error::FrontEnd::Sql).unwrap();
+        assert!(
+            sql.contains("postgresql-17") && !sql.contains("--pg-bindir"),
+            "{sql}"
+        );
     }
 
     #[test]

@@ -237,8 +237,8 @@ fn private_directory_for(parent: &Path, run_as: Option<(u32, u32)>) -> Result<Pa
     let meta =
         fs::symlink_metadata(&directory).map_err(|e| Error::io("stat", directory.display(), e))?;
     if !meta.file_type().is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
-        return Err(Error::Sandbox(format!(
-            "{} is not a private directory (a {} owned by uid {}, mode {:o}): sandboxes are made only in a directory owned by the user that runs them (uid {uid}), mode 0700. Remove it, or choose another place with --sandbox-dir DIR (sc_backup.verify_directory)",
+        return Err(Error::SandboxPlace(format!(
+            "{} is not a private directory (a {} owned by uid {}, mode {:o}): sandboxes are made only in a directory owned by the user that runs them (uid {uid}), mode 0700; remove it, or choose another place",
             directory.display(),
             if meta.file_type().is_symlink() { "link" } else if meta.is_dir() { "directory" } else { "file" },
             meta.uid(),
@@ -272,8 +272,8 @@ impl Sandbox {
         let needed = metadata.playbook.size_bytes + WORKING_ROOM;
         let free = free_space(&options.parent)?;
         if free < needed {
-            return Err(Error::Sandbox(format!(
-                "not enough free space in {} for a sandbox of backup {}: it needs {} (the backup, {}, plus {} of working room), {} are free. Choose another place with --sandbox-dir DIR",
+            return Err(Error::SandboxPlace(format!(
+                "not enough free space in {} for a sandbox of backup {}: it needs {} (the backup, {}, plus {} of working room), {} are free",
                 options.parent.display(),
                 metadata.playbook.backup_name,
                 human_bytes(needed),
@@ -702,8 +702,8 @@ fn create_directory(parent: &Path) -> Result<PathBuf> {
     // socket address (sun_path, 108 bytes with its terminating NUL).
     let socket_lock = path.join(format!(".s.PGSQL.{PORT}.lock"));
     if socket_lock.as_os_str().len() > 107 {
-        return Err(Error::Sandbox(format!(
-            "the sandbox's socket {} would be longer than a Unix socket path may be (107 bytes); choose a shorter --sandbox-dir (sc_backup.verify_directory)",
+        return Err(Error::SandboxPlace(format!(
+            "the sandbox's socket {} would be longer than a Unix socket path may be (107 bytes); choose a shorter path",
             socket_lock.display()
         )));
     }
