@@ -367,7 +367,7 @@ impl Repository {
                 store: self.storage.describe(),
                 operation: "read".into(),
                 key: key.to_string(),
-                reason: error.to_string(),
+                reason: crate::storage::RemoteCause::Read(error),
             })
         }
     }

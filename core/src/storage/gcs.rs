@@ -22,10 +22,12 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::http::{
-    byte_range, client, describe_reqwest_error, is_transient, require_partial_content,
-    with_retries, with_retries_noting, Attempt, LengthCheckedBody,
+    byte_range, client, is_transient, require_partial_content, with_retries, with_retries_noting,
+    Attempt, LengthCheckedBody,
 };
-use super::{validate_key, ExactLength, ObjectMeta, ObjectWriter, Storage, StorageError};
+use super::{
+    validate_key, ExactLength, ObjectMeta, ObjectWriter, RemoteCause, Storage, StorageError,
+};
 use crate::config::Secret;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
@@ -125,7 +127,7 @@ impl GcsStorage {
     }
 
     /// The retries ran out: the store (or its token endpoint) is unreachable or overloaded.
-    fn unavailable_error(&self, operation: &str, key: &str, reason: String) -> StorageError {
+    fn unavailable_error(&self, operation: &str, key: &str, reason: RemoteCause) -> StorageError {
         StorageError::Unavailable {
             store: self.describe(),
             operation: operation.to_string(),
@@ -134,7 +136,7 @@ impl GcsStorage {
         }
     }
 
-    fn remote_error(&self, operation: &str, key: &str, reason: String) -> StorageError {
+    fn remote_error(&self, operation: &str, key: &str, reason: RemoteCause) -> StorageError {
         StorageError::Remote {
             store: self.describe(),
             operation: operation.to_string(),
@@ -190,9 +192,13 @@ impl GcsStorage {
         ];
         let outcome = with_retries(self.config.max_attempts, || {
             match self.client.post(&account.token_uri).form(&form).send() {
-                Err(e) => Attempt::Transient(describe_reqwest_error(&e)),
+                Err(e) => Attempt::Transient(RemoteCause::Transport(e)),
                 Ok(response) if is_transient(response.status()) => {
-                    Attempt::Transient(format!("HTTP {}", response.status()))
+                    Attempt::Transient(RemoteCause::Status {
+                        status: response.status(),
+                        code: String::new(),
+                        message: String::new(),
+                    })
                 }
                 Ok(response) => Attempt::Done(response),
             }
@@ -216,7 +222,7 @@ impl GcsStorage {
             self.remote_error(
                 "get an access token for",
                 &account.client_email,
-                describe_reqwest_error(&e),
+                RemoteCause::Transport(e),
             )
         })?;
         let lifetime =
@@ -256,10 +262,14 @@ impl GcsStorage {
                 request = request.bearer_auth(token.expose());
             }
             match request.send() {
-                Err(e) => Attempt::Transient(describe_reqwest_error(&e)),
+                Err(e) => Attempt::Transient(RemoteCause::Transport(e)),
                 Ok(response) if accept(response.status()) => Attempt::Done(Ok(response)),
                 Ok(response) if is_transient(response.status()) => {
-                    Attempt::Transient(format!("HTTP {}", response.status()))
+                    Attempt::Transient(RemoteCause::Status {
+                        status: response.status(),
+                        code: String::new(),
+                        message: String::new(),
+                    })
                 }
                 Ok(response) => Attempt::Done(Err(self.classify(response, operation, key))),
             }
@@ -314,7 +324,11 @@ impl GcsStorage {
                     .map(str::to_string)
             })
             .unwrap_or_default();
-        let reason = format!("HTTP {status} {message}").trim_end().to_string();
+        let reason = RemoteCause::Status {
+            status,
+            code: String::new(),
+            message,
+        };
         match status {
             StatusCode::NOT_FOUND => StorageError::NotFound {
                 store: self.describe(),
@@ -327,7 +341,7 @@ impl GcsStorage {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => StorageError::Denied {
                 store: self.describe(),
                 backend: super::ObjectStore::Gcs,
-                reason,
+                reason: reason.to_string(),
             },
             _ => self.remote_error(operation, key, reason),
         }
@@ -355,7 +369,10 @@ impl GcsStorage {
             self.remote_error(
                 "store",
                 key,
-                format!("unreadable response: {}", describe_reqwest_error(&e)),
+                RemoteCause::Answer(format!(
+                    "unreadable response: {}",
+                    RemoteCause::Transport(e)
+                )),
             )
         })?;
         match resource.md5_hash {
@@ -363,15 +380,15 @@ impl GcsStorage {
             Some(theirs) => Err(self.remote_error(
                 "store",
                 key,
-                format!(
+                RemoteCause::Answer(format!(
                     "the stored object's MD5 {theirs} differs from the uploaded data's {}",
                     md5_base64(ours)
-                ),
+                )),
             )),
             None => Err(self.remote_error(
                 "store",
                 key,
-                "the server reported no MD5 for the stored object".into(),
+                RemoteCause::Answer("the server reported no MD5 for the stored object".into()),
             )),
         }
     }
@@ -422,7 +439,7 @@ impl GcsObjectWriter<'_> {
                 storage.remote_error(
                     "start an upload of",
                     &self.key,
-                    "no session URI in the response".into(),
+                    RemoteCause::Answer("no session URI in the response".into()),
                 )
             })
     }
@@ -653,7 +670,7 @@ impl Storage for GcsStorage {
             })?;
             let page: ListResponse = response
                 .json()
-                .map_err(|e| self.remote_error("list", prefix, describe_reqwest_error(&e)))?;
+                .map_err(|e| self.remote_error("list", prefix, RemoteCause::Transport(e)))?;
             for item in page.items {
                 if item.name.starts_with(&full_prefix) && item.name.len() > strip {
                     found.push(ObjectMeta {

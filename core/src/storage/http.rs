@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use super::RemoteCause;
+
 /// Why one attempt at a request failed.
 pub(crate) enum Attempt<T> {
     /// Worth another attempt: connection trouble, timeouts, 5xx, throttling.
-    Transient(String),
+    Transient(RemoteCause),
     /// Final: success, or an answer that retrying cannot change.
     Done(T),
 }
@@ -18,7 +20,7 @@ pub(crate) enum Attempt<T> {
 pub(crate) fn with_retries<T>(
     max_attempts: u32,
     attempt: impl FnMut() -> Attempt<T>,
-) -> Result<T, String> {
+) -> Result<T, RemoteCause> {
     with_retries_noting(max_attempts, attempt).0
 }
 
@@ -28,15 +30,18 @@ pub(crate) fn with_retries<T>(
 pub(crate) fn with_retries_noting<T>(
     max_attempts: u32,
     mut attempt: impl FnMut() -> Attempt<T>,
-) -> (Result<T, String>, bool) {
+) -> (Result<T, RemoteCause>, bool) {
     let mut tries = 0;
     loop {
         tries += 1;
         match attempt() {
             Attempt::Done(value) => return (Ok(value), tries > 1),
-            Attempt::Transient(reason) if tries >= max_attempts => {
+            Attempt::Transient(last) if tries >= max_attempts => {
                 return (
-                    Err(format!("{reason} (gave up after {tries} attempts)")),
+                    Err(RemoteCause::GaveUp {
+                        last: Box::new(last),
+                        attempts: tries,
+                    }),
                     true,
                 )
             }
@@ -131,9 +136,9 @@ pub(crate) fn require_partial_content(
         store: store.to_string(),
         operation: "read a range of".into(),
         key: key.to_string(),
-        reason: format!(
+        reason: RemoteCause::Answer(format!(
             "HTTP {} instead of 206 Partial Content: the store ignored the byte range",
             response.status()
-        ),
+        )),
     })
 }

@@ -55,7 +55,8 @@ pub enum StorageError {
         store: String,
         operation: String,
         key: String,
-        reason: String,
+        #[source]
+        reason: RemoteCause,
     },
 
     /// The store did not answer, or answered "try again" (timeouts, connection errors, 5xx,
@@ -65,7 +66,8 @@ pub enum StorageError {
         store: String,
         operation: String,
         key: String,
-        reason: String,
+        #[source]
+        reason: RemoteCause,
     },
 
     #[error("could not {action} \"{path}\": {source}")]
@@ -74,6 +76,39 @@ pub enum StorageError {
         path: String,
         #[source]
         source: io::Error,
+    },
+}
+
+/// Why a request to an object store failed, with its cause kept. Its text is one line (a
+/// transport error's causes joined), as the front ends print it.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteCause {
+    /// No answer: the connection was refused or cut, TLS failed, the request timed out.
+    #[error("{}", http::describe_reqwest_error(.0))]
+    Transport(#[source] reqwest::Error),
+    /// The answer could not be read to its end.
+    #[error("{0}")]
+    Read(#[source] io::Error),
+    /// The store answered with an error status, and the code and message of its error
+    /// document when it sent one.
+    #[error("HTTP {status}{}{}", if code.is_empty() { String::new() } else { format!(" {code}:") }, if message.is_empty() { String::new() } else { format!(" {message}") })]
+    Status {
+        status: reqwest::StatusCode,
+        code: String,
+        message: String,
+    },
+    /// The request could not be signed.
+    #[error("signing: {0}")]
+    Signing(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// An answer that makes no sense for the request.
+    #[error("{0}")]
+    Answer(String),
+    /// Transient failures until the attempts ran out; the last one is kept.
+    #[error("{last} (gave up after {attempts} attempts)")]
+    GaveUp {
+        #[source]
+        last: Box<RemoteCause>,
+        attempts: u32,
     },
 }
 
@@ -324,5 +359,54 @@ mod tests {
         );
         let s3 = denied(ObjectStore::S3).hint().unwrap();
         assert!(s3.contains("sc_backup.s3_access_key_id"), "{s3}");
+    }
+
+    /// An outage keeps what went wrong as a chain of causes down to the socket's error, and
+    /// still prints as one line.
+    #[test]
+    fn an_unreachable_store_keeps_the_transport_error_as_the_cause() {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let storage = S3Storage::new(S3Config {
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            path_style: true,
+            access_key_id: "id".into(),
+            secret_access_key: crate::config::Secret::new(String::from("secret")),
+            session_token: None,
+            part_size: 5 << 20,
+            max_attempts: 2,
+            request_timeout: std::time::Duration::from_secs(5),
+        })
+        .unwrap();
+        let error = storage.list("wal/").unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("gave up after 2 attempts"), "{text}");
+        let mut causes = Vec::new();
+        let mut cause = std::error::Error::source(&error);
+        while let Some(inner) = cause {
+            causes.push(inner);
+            cause = inner.source();
+        }
+        assert!(
+            matches!(
+                causes.first().and_then(|c| c.downcast_ref::<RemoteCause>()),
+                Some(RemoteCause::GaveUp { attempts: 2, .. })
+            ),
+            "{causes:?}"
+        );
+        assert!(
+            causes
+                .iter()
+                .any(|c| c.downcast_ref::<reqwest::Error>().is_some()),
+            "the transport error is not kept: {causes:?}"
+        );
     }
 }

@@ -30,10 +30,12 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::http::{
-    byte_range, client, describe_reqwest_error, is_transient, require_partial_content,
-    with_retries_noting, Attempt, LengthCheckedBody,
+    byte_range, client, is_transient, require_partial_content, with_retries_noting, Attempt,
+    LengthCheckedBody,
 };
-use super::{validate_key, ExactLength, ObjectMeta, ObjectWriter, Storage, StorageError};
+use super::{
+    validate_key, ExactLength, ObjectMeta, ObjectWriter, RemoteCause, Storage, StorageError,
+};
 
 pub use crate::config::S3Config;
 
@@ -46,7 +48,7 @@ pub struct S3Storage {
 /// Why a request failed, before retries are decided.
 enum Failure {
     /// Worth another attempt: connection trouble, timeouts, 5xx, throttling.
-    Transient(String),
+    Transient(RemoteCause),
     /// Final: the server answered with a client error.
     Final(StorageError),
 }
@@ -172,7 +174,7 @@ impl S3Storage {
             store: self.describe(),
             operation: "read back".into(),
             key: key.to_string(),
-            reason: e.to_string(),
+            reason: RemoteCause::Read(e),
         })?;
         if digest.finalize().as_slice() == ours {
             Ok(())
@@ -190,7 +192,7 @@ impl S3Storage {
         url: &str,
         headers: &[(&str, String)],
         body: &[u8],
-    ) -> Result<Response, String> {
+    ) -> Result<Response, RemoteCause> {
         let mut settings = SigningSettings::default();
         // S3 signs the path as sent (no double encoding, no normalization) and wants the
         // payload hash in x-amz-content-sha256.
@@ -215,7 +217,7 @@ impl S3Storage {
             .time(SystemTime::now())
             .settings(settings)
             .build()
-            .map_err(|e| format!("signing: {e}"))?
+            .map_err(|e| RemoteCause::Signing(e.into()))?
             .into();
         let signable = SignableRequest::new(
             method.as_str(),
@@ -223,9 +225,9 @@ impl S3Storage {
             headers.iter().map(|(n, v)| (*n, v.as_str())),
             SignableBody::Bytes(body),
         )
-        .map_err(|e| format!("signing: {e}"))?;
+        .map_err(|e| RemoteCause::Signing(e.into()))?;
         let (instructions, _) = sign(signable, &params)
-            .map_err(|e| format!("signing: {e}"))?
+            .map_err(|e| RemoteCause::Signing(e.into()))?
             .into_parts();
         let mut request = self.client.request(method.clone(), url);
         for (name, value) in headers {
@@ -237,42 +239,42 @@ impl S3Storage {
         request
             .body(body.to_vec())
             .send()
-            .map_err(|e| describe_reqwest_error(&e))
+            .map_err(RemoteCause::Transport)
     }
 
     fn classify(&self, response: Response, operation: &str, key: &str) -> Failure {
         let status = response.status();
         let body = response.text().unwrap_or_default();
         let ErrorDocument { code, message } = ErrorDocument::parse(&body);
-        let reason = if code.is_empty() {
-            format!("HTTP {status}")
-        } else {
-            format!("HTTP {status} {code}: {message}")
-        };
         // 409 ConditionalRequestConflict: a concurrent conditional write to the key was in
         // flight; S3 says to retry, and the retry learns who won.
-        if is_transient(status)
+        let transient = is_transient(status)
             || code == "SlowDown"
             || code == "RequestTimeout"
-            || code == "ConditionalRequestConflict"
-        {
+            || code == "ConditionalRequestConflict";
+        let not_found =
+            status == StatusCode::NOT_FOUND && matches!(code.as_str(), "NoSuchKey" | "");
+        let reason = RemoteCause::Status {
+            status,
+            code,
+            message,
+        };
+        if transient {
             return Failure::Transient(reason);
         }
-        Failure::Final(match (status, code.as_str()) {
-            (StatusCode::NOT_FOUND, "NoSuchKey") | (StatusCode::NOT_FOUND, "") => {
-                StorageError::NotFound {
-                    store: self.describe(),
-                    key: key.to_string(),
-                }
-            }
-            (StatusCode::PRECONDITION_FAILED, _) => StorageError::AlreadyExists {
+        Failure::Final(match status {
+            _ if not_found => StorageError::NotFound {
                 store: self.describe(),
                 key: key.to_string(),
             },
-            (StatusCode::FORBIDDEN, _) | (StatusCode::UNAUTHORIZED, _) => StorageError::Denied {
+            StatusCode::PRECONDITION_FAILED => StorageError::AlreadyExists {
+                store: self.describe(),
+                key: key.to_string(),
+            },
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => StorageError::Denied {
                 store: self.describe(),
                 backend: super::ObjectStore::S3,
-                reason,
+                reason: reason.to_string(),
             },
             _ => StorageError::Remote {
                 store: self.describe(),
@@ -419,7 +421,7 @@ impl S3ObjectWriter<'_> {
                         store: storage.describe(),
                         operation: "start a multipart upload of".into(),
                         key: self.key.clone(),
-                        reason: format!("unexpected answer: {reason}"),
+                        reason: RemoteCause::Answer(format!("unexpected answer: {reason}")),
                     }
                 })?;
             self.upload_id = Some(started.upload_id);
@@ -557,7 +559,7 @@ impl ObjectWriter for S3ObjectWriter<'_> {
         let body = response.text().unwrap_or_default();
         if body.contains("<Error>") {
             let ErrorDocument { code, message } = ErrorDocument::parse(&body);
-            let reason = format!("{code}: {message}");
+            let reason = RemoteCause::Answer(format!("{code}: {message}"));
             return Err(StorageError::Remote {
                 store: storage.describe(),
                 operation: "complete the upload of".into(),
@@ -665,7 +667,7 @@ impl Storage for S3Storage {
                     store: self.describe(),
                     operation: "list".into(),
                     key: prefix.into(),
-                    reason: describe_reqwest_error(&e),
+                    reason: RemoteCause::Transport(e),
                 })?;
             // A body that is no listing (a proxy's page answered with 200, say) is an error,
             // never an empty repository.
@@ -675,7 +677,7 @@ impl Storage for S3Storage {
                         store: self.describe(),
                         operation: "list".into(),
                         key: prefix.into(),
-                        reason: format!("unexpected answer: {reason}"),
+                        reason: RemoteCause::Answer(format!("unexpected answer: {reason}")),
                     }
                 })?;
             for object in page.contents {
