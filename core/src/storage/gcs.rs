@@ -196,8 +196,7 @@ impl GcsStorage {
                 Ok(response) if is_transient(response.status()) => {
                     Attempt::Transient(RemoteCause::Status {
                         status: response.status(),
-                        code: String::new(),
-                        message: String::new(),
+                        detail: String::new(),
                     })
                 }
                 Ok(response) => Attempt::Done(response),
@@ -267,8 +266,7 @@ impl GcsStorage {
                 Ok(response) if is_transient(response.status()) => {
                     Attempt::Transient(RemoteCause::Status {
                         status: response.status(),
-                        code: String::new(),
-                        message: String::new(),
+                        detail: String::new(),
                     })
                 }
                 Ok(response) => Attempt::Done(Err(self.classify(response, operation, key))),
@@ -326,8 +324,7 @@ impl GcsStorage {
             .unwrap_or_default();
         let reason = RemoteCause::Status {
             status,
-            code: String::new(),
-            message,
+            detail: message,
         };
         match status {
             StatusCode::NOT_FOUND => StorageError::NotFound {

@@ -89,13 +89,12 @@ pub enum RemoteCause {
     /// The answer could not be read to its end.
     #[error("{0}")]
     Read(#[source] io::Error),
-    /// The store answered with an error status, and the code and message of its error
-    /// document when it sent one.
-    #[error("HTTP {status}{}{}", if code.is_empty() { String::new() } else { format!(" {code}:") }, if message.is_empty() { String::new() } else { format!(" {message}") })]
+    /// The store answered with an error status, and what its error document said (S3:
+    /// `Code: Message`; GCS: the message), if anything.
+    #[error("HTTP {status}{}", if detail.is_empty() { String::new() } else { format!(" {detail}") })]
     Status {
         status: reqwest::StatusCode,
-        code: String,
-        message: String,
+        detail: String,
     },
     /// The request could not be signed.
     #[error("signing: {0}")]

@@ -256,8 +256,11 @@ impl S3Storage {
             status == StatusCode::NOT_FOUND && matches!(code.as_str(), "NoSuchKey" | "");
         let reason = RemoteCause::Status {
             status,
-            code,
-            message,
+            detail: if code.is_empty() {
+                String::new()
+            } else {
+                format!("{code}: {message}")
+            },
         };
         if transient {
             return Failure::Transient(reason);
