@@ -40,18 +40,19 @@ export SC_BACKUP_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/sc-backup"
 mapfile -t executables < <(jq -r 'select(.reason == "compiler-artifact" and .profile.test
   and .executable != null) | .executable' "$work/build.json")
 
-# "executable name" per wanted test.
+# "executable name" per wanted test. Tests are named as the binary lists them (`area::test`);
+# on the command line the bare name is enough.
 for executable in "${executables[@]}"; do
   "$executable" --list --format terse 2>/dev/null | sed -n 's/: test$//p' |
     while read -r name; do echo "$executable $name"; done
 done >"$work/all"
 missing=0
 for name in "$@"; do
-  if ! grep -q " $name\$" "$work/all"; then
+  if ! grep -Eq "[ :]$name\$" "$work/all"; then
     echo "parallel-tests: no test is named $name" >&2
     missing=1
   fi
-  grep " $name\$" "$work/all" >>"$work/wanted" || true
+  grep -E "[ :]$name\$" "$work/all" >>"$work/wanted" || true
 done
 ((missing == 0)) || exit 1
 if $all; then
