@@ -7,7 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use sc_backup_core::config::{names, RawSettings, Secret, Settings};
+use sc_backup_core::config::repositories::RepositoryNumber;
+use sc_backup_core::config::{RawSettings, Secret, Settings};
 
 use crate::error::CliError;
 use crate::pgconf;
@@ -17,7 +18,9 @@ use crate::pgconf;
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Repository and cluster settings (every command)")]
 pub struct SettingsArgs {
-    /// Repository location (default: sc_backup.repository of the cluster)
+    /// Repository: a location, or the number of one of the cluster's repositories (1 is
+    /// sc_backup.repository, 2 to 4 sc_backup.repository2 to 4). Default: repository 1 (and
+    /// for wal-fetch, the next one when a file is missing or damaged there)
     #[arg(long, global = true, env = "SC_BACKUP_REPOSITORY")]
     pub repository: Option<String>,
 
@@ -72,7 +75,38 @@ pub struct SettingsArgs {
 const PASSPHRASE_ENV: &str = "SC_BACKUP_ENCRYPTION_PASSPHRASE";
 
 impl SettingsArgs {
+    /// The repository this command works on: the one `--repository` names (a location, or
+    /// a number of the cluster's), else the cluster's repository 1.
     pub fn resolve(&self) -> Result<Settings, CliError> {
+        let (raw, chosen) = self.raw()?;
+        Ok(Settings::of_repository(
+            &raw,
+            chosen.unwrap_or(RepositoryNumber::FIRST),
+        )?)
+    }
+
+    /// Every repository a file may be read from, in order: the one `--repository` names
+    /// alone, else every repository the cluster configures (1 first).
+    pub fn resolve_all(&self) -> Result<Vec<(RepositoryNumber, Settings)>, CliError> {
+        let (raw, chosen) = self.raw()?;
+        match chosen {
+            Some(number) => Ok(vec![(number, Settings::of_repository(&raw, number)?)]),
+            None if self.repository.is_some() => {
+                Ok(vec![(RepositoryNumber::FIRST, Settings::from_raw(&raw)?)])
+            }
+            None => Ok(Settings::all_from_raw(&raw)?),
+        }
+    }
+
+    /// The settings from every source, and the repository number `--repository` gave (a
+    /// location given instead stands for repository 1, replacing the cluster's).
+    fn raw(&self) -> Result<(RawSettings, Option<RepositoryNumber>), CliError> {
+        let chosen = match self.repository.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(text.parse::<RepositoryNumber>()?)
+            }
+            _ => None,
+        };
         let passphrase = match &self.passphrase_file {
             Some(path) => Some(read_passphrase_file(path)?),
             None => std::env::var(PASSPHRASE_ENV).ok().map(Secret::new),
@@ -83,7 +117,11 @@ impl SettingsArgs {
         // ours, after them, above the cluster's configuration. The server, whose environment
         // is not the operator's, reads them only where its settings say nothing.
         let explicit = RawSettings {
-            repository: self.repository.clone(),
+            repository: if chosen.is_some() {
+                None
+            } else {
+                self.repository.clone()
+            },
             compression: self.compression.clone(),
             compression_level: self.compression_level.clone(),
             encryption: self.encryption.clone(),
@@ -122,12 +160,13 @@ impl SettingsArgs {
             // Flags of `expire` override these; otherwise the cluster's settings apply.
             retention_days: None,
             retention_full: None,
+            further: Default::default(),
         };
         let from_cluster = match self.data_directory() {
             Some(data_directory) => cluster_settings(&data_directory, self.config_file.as_deref())?,
             None => RawSettings::default(),
         };
-        Ok(Settings::from_raw(&explicit.or(from_cluster))?)
+        Ok((explicit.or(from_cluster), chosen))
     }
 
     fn data_directory(&self) -> Option<PathBuf> {
@@ -175,7 +214,7 @@ fn cluster_settings(
     }
     let mut raw = RawSettings::default();
     for (name, value) in assignments {
-        if names::ALL.contains(&name.as_str()) {
+        if RawSettings::takes(&name) {
             raw.set(&name, value);
         }
     }

@@ -12,6 +12,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
 use sc_backup_core::backup::BackupKind;
 use sc_backup_core::config::calendar;
+use sc_backup_core::config::repositories::{RawRepository, FURTHER_REPOSITORY_NAMES};
 use sc_backup_core::config::schedule::{RawScheduleSettings, ScheduleSettings};
 use sc_backup_core::config::{
     defaults, names, CompressionAlgorithm, ConfigError, EncryptionMode, RawSettings,
@@ -230,6 +231,78 @@ settings! {
         c"Expiry keeps at least this many of the newest full backups, whatever their age.",
         c"Every backup taken since the oldest of them stays too; for logical dumps, the newest this many dumps of each database.",
         GucFlags::empty(), range 1, 100_000;
+    REPOSITORY2: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[0].location,
+        c"Repository 2: another place that holds the cluster's WAL and backups, complete and restorable alone.",
+        c"An absolute directory path, a file:// URL, s3://bucket/prefix or gs://bucket/prefix; empty (the default): none. Its own settings are sc_backup.repository2_*; what it leaves unset comes from repository 1's.",
+        GucFlags::empty(), check check_repository;
+    REPOSITORY2_COMPRESSION: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[0].compression,
+        c"Repository 2's compression: none, gzip or zstd; empty: sc_backup.compression.",
+        c"",
+        GucFlags::empty(), check check_further_compression;
+    REPOSITORY2_COMPRESSION_LEVEL: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[0].compression_level,
+        c"Repository 2's compression level; empty: sc_backup.compression_level.",
+        c"",
+        GucFlags::empty(), check check_repository2_compression_level;
+    REPOSITORY2_ENCRYPTION: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[0].encryption,
+        c"Repository 2's encryption: none or age; empty: sc_backup.encryption. Its passphrase is repository2_encryption_passphrase in the secrets file (else repository 1's).",
+        c"",
+        GucFlags::empty(), check check_further_encryption;
+    REPOSITORY2_RETENTION_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[0].retention_days,
+        c"Repository 2's retention in days; empty: sc_backup.retention_days.",
+        c"",
+        GucFlags::empty(), check check_repository2_retention_days;
+    REPOSITORY2_RETENTION_FULL: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[0].retention_full,
+        c"Repository 2's number of full backups always kept; empty: sc_backup.retention_full.",
+        c"",
+        GucFlags::empty(), check check_repository2_retention_full;
+    REPOSITORY3: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[1].location,
+        c"Repository 3: another place that holds the cluster's WAL and backups, complete and restorable alone.",
+        c"An absolute directory path, a file:// URL, s3://bucket/prefix or gs://bucket/prefix; empty (the default): none. Its own settings are sc_backup.repository3_*; what it leaves unset comes from repository 1's.",
+        GucFlags::empty(), check check_repository;
+    REPOSITORY3_COMPRESSION: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[1].compression,
+        c"Repository 3's compression: none, gzip or zstd; empty: sc_backup.compression.",
+        c"",
+        GucFlags::empty(), check check_further_compression;
+    REPOSITORY3_COMPRESSION_LEVEL: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[1].compression_level,
+        c"Repository 3's compression level; empty: sc_backup.compression_level.",
+        c"",
+        GucFlags::empty(), check check_repository3_compression_level;
+    REPOSITORY3_ENCRYPTION: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[1].encryption,
+        c"Repository 3's encryption: none or age; empty: sc_backup.encryption. Its passphrase is repository3_encryption_passphrase in the secrets file (else repository 1's).",
+        c"",
+        GucFlags::empty(), check check_further_encryption;
+    REPOSITORY3_RETENTION_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[1].retention_days,
+        c"Repository 3's retention in days; empty: sc_backup.retention_days.",
+        c"",
+        GucFlags::empty(), check check_repository3_retention_days;
+    REPOSITORY3_RETENTION_FULL: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[1].retention_full,
+        c"Repository 3's number of full backups always kept; empty: sc_backup.retention_full.",
+        c"",
+        GucFlags::empty(), check check_repository3_retention_full;
+    REPOSITORY4: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[2].location,
+        c"Repository 4: another place that holds the cluster's WAL and backups, complete and restorable alone.",
+        c"An absolute directory path, a file:// URL, s3://bucket/prefix or gs://bucket/prefix; empty (the default): none. Its own settings are sc_backup.repository4_*; what it leaves unset comes from repository 1's.",
+        GucFlags::empty(), check check_repository;
+    REPOSITORY4_COMPRESSION: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[2].compression,
+        c"Repository 4's compression: none, gzip or zstd; empty: sc_backup.compression.",
+        c"",
+        GucFlags::empty(), check check_further_compression;
+    REPOSITORY4_COMPRESSION_LEVEL: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[2].compression_level,
+        c"Repository 4's compression level; empty: sc_backup.compression_level.",
+        c"",
+        GucFlags::empty(), check check_repository4_compression_level;
+    REPOSITORY4_ENCRYPTION: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[2].encryption,
+        c"Repository 4's encryption: none or age; empty: sc_backup.encryption. Its passphrase is repository4_encryption_passphrase in the secrets file (else repository 1's).",
+        c"",
+        GucFlags::empty(), check check_further_encryption;
+    REPOSITORY4_RETENTION_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[2].retention_days,
+        c"Repository 4's retention in days; empty: sc_backup.retention_days.",
+        c"",
+        GucFlags::empty(), check check_repository4_retention_days;
+    REPOSITORY4_RETENTION_FULL: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[2].retention_full,
+        c"Repository 4's number of full backups always kept; empty: sc_backup.retention_full.",
+        c"",
+        GucFlags::empty(), check check_repository4_retention_full;
     SCHEDULER: bool<bool> = defaults::SCHEDULER, names::SCHEDULER,
         c"Whether the scheduler worker takes scheduled backups.",
         c"Off: the worker only serves metrics and keeps the audit table up to date.",
@@ -405,6 +478,65 @@ pub fn warn_about_secret_settings() {
     }
 }
 
+// Repositories 2 to 4: the same parsers as repository 1's settings; empty inherits.
+string_check_hook!(check_further_compression, |v| v
+    .parse::<CompressionAlgorithm>()
+    .map(drop));
+string_check_hook!(check_further_encryption, |v| v
+    .parse::<EncryptionMode>()
+    .map(drop));
+/// Check hooks for repository N's whole-number settings, each naming its own setting.
+macro_rules! whole_number_hooks {
+    ($($hook:ident: $index:literal . $field:ident;)*) => {
+        $(string_check_hook!($hook, |v| whole_number(FURTHER_REPOSITORY_NAMES[$index].$field, v));)*
+    };
+}
+whole_number_hooks! {
+    check_repository2_compression_level: 0.compression_level;
+    check_repository2_retention_days: 0.retention_days;
+    check_repository2_retention_full: 0.retention_full;
+    check_repository3_compression_level: 1.compression_level;
+    check_repository3_retention_days: 1.retention_days;
+    check_repository3_retention_full: 1.retention_full;
+    check_repository4_compression_level: 2.compression_level;
+    check_repository4_retention_days: 2.retention_days;
+    check_repository4_retention_full: 2.retention_full;
+}
+
+fn whole_number(like: &'static str, value: &str) -> Result<(), ConfigError> {
+    value
+        .trim()
+        .parse::<u32>()
+        .map(drop)
+        .map_err(|_| ConfigError::NotAnInteger {
+            setting: like,
+            value: value.to_string(),
+        })
+}
+
+/// At server start: repositories 2 to 4 are read by `sc-backup` (restores, and `wal-fetch`
+/// falling back to them), but this version's archiving and backups write repository 1 only;
+/// a DBA who set one must not believe it filled.
+pub fn warn_about_further_repositories() {
+    for (setting, name) in [
+        (&REPOSITORY2, FURTHER_REPOSITORY_NAMES[0].location),
+        (&REPOSITORY3, FURTHER_REPOSITORY_NAMES[1].location),
+        (&REPOSITORY4, FURTHER_REPOSITORY_NAMES[2].location),
+    ] {
+        if cstring_setting(setting).is_some() {
+            pgrx::pg_sys::panic::ErrorReport::new(
+                pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("sc_backup: {name} is set, but archiving and backups write repository 1 only"),
+                "sc_backup",
+            )
+            .set_hint(
+                "sc-backup reads it (--repository N, and wal-fetch falls back to it when a file is missing or damaged in repository 1); keep it filled with a copy of repository 1 until this version writes it too.".to_string(),
+            )
+            .report(pgrx::PgLogLevel::WARNING);
+        }
+    }
+}
+
 string_check_hook!(check_daily_time, |v| {
     calendar::parse_time_of_day(names::DAILY_TIME, v).map(drop)
 });
@@ -548,10 +680,50 @@ pub fn settings() -> Result<Settings, ConfigError> {
         retention_days: Some(RETENTION_DAYS.get().to_string()),
         retention_full: Some(RETENTION_FULL.get().to_string()),
         secrets_file: cstring_setting(&SECRETS_FILE),
+        further: further_repositories(),
     };
     // Every process of the server works in the data directory.
     let raw = raw.with_secrets_file(std::path::Path::new("."))?;
     Settings::from_raw(&raw).and_then(Settings::for_writing)
+}
+
+/// Repositories 2 to 4 as their settings say (unset: `None`, inherited from repository 1).
+fn further_repositories() -> [RawRepository; 3] {
+    let one = |location, compression, level, encryption, days, full| RawRepository {
+        location: cstring_setting(location),
+        compression: cstring_setting(compression),
+        compression_level: cstring_setting(level),
+        encryption: cstring_setting(encryption),
+        encryption_passphrase: None,
+        retention_days: cstring_setting(days),
+        retention_full: cstring_setting(full),
+    };
+    [
+        one(
+            &REPOSITORY2,
+            &REPOSITORY2_COMPRESSION,
+            &REPOSITORY2_COMPRESSION_LEVEL,
+            &REPOSITORY2_ENCRYPTION,
+            &REPOSITORY2_RETENTION_DAYS,
+            &REPOSITORY2_RETENTION_FULL,
+        ),
+        one(
+            &REPOSITORY3,
+            &REPOSITORY3_COMPRESSION,
+            &REPOSITORY3_COMPRESSION_LEVEL,
+            &REPOSITORY3_ENCRYPTION,
+            &REPOSITORY3_RETENTION_DAYS,
+            &REPOSITORY3_RETENTION_FULL,
+        ),
+        one(
+            &REPOSITORY4,
+            &REPOSITORY4_COMPRESSION,
+            &REPOSITORY4_COMPRESSION_LEVEL,
+            &REPOSITORY4_ENCRYPTION,
+            &REPOSITORY4_RETENTION_DAYS,
+            &REPOSITORY4_RETENTION_FULL,
+        ),
+    ]
 }
 
 /// What GUC_check_errdetail()/GUC_check_errhint() do in C: PostgreSQL adds these to its

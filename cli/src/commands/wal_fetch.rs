@@ -18,6 +18,12 @@
 //!   [`STOP_RECOVERY`], with one log line naming the file and the cause. Recovery must never end
 //!   early and promote a cluster missing every later transaction.
 //!
+//! With several repositories (the cluster's `sc_backup.repository2` ...; `--repository`
+//! names one and only that one), each is asked in order: a file missing or damaged in one
+//! comes from the next, with a warning naming both. "Not in the archive" (1) only when every
+//! repository answered that it does not hold the file; a damaged object or an outage with no
+//! repository holding the file is treated as above.
+//!
 //! In a data directory in recovery, segments come from the prefetch spool when a verified copy
 //! is there (`sc_backup_core::wal::prefetch`), and each call makes sure a prefetcher runs: this
 //! same program, started detached with the same arguments and `SC_BACKUP_WAL_PREFETCHER` set,
@@ -30,6 +36,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use sc_backup_core::codec::RepositoryKey;
+use sc_backup_core::config::repositories::RepositoryNumber;
 use sc_backup_core::wal::prefetch::{default_depth, Spool};
 use sc_backup_core::wal::{WalFileKind, WalFileName};
 use sc_backup_core::{Error, Repository, Settings};
@@ -73,15 +80,9 @@ pub struct WalFetchArgs {
 /// module documentation).
 pub fn main(settings: &SettingsArgs, args: &WalFetchArgs) -> ExitCode {
     let fetch = || {
-        settings.resolve().and_then(|settings| {
-            run(
-                &settings,
-                &args.wal_file,
-                &args.destination,
-                args.identity_file.as_deref(),
-                args.prefetch,
-            )
-        })
+        settings
+            .resolve_all()
+            .and_then(|repositories| fetch_from_any(&repositories, args))
     };
     if std::env::var_os(PREFETCHER_ENV).is_some() {
         // The detached prefetcher: nobody reads its status.
@@ -130,6 +131,54 @@ pub fn main(settings: &SettingsArgs, args: &WalFetchArgs) -> ExitCode {
         );
         return ExitCode::from(STOP_RECOVERY);
     }
+}
+
+/// Asks each repository in turn until one has the file. The first repository alone uses the
+/// identity file and the prefetch spool (both belong to it); a later one is a fallback.
+fn fetch_from_any(
+    repositories: &[(RepositoryNumber, Settings)],
+    args: &WalFetchArgs,
+) -> Result<(), CliError> {
+    let mut refusals: Vec<(RepositoryNumber, CliError)> = Vec::new();
+    for (index, (number, settings)) in repositories.iter().enumerate() {
+        let first = index == 0;
+        let outcome = run(
+            settings,
+            &args.wal_file,
+            &args.destination,
+            args.identity_file.as_deref().filter(|_| first),
+            if first { args.prefetch } else { Some(0) },
+        );
+        match outcome {
+            Ok(()) => {
+                if !refusals.is_empty() {
+                    let why: Vec<String> = refusals
+                        .iter()
+                        .map(|(number, error)| match error {
+                            CliError::QuietNotFound => format!("{number} does not hold it"),
+                            error => format!("{number}: {error}"),
+                        })
+                        .collect();
+                    eprintln!(
+                        "sc-backup: warning: WAL file \"{}\" came from {number} ({})",
+                        args.wal_file,
+                        why.join("; ")
+                    );
+                }
+                return Ok(());
+            }
+            Err(error) => refusals.push((*number, error)),
+        }
+    }
+    // None had it. Absent everywhere is the end of the archive; otherwise what went wrong
+    // decides, a damaged copy (which stops recovery) before an outage (which may end).
+    let mut errors: Vec<CliError> = refusals
+        .into_iter()
+        .map(|(_, error)| error)
+        .filter(|error| !matches!(error, CliError::QuietNotFound))
+        .collect();
+    errors.sort_by_key(CliError::is_transient);
+    Err(errors.into_iter().next().unwrap_or(CliError::QuietNotFound))
 }
 
 /// 1 s, 2 s, 4 s ... up to 10 s between attempts.

@@ -12,6 +12,7 @@ pub mod calendar;
 mod conf_line;
 pub mod container_env;
 mod object_store;
+pub mod repositories;
 pub mod schedule;
 mod secrets;
 
@@ -162,11 +163,32 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+
+    #[error("\"{0}\" is not a repository number (1 to 4)")]
+    InvalidRepositoryNumber(String),
+
+    #[error("repository {0} is not configured (sc_backup.repository{0} is not set)")]
+    RepositoryNotConfigured(u8),
+
+    /// A further repository's settings (2 to 4) are wrong; `source` says which value.
+    #[error("repository {number}: {source}")]
+    InRepository {
+        number: u8,
+        #[source]
+        source: Box<ConfigError>,
+    },
 }
 
 impl ConfigError {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
+            ConfigError::InvalidRepositoryNumber(_) | ConfigError::RepositoryNotConfigured(_) => {
+                "Repository 1 is sc_backup.repository; 2 to 4 are sc_backup.repository2 to sc_backup.repository4.".into()
+            }
+            ConfigError::InRepository { number, source } => match source.hint() {
+                Some(hint) => format!("{hint} Repository {number}'s own settings are sc_backup.repository{number}_*; what it leaves unset comes from repository 1's."),
+                None => return None,
+            },
             ConfigError::MissingRepository => format!(
                 "Set {} in postgresql.conf (or ALTER SYSTEM) to an absolute directory path, a file:// URL, s3://bucket/prefix or gs://bucket/prefix, then reload.",
                 names::REPOSITORY
@@ -497,6 +519,8 @@ pub struct RawSettings {
     pub gcs_credentials: Option<String>,
     pub retention_days: Option<String>,
     pub retention_full: Option<String>,
+    /// Repositories 2 to 4 ([`repositories`]).
+    pub further: [repositories::RawRepository; 3],
 }
 
 impl RawSettings {
@@ -520,6 +544,11 @@ impl RawSettings {
             gcs_credentials: self.gcs_credentials.or(fallback.gcs_credentials),
             retention_days: self.retention_days.or(fallback.retention_days),
             retention_full: self.retention_full.or(fallback.retention_full),
+            further: {
+                let [a, b, c] = self.further;
+                let [fa, fb, fc] = fallback.further;
+                [a.or(fa), b.or(fb), c.or(fc)]
+            },
         }
     }
 
@@ -559,8 +588,19 @@ impl RawSettings {
             names::GCS_CREDENTIALS => self.gcs_credentials = Some(value),
             names::RETENTION_DAYS => self.retention_days = Some(value),
             names::RETENTION_FULL => self.retention_full = Some(value),
-            _ => {}
+            _ => {
+                repositories::set_further(&mut self.further, name, value);
+            }
         }
+    }
+
+    /// Whether `name` is one of the settings [`RawSettings::set`] takes: what the CLI looks
+    /// up in a cluster's configuration files.
+    pub fn takes(name: &str) -> bool {
+        names::ALL.contains(&name)
+            || repositories::FURTHER_REPOSITORY_NAMES
+                .iter()
+                .any(|further| further.all().contains(&name))
     }
 }
 

@@ -12,12 +12,14 @@
 //! encryption_passphrase = 'correct horse battery staple'
 //! s3_access_key_id = 'AKIA...'
 //! s3_secret_access_key = '...'
+//! repository2_encryption_passphrase = '...'     # repository 2's own, if it has one
 //! ```
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::repositories::FURTHER_REPOSITORY_NAMES;
 use super::{names, parse_conf_line, ConfigError, RawSettings};
 
 /// The most a secrets file may hold: a few lines.
@@ -28,11 +30,20 @@ const SECRET_NAMES: &[&str] = &[
     names::ENCRYPTION_PASSPHRASE,
     names::S3_ACCESS_KEY_ID,
     names::S3_SECRET_ACCESS_KEY,
+    FURTHER_REPOSITORY_NAMES[0].encryption_passphrase,
+    FURTHER_REPOSITORY_NAMES[1].encryption_passphrase,
+    FURTHER_REPOSITORY_NAMES[2].encryption_passphrase,
 ];
 
 /// The settings whose values are secrets, which must never be stored in a backup's copy of the
 /// configuration nor shown to anyone.
-pub const SECRET_SETTINGS: &[&str] = &[names::ENCRYPTION_PASSPHRASE, names::S3_SECRET_ACCESS_KEY];
+pub const SECRET_SETTINGS: &[&str] = &[
+    names::ENCRYPTION_PASSPHRASE,
+    names::S3_SECRET_ACCESS_KEY,
+    FURTHER_REPOSITORY_NAMES[0].encryption_passphrase,
+    FURTHER_REPOSITORY_NAMES[1].encryption_passphrase,
+    FURTHER_REPOSITORY_NAMES[2].encryption_passphrase,
+];
 
 /// Reads the secrets file at `path`: refused unless it is a regular file owned by this user
 /// (any owner when this user is root) that neither group nor others may read or write.
@@ -77,7 +88,7 @@ pub fn read_secrets_file(path: &Path) -> Result<RawSettings, ConfigError> {
         };
         if !SECRET_NAMES.contains(&full.as_str()) {
             return Err(refuse(format!(
-                "line {}: \"{name}\" is not a secret it may hold (encryption_passphrase, s3_access_key_id, s3_secret_access_key)",
+                "line {}: \"{name}\" is not a secret it may hold (encryption_passphrase, s3_access_key_id, s3_secret_access_key, repository2_encryption_passphrase to repository4_encryption_passphrase)",
                 index + 1
             )));
         }

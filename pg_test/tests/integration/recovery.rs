@@ -289,6 +289,109 @@ fn a_damaged_segment_stops_recovery_instead_of_ending_it_early() {
     restored.stop("fast");
 }
 
+/// Two repositories in the cluster's configuration (the second a copy of the first), a
+/// segment damaged in the first: a real recovery to the end of the archive reads that segment
+/// from repository 2, says so in the server log, and reaches the true end; with repository 1
+/// gone, `--repository 2` alone lists and verifies the backup.
+#[test]
+fn a_segment_damaged_in_one_repository_comes_from_the_next() {
+    let dir = TestDir::new("recovery_second_repository");
+    let first = dir.subdir("first");
+    let second = dir.path.join("second");
+    let (mut primary, mut client) =
+        sc_backup_pg_test::start_primary(&dir, &archiving_conf(&first, ""));
+    let (segments, _) = six_archived_batches(&primary, &mut client);
+    drop(client);
+    primary.stop("fast");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&first)
+            .arg(&second),
+    );
+
+    let damaged_segment = &segments[2];
+    let object = sc_backup_pg_test::objects_under(&first)
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{damaged_segment}-"))
+        })
+        .expect("the third batch's segment is archived");
+    let mut damaged = std::fs::read(&object).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    std::fs::write(&object, &damaged).unwrap();
+
+    let target = dir.path.join("restored");
+    let output = primary
+        .cli(&dir.path, &first)
+        .args(["restore", "--pgdata"])
+        .arg(&target)
+        .args(["--archive-mode", "off"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        sc_backup_pg_test::output_text(&output)
+    );
+    // As a DBA configures a standby or a restored cluster that knows both repositories:
+    // wal-fetch reads them from the configuration, in order.
+    append_auto_conf(
+        &target,
+        &format!(
+            "sc_backup.repository2 = '{}'\nrestore_command = '{} wal-fetch %f %p'",
+            second.display(),
+            sc_backup_bin().display()
+        ),
+    );
+    let mut restored = Cluster::adopt(&dir, "restored", target.clone());
+    restored.start();
+    assert_eq!(restored_rows(&restored), 120_000);
+    restored.stop("fast");
+    let log = restored.log_text();
+    assert!(
+        log.contains(&format!(
+            "sc-backup: warning: WAL file \"{damaged_segment}\" came from repository 2 (repository 1: "
+        )) && log.contains("integrity check failed"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "sc_backup.repository2 is set, but archiving and backups write repository 1 only"
+        ),
+        "the server did not say repository 2 is read only: {log}"
+    );
+
+    // Repository 1 gone: repository 2 alone holds everything.
+    std::fs::rename(&first, dir.path.join("first-gone")).unwrap();
+    for command in [&["list"][..], &["verify"][..]] {
+        let output = sc_backup_pg_test::sc_backup(&dir.path)
+            .arg("-D")
+            .arg(&target)
+            .args(["--repository", "2"])
+            .args(command)
+            .output()
+            .unwrap();
+        let said = sc_backup_pg_test::output_text(&output);
+        assert!(output.status.success(), "{command:?}: {said}");
+    }
+    let output = sc_backup_pg_test::sc_backup(&dir.path)
+        .arg("-D")
+        .arg(&target)
+        .args(["--repository", "3", "list"])
+        .output()
+        .unwrap();
+    let said = sc_backup_pg_test::output_text(&output);
+    assert!(
+        !output.status.success() && said.contains("repository 3 is not configured"),
+        "{said}"
+    );
+}
+
 /// The object store goes away in the middle of a recovery to the end of the archive: a standby
 /// keeps running and asks again, archive recovery stops (after `--retry-for`) instead of
 /// promoting with what it had, and a restart after the outage reaches the true end.
