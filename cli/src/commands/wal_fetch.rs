@@ -79,12 +79,20 @@ pub struct WalFetchArgs {
 /// Runs `wal-fetch` and turns its outcome into the exit status PostgreSQL acts on (see the
 /// module documentation).
 pub fn main(settings: &SettingsArgs, args: &WalFetchArgs) -> ExitCode {
+    let prefetcher = std::env::var_os(PREFETCHER_ENV).is_some();
     let fetch = || {
-        settings
-            .resolve_all()
-            .and_then(|repositories| fetch_from_any(&repositories, args))
+        settings.resolve_all().and_then(|repositories| {
+            // The spool belongs to the first repository: the prefetcher reads that one only,
+            // and a file it cannot get there is left to wal-fetch's fallback (which says so).
+            let asked = if prefetcher {
+                &repositories[..1]
+            } else {
+                &repositories[..]
+            };
+            fetch_from_any(asked, args)
+        })
     };
-    if std::env::var_os(PREFETCHER_ENV).is_some() {
+    if prefetcher {
         // The detached prefetcher: nobody reads its status.
         let _ = fetch();
         return ExitCode::SUCCESS;
