@@ -80,6 +80,14 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Bring repository N up to date with the one --repository names (default 1): every WAL
+    /// file it lacks, verified and re-encoded for its settings; resumable, never replacing
+    /// what is there. Backups are not copied yet
+    Copy {
+        /// The repository to fill: 2 to 4 (sc_backup.repository2 ...), or 1
+        #[arg(long, value_name = "N")]
+        to: String,
+    },
     /// Delete one backup on purpose (an erasure request, say)
     Delete {
         /// Backup name
@@ -172,6 +180,11 @@ fn run(cli: &Cli, settings: &sc_backup_core::config::Settings) -> Result<(), Cli
         } => commands::expire::run_delete(settings, backup, *with_dependents),
         Command::Restore(args) => {
             commands::restore::run(settings, cli.settings.pgdata.as_deref(), args)
+        }
+        Command::Copy { to } => {
+            let to = to.parse()?;
+            let target = cli.settings.resolve_number(to)?;
+            commands::copy::run(settings, to, target, &interrupt::install())
         }
         Command::ContainerSettings { .. } => unreachable!("run before the settings resolve"),
     }

@@ -85,6 +85,12 @@ impl SettingsArgs {
         )?)
     }
 
+    /// The cluster's repository `number`, whatever `--repository` says.
+    pub fn resolve_number(&self, number: RepositoryNumber) -> Result<Settings, CliError> {
+        let (raw, _) = self.raw()?;
+        Ok(Settings::of_repository(&raw, number)?)
+    }
+
     /// Every repository a file may be read from, in order: the one `--repository` names
     /// alone, else every repository the cluster configures (1 first).
     pub fn resolve_all(&self) -> Result<Vec<(RepositoryNumber, Settings)>, CliError> {

@@ -1,4 +1,5 @@
 pub mod container_settings;
+pub mod copy;
 pub mod drill;
 pub mod dump;
 pub mod expire;

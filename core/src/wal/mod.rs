@@ -1,6 +1,7 @@
 //! WAL archiving and fetching: what `archive_library` and `restore_command` do.
 
 pub mod archive_pipeline;
+pub mod copy;
 pub mod prefetch;
 pub mod scan;
 

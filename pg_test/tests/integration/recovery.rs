@@ -379,16 +379,64 @@ fn a_segment_damaged_in_one_repository_comes_from_the_next() {
         let said = sc_backup_pg_test::output_text(&output);
         assert!(output.status.success(), "{command:?}: {said}");
     }
-    let output = sc_backup_pg_test::sc_backup(&dir.path)
-        .arg("-D")
-        .arg(&target)
-        .args(["--repository", "3", "list"])
-        .output()
-        .unwrap();
-    let said = sc_backup_pg_test::output_text(&output);
+    let cli = |args: &[&str]| {
+        let output = sc_backup_pg_test::sc_backup(&dir.path)
+            .arg("-D")
+            .arg(&target)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            sc_backup_pg_test::output_text(&output),
+        )
+    };
+    let (ok, said) = cli(&["--repository", "3", "list"]);
     assert!(
-        !output.status.success() && said.contains("repository 3 is not configured"),
+        !ok && said.contains("repository 3 is not configured"),
         "{said}"
+    );
+
+    // copy fills a new repository 3 (gzip where 2 holds zstd) from 2, resumably.
+    let third = dir.subdir("third");
+    append_auto_conf(
+        &target,
+        &format!(
+            "sc_backup.repository3 = '{}'\nsc_backup.repository3_compression = 'gzip'",
+            third.display()
+        ),
+    );
+    // Every WAL object of repository 2 (its segments and the backup's .backup file).
+    let held = sc_backup_pg_test::objects_under(&second.join("wal")).len();
+    let (ok, said) = cli(&["--repository", "2", "copy", "--to", "3"]);
+    assert!(
+        ok && said.contains(&format!("copied {held} WAL file(s)")),
+        "{said}"
+    );
+    let (ok, said) = cli(&["--repository", "2", "copy", "--to", "3"]);
+    assert!(
+        ok && said.contains("copied 0 WAL file(s)")
+            && said.contains(&format!("{held} were there already")),
+        "{said}"
+    );
+    let fetched = |repository: &str| {
+        let file = dir.path.join(format!("fetched-{repository}"));
+        let (ok, said) = cli(&[
+            "--repository",
+            repository,
+            "wal-fetch",
+            damaged_segment,
+            file.to_str().unwrap(),
+        ]);
+        assert!(ok, "{said}");
+        std::fs::read(&file).unwrap()
+    };
+    assert!(fetched("3") == fetched("2"), "repository 3's copy differs");
+    assert!(
+        sc_backup_pg_test::objects_under(&third)
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".gz")),
+        "repository 3 did not re-encode with its own compression"
     );
 }
 

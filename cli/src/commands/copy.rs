@@ -1,0 +1,73 @@
+//! `sc-backup copy --to N`: brings one of the cluster's repositories up to date with another
+//! (the one `--repository` names, repository 1 by default). This version copies the WAL: every
+//! file the target lacks, verified on the way and re-encoded for the target's compression and
+//! key (see `sc_backup_core::wal::copy`). Backups are not copied yet, and the command says so:
+//! a target without a backup cannot restore alone.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sc_backup_core::config::repositories::RepositoryNumber;
+use sc_backup_core::repository::ClusterIdentity;
+use sc_backup_core::util::bytes::human_bytes;
+use sc_backup_core::wal::copy::copy_wal;
+use sc_backup_core::{Repository, Settings};
+
+use super::{audit_start, audited};
+use crate::error::CliError;
+
+pub fn run(
+    source: &Settings,
+    to: RepositoryNumber,
+    target: Settings,
+    interrupted: &AtomicBool,
+) -> Result<(), CliError> {
+    let source_repository = Repository::open(source)?;
+    let info = source_repository.info();
+    let identity = ClusterIdentity {
+        system_identifier: info.system_identifier.parse().map_err(|_| {
+            CliError::Message(format!(
+                "repository {} records no valid system identifier ({:?})",
+                source.repository, info.system_identifier
+            ))
+        })?,
+        pg_version_num: info.pg_version_num,
+    };
+    // A new target is created for this cluster, with its own key; an existing one must be
+    // this cluster's.
+    let target_repository = Repository::open_for_cluster(&target.for_writing()?, &identity)?;
+    if target_repository.describe() == source_repository.describe() {
+        return Err(CliError::Message(format!(
+            "{to} is the repository being copied ({})",
+            source_repository.describe()
+        )));
+    }
+    let mut timer = audit_start("copy");
+    timer.details().target = Some(format!(
+        "WAL from {} to {to} ({})",
+        source_repository.describe(),
+        target_repository.describe()
+    ));
+    let scratch = tempfile::Builder::new()
+        .prefix("sc-backup-copy-")
+        .tempdir()
+        .map_err(|e| CliError::Message(format!("could not create a scratch directory: {e}")))?;
+    let result = copy_wal(
+        &source_repository,
+        &target_repository,
+        scratch.path(),
+        &|| interrupted.load(Ordering::Relaxed),
+    )
+    .map_err(CliError::from);
+    let report = audited(&target_repository, &timer, result)?;
+    println!(
+        "copied {} WAL file(s) ({}) into {to} ({}); {} were there already",
+        report.copied,
+        human_bytes(report.bytes),
+        target_repository.describe(),
+        report.present
+    );
+    eprintln!(
+        "sc-backup: note: this version copies WAL only; {to} restores alone once it holds a backup too"
+    );
+    Ok(())
+}
