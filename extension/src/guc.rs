@@ -514,9 +514,9 @@ fn whole_number(like: &'static str, value: &str) -> Result<(), ConfigError> {
         })
 }
 
-/// At server start: repositories 2 to 4 are read by `sc-backup` (restores, and `wal-fetch`
-/// falling back to them), but this version's archiving and backups write repository 1 only;
-/// a DBA who set one must not believe it filled.
+/// At server start: repositories 2 to 4 get the WAL (the scheduler worker copies it from
+/// repository 1), but this version's backups write repository 1 only; a DBA who set one must
+/// not believe it restorable alone.
 pub fn warn_about_further_repositories() {
     for (setting, name) in [
         (&REPOSITORY2, FURTHER_REPOSITORY_NAMES[0].location),
@@ -526,11 +526,11 @@ pub fn warn_about_further_repositories() {
         if cstring_setting(setting).is_some() {
             pgrx::pg_sys::panic::ErrorReport::new(
                 pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("sc_backup: {name} is set, but archiving and backups write repository 1 only"),
+                format!("sc_backup: {name} is set: it gets the WAL, but backups write repository 1 only"),
                 "sc_backup",
             )
             .set_hint(
-                "sc-backup reads it (--repository N, and wal-fetch falls back to it when a file is missing or damaged in repository 1); keep it filled with a copy of repository 1 until this version writes it too.".to_string(),
+                "The scheduler worker copies repository 1's WAL into it within seconds. Until backups are written there too, it restores alone only with a copy of repository 1's backups/ (sc-backup reads it with --repository N, and wal-fetch falls back to it).".to_string(),
             )
             .report(pgrx::PgLogLevel::WARNING);
         }
@@ -648,6 +648,22 @@ pub fn archive_parallelism() -> usize {
 }
 
 pub fn settings() -> Result<Settings, ConfigError> {
+    Settings::from_raw(&raw_settings()?).and_then(Settings::for_writing)
+}
+
+/// Every configured repository's settings, repository 1 first.
+pub fn all_settings() -> Result<
+    Vec<(
+        sc_backup_core::config::repositories::RepositoryNumber,
+        Settings,
+    )>,
+    ConfigError,
+> {
+    Settings::all_from_raw(&raw_settings()?)
+}
+
+/// The settings as the server holds them, with the secrets file's.
+fn raw_settings() -> Result<RawSettings, ConfigError> {
     let compression = match COMPRESSION.get() {
         CompressionGuc::None => CompressionAlgorithm::None,
         CompressionGuc::Gzip => CompressionAlgorithm::Gzip,
@@ -683,8 +699,7 @@ pub fn settings() -> Result<Settings, ConfigError> {
         further: further_repositories(),
     };
     // Every process of the server works in the data directory.
-    let raw = raw.with_secrets_file(std::path::Path::new("."))?;
-    Settings::from_raw(&raw).and_then(Settings::for_writing)
+    raw.with_secrets_file(std::path::Path::new("."))
 }
 
 /// Repositories 2 to 4 as their settings say (unset: `None`, inherited from repository 1).

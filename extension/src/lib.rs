@@ -17,6 +17,7 @@ pub mod archiving;
 pub mod audit;
 pub mod backup;
 pub mod catalog;
+pub mod catch_up;
 pub mod dump;
 pub mod guc;
 pub mod host;

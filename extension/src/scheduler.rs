@@ -173,8 +173,20 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
     // a passphrase, s3:// without keys) are said once at start and after each reload that
     // changes the problem, before the archiver fails on every segment.
     let mut settings_problem = warn_about_settings(None);
+    // Repositories 2 to 4 get repository 1's WAL from this thread.
+    let mut catch_up = crate::catch_up::CatchUp::start();
 
     loop {
+        // Only a cluster that archives copies: a restored copy (archive_mode off) or a standby
+        // that does not archive must never write into the repositories it came from.
+        catch_up.configure(archiving_now().then(|| guc::all_settings().ok()).flatten());
+        for (warning, line) in catch_up.news() {
+            if warning {
+                pgrx::warning!("{line}");
+            } else {
+                pgrx::log!("{line}");
+            }
+        }
         let state = in_transaction(|| {
             status::extension_installed().then(|| {
                 (
@@ -303,6 +315,17 @@ fn warn_about_settings(already_said: Option<String>) -> Option<String> {
         report.report(pgrx::PgLogLevel::WARNING);
     }
     Some(text)
+}
+
+/// Whether this server archives WAL now (archive_mode = always, or on outside recovery).
+fn archiving_now() -> bool {
+    // Safety: reads of the postmaster's settings and the shared recovery state.
+    unsafe {
+        let mode = pg_sys::XLogArchiveMode as u32;
+        mode == pg_sys::ArchiveMode::ARCHIVE_MODE_ALWAYS as u32
+            || (mode == pg_sys::ArchiveMode::ARCHIVE_MODE_ON as u32
+                && !pg_sys::RecoveryInProgress())
+    }
 }
 
 /// Sleeps on the latch; SIGTERM (die) ends the process in CHECK_FOR_INTERRUPTS.

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sc_backup_core::config::repositories::RepositoryNumber;
-use sc_backup_core::repository::ClusterIdentity;
+use sc_backup_core::ops::catch_up::identity_of;
 use sc_backup_core::util::bytes::human_bytes;
 use sc_backup_core::wal::copy::copy_wal;
 use sc_backup_core::{Repository, Settings};
@@ -22,16 +22,7 @@ pub fn run(
     interrupted: &AtomicBool,
 ) -> Result<(), CliError> {
     let source_repository = Repository::open(source)?;
-    let info = source_repository.info();
-    let identity = ClusterIdentity {
-        system_identifier: info.system_identifier.parse().map_err(|_| {
-            CliError::Message(format!(
-                "repository {} records no valid system identifier ({:?})",
-                source.repository, info.system_identifier
-            ))
-        })?,
-        pg_version_num: info.pg_version_num,
-    };
+    let identity = identity_of(&source_repository)?;
     // A new target is created for this cluster, with its own key; an existing one must be
     // this cluster's.
     let target_repository = Repository::open_for_cluster(&target.for_writing()?, &identity)?;

@@ -2,6 +2,7 @@
 //! metrics and the audit trail. Every front end (SQL, the scheduler, the CLI) calls these.
 
 pub mod audit;
+pub mod catch_up;
 pub mod health;
 pub mod maintenance;
 pub mod metrics;

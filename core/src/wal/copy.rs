@@ -64,6 +64,20 @@ fn order(name: &WalFileName) -> (bool, String, String) {
     )
 }
 
+/// How many WAL files of `source` `target` lacks.
+pub fn wal_backlog(source: &Repository, target: &Repository) -> Result<u64> {
+    let held: std::collections::HashSet<String> = target
+        .list_wal()?
+        .into_iter()
+        .map(|(name, _)| name.as_str().to_string())
+        .collect();
+    Ok(source
+        .list_wal()?
+        .iter()
+        .filter(|(name, _)| !held.contains(name.as_str()))
+        .count() as u64)
+}
+
 /// Copies every WAL file of `source` that `target` lacks, through a file in `scratch` (a
 /// private directory: one WAL file at a time, never more in memory than a buffer).
 /// `interrupted` is asked between files.

@@ -14,6 +14,7 @@ mod incremental;
 mod logical_dump;
 mod object_storage;
 mod recovery;
+mod repositories;
 mod restore_test;
 mod scheduler;
 mod security_and_input;

@@ -361,9 +361,9 @@ fn a_segment_damaged_in_one_repository_comes_from_the_next() {
     );
     assert!(
         log.contains(
-            "sc_backup.repository2 is set, but archiving and backups write repository 1 only"
+            "sc_backup.repository2 is set: it gets the WAL, but backups write repository 1 only"
         ),
-        "the server did not say repository 2 is read only: {log}"
+        "the server did not say backups skip repository 2: {log}"
     );
 
     // Repository 1 gone: repository 2 alone holds everything.

@@ -1,0 +1,159 @@
+//! The scheduler worker's catch-up thread: copies into repositories 2 to 4 the WAL they lack
+//! from repository 1 (`sc_backup_core::ops::catch_up`), every [`CATCH_UP_EVERY`] and as soon
+//! as the settings change. It never calls PostgreSQL: the worker's main loop hands it the
+//! settings it read and logs what it reports (a repository failing, then catching up again).
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use sc_backup_core::config::repositories::RepositoryNumber;
+use sc_backup_core::ops::catch_up::{catch_up_pass, RepositoryLag};
+use sc_backup_core::{Repository, Settings};
+
+/// Between passes. A further repository's WAL trails repository 1's by at most this, plus the
+/// time to copy, while it is reachable.
+pub const CATCH_UP_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Shared {
+    /// The repositories as last configured; `None` until the worker read them.
+    settings: Option<Vec<(RepositoryNumber, Settings)>>,
+    /// Each further repository's state after the last pass.
+    lags: Vec<RepositoryLag>,
+    /// Set with new settings: the thread runs a pass now.
+    changed: bool,
+}
+
+pub struct CatchUp {
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    /// What the main loop last logged per repository (its error, or none).
+    said: Vec<(RepositoryNumber, Option<String>)>,
+}
+
+impl CatchUp {
+    pub fn start() -> CatchUp {
+        let shared: Arc<(Mutex<Shared>, Condvar)> = Arc::default();
+        let for_thread = Arc::clone(&shared);
+        // The thread blocks no signal the worker needs and never calls pg_sys.
+        if let Err(error) = sc_backup_core::util::threads::spawn_without_signals(
+            "sc_backup catch-up".into(),
+            move || run(&for_thread),
+        ) {
+            pgrx::warning!(
+                "sc_backup: could not start the thread that fills repositories 2 to 4: {error}"
+            );
+        }
+        CatchUp {
+            shared,
+            said: Vec::new(),
+        }
+    }
+
+    /// The repositories to keep up to date (all of them, repository 1 first).
+    pub fn configure(&self, settings: Option<Vec<(RepositoryNumber, Settings)>>) {
+        let (lock, wake) = &*self.shared;
+        let mut shared = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.settings != settings {
+            shared.settings = settings;
+            shared.changed = true;
+            wake.notify_one();
+        }
+    }
+
+    /// Each further repository's state after the last pass.
+    pub fn lags(&self) -> Vec<RepositoryLag> {
+        let (lock, _) = &*self.shared;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).lags.clone()
+    }
+
+    /// The changes since the last call, as log lines: (is a warning, text).
+    pub fn news(&mut self) -> Vec<(bool, String)> {
+        let mut news = Vec::new();
+        for lag in self.lags() {
+            let before = self
+                .said
+                .iter()
+                .find(|(number, _)| *number == lag.number)
+                .map(|(_, error)| error.clone());
+            match (&lag.error, before) {
+                (Some(error), before) if before.as_ref() != Some(&Some(error.clone())) => {
+                    news.push((
+                        true,
+                        format!(
+                            "sc_backup: {} ({}) is not caught up with repository 1{}: {error}",
+                            lag.number,
+                            lag.location,
+                            lag.backlog
+                                .map(|n| format!(" ({n} WAL files behind)"))
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
+                (None, Some(Some(_))) | (None, None) if lag.caught_up_at.is_some() => news.push((
+                    false,
+                    format!(
+                        "sc_backup: {} ({}) holds all of repository 1's WAL ({} file(s) copied)",
+                        lag.number, lag.location, lag.copied
+                    ),
+                )),
+                _ => {}
+            }
+            self.said.retain(|(number, _)| *number != lag.number);
+            self.said.push((lag.number, lag.error.clone()));
+        }
+        news
+    }
+}
+
+/// The thread's body: passes, forever. A pass that panics (a bug) is reported as its
+/// repositories' error and the next pass starts afresh: catching up must not end silently.
+fn run(shared: &(Mutex<Shared>, Condvar)) {
+    loop {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| passes(shared)));
+        if let Err(panic) = outcome {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown".into());
+            let (lock, _) = shared;
+            let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            for lag in &mut guard.lags {
+                lag.error = Some(format!("the catch-up failed unexpectedly ({text})"));
+            }
+            drop(guard);
+            std::thread::sleep(CATCH_UP_EVERY);
+        }
+    }
+}
+
+fn passes(shared: &(Mutex<Shared>, Condvar)) {
+    let (lock, wake) = shared;
+    let mut first: Option<(Settings, Repository)> = None;
+    loop {
+        let (settings, previous) = {
+            let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut guard, _) = wake
+                .wait_timeout_while(guard, CATCH_UP_EVERY, |s| !s.changed)
+                .unwrap_or_else(|e| e.into_inner());
+            guard.changed = false;
+            (guard.settings.clone(), guard.lags.clone())
+        };
+        let Some(settings) = settings.filter(|all| all.len() > 1) else {
+            lock.lock().unwrap_or_else(|e| e.into_inner()).lags.clear();
+            continue;
+        };
+        let (_, first_settings) = &settings[0];
+        if first.as_ref().is_none_or(|(s, _)| s != first_settings) {
+            first = Repository::open(first_settings)
+                .ok()
+                .map(|repository| (first_settings.clone(), repository));
+        }
+        let Some((_, repository)) = &first else {
+            // Nothing archived yet (or repository 1 unreachable): nothing to copy from.
+            continue;
+        };
+        let lags = catch_up_pass(repository, &settings[1..], &previous, &|| false);
+        lock.lock().unwrap_or_else(|e| e.into_inner()).lags = lags;
+    }
+}
