@@ -207,7 +207,8 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
             Ok(None) => notice.log(format!(
                 "sc_backup scheduler: the extension is not installed in database \"{database}\"; run CREATE EXTENSION sc_backup there, or set sc_backup.database"
             )),
-            Ok(Some((status, history, user, last_restore_test, last_dump))) => {
+            Ok(Some((mut status, history, user, last_restore_test, last_dump))) => {
+                status.repositories = catch_up.lags();
                 *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = status;
                 if last_import.is_none_or(|at| at.elapsed() >= IMPORT_EVERY) {
                     import_audit_records(last_import.is_none());
@@ -322,9 +323,8 @@ fn archiving_now() -> bool {
     // Safety: reads of the postmaster's settings and the shared recovery state.
     unsafe {
         let mode = pg_sys::XLogArchiveMode as u32;
-        mode == pg_sys::ArchiveMode::ARCHIVE_MODE_ALWAYS as u32
-            || (mode == pg_sys::ArchiveMode::ARCHIVE_MODE_ON as u32
-                && !pg_sys::RecoveryInProgress())
+        mode == pg_sys::ArchiveMode::ARCHIVE_MODE_ALWAYS
+            || (mode == pg_sys::ArchiveMode::ARCHIVE_MODE_ON && !pg_sys::RecoveryInProgress())
     }
 }
 

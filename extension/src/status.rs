@@ -125,6 +125,8 @@ pub fn gather_status(scheduler_running: bool) -> Status {
         scheduler_running,
         backup_interval_seconds,
         health: Vec::new(),
+        // Known to the scheduler worker alone, which adds them to its own snapshot.
+        repositories: Vec::new(),
     };
     status.wal.backlog =
         archive_backlog(&crate::host::data_directory(), std::time::SystemTime::now())

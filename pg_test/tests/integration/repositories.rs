@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sc_backup_pg_test::{archiving_conf, files_under, sc_backup, TestDir};
+use sc_backup_pg_test::{archiving_conf, files_under, free_port, sc_backup, TestDir};
 
 /// The WAL files a local repository holds, by name.
 fn wal_names(repository: &Path) -> std::collections::BTreeSet<String> {
@@ -16,6 +16,27 @@ fn wal_names(repository: &Path) -> std::collections::BTreeSet<String> {
             Some(base.split('-').next()?.to_string())
         })
         .collect()
+}
+
+/// Repository 2's figures on the worker's metrics endpoint: (backlog, caught up at).
+fn repository_figures(port: u16) -> (Option<f64>, Option<f64>) {
+    let text = reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics"))
+        .and_then(|response| response.text())
+        .unwrap_or_default();
+    let value = |metric: &str| {
+        text.lines()
+            .find(|line| line.starts_with(&format!("{metric}{{repository=\"2\"}} ")))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    (
+        value("sc_backup_repository_wal_backlog_files"),
+        value("sc_backup_repository_caught_up_timestamp_seconds"),
+    )
+}
+
+/// The worker's pass interval (extension/src/catch_up.rs, CATCH_UP_EVERY).
+fn catch_up_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
@@ -31,19 +52,21 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
     let dir = TestDir::new("second_repository_catch_up");
     let first = dir.subdir("first");
     let second = dir.subdir("second");
+    let port = free_port();
     let (primary, mut client) = sc_backup_pg_test::start_primary(
         &dir,
         &archiving_conf(
             &first,
             &format!(
-                "sc_backup.repository2 = '{}'\nsc_backup.repository2_compression = 'gzip'",
+                "sc_backup.repository2 = '{}'\nsc_backup.repository2_compression = 'gzip'\n\
+                 sc_backup.metrics_listen = '127.0.0.1:{port}'",
                 second.display()
             ),
         ),
     );
     client.batch_execute("CREATE TABLE t (n int)").unwrap();
     // A switch with nothing written since the last one switches nothing: write first.
-    let mut next_segment = |client: &mut sc_backup_pg_test::postgres::Client| {
+    let next_segment = |client: &mut sc_backup_pg_test::postgres::Client| {
         client
             .batch_execute("INSERT INTO t SELECT generate_series(1, 1000)")
             .unwrap();
@@ -67,6 +90,13 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
         "repository 2 did not use its own compression"
     );
 
+    wait_for(
+        "the metrics to show repository 2 caught up",
+        Duration::from_secs(30),
+        || matches!(repository_figures(port), (Some(backlog), Some(_)) if backlog == 0.0),
+    );
+    let (_, caught_up_before) = repository_figures(port);
+
     // Repository 2 goes away: archiving into repository 1 goes on, and the worker says so.
     let away = dir.path.join("second-away");
     std::fs::rename(&second, &away).unwrap();
@@ -83,6 +113,21 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
                     .log_text()
                     .contains("is not caught up with repository 1")
         },
+    );
+    // Its RPO grows: no backlog can be counted, and the time it last held everything stays
+    // where it was, pass after pass.
+    wait_for(
+        "the backlog to become unknown",
+        Duration::from_secs(15),
+        || repository_figures(port).0.is_none(),
+    );
+    let (_, caught_up_during) = repository_figures(port);
+    assert!(caught_up_during >= caught_up_before, "{caught_up_during:?}");
+    std::thread::sleep(catch_up_interval() + Duration::from_secs(2));
+    assert_eq!(
+        repository_figures(port),
+        (None, caught_up_during),
+        "repository 2 counted as caught up while away"
     );
     let ready = std::fs::read_dir(primary.data.join("pg_wal/archive_status"))
         .unwrap()
@@ -109,6 +154,14 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
                 && primary
                     .log_text()
                     .contains("holds all of repository 1's WAL")
+        },
+    );
+    wait_for(
+        "the metrics to show repository 2 caught up again",
+        Duration::from_secs(30),
+        || {
+            matches!(repository_figures(port), (Some(backlog), Some(at))
+            if backlog == 0.0 && Some(at) > caught_up_before)
         },
     );
     for segment in &during {
