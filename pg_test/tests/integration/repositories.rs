@@ -185,3 +185,138 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
         );
     }
 }
+
+/// Repository 1 local, repository 2 on S3 behind a proxy, under pgbench: the S3 side refuses
+/// every connection for a while. Archiving into repository 1 never fails and `pg_wal` does not
+/// fill; once S3 answers again, repository 2 catches up and holds exactly repository 1's WAL.
+#[test]
+fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
+    use sc_backup_pg_test::fault_proxy::{Fault, FaultProxy};
+    let dir = TestDir::new("offsite_outage");
+    let server = sc_backup_pg_test::S3Server::start(&dir, "s3");
+    server.create_bucket("offsite");
+    let proxy = FaultProxy::start(server.endpoint.trim_start_matches("http://").to_string());
+    let first = dir.subdir("local");
+    let port = free_port();
+    let conf = server.conf().replace(&server.endpoint, &proxy.endpoint());
+    let (primary, mut client) = sc_backup_pg_test::start_primary(
+        &dir,
+        &archiving_conf(
+            &first,
+            &format!(
+                "{conf}sc_backup.repository2 = 's3://offsite/pg'\n\
+                 sc_backup.metrics_listen = '127.0.0.1:{port}'\narchive_timeout = 2"
+            ),
+        ),
+    );
+    let offsite = || {
+        sc_backup_core::Repository::open(
+            &sc_backup_core::Settings::from_raw(&sc_backup_core::RawSettings {
+                repository: Some("s3://offsite/pg".into()),
+                s3_endpoint: Some(server.endpoint.clone()),
+                s3_region: Some("us-east-1".into()),
+                s3_access_key_id: Some(sc_backup_pg_test::S3Server::ACCESS_KEY.into()),
+                s3_secret_access_key: Some(sc_backup_core::config::Secret::new(String::from(
+                    sc_backup_pg_test::S3Server::SECRET_KEY,
+                ))),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+    };
+    let offsite_names = || -> std::collections::BTreeSet<String> {
+        offsite()
+            .and_then(|repository| repository.list_wal())
+            .map(|files| {
+                files
+                    .into_iter()
+                    .map(|(name, _)| name.as_str().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    sc_backup_pg_test::run_ok(&mut primary.pgbench(&["-i", "-s", "2", "-q"]));
+    let mut load = primary
+        .pgbench(&["-T", "75", "-c", "2", "-j", "2", "-R", "200"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "repository 2 to catch up under load",
+        Duration::from_secs(60),
+        || matches!(repository_figures(port), (Some(backlog), Some(_)) if backlog == 0.0),
+    );
+    let failed = |client: &mut sc_backup_pg_test::postgres::Client| -> i64 {
+        client
+            .query_one("SELECT failed_count FROM pg_stat_archiver", &[])
+            .unwrap()
+            .get(0)
+    };
+    let failed_before = failed(&mut client);
+
+    // The outage: 40 seconds of refused connections while the load goes on.
+    proxy.set(Fault::Refuse);
+    let outage = Instant::now();
+    let mut most_ready = 0;
+    while outage.elapsed() < Duration::from_secs(40) {
+        let ready = std::fs::read_dir(primary.data.join("pg_wal/archive_status"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".ready")
+            })
+            .count();
+        most_ready = most_ready.max(ready);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let archived_during = wal_names(&first).len();
+    assert!(
+        primary
+            .log_text()
+            .contains("is not caught up with repository 1"),
+        "the outage went unreported"
+    );
+    assert_eq!(
+        failed(&mut client),
+        failed_before,
+        "archiving into repository 1 failed"
+    );
+    assert!(
+        most_ready <= 3,
+        "pg_wal filled: {most_ready} segments waited at once"
+    );
+
+    // Back: every file repository 1 holds arrives.
+    proxy.set(Fault::Pass);
+    let _ = load.wait();
+    client.batch_execute("SELECT pg_switch_wal()").unwrap();
+    wait_for(
+        "repository 2 to hold repository 1's WAL",
+        Duration::from_secs(120),
+        || {
+            let local = wal_names(&first);
+            local.len() >= archived_during && offsite_names() == local
+        },
+    );
+    let newest = wal_names(&first).into_iter().next_back().unwrap();
+    let fetch = |repository: &str| {
+        let file = dir.path.join(format!("{newest}-{repository}"));
+        let output = sc_backup(&primary.data)
+            .args(["--repository", repository, "wal-fetch", &newest])
+            .arg(&file)
+            .env("SC_BACKUP_S3_ENDPOINT", &server.endpoint)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            sc_backup_pg_test::output_text(&output)
+        );
+        std::fs::read(&file).unwrap()
+    };
+    assert!(fetch("2") == fetch("1"), "{newest} differs in repository 2");
+}
