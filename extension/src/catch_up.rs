@@ -4,7 +4,7 @@
 //! settings it read and logs what it reports (a repository failing, then catching up again).
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sc_backup_core::config::repositories::RepositoryNumber;
 use sc_backup_core::ops::catch_up::{catch_up_pass, RepositoryLag};
@@ -13,6 +13,8 @@ use sc_backup_core::{Repository, Settings};
 /// Between passes. A further repository's WAL trails repository 1's by at most this, plus the
 /// time to copy, while it is reachable.
 pub const CATCH_UP_EVERY: Duration = Duration::from_secs(10);
+/// Between two warnings about the same repository still failing.
+const REMIND_EVERY: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
 struct Shared {
@@ -26,8 +28,9 @@ struct Shared {
 
 pub struct CatchUp {
     shared: Arc<(Mutex<Shared>, Condvar)>,
-    /// What the main loop last logged per repository (its error, or none).
-    said: Vec<(RepositoryNumber, Option<String>)>,
+    /// Each repository the main loop reported on, and when it last warned that it fails
+    /// (`None`: it said the repository is caught up).
+    said: Vec<(RepositoryNumber, Option<Instant>)>,
 }
 
 impl CatchUp {
@@ -66,17 +69,20 @@ impl CatchUp {
         lock.lock().unwrap_or_else(|e| e.into_inner()).lags.clone()
     }
 
-    /// The changes since the last call, as log lines: (is a warning, text).
+    /// The changes since the last call, as log lines: (is a warning, text). A repository
+    /// that starts failing is reported at once, then again every [`REMIND_EVERY`] while it
+    /// fails (its error's text changes from file to file: it is no reason to say it again);
+    /// one that catches up, once.
     pub fn news(&mut self) -> Vec<(bool, String)> {
         let mut news = Vec::new();
         for lag in self.lags() {
-            let before = self
+            let said = self
                 .said
                 .iter()
-                .find(|(number, _)| *number == lag.number)
-                .map(|(_, error)| error.clone());
-            match (&lag.error, before) {
-                (Some(error), before) if before.as_ref() != Some(&Some(error.clone())) => {
+                .position(|(number, _)| *number == lag.number);
+            let last_warning = said.and_then(|i| self.said[i].1);
+            match &lag.error {
+                Some(error) if last_warning.is_none_or(|at| at.elapsed() >= REMIND_EVERY) => {
                     news.push((
                         true,
                         format!(
@@ -88,20 +94,30 @@ impl CatchUp {
                                 .unwrap_or_default()
                         ),
                     ));
+                    self.remember(lag.number, Some(Instant::now()));
                 }
-                (None, Some(Some(_))) | (None, None) if lag.caught_up_at.is_some() => news.push((
-                    false,
-                    format!(
-                        "sc_backup: {} ({}) holds all of repository 1's WAL ({} file(s) copied)",
-                        lag.number, lag.location, lag.copied
-                    ),
-                )),
-                _ => {}
+                Some(_) => {}
+                None if lag.caught_up_at.is_some()
+                    && (said.is_none() || last_warning.is_some()) =>
+                {
+                    news.push((
+                        false,
+                        format!(
+                            "sc_backup: {} ({}) holds all of repository 1's WAL ({} file(s) copied)",
+                            lag.number, lag.location, lag.copied
+                        ),
+                    ));
+                    self.remember(lag.number, None);
+                }
+                None => {}
             }
-            self.said.retain(|(number, _)| *number != lag.number);
-            self.said.push((lag.number, lag.error.clone()));
         }
         news
+    }
+
+    fn remember(&mut self, number: RepositoryNumber, warned_at: Option<Instant>) {
+        self.said.retain(|(n, _)| *n != number);
+        self.said.push((number, warned_at));
     }
 }
 
