@@ -171,6 +171,7 @@ fn run(cli: &Cli, settings: &sc_backup_core::config::Settings) -> Result<(), Cli
             sc_backup_core::ops::retention::RetentionPolicy {
                 days: retention_days.unwrap_or(settings.retention.days),
                 min_backups: retention_full.unwrap_or(settings.retention.min_backups),
+                tiers: settings.retention.tiers,
             },
             *dry_run,
         ),

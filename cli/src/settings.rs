@@ -166,6 +166,9 @@ impl SettingsArgs {
             // Flags of `expire` override these; otherwise the cluster's settings apply.
             retention_days: None,
             retention_full: None,
+            retention_hourly_days: None,
+            retention_daily_days: None,
+            retention_weekly_days: None,
             further: Default::default(),
         };
         let from_cluster = match self.data_directory() {

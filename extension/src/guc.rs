@@ -303,6 +303,18 @@ settings! {
         c"Repository 4's number of full backups always kept; empty: sc_backup.retention_full.",
         c"",
         GucFlags::empty(), check check_repository4_retention_full;
+    RETENTION_HOURLY_DAYS: int<i32> = -1, names::RETENTION_HOURLY_DAYS,
+        c"Days the hourly backups (backup_type hourly) are kept; -1 (the default): sc_backup.retention_days.",
+        c"The playbook's tiers: hourly backups 30 days, daily ones long-term, weekly ones extended. WAL is kept from the oldest backup within sc_backup.retention_days on; older backups a longer tier keeps keep only the WAL that makes them consistent.",
+        GucFlags::empty(), range -1, 36_500;
+    RETENTION_DAILY_DAYS: int<i32> = -1, names::RETENTION_DAILY_DAYS,
+        c"Days the daily backups are kept; -1 (the default): sc_backup.retention_days.",
+        c"",
+        GucFlags::empty(), range -1, 36_500;
+    RETENTION_WEEKLY_DAYS: int<i32> = -1, names::RETENTION_WEEKLY_DAYS,
+        c"Days the weekly backups are kept; -1 (the default): sc_backup.retention_days.",
+        c"",
+        GucFlags::empty(), range -1, 36_500;
     SCHEDULER: bool<bool> = defaults::SCHEDULER, names::SCHEDULER,
         c"Whether the scheduler worker takes scheduled backups.",
         c"Off: the worker only serves metrics and keeps the audit table up to date.",
@@ -695,6 +707,9 @@ fn raw_settings() -> Result<RawSettings, ConfigError> {
         gcs_credentials: cstring_setting(&GCS_CREDENTIALS),
         retention_days: Some(RETENTION_DAYS.get().to_string()),
         retention_full: Some(RETENTION_FULL.get().to_string()),
+        retention_hourly_days: Some(RETENTION_HOURLY_DAYS.get().to_string()),
+        retention_daily_days: Some(RETENTION_DAILY_DAYS.get().to_string()),
+        retention_weekly_days: Some(RETENTION_WEEKLY_DAYS.get().to_string()),
         secrets_file: cstring_setting(&SECRETS_FILE),
         further: further_repositories(),
     };

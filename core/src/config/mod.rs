@@ -37,6 +37,9 @@ pub mod names {
     pub const GCS_CREDENTIALS: &str = "sc_backup.gcs_credentials";
     pub const RETENTION_DAYS: &str = "sc_backup.retention_days";
     pub const RETENTION_FULL: &str = "sc_backup.retention_full";
+    pub const RETENTION_HOURLY_DAYS: &str = "sc_backup.retention_hourly_days";
+    pub const RETENTION_DAILY_DAYS: &str = "sc_backup.retention_daily_days";
+    pub const RETENTION_WEEKLY_DAYS: &str = "sc_backup.retention_weekly_days";
     // The scheduler's settings, read only by the extension's worker.
     pub const SCHEDULER: &str = "sc_backup.scheduler";
     pub const DATABASE: &str = "sc_backup.database";
@@ -76,6 +79,9 @@ pub mod names {
         GCS_CREDENTIALS,
         RETENTION_DAYS,
         RETENTION_FULL,
+        RETENTION_HOURLY_DAYS,
+        RETENTION_DAILY_DAYS,
+        RETENTION_WEEKLY_DAYS,
     ];
 }
 
@@ -519,6 +525,10 @@ pub struct RawSettings {
     pub gcs_credentials: Option<String>,
     pub retention_days: Option<String>,
     pub retention_full: Option<String>,
+    /// Each tier's days (`-1` or empty: `retention_days`).
+    pub retention_hourly_days: Option<String>,
+    pub retention_daily_days: Option<String>,
+    pub retention_weekly_days: Option<String>,
     /// Repositories 2 to 4 ([`repositories`]).
     pub further: [repositories::RawRepository; 3],
 }
@@ -544,6 +554,13 @@ impl RawSettings {
             gcs_credentials: self.gcs_credentials.or(fallback.gcs_credentials),
             retention_days: self.retention_days.or(fallback.retention_days),
             retention_full: self.retention_full.or(fallback.retention_full),
+            retention_hourly_days: self
+                .retention_hourly_days
+                .or(fallback.retention_hourly_days),
+            retention_daily_days: self.retention_daily_days.or(fallback.retention_daily_days),
+            retention_weekly_days: self
+                .retention_weekly_days
+                .or(fallback.retention_weekly_days),
             further: {
                 let [a, b, c] = self.further;
                 let [fa, fb, fc] = fallback.further;
@@ -588,6 +605,9 @@ impl RawSettings {
             names::GCS_CREDENTIALS => self.gcs_credentials = Some(value),
             names::RETENTION_DAYS => self.retention_days = Some(value),
             names::RETENTION_FULL => self.retention_full = Some(value),
+            names::RETENTION_HOURLY_DAYS => self.retention_hourly_days = Some(value),
+            names::RETENTION_DAILY_DAYS => self.retention_daily_days = Some(value),
+            names::RETENTION_WEEKLY_DAYS => self.retention_weekly_days = Some(value),
             _ => {
                 repositories::set_further(&mut self.further, name, value);
             }
@@ -610,6 +630,39 @@ pub struct RetentionPolicy {
     pub days: u32,
     /// Keep at least this many of the newest backups (values below 1 count as 1).
     pub min_backups: u32,
+    /// Days the scheduled tiers' backups are kept, where they differ from `days`.
+    pub tiers: TierDays,
+}
+
+/// The playbook's tiers: hourly backups kept 30 days, daily ones long-term, weekly ones
+/// extended. A backup belongs to the tier its label (`backup_type`) names; `None`: `days`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierDays {
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+}
+
+impl RetentionPolicy {
+    /// The policy with no tier of its own.
+    pub fn uniform(days: u32, min_backups: u32) -> RetentionPolicy {
+        RetentionPolicy {
+            days,
+            min_backups,
+            tiers: TierDays::default(),
+        }
+    }
+
+    /// How many days a backup labelled `backup_type` is kept.
+    pub fn days_for(&self, backup_type: &str) -> u32 {
+        match backup_type {
+            "hourly" => self.tiers.hourly,
+            "daily" => self.tiers.daily,
+            "weekly" => self.tiers.weekly,
+            _ => None,
+        }
+        .unwrap_or(self.days)
+    }
 }
 
 /// Validated settings.
@@ -779,6 +832,11 @@ impl Settings {
                 &raw.retention_full,
                 defaults::RETENTION_FULL,
             )?,
+            tiers: TierDays {
+                hourly: parse_tier_days(names::RETENTION_HOURLY_DAYS, &raw.retention_hourly_days)?,
+                daily: parse_tier_days(names::RETENTION_DAILY_DAYS, &raw.retention_daily_days)?,
+                weekly: parse_tier_days(names::RETENTION_WEEKLY_DAYS, &raw.retention_weekly_days)?,
+            },
         };
         Ok(Settings {
             repository,
@@ -789,6 +847,23 @@ impl Settings {
             gcs,
             retention,
         })
+    }
+}
+
+/// A tier's days: `None` when unset, empty or -1 (the tier follows `retention_days`).
+fn parse_tier_days(
+    setting: &'static str,
+    value: &Option<String>,
+) -> Result<Option<u32>, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") | Some("-1") => Ok(None),
+        Some(text) => text
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| ConfigError::NotAnInteger {
+                setting,
+                value: text.to_string(),
+            }),
     }
 }
 

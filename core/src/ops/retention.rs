@@ -82,6 +82,17 @@ fn segment_position(key: &str) -> Option<(u32, u64)> {
     Some((timeline, (high << 32) | low))
 }
 
+/// `(timeline, segment number)` of the segment holding the backup's last byte of WAL.
+fn stop_position(backup: &BackupMetadata) -> (u32, u64) {
+    let segment = backup.wal_segment_size.max(1);
+    let per_id = 0x1_0000_0000 / segment;
+    let number = backup.stop_lsn.0.saturating_sub(1).max(backup.start_lsn.0) / segment;
+    (
+        backup.timeline,
+        ((number / per_id) << 32) | (number % per_id),
+    )
+}
+
 fn start_position(backup: &BackupMetadata) -> Result<(u32, u64)> {
     let segment = backup.wal_segment_size.max(1);
     let per_id = 0x1_0000_0000 / segment;
@@ -133,11 +144,22 @@ pub fn plan_expiry(
         .filter(|(_, backup)| backup.method == BackupKind::Full)
         .nth(policy.min_backups.max(1) as usize - 1)
         .map_or(0, |(index, _)| index);
+    // Each backup for its tier's days (`retention_days` unless its tier has its own). Those
+    // kept by `retention_days` or `retention_full` are the point-in-time recovery window:
+    // WAL is kept from the oldest of them on. Older ones a longer tier keeps (weekly backups
+    // for a year, say) keep only the WAL that makes each of them consistent.
     let mut keep: HashSet<&str> = HashSet::new();
+    let mut window: HashSet<&str> = HashSet::new();
     for (index, backup) in backups.iter().enumerate() {
-        let recent = backup.playbook.stop_time >= cutoff;
-        if recent || index >= protected_from {
+        let label = backup.playbook.backup_type.as_str();
+        let tier_cutoff = now - chrono::Duration::days(i64::from(policy.days_for(label)));
+        let protected = index >= protected_from;
+        if protected || backup.playbook.stop_time >= tier_cutoff {
             keep.insert(&backup.playbook.backup_name);
+        }
+        let kept = keep.contains(backup.playbook.backup_name.as_str());
+        if protected || (kept && backup.playbook.stop_time >= cutoff) {
+            window.insert(&backup.playbook.backup_name);
         }
     }
     // A kept incremental or differential backup keeps the backups it is restored through.
@@ -145,34 +167,49 @@ pub fn plan_expiry(
         .iter()
         .map(|b| (b.playbook.backup_name.as_str(), b))
         .collect();
-    let mut pending: Vec<&str> = keep.iter().copied().collect();
-    while let Some(name) = pending.pop() {
-        let parent = by_name
-            .get(name)
-            .and_then(|b| b.parent.as_deref())
-            .unwrap_or("");
-        if !parent.is_empty() && by_name.contains_key(parent) && keep.insert(parent) {
-            pending.push(parent);
+    // The window's chains are in the window too: point-in-time recovery starts from the
+    // oldest backup a restore inside it reads.
+    for set in [&mut keep, &mut window] {
+        let mut pending: Vec<&str> = set.iter().copied().collect();
+        while let Some(name) = pending.pop() {
+            let parent = by_name
+                .get(name)
+                .and_then(|b| b.parent.as_deref())
+                .unwrap_or("");
+            if !parent.is_empty() && by_name.contains_key(parent) && set.insert(parent) {
+                pending.push(parent);
+            }
         }
     }
-    let mut oldest_kept: Option<&BackupMetadata> = None;
+    let mut oldest_in_window: Option<&BackupMetadata> = None;
+    // (timeline, first segment, last segment) of each kept backup older than the window.
+    let mut consistency: Vec<(u32, u64, u64)> = Vec::new();
     for backup in &backups {
         if keep.contains(backup.playbook.backup_name.as_str()) {
             plan.kept_backups.push(backup.playbook.backup_name.clone());
-            oldest_kept.get_or_insert(backup);
+            if window.contains(backup.playbook.backup_name.as_str()) {
+                oldest_in_window.get_or_insert(backup);
+            } else if oldest_in_window.is_none() {
+                let (timeline, first) = start_position(backup)?;
+                let (_, last) = stop_position(backup);
+                consistency.push((timeline, first, last));
+            }
         } else {
             plan.expired_backups
                 .push(backup.playbook.backup_name.clone());
         }
     }
-    let oldest_kept = oldest_kept.expect("the newest backup is always kept");
-    let (keep_timeline, keep_from) = start_position(oldest_kept)?;
+    let oldest_in_window = oldest_in_window.expect("the newest backup is always in the window");
+    let (keep_timeline, keep_from) = start_position(oldest_in_window)?;
     for object in repository.storage().list("wal/")? {
         if object.key.starts_with("wal/history/") {
             continue;
         }
         if let Some((timeline, position)) = segment_position(&object.key) {
-            if timeline <= keep_timeline && position < keep_from {
+            let makes_one_consistent = consistency
+                .iter()
+                .any(|(t, first, last)| *t == timeline && (*first..=*last).contains(&position));
+            if timeline <= keep_timeline && position < keep_from && !makes_one_consistent {
                 plan.expired_wal_bytes += object.size;
                 plan.expired_wal.push(object.key);
             }
@@ -393,10 +430,7 @@ mod tests {
             archive_segment(&repo, work.path(), segment);
         }
         backup(&repo, work.path(), "a_full", 2, 1, now);
-        let policy = RetentionPolicy {
-            days: 30,
-            min_backups: 1,
-        };
+        let policy = RetentionPolicy::uniform(30, 1);
         let (writer, entries, metadata) =
             staged_backup(&repo, work.path(), "b_full", 4, 0, now, None);
         let plan = plan_expiry(&repo, policy, now).unwrap();
@@ -445,10 +479,7 @@ mod tests {
             archive_segment(&repo, work.path(), segment);
         }
         backup(&repo, work.path(), "round00_full", 1, 40, now);
-        let policy = RetentionPolicy {
-            days: 30,
-            min_backups: 1,
-        };
+        let policy = RetentionPolicy::uniform(30, 1);
         // Every third round a new full backup, otherwise an incremental on the newest one;
         // each a few days younger, so that older chains pass out of retention meanwhile.
         for round in 1..=12u64 {
@@ -507,10 +538,7 @@ mod tests {
         }
         backup(&repo, work.path(), "a_full", 2, 40, now);
         backup(&repo, work.path(), "b_full", 4, 1, now);
-        let policy = RetentionPolicy {
-            days: 30,
-            min_backups: 1,
-        };
+        let policy = RetentionPolicy::uniform(30, 1);
         let plan = plan_expiry(&repo, policy, now).unwrap();
         assert_eq!(plan.expired_backups, ["a_full"]);
         assert!(!plan.expired_wal.is_empty());
@@ -556,20 +584,74 @@ mod tests {
         backup(&repo, work.path(), "d_full", 5, 60, now);
         backup_against(&repo, work.path(), "e_incr", 6, 50, now, Some("d_full"));
         backup_against(&repo, work.path(), "f_incr", 7, 40, now, Some("e_incr"));
-        let plan = plan_expiry(
-            &repo,
-            RetentionPolicy {
-                days: 30,
-                min_backups: 2,
-            },
-            now,
-        )
-        .unwrap();
+        let plan = plan_expiry(&repo, RetentionPolicy::uniform(30, 2), now).unwrap();
         assert_eq!(plan.expired_backups, ["a_full"]);
         assert_eq!(
             plan.kept_backups,
             ["b_full", "c_incr", "d_full", "e_incr", "f_incr"]
         );
+    }
+
+    /// A full backup labelled as the schedule `label` takes it.
+    fn backup_labelled(
+        repo: &Repository,
+        work: &Path,
+        name: &str,
+        segment: u64,
+        age_days: i64,
+        now: DateTime<Utc>,
+        label: &str,
+    ) {
+        let (writer, entries, mut report) =
+            staged_backup(repo, work, name, segment, age_days, now, None);
+        report.backup_type = label.into();
+        writer.finish(entries, None, report).unwrap();
+    }
+
+    /// The playbook's tiers: each backup kept for its tier's days; WAL continuous from the
+    /// oldest backup within retention_days, and before it only what makes each kept backup
+    /// consistent.
+    #[test]
+    fn each_tier_keeps_its_backups_for_its_days_and_old_ones_only_their_own_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = repository(dir.path());
+        let now = Utc::now();
+        for segment in 1..=9 {
+            archive_segment(&repo, work.path(), segment);
+        }
+        backup_labelled(&repo, work.path(), "a_weekly", 2, 200, now, "weekly");
+        backup_labelled(&repo, work.path(), "b_daily", 4, 60, now, "daily");
+        backup_labelled(&repo, work.path(), "c_daily", 5, 100, now, "daily");
+        backup_labelled(&repo, work.path(), "d_hourly", 6, 10, now, "hourly");
+        backup_labelled(&repo, work.path(), "e_hourly", 8, 1, now, "hourly");
+        let policy = RetentionPolicy {
+            tiers: crate::config::TierDays {
+                hourly: Some(7),
+                daily: Some(90),
+                weekly: Some(365),
+            },
+            ..RetentionPolicy::uniform(30, 1)
+        };
+        let plan = plan_expiry(&repo, policy, now).unwrap();
+        // Oldest first: c_daily (100 days) is past the daily tier, d_hourly past the hourly.
+        assert_eq!(plan.expired_backups, ["c_daily", "d_hourly"]);
+        assert_eq!(plan.kept_backups, ["a_weekly", "b_daily", "e_hourly"]);
+        let expired_segments: Vec<String> = plan
+            .expired_wal
+            .iter()
+            .map(|key| key.rsplit('/').next().unwrap()[..24].to_string())
+            .collect();
+        let segment = |n: u64| format!("{:024X}", (1u128 << 64) | n as u128);
+        assert_eq!(
+            expired_segments,
+            [1, 3, 5, 6, 7].map(segment),
+            "kept: 2 (a_weekly), 4 (b_daily), 8 and 9 (the window)"
+        );
+
+        // Without tiers, retention_days alone: everything older than 30 days goes.
+        let uniform = plan_expiry(&repo, RetentionPolicy::uniform(30, 1), now).unwrap();
+        assert_eq!(uniform.expired_backups, ["a_weekly", "c_daily", "b_daily"]);
     }
 
     #[test]
@@ -586,10 +668,7 @@ mod tests {
         backup_against(&repo, work.path(), "c_incr", 4, 40, now, Some("b_full"));
         backup_against(&repo, work.path(), "d_incr", 6, 10, now, Some("c_incr"));
         backup(&repo, work.path(), "e_full", 8, 1, now);
-        let policy = RetentionPolicy {
-            days: 30,
-            min_backups: 1,
-        };
+        let policy = RetentionPolicy::uniform(30, 1);
         let plan = plan_expiry(&repo, policy, now).unwrap();
         assert_eq!(plan.expired_backups, ["a_full"]);
         assert_eq!(plan.kept_backups, ["b_full", "c_incr", "d_incr", "e_full"]);
@@ -630,15 +709,7 @@ mod tests {
         backup(&repo, work.path(), "c_full", 6, 10, now);
         backup(&repo, work.path(), "d_full", 8, 1, now);
 
-        let plan = plan_expiry(
-            &repo,
-            RetentionPolicy {
-                days: 30,
-                min_backups: 1,
-            },
-            now,
-        )
-        .unwrap();
+        let plan = plan_expiry(&repo, RetentionPolicy::uniform(30, 1), now).unwrap();
         assert_eq!(plan.expired_backups, ["a_full", "b_full"]);
         assert_eq!(plan.kept_backups, ["c_full", "d_full"]);
         let expired_segments: Vec<&str> = plan
@@ -658,15 +729,7 @@ mod tests {
         );
 
         // At least three backups: b_full stays, and with it the WAL from segment 4.
-        let plan3 = plan_expiry(
-            &repo,
-            RetentionPolicy {
-                days: 30,
-                min_backups: 3,
-            },
-            now,
-        )
-        .unwrap();
+        let plan3 = plan_expiry(&repo, RetentionPolicy::uniform(30, 3), now).unwrap();
         assert_eq!(plan3.expired_backups, ["a_full"]);
         assert_eq!(plan3.expired_wal.len(), 3);
 
@@ -678,15 +741,7 @@ mod tests {
             .unwrap();
         orphan.write_all(b"partial").unwrap();
         orphan.commit().unwrap();
-        let plan = plan_expiry(
-            &repo,
-            RetentionPolicy {
-                days: 30,
-                min_backups: 2,
-            },
-            now,
-        )
-        .unwrap();
+        let plan = plan_expiry(&repo, RetentionPolicy::uniform(30, 2), now).unwrap();
         assert_eq!(plan.unfinished_backups, ["e_full"]);
         expire(
             &repo,
@@ -742,15 +797,7 @@ mod tests {
         }
         backup(&repo, work.path(), "old_full", 2, 400, now);
         backup(&repo, work.path(), "older_full", 1, 500, now);
-        let plan = plan_expiry(
-            &repo,
-            RetentionPolicy {
-                days: 30,
-                min_backups: 0,
-            },
-            now,
-        )
-        .unwrap();
+        let plan = plan_expiry(&repo, RetentionPolicy::uniform(30, 0), now).unwrap();
         // Sorted by start time, "old_full" is the newest of the two.
         assert_eq!(plan.kept_backups, ["old_full"]);
         assert_eq!(plan.expired_backups, ["older_full"]);
@@ -763,15 +810,7 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let repo = repository(dir.path());
         archive_segment(&repo, work.path(), 1);
-        let plan = plan_expiry(
-            &repo,
-            RetentionPolicy {
-                days: 0,
-                min_backups: 1,
-            },
-            Utc::now(),
-        )
-        .unwrap();
+        let plan = plan_expiry(&repo, RetentionPolicy::uniform(0, 1), Utc::now()).unwrap();
         assert_eq!(plan, ExpiryPlan::default());
     }
 
@@ -801,10 +840,7 @@ mod tests {
             dump("simcorp", 1, now),
         ];
         let mut plan = ExpiryPlan::default();
-        let policy = RetentionPolicy {
-            days: 30,
-            min_backups: 1,
-        };
+        let policy = RetentionPolicy::uniform(30, 1);
         plan_dump_expiry(&dumps, policy, now - chrono::Duration::days(30), &mut plan);
         assert_eq!(
             plan.expired_dumps,
