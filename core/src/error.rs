@@ -208,7 +208,7 @@ impl Error {
         match self {
             Error::Config(e) => e.hint(),
             Error::Storage(e) => e.hint(),
-            Error::ServerBinaries(e) => e.hint(front_end),
+            Error::ServerBinaries(e) => Some(server_binaries_hint(e, front_end)),
             Error::NotARepository { .. } => Some(
                 "Check sc_backup.repository; a new repository is created by the first archived WAL file or backup."
                     .into(),
@@ -266,6 +266,25 @@ impl Error {
             ),
             _ => None,
         }
+    }
+}
+
+/// What to do when the server binaries a restore needs are missing, in each front end's words.
+fn server_binaries_hint(error: &ServerBinariesError, front_end: FrontEnd) -> String {
+    let Some(wanted) = error.wanted_major() else {
+        return match front_end {
+            FrontEnd::Cli => "Pass the bin directory of a PostgreSQL installation (the one holding postgres and pg_ctl) with --pg-bindir DIR (SC_BACKUP_PG_BINDIR).".into(),
+            FrontEnd::Sql => "The server's own bin directory must hold postgres, pg_ctl and initdb: reinstall its server package.".into(),
+        };
+    };
+    let install = format!("Install PostgreSQL {wanted}'s server (Debian/Ubuntu: postgresql-{wanted}; RHEL: postgresql{wanted}-server)");
+    match front_end {
+        FrontEnd::Cli => format!(
+            "A physical backup starts only with the server of its own major version. {install} or pass --pg-bindir DIR (SC_BACKUP_PG_BINDIR). To move to another major version, restore with PostgreSQL {wanted} and then run pg_upgrade, or use a logical dump."
+        ),
+        FrontEnd::Sql => format!(
+            "A physical backup starts only with the server of its own major version, and inside the server only its own is used: test a backup of another major with sc-backup verify --restore and --pg-bindir. {install} to test it here."
+        ),
     }
 }
 
