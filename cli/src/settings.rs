@@ -100,7 +100,23 @@ impl SettingsArgs {
             None if self.repository.is_some() => {
                 Ok(vec![(RepositoryNumber::FIRST, Settings::from_raw(&raw)?)])
             }
-            None => Ok(Settings::all_from_raw(&raw)?),
+            None => {
+                let mut all = vec![(RepositoryNumber::FIRST, Settings::from_raw(&raw)?)];
+                for number in RepositoryNumber::all().skip(1) {
+                    if raw.for_repository(number).is_none() {
+                        continue;
+                    }
+                    match Settings::of_repository(&raw, number) {
+                        Ok(settings) => all.push((number, settings)),
+                        // A fallback this host cannot use (no credentials for its store, say)
+                        // must not stop what repository 1 can do.
+                        Err(error) => {
+                            eprintln!("sc-backup: warning: {error}; {number} is not used")
+                        }
+                    }
+                }
+                Ok(all)
+            }
         }
     }
 

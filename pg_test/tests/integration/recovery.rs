@@ -343,7 +343,9 @@ fn a_segment_damaged_in_one_repository_comes_from_the_next() {
     append_auto_conf(
         &target,
         &format!(
-            "sc_backup.repository2 = '{}'\nrestore_command = '{} wal-fetch %f %p'",
+            "sc_backup.repository2 = '{}'\n\
+             sc_backup.repository4 = 's3://no-credentials-here/pg'\n\
+             restore_command = '{} wal-fetch %f %p'",
             second.display(),
             sc_backup_bin().display()
         ),
@@ -358,6 +360,11 @@ fn a_segment_damaged_in_one_repository_comes_from_the_next() {
             "sc-backup: warning: WAL file \"{damaged_segment}\" came from repository 2 (repository 1: "
         )) && log.contains("integrity check failed"),
         "{log}"
+    );
+    // A repository this host cannot use (no S3 keys) is left out, not a reason to stop.
+    assert!(
+        log.contains("repository 4 is not used"),
+        "repository 4 was not reported: {log}"
     );
     assert!(
         log.contains(
