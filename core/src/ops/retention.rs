@@ -82,24 +82,24 @@ fn segment_position(key: &str) -> Option<(u32, u64)> {
     Some((timeline, (high << 32) | low))
 }
 
+/// The position [`segment_position`] gives the segment holding `lsn`.
+fn lsn_position(lsn: u64, segment_size: u64) -> u64 {
+    let segment = segment_size.max(1);
+    let per_id = 0x1_0000_0000 / segment;
+    let number = lsn / segment;
+    ((number / per_id) << 32) | (number % per_id)
+}
+
 /// `(timeline, segment number)` of the segment holding the backup's last byte of WAL.
 fn stop_position(backup: &BackupMetadata) -> (u32, u64) {
-    let segment = backup.wal_segment_size.max(1);
-    let per_id = 0x1_0000_0000 / segment;
-    let number = backup.stop_lsn.0.saturating_sub(1).max(backup.start_lsn.0) / segment;
-    (
-        backup.timeline,
-        ((number / per_id) << 32) | (number % per_id),
-    )
+    let last = backup.stop_lsn.0.saturating_sub(1).max(backup.start_lsn.0);
+    (backup.timeline, lsn_position(last, backup.wal_segment_size))
 }
 
 fn start_position(backup: &BackupMetadata) -> Result<(u32, u64)> {
-    let segment = backup.wal_segment_size.max(1);
-    let per_id = 0x1_0000_0000 / segment;
-    let number = backup.start_lsn.0 / segment;
     Ok((
         backup.timeline,
-        ((number / per_id) << 32) | (number % per_id),
+        lsn_position(backup.start_lsn.0, backup.wal_segment_size),
     ))
 }
 
