@@ -7,9 +7,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sc_backup_core::config::repositories::RepositoryNumber;
-use sc_backup_core::ops::catch_up::identity_of;
+use sc_backup_core::ops::catch_up::open_further;
 use sc_backup_core::util::bytes::human_bytes;
-use sc_backup_core::wal::copy::copy_wal;
+use sc_backup_core::wal::copy::copy_wal_via_scratch;
 use sc_backup_core::{Repository, Settings};
 
 use super::{audit_start, audited};
@@ -22,10 +22,7 @@ pub fn run(
     interrupted: &AtomicBool,
 ) -> Result<(), CliError> {
     let source_repository = Repository::open(source)?;
-    let identity = identity_of(&source_repository)?;
-    // A new target is created for this cluster, with its own key; an existing one must be
-    // this cluster's.
-    let target_repository = Repository::open_for_cluster(&target.for_writing()?, &identity)?;
+    let target_repository = open_further(&source_repository, &target)?;
     if target_repository.describe() == source_repository.describe() {
         return Err(CliError::Message(format!(
             "{to} is the repository being copied ({})",
@@ -38,16 +35,9 @@ pub fn run(
         source_repository.describe(),
         target_repository.describe()
     ));
-    let scratch = tempfile::Builder::new()
-        .prefix("sc-backup-copy-")
-        .tempdir()
-        .map_err(|e| CliError::Message(format!("could not create a scratch directory: {e}")))?;
-    let result = copy_wal(
-        &source_repository,
-        &target_repository,
-        scratch.path(),
-        &|| interrupted.load(Ordering::Relaxed),
-    )
+    let result = copy_wal_via_scratch(&source_repository, &target_repository, &|| {
+        interrupted.load(Ordering::Relaxed)
+    })
     .map_err(CliError::from);
     let report = audited(&target_repository, &timer, result)?;
     println!(

@@ -10,7 +10,7 @@ use crate::config::repositories::RepositoryNumber;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::repository::{ClusterIdentity, Repository};
-use crate::wal::copy::copy_wal;
+use crate::wal::copy::{copy_wal_via_scratch, wal_backlog};
 
 /// How one further repository stands after a pass.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +29,7 @@ pub struct RepositoryLag {
 }
 
 /// The cluster identity repository 1 records: a new further repository is created for it.
-pub fn identity_of(repository: &Repository) -> Result<ClusterIdentity> {
+fn identity_of(repository: &Repository) -> Result<ClusterIdentity> {
     let info = repository.info();
     Ok(ClusterIdentity {
         system_identifier: info
@@ -43,64 +43,50 @@ pub fn identity_of(repository: &Repository) -> Result<ClusterIdentity> {
     })
 }
 
-/// One pass: copies into each further repository the WAL it lacks, through a private scratch
-/// directory (one WAL file at a time, removed after the pass). A failing repository stops only
-/// its own copy; `previous` carries each one's last catch-up time forward.
+/// Repository `settings` opened for writing by the cluster `first` belongs to: created, with
+/// its own key, when the location is new; refused when it is another cluster's.
+pub fn open_further(first: &Repository, settings: &Settings) -> Result<Repository> {
+    let settings = settings.clone().for_writing()?;
+    Repository::open_for_cluster(&settings, &identity_of(first)?)
+}
+
+/// One pass: copies into each further repository the WAL it lacks (see
+/// [`copy_wal_via_scratch`]). A failing repository stops only its own copy; `previous` carries
+/// each one's last catch-up time forward.
 pub fn catch_up_pass(
     first: &Repository,
     further: &[(RepositoryNumber, Settings)],
     previous: &[RepositoryLag],
     interrupted: &dyn Fn() -> bool,
 ) -> Vec<RepositoryLag> {
-    let scratch = tempfile::Builder::new()
-        .prefix("sc-backup-catch-up-")
-        .tempdir()
-        .map_err(|e| {
-            Error::io(
-                "create a scratch directory in",
-                std::env::temp_dir().display(),
-                e,
-            )
-        });
-    let identity = scratch.and_then(|scratch| Ok((identity_of(first)?, scratch)));
     further
         .iter()
         .map(|(number, settings)| {
+            let location = settings.repository.to_string();
             let mut lag = RepositoryLag {
                 number: *number,
-                location: settings.repository.to_string(),
                 backlog: None,
                 copied: 0,
                 caught_up_at: previous
                     .iter()
-                    .find(|p| p.number == *number && p.location == settings.repository.to_string())
+                    .find(|p| p.number == *number && p.location == location)
                     .and_then(|p| p.caught_up_at),
                 error: None,
+                location,
             };
-            let outcome =
-                identity
-                    .as_ref()
-                    .map_err(|e| e.to_string())
-                    .and_then(|(identity, scratch)| {
-                        let target = settings
-                            .clone()
-                            .for_writing()
-                            .map_err(Error::from)
-                            .and_then(|settings| Repository::open_for_cluster(&settings, identity))
-                            .map_err(|e| e.to_string())?;
-                        copy_wal(first, &target, scratch.path(), interrupted).map_err(|e| {
-                            // How far behind it is, if it can still be listed.
-                            lag.backlog = crate::wal::copy::wal_backlog(first, &target).ok();
-                            e.to_string()
-                        })
-                    });
+            let outcome = open_further(first, settings).and_then(|target| {
+                copy_wal_via_scratch(first, &target, interrupted).inspect_err(|_| {
+                    // How far behind it is, if it can still be listed.
+                    lag.backlog = wal_backlog(first, &target).ok();
+                })
+            });
             match outcome {
                 Ok(report) => {
                     lag.copied = report.copied;
                     lag.backlog = Some(0);
                     lag.caught_up_at = Some(Utc::now());
                 }
-                Err(error) => lag.error = Some(error),
+                Err(error) => lag.error = Some(error.to_string()),
             }
             lag
         })

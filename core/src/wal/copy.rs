@@ -123,6 +123,26 @@ pub fn copy_wal(
     Ok(report)
 }
 
+/// [`copy_wal`] through a private scratch directory of its own (mode 0700 in the temporary
+/// directory, one WAL file at a time, removed afterwards).
+pub fn copy_wal_via_scratch(
+    source: &Repository,
+    target: &Repository,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<WalCopyReport> {
+    let scratch = tempfile::Builder::new()
+        .prefix("sc-backup-copy-")
+        .tempdir()
+        .map_err(|e| {
+            Error::io(
+                "create a scratch directory in",
+                std::env::temp_dir().display(),
+                e,
+            )
+        })?;
+    copy_wal(source, target, scratch.path(), interrupted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
