@@ -347,17 +347,33 @@ impl Cluster {
     /// user, in the data directory, no flags: the settings come from the cluster's
     /// configuration), asserts that it succeeded, and returns what it wrote to `destination`.
     pub fn wal_fetch(&self, wal_file: &str, destination: &Path) -> Vec<u8> {
+        self.wal_fetch_with(&[], wal_file, destination)
+    }
+
+    /// [`Cluster::wal_fetch`] with settings flags first (`--repository 2`, say).
+    pub fn wal_fetch_with(&self, flags: &[&str], wal_file: &str, destination: &Path) -> Vec<u8> {
         let output = sc_backup(&self.data)
+            .args(flags)
             .args(["wal-fetch", wal_file])
             .arg(destination)
             .output()
             .unwrap();
         assert!(
             output.status.success(),
-            "wal-fetch {wal_file}: {}",
+            "wal-fetch {flags:?} {wal_file}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         fs::read(destination).unwrap()
+    }
+
+    /// `.ready` files: WAL waiting to be archived.
+    pub fn ready_segments(&self) -> u64 {
+        sc_backup_core::pg::archive_status::archive_backlog(
+            &self.data,
+            std::time::SystemTime::now(),
+        )
+        .unwrap()
+        .ready_segments
     }
 
     /// Waits until recovery has ended and the server accepts writes.

@@ -428,15 +428,7 @@ fn a_segment_damaged_in_one_repository_comes_from_the_next() {
     );
     let fetched = |repository: &str| {
         let file = dir.path.join(format!("fetched-{repository}"));
-        let (ok, said) = cli(&[
-            "--repository",
-            repository,
-            "wal-fetch",
-            damaged_segment,
-            file.to_str().unwrap(),
-        ]);
-        assert!(ok, "{said}");
-        std::fs::read(&file).unwrap()
+        restored.wal_fetch_with(&["--repository", repository], damaged_segment, &file)
     };
     assert!(fetched("3") == fetched("2"), "repository 3's copy differs");
     assert!(

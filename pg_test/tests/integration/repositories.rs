@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sc_backup_pg_test::{archiving_conf, files_under, free_port, sc_backup, TestDir};
+use sc_backup_pg_test::{archiving_conf, files_under, free_port, TestDir};
 
 /// The WAL files a local repository holds, by name.
 fn wal_names(repository: &Path) -> std::collections::BTreeSet<String> {
@@ -129,17 +129,11 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
         (None, caught_up_during),
         "repository 2 counted as caught up while away"
     );
-    let ready = std::fs::read_dir(primary.data.join("pg_wal/archive_status"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".ready")
-        })
-        .count();
-    assert_eq!(ready, 0, "archiving waited for repository 2");
+    assert_eq!(
+        primary.ready_segments(),
+        0,
+        "archiving waited for repository 2"
+    );
 
     // Back: what it missed arrives, in full, and reads back the same as from repository 1.
     std::fs::rename(&away, &second).unwrap();
@@ -167,17 +161,7 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
     for segment in &during {
         let fetch = |repository: &str| {
             let file = dir.path.join(format!("{segment}-{repository}"));
-            let output = sc_backup(&primary.data)
-                .args(["--repository", repository, "wal-fetch", segment])
-                .arg(&file)
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                sc_backup_pg_test::output_text(&output)
-            );
-            std::fs::read(&file).unwrap()
+            primary.wal_fetch_with(&["--repository", repository], segment, &file)
         };
         assert!(
             fetch("2") == fetch("1"),
@@ -260,17 +244,7 @@ fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
     let outage = Instant::now();
     let mut most_ready = 0;
     while outage.elapsed() < Duration::from_secs(40) {
-        let ready = std::fs::read_dir(primary.data.join("pg_wal/archive_status"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".ready")
-            })
-            .count();
-        most_ready = most_ready.max(ready);
+        most_ready = most_ready.max(primary.ready_segments());
         std::thread::sleep(Duration::from_millis(500));
     }
     let archived_during = wal_names(&first).len();
@@ -303,20 +277,16 @@ fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
         },
     );
     let newest = wal_names(&first).into_iter().next_back().unwrap();
+    // Straight to the store, past the proxy.
     let fetch = |repository: &str| {
         let file = dir.path.join(format!("{newest}-{repository}"));
-        let output = sc_backup(&primary.data)
-            .args(["--repository", repository, "wal-fetch", &newest])
-            .arg(&file)
-            .env("SC_BACKUP_S3_ENDPOINT", &server.endpoint)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            sc_backup_pg_test::output_text(&output)
-        );
-        std::fs::read(&file).unwrap()
+        let flags = [
+            "--repository",
+            repository,
+            "--s3-endpoint",
+            &server.endpoint,
+        ];
+        primary.wal_fetch_with(&flags, &newest, &file)
     };
     assert!(fetch("2") == fetch("1"), "{newest} differs in repository 2");
 }
