@@ -1,6 +1,7 @@
-//! The scheduler worker's catch-up thread: copies into repositories 2 to 4 the WAL they lack
-//! from repository 1 (`sc_backup_core::ops::catch_up`), every [`CATCH_UP_EVERY`] and as soon
-//! as the settings change. It never calls PostgreSQL: the worker's main loop hands it the
+//! The scheduler worker's catch-up thread: copies into repositories 2 to 4 the WAL and the
+//! backups they lack from repository 1, and applies their retention
+//! (`sc_backup_core::ops::catch_up`), every [`CATCH_UP_EVERY`] and as soon as the settings
+//! change. It never calls PostgreSQL: the worker's main loop hands it the
 //! settings it read and logs what it reports (a repository failing, then catching up again).
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -24,6 +25,10 @@ struct Shared {
     lags: Vec<RepositoryLag>,
     /// Set with new settings: the thread runs a pass now.
     changed: bool,
+    /// The role the worker runs as: audit records of backups copied and expiries name it.
+    user: String,
+    /// Passes completed: what a pass copied or expired is said once.
+    passes: u64,
 }
 
 pub struct CatchUp {
@@ -31,6 +36,8 @@ pub struct CatchUp {
     /// Each repository the main loop reported on, and when it last warned that it fails
     /// (`None`: it said the repository is caught up).
     said: Vec<(RepositoryNumber, Option<Instant>)>,
+    /// The pass whose copies and expiries were last said.
+    said_pass: u64,
 }
 
 impl CatchUp {
@@ -49,6 +56,7 @@ impl CatchUp {
         CatchUp {
             shared,
             said: Vec::new(),
+            said_pass: 0,
         }
     }
 
@@ -60,6 +68,15 @@ impl CatchUp {
             shared.settings = settings;
             shared.changed = true;
             wake.notify_one();
+        }
+    }
+
+    /// The role audit records name (the worker's session user).
+    pub fn set_user(&self, user: &str) {
+        let (lock, _) = &*self.shared;
+        let mut shared = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.user != user {
+            shared.user = user.to_string();
         }
     }
 
@@ -75,7 +92,13 @@ impl CatchUp {
     /// one that catches up, once.
     pub fn news(&mut self) -> Vec<(bool, String)> {
         let mut news = Vec::new();
-        for lag in self.lags() {
+        let (lags, passes) = {
+            let (lock, _) = &*self.shared;
+            let shared = lock.lock().unwrap_or_else(|e| e.into_inner());
+            (shared.lags.clone(), shared.passes)
+        };
+        let new_pass = std::mem::replace(&mut self.said_pass, passes) != passes;
+        for lag in lags {
             let said = self
                 .said
                 .iter()
@@ -110,6 +133,26 @@ impl CatchUp {
                     self.remember(lag.number, None);
                 }
                 None => {}
+            }
+            if new_pass && !lag.backups_copied.is_empty() {
+                news.push((
+                    false,
+                    format!(
+                        "sc_backup: copied backup(s) {} into {} ({})",
+                        lag.backups_copied.join(", "),
+                        lag.number,
+                        lag.location
+                    ),
+                ));
+            }
+            if let Some(expired) = lag.expired.as_ref().filter(|_| new_pass) {
+                news.push((
+                    false,
+                    format!(
+                        "sc_backup: {} ({}): expired {expired}",
+                        lag.number, lag.location
+                    ),
+                ));
             }
         }
         news
@@ -147,13 +190,17 @@ fn passes(shared: &(Mutex<Shared>, Condvar)) {
     let (lock, wake) = shared;
     let mut first: Option<(Settings, Repository)> = None;
     loop {
-        let (settings, previous) = {
+        let (settings, previous, user) = {
             let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
             let (mut guard, _) = wake
                 .wait_timeout_while(guard, CATCH_UP_EVERY, |s| !s.changed)
                 .unwrap_or_else(|e| e.into_inner());
             guard.changed = false;
-            (guard.settings.clone(), guard.lags.clone())
+            (
+                guard.settings.clone(),
+                guard.lags.clone(),
+                guard.user.clone(),
+            )
         };
         let Some(settings) = settings.filter(|all| all.len() > 1) else {
             lock.lock().unwrap_or_else(|e| e.into_inner()).lags.clear();
@@ -169,7 +216,10 @@ fn passes(shared: &(Mutex<Shared>, Condvar)) {
             // Nothing archived yet (or repository 1 unreachable): nothing to copy from.
             continue;
         };
-        let lags = catch_up_pass(repository, &settings[1..], &previous, &|| false);
-        lock.lock().unwrap_or_else(|e| e.into_inner()).lags = lags;
+        let user = if user.is_empty() { "postgres" } else { &user };
+        let lags = catch_up_pass(repository, &settings[1..], &previous, user, &|| false);
+        let mut shared = lock.lock().unwrap_or_else(|e| e.into_inner());
+        shared.lags = lags;
+        shared.passes += 1;
     }
 }

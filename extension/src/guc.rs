@@ -526,29 +526,6 @@ fn whole_number(like: &'static str, value: &str) -> Result<(), ConfigError> {
         })
 }
 
-/// At server start: repositories 2 to 4 get the WAL (the scheduler worker copies it from
-/// repository 1), but this version's backups write repository 1 only; a DBA who set one must
-/// not believe it restorable alone.
-pub fn warn_about_further_repositories() {
-    for (setting, name) in [
-        (&REPOSITORY2, FURTHER_REPOSITORY_NAMES[0].location),
-        (&REPOSITORY3, FURTHER_REPOSITORY_NAMES[1].location),
-        (&REPOSITORY4, FURTHER_REPOSITORY_NAMES[2].location),
-    ] {
-        if cstring_setting(setting).is_some() {
-            pgrx::pg_sys::panic::ErrorReport::new(
-                pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("sc_backup: {name} is set: it gets the WAL, but backups write repository 1 only"),
-                "sc_backup",
-            )
-            .set_hint(
-                "The scheduler worker copies repository 1's WAL into it within seconds. Until backups are written there too, it restores alone only with a copy of repository 1's backups/ (sc-backup reads it with --repository N, and wal-fetch falls back to it).".to_string(),
-            )
-            .report(pgrx::PgLogLevel::WARNING);
-        }
-    }
-}
-
 string_check_hook!(check_daily_time, |v| {
     calendar::parse_time_of_day(names::DAILY_TIME, v).map(drop)
 });

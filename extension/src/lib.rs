@@ -49,7 +49,6 @@ pub extern "C-unwind" fn _PG_init() {
         archiving::warn_about_command_conflict();
         archiving::remove_recovery_leftovers();
         guc::warn_about_secret_settings();
-        guc::warn_about_further_repositories();
     }
 }
 

@@ -209,6 +209,7 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
             )),
             Ok(Some((mut status, history, user, last_restore_test, last_dump))) => {
                 status.repositories = catch_up.lags();
+                catch_up.set_user(&user);
                 *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = status;
                 if last_import.is_none_or(|at| at.elapsed() >= IMPORT_EVERY) {
                     import_audit_records(last_import.is_none());

@@ -1,11 +1,13 @@
 //! `sc-backup copy --to N`: brings one of the cluster's repositories up to date with another
-//! (the one `--repository` names, repository 1 by default). This version copies the WAL: every
-//! file the target lacks, verified on the way and re-encoded for the target's compression and
-//! key (see `sc_backup_core::wal::copy`). Backups are not copied yet, and the command says so:
-//! a target without a backup cannot restore alone.
+//! (the one `--repository` names, repository 1 by default): first every WAL file the target
+//! lacks, then the backups newer than the newest it holds (their WAL is then there), each file
+//! verified on the way and re-encoded for the target's compression and key (see
+//! `sc_backup_core::wal::copy` and `sc_backup_core::backup::copy_backups`). The same copy the
+//! scheduler runs in the background; an interrupted one resumes where it stopped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use sc_backup_core::backup::copy_backups;
 use sc_backup_core::config::repositories::RepositoryNumber;
 use sc_backup_core::ops::catch_up::open_further;
 use sc_backup_core::util::bytes::human_bytes;
@@ -31,24 +33,37 @@ pub fn run(
     }
     let mut timer = audit_start("copy");
     timer.details().target = Some(format!(
-        "WAL from {} to {to} ({})",
+        "WAL and backups from {} to {to} ({})",
         source_repository.describe(),
         target_repository.describe()
     ));
-    let result = copy_wal_via_scratch(&source_repository, &target_repository, &|| {
-        interrupted.load(Ordering::Relaxed)
-    })
-    .map_err(CliError::from);
-    let report = audited(&target_repository, &timer, result)?;
+    let interrupted = || interrupted.load(Ordering::Relaxed);
+    let result = copy_wal_via_scratch(&source_repository, &target_repository, &interrupted)
+        .and_then(|wal| {
+            let backups = copy_backups(&source_repository, &target_repository, &interrupted)?;
+            Ok((wal, backups))
+        })
+        .map_err(CliError::from);
+    let (wal, backups) = audited(&target_repository, &timer, result)?;
     println!(
         "copied {} WAL file(s) ({}) into {to} ({}); {} were there already",
-        report.copied,
-        human_bytes(report.bytes),
+        wal.copied,
+        human_bytes(wal.bytes),
         target_repository.describe(),
-        report.present
+        wal.present
     );
-    eprintln!(
-        "sc-backup: note: this version copies WAL only; {to} restores alone once it holds a backup too"
-    );
+    if backups.copied.is_empty() {
+        println!("no backup to copy: {to} holds the newest one");
+    } else {
+        println!(
+            "copied {} backup(s) ({}): {}",
+            backups.copied.len(),
+            human_bytes(backups.bytes),
+            backups.copied.join(", ")
+        );
+    }
+    for (name, why) in &backups.skipped {
+        eprintln!("sc-backup: warning: backup {name} was not copied: {why}");
+    }
     Ok(())
 }

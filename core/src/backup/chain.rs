@@ -403,7 +403,7 @@ pub(crate) mod tests {
     }
 
     /// A relation file of pages whose LSNs and fill bytes are given.
-    fn relation(pages: &[(u64, u8)]) -> Vec<u8> {
+    pub(crate) fn relation(pages: &[(u64, u8)]) -> Vec<u8> {
         let mut file = Vec::new();
         for &(lsn, fill) in pages {
             let mut page = vec![fill; PAGE];
@@ -416,7 +416,7 @@ pub(crate) mod tests {
 
     /// Takes a backup of `data` with start LSN `start` against `parent`; no WAL is needed
     /// (start and stop in one segment that is archived first).
-    fn take(
+    pub(crate) fn take(
         repo: &Repository,
         data: &Path,
         name: &str,
@@ -456,7 +456,7 @@ pub(crate) mod tests {
         writer.finish(entries, None, report).unwrap()
     }
 
-    fn restored(
+    pub(crate) fn restored(
         repo: &Repository,
         metadata: &BackupMetadata,
         path: &str,

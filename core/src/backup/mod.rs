@@ -11,15 +11,18 @@
 //! backups/<name>/manifest<suffix>          JSON: every entry: path, type, size, mode, mtime, SHA-256, stored size
 //! backups/<name>/backup.json               metadata (plaintext, self-checksummed); written last:
 //!                                          a backup exists exactly when this object does
+//! backups/<name>/copy-<attempt>/...        the same objects, in a backup copied from another
+//!                                          repository (`copy`)
 //! ```
 //!
 //! One file per concern: `source_plan` (what a backup copies), `manifest` (the list of files
 //! and reading one back), `metadata` (`backup.json` and the catalog snapshot), `writer`
-//! (storing a new backup), `listing` (finding backups), `verify` (re-reading one),
+//! (storing a new backup), `copy` (a finished backup into another repository), `listing` (finding backups), `verify` (re-reading one),
 //! `incremental` (what an incremental backup stores and against which parent), `chain`
 //! (reading a backup through the backups it depends on).
 
 mod chain;
+mod copy;
 mod delete;
 mod document;
 mod incremental;
@@ -31,6 +34,7 @@ mod verify;
 mod writer;
 
 pub use chain::{ancestors, chain_sizes, dependents, BackupChain};
+pub use copy::{backups_to_copy, copy_backup, copy_backups, BackupCopyReport};
 pub use delete::{delete_backup, delete_backup_with_dependents, TOMBSTONES_KEPT};
 pub(crate) use delete::{remove_backup, remove_unfinished_backup, Removal};
 pub use document::{limit_documents_in_memory, CappedBuffer};

@@ -34,10 +34,14 @@ use crate::wal::WalFileName;
 /// Streams files into a new backup. Nothing is visible until [`BackupWriter::finish`] writes
 /// the metadata; [`BackupWriter::abort`] removes what was written.
 pub struct BackupWriter<'r> {
-    repository: &'r Repository,
+    pub(super) repository: &'r Repository,
     name: String,
     /// For an incremental or differential backup: what it is taken against.
     parent: Option<ParentBase>,
+    /// Where this writer's objects go under the backup's prefix: empty for a backup taken
+    /// from the cluster; `copy-<attempt>/` for a copy from another repository, so that two
+    /// copies of one backup never write the same object (see `copy`).
+    pub(super) objects: String,
 }
 
 /// The parent of an incremental backup, as the writer compares files with it.
@@ -65,7 +69,32 @@ impl<'r> BackupWriter<'r> {
             repository,
             name: name.to_string(),
             parent: None,
+            objects: String::new(),
         })
+    }
+
+    /// A writer of a copy of `source`, a finished backup of another repository, into
+    /// `repository`, its objects under `objects` (a prefix of this attempt's own). Unlike
+    /// [`BackupWriter::new`], objects of an earlier attempt may be there: a copy interrupted
+    /// before its metadata was written (see `copy`).
+    pub(super) fn for_copy(
+        repository: &'r Repository,
+        source: &BackupMetadata,
+        objects: String,
+    ) -> Self {
+        BackupWriter {
+            repository,
+            name: source.playbook.backup_name.clone(),
+            // The files are not compared with the parent's: the copy's entries are the
+            // source's, so only what `finish` checks of the parent is needed.
+            parent: source.parent.as_ref().map(|parent| ParentBase {
+                name: parent.clone(),
+                start_lsn: Lsn(0),
+                block_size: source.block_size,
+                files: HashMap::new(),
+            }),
+            objects,
+        }
     }
 
     /// A writer of an incremental or differential backup taken against `parent`: relation
@@ -339,7 +368,7 @@ impl<'r> BackupWriter<'r> {
             parent_blocks: previous.size.unwrap_or(0) / block_size as u64,
         };
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
-        let object = format!("data/{index:06}{}", spec.suffix());
+        let object = format!("{}data/{index:06}{}", self.objects, spec.suffix());
         let full_key = format!("{}{object}", backup_prefix(&self.name));
         let start = || -> Result<_> {
             let writer = self.repository.storage().create_unique(&full_key)?;
@@ -481,7 +510,7 @@ impl<'r> BackupWriter<'r> {
             bundle.written += encoded.summary.stored_size;
             return Ok(stored(bundle.object.clone(), Some(offset), encoded));
         }
-        let object = format!("data/{index:06}{}", spec.suffix());
+        let object = format!("{}data/{index:06}{}", self.objects, spec.suffix());
         let full_key = format!("{}{object}", backup_prefix(&self.name));
         let writer = self.repository.storage().create_unique(&full_key)?;
         // Read to the end, whatever the size was when listed: a file may grow or shrink while
@@ -566,7 +595,7 @@ impl<'r> BackupWriter<'r> {
     ) -> Result<(String, EncodedObject, Sha256Digest)> {
         let key = self.repository.key()?;
         let spec = Encoder::<io::Sink>::spec(self.repository.compression(), key);
-        let object = format!("{base}{}", spec.suffix());
+        let object = format!("{}{base}{}", self.objects, spec.suffix());
         let full_key = format!("{}{object}", backup_prefix(&self.name));
         let writer = self.repository.storage().create_unique(&full_key)?;
         let (writer, encoded) = self
@@ -730,7 +759,10 @@ impl<'r> BackupWriter<'r> {
 
     /// Removes everything this backup wrote (best effort: an abort must not fail).
     pub fn abort(&self) {
-        delete_prefix(self.repository, &backup_prefix(&self.name));
+        delete_prefix(
+            self.repository,
+            &format!("{}{}", backup_prefix(&self.name), self.objects),
+        );
     }
 }
 
@@ -783,7 +815,7 @@ impl<'s> BundleSlot<'_, 's> {
     fn get_or_open(&mut self, writer: &BackupWriter<'s>, suffix: &str) -> Result<&mut Bundle<'s>> {
         if self.open.is_none() {
             let number = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
-            let object = format!("bundle/{number:06}{suffix}");
+            let object = format!("{}bundle/{number:06}{suffix}", writer.objects);
             let key = format!("{}{object}", backup_prefix(&writer.name));
             let storage = writer.repository.storage();
             self.open = Some(Bundle {

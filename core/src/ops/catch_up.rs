@@ -1,14 +1,23 @@
-//! Keeping repositories 2 to 4 up to date with repository 1's WAL. PostgreSQL waits for
-//! repository 1 only (a file is reported archived once durable there); every further repository
-//! is then caught up from repository 1 by [`copy_wal`], in order and verified, so an outage of
-//! an offsite store never holds back `pg_wal`: the queue is simply what repository 1 holds and
-//! the other lacks, and its length is each repository's backlog.
+//! Keeping repositories 2 to 4 up to date with repository 1. PostgreSQL waits for repository 1
+//! only (a file is reported archived once durable there); every further repository is then
+//! caught up from repository 1: its WAL by [`copy_wal`], in order and verified, so an outage of
+//! an offsite store never holds back `pg_wal` (the queue is simply what repository 1 holds and
+//! the other lacks, and its length is each repository's backlog); its backups by
+//! [`copy_backups`], each read from repository 1 and written again for the target, so the
+//! cluster is read once whatever the number of repositories; and its own retention applied
+//! there.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::backup::{backups_to_copy, copy_backups, list_backups};
 use crate::config::repositories::RepositoryNumber;
 use crate::config::Settings;
 use crate::error::{Error, Result};
+use crate::ops::audit::{self, AuditTimer};
+use crate::ops::maintenance::expire_now;
 use crate::repository::{ClusterIdentity, Repository};
 use crate::wal::copy::{copy_wal_via_scratch, wal_backlog};
 
@@ -20,13 +29,62 @@ pub struct RepositoryLag {
     /// WAL files of repository 1 this one still lacks (0 after a complete pass); `None` when it
     /// could not be listed.
     pub backlog: Option<u64>,
-    /// Files copied in this pass.
+    /// WAL files copied in this pass.
     pub copied: u64,
     /// When a pass last left it holding all of repository 1's WAL.
     pub caught_up_at: Option<DateTime<Utc>>,
+    /// Backups of repository 1 it should get and lacked after the last look at backups
+    /// (`None`: not looked at yet, or it could not be listed).
+    pub backups_behind: Option<u64>,
+    /// Backups copied in this pass, oldest first.
+    pub backups_copied: Vec<String>,
+    /// When the newest backup it holds started.
+    pub newest_backup_at: Option<DateTime<Utc>>,
+    /// When its backups were last compared with repository 1's.
+    pub backups_checked_at: Option<DateTime<Utc>>,
+    /// Until when a backup is expected in repository 1 (its history file arrived; its
+    /// `backup.json` follows once its last WAL is archived): backups are compared every pass.
+    pub backup_expected_until: Option<DateTime<Utc>>,
+    /// When its retention last ran.
+    pub expired_at: Option<DateTime<Utc>>,
+    /// What that expiry removed, when it removed something in this pass.
+    pub expired: Option<String>,
     /// Why this pass did not complete.
     pub error: Option<String>,
 }
+
+impl RepositoryLag {
+    /// A repository no pass has looked at yet.
+    pub fn new(number: RepositoryNumber, location: String) -> Self {
+        RepositoryLag {
+            number,
+            location,
+            backlog: None,
+            copied: 0,
+            caught_up_at: None,
+            backups_behind: None,
+            backups_copied: Vec::new(),
+            newest_backup_at: None,
+            backups_checked_at: None,
+            backup_expected_until: None,
+            expired_at: None,
+            expired: None,
+            error: None,
+        }
+    }
+}
+
+/// Backups are compared at least this often (each look lists both repositories' backups,
+/// requests that cost on an object store), and in the pass after a backup's history file
+/// (`.backup`, archived when a backup stops) reached the repository.
+pub const BACKUPS_CHECKED_EVERY: Duration = Duration::from_secs(300);
+/// After a backup history file arrives, how long backups are compared every pass.
+const BACKUP_EXPECTED_FOR: chrono::Duration = chrono::Duration::minutes(10);
+/// A further repository's own retention runs at least this often, and after a backup arrives.
+pub const EXPIRY_EVERY: Duration = Duration::from_secs(3600);
+/// While backups are copied (an hour for a large one), its WAL is caught up this often, so
+/// that the repository's RPO does not grow with a backup's size.
+pub const WAL_WHILE_COPYING_EVERY: Duration = Duration::from_secs(10);
 
 /// The cluster identity repository 1 records: a new further repository is created for it.
 fn identity_of(repository: &Repository) -> Result<ClusterIdentity> {
@@ -51,44 +109,175 @@ pub fn open_further(first: &Repository, settings: &Settings) -> Result<Repositor
 }
 
 /// One pass: copies into each further repository the WAL it lacks (see
-/// [`copy_wal_via_scratch`]). A failing repository stops only its own copy; `previous` carries
-/// each one's last catch-up time forward.
+/// [`copy_wal_via_scratch`]), then, when due, the backups it lacks and its own expiry. A
+/// failing repository stops only its own copy; `previous` carries each one's state forward.
+/// Backups copied and expiries are recorded in repository 1's audit trail, as `user`.
 pub fn catch_up_pass(
     first: &Repository,
     further: &[(RepositoryNumber, Settings)],
     previous: &[RepositoryLag],
+    user: &str,
     interrupted: &dyn Fn() -> bool,
 ) -> Vec<RepositoryLag> {
     further
         .iter()
         .map(|(number, settings)| {
             let location = settings.repository.to_string();
-            let mut lag = RepositoryLag {
-                number: *number,
-                backlog: None,
-                copied: 0,
-                caught_up_at: previous
-                    .iter()
-                    .find(|p| p.number == *number && p.location == location)
-                    .and_then(|p| p.caught_up_at),
-                error: None,
-                location,
-            };
-            let outcome = open_further(first, settings).and_then(|target| {
-                copy_wal_via_scratch(first, &target, interrupted).inspect_err(|_| {
-                    // How far behind it is, if it can still be listed.
-                    lag.backlog = wal_backlog(first, &target).ok();
-                })
-            });
-            match outcome {
-                Ok(report) => {
-                    lag.copied = report.copied;
-                    lag.backlog = Some(0);
-                    lag.caught_up_at = Some(Utc::now());
-                }
-                Err(error) => lag.error = Some(error.to_string()),
+            let mut lag = previous
+                .iter()
+                .find(|p| p.number == *number && p.location == location)
+                .cloned()
+                .unwrap_or_else(|| RepositoryLag::new(*number, location));
+            lag.copied = 0;
+            lag.backups_copied.clear();
+            lag.expired = None;
+            lag.error = None;
+            lag.backlog = None;
+            if let Err(error) = catch_up_one(first, settings, &mut lag, user, interrupted) {
+                lag.error = Some(error.to_string());
             }
             lag
         })
         .collect()
+}
+
+fn catch_up_one(
+    first: &Repository,
+    settings: &Settings,
+    lag: &mut RepositoryLag,
+    user: &str,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<()> {
+    let target = open_further(first, settings)?;
+    let report = copy_wal_via_scratch(first, &target, interrupted).inspect_err(|_| {
+        // How far behind it is, if it can still be listed.
+        lag.backlog = wal_backlog(first, &target).ok();
+    })?;
+    lag.copied = report.copied;
+    lag.backlog = Some(0);
+    lag.caught_up_at = Some(Utc::now());
+
+    let now = Utc::now();
+    let due = |at: Option<DateTime<Utc>>, every: Duration| {
+        at.is_none_or(|at| (now - at).to_std().unwrap_or_default() >= every)
+    };
+    if report.backup_histories > 0 {
+        lag.backup_expected_until = Some(now + BACKUP_EXPECTED_FOR);
+    }
+    if lag.backup_expected_until.is_some_and(|until| now < until)
+        || lag.backups_behind.is_some_and(|n| n > 0)
+        || due(lag.backups_checked_at, BACKUPS_CHECKED_EVERY)
+    {
+        copy_backups_into(first, &target, lag, user, interrupted)?;
+        if !lag.backups_copied.is_empty() {
+            lag.backup_expected_until = None;
+        }
+    }
+    if !lag.backups_copied.is_empty() || due(lag.expired_at, EXPIRY_EVERY) {
+        expire_further(&target, settings, lag, first, user)?;
+    }
+    Ok(())
+}
+
+/// Copies the backups `target` lacks, its WAL kept up meanwhile; records what it copied.
+fn copy_backups_into(
+    first: &Repository,
+    target: &Repository,
+    lag: &mut RepositoryLag,
+    user: &str,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<()> {
+    let pending = backups_to_copy(first, target)?;
+    if !pending.is_empty() {
+        let mut timer = AuditTimer::start("copy", audit::source::SCHEDULER, user);
+        timer.details().target = Some(format!(
+            "backups from repository 1 to {} ({})",
+            lag.number, lag.location
+        ));
+        let wal_copied_at = Cell::new(Instant::now());
+        let between_files = || {
+            if wal_copied_at.get().elapsed() >= WAL_WHILE_COPYING_EVERY {
+                // A failure here shows in the next pass, which copies the WAL first.
+                if copy_wal_via_scratch(first, target, interrupted).is_ok() {
+                    wal_copied_at.set(Instant::now());
+                }
+            }
+            interrupted()
+        };
+        let copied = copy_backups(first, target, &between_files);
+        if let Ok(report) = &copied {
+            lag.backups_copied = report.copied.clone();
+            let details = timer.details();
+            details.backup = report.copied.last().cloned();
+            details.size_bytes = Some(report.bytes);
+            details.target = Some(format!(
+                "{} backup(s) from repository 1 to {} ({}): {}{}",
+                report.copied.len(),
+                lag.number,
+                lag.location,
+                report.copied.join(", "),
+                report
+                    .skipped
+                    .iter()
+                    .map(|(name, why)| format!("; not copied: {name} ({why})"))
+                    .collect::<String>()
+            ));
+        }
+        let record = timer.finish(copied.as_ref().err().map(|e| e.to_string()));
+        // The copy's outcome stands; a record the repository did not take is not a reason to
+        // copy again.
+        let _ = audit::record(first, &record);
+        copied?;
+    }
+    lag.backups_checked_at = Some(Utc::now());
+    lag.backups_behind = Some(backups_to_copy(first, target)?.len() as u64);
+    lag.newest_backup_at = list_backups(target)?
+        .iter()
+        .map(|b| b.playbook.start_time)
+        .max();
+    Ok(())
+}
+
+/// Applies `settings`' retention in `target`. Unfinished backups there stay (a copy may be
+/// running from another process: `sc-backup copy`).
+fn expire_further(
+    target: &Repository,
+    settings: &Settings,
+    lag: &mut RepositoryLag,
+    first: &Repository,
+    user: &str,
+) -> Result<()> {
+    if list_backups(target)?.is_empty() {
+        // Nothing to keep WAL for yet: an expiry would keep it all anyway.
+        return Ok(());
+    }
+    let mut timer = AuditTimer::start("expire", audit::source::SCHEDULER, user);
+    let plan = expire_now(
+        target,
+        settings.retention,
+        Utc::now(),
+        false,
+        false,
+        |plan| {
+            timer.details().target = Some(format!(
+                "{} ({}): {}",
+                lag.number,
+                lag.location,
+                plan.describe()
+            ))
+        },
+    );
+    lag.expired_at = Some(Utc::now());
+    let removed = plan
+        .as_ref()
+        .is_ok_and(|p| !p.expired_backups.is_empty() || !p.expired_wal.is_empty());
+    if removed || plan.is_err() {
+        let record = timer.finish(plan.as_ref().err().map(|e| e.to_string()));
+        let _ = audit::record(first, &record);
+    }
+    let plan = plan?;
+    if removed {
+        lag.expired = Some(plan.describe());
+    }
+    Ok(())
 }

@@ -119,6 +119,8 @@ pub const DRILL_RTO: &str = "sc_backup_drill_rto_seconds";
 pub const DRILL_RPO: &str = "sc_backup_drill_rpo_seconds";
 pub const REPOSITORY_BACKLOG: &str = "sc_backup_repository_wal_backlog_files";
 pub const REPOSITORY_CAUGHT_UP: &str = "sc_backup_repository_caught_up_timestamp_seconds";
+pub const REPOSITORY_BACKUPS_BEHIND: &str = "sc_backup_repository_backups_behind";
+pub const REPOSITORY_LAST_BACKUP: &str = "sc_backup_repository_last_backup_timestamp_seconds";
 
 /// The recovery figures' metrics, with their help text, in a fixed order.
 fn recovery_metrics(recovery: &RecoveryFigures) -> [(&'static str, &'static str, Option<f64>); 5] {
@@ -318,8 +320,18 @@ impl Status {
         if !self.repositories.is_empty() {
             let backlog = TypedGauge::default();
             let caught_up = TypedGauge::default();
+            let backups_behind = TypedGauge::default();
+            let last_backup = TypedGauge::default();
             for lag in &self.repositories {
                 let label = vec![("repository".to_string(), lag.number.get().to_string())];
+                if let Some(behind) = lag.backups_behind {
+                    backups_behind.get_or_create(&label).set(behind as f64);
+                }
+                if let Some(at) = lag.newest_backup_at {
+                    last_backup
+                        .get_or_create(&label)
+                        .set(at.timestamp_millis() as f64 / 1000.0);
+                }
                 if let Some(files) = lag.backlog {
                     backlog.get_or_create(&label).set(files as f64);
                 }
@@ -338,6 +350,16 @@ impl Status {
                 REPOSITORY_CAUGHT_UP,
                 "When repository 2, 3 or 4 last held all of repository 1's WAL: its RPO is the time since",
                 caught_up,
+            );
+            registry.register(
+                REPOSITORY_BACKUPS_BEHIND,
+                "Backups of repository 1 that repository 2, 3 or 4 lacked when last compared (absent until compared)",
+                backups_behind,
+            );
+            registry.register(
+                REPOSITORY_LAST_BACKUP,
+                "When the newest backup repository 2, 3 or 4 holds started",
+                last_backup,
             );
         }
         let mut text = String::new();
@@ -401,12 +423,15 @@ mod tests {
             scheduler_running: true,
             health: Vec::new(),
             repositories: vec![crate::ops::catch_up::RepositoryLag {
-                number: crate::config::repositories::RepositoryNumber::new(2).unwrap(),
-                location: "s3://offsite/pg".into(),
                 backlog: Some(3),
-                copied: 0,
                 caught_up_at: chrono::DateTime::from_timestamp(1_795_000_050, 0),
+                backups_behind: Some(1),
+                newest_backup_at: chrono::DateTime::from_timestamp(1_794_990_000, 0),
                 error: Some("outage".into()),
+                ..crate::ops::catch_up::RepositoryLag::new(
+                    crate::config::repositories::RepositoryNumber::new(2).unwrap(),
+                    "s3://offsite/pg".into(),
+                )
             }],
         }
     }
@@ -417,6 +442,8 @@ mod tests {
         for line in [
             "sc_backup_repository_wal_backlog_files{repository=\"2\"} 3.0",
             "sc_backup_repository_caught_up_timestamp_seconds{repository=\"2\"} 1795000050.0",
+            "sc_backup_repository_backups_behind{repository=\"2\"} 1.0",
+            "sc_backup_repository_last_backup_timestamp_seconds{repository=\"2\"} 1794990000.0",
             "sc_backup_last_success_timestamp_seconds{kind=\"physical\",type=\"hourly\"} 1795000000.5",
             "sc_backup_duration_seconds{kind=\"physical\",type=\"hourly\"} 12.25",
             "sc_backup_size_bytes{kind=\"physical\",type=\"hourly\"} 1073741824.0",

@@ -22,6 +22,8 @@ pub struct WalCopyReport {
     pub present: u64,
     /// Bytes of WAL copied (before the target's compression).
     pub bytes: u64,
+    /// Backup history files (`.backup`) among those copied: a backup of the cluster stopped.
+    pub backup_histories: u64,
 }
 
 impl Repository {
@@ -118,6 +120,7 @@ pub fn copy_wal(
         let _ = std::fs::remove_file(&file);
         copied?;
         report.copied += 1;
+        report.backup_histories += u64::from(name.kind() == WalFileKind::BackupLabel);
         report.bytes += size;
     }
     Ok(report)

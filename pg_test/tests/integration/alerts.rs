@@ -30,7 +30,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn alert_rules_are_valid_and_pass_their_unit_tests() {
     let checked = promtool(&["check", "rules", "alerts.yml"]);
-    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 10 rules found"), "{checked}");
     let tested = promtool(&["test", "rules", "alerts_test.yml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
@@ -69,12 +69,14 @@ fn alert_rules_use_only_exported_metrics() {
         backup_interval_seconds: Some(3600.0),
         health: Vec::new(),
         repositories: vec![sc_backup_core::ops::catch_up::RepositoryLag {
-            number: sc_backup_core::config::repositories::RepositoryNumber::new(2).unwrap(),
-            location: "s3://offsite/pg".into(),
             backlog: Some(1),
-            copied: 0,
             caught_up_at: chrono::DateTime::from_timestamp(1, 0),
-            error: None,
+            backups_behind: Some(1),
+            newest_backup_at: chrono::DateTime::from_timestamp(1, 0),
+            ..sc_backup_core::ops::catch_up::RepositoryLag::new(
+                sc_backup_core::config::repositories::RepositoryNumber::new(2).unwrap(),
+                "s3://offsite/pg".into(),
+            )
         }],
     };
     let exported: BTreeSet<String> = everything

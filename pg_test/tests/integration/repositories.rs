@@ -1,6 +1,7 @@
 //! Several repositories: repository 1 is what PostgreSQL waits for; repository 2 gets every WAL
-//! file from the scheduler worker's catch-up, goes on without it during an outage of its own
-//! (archiving into repository 1 never stops), and catches up, verified, when it is back.
+//! file and every backup from the scheduler worker's catch-up, goes on without it during an
+//! outage of its own (archiving into repository 1 never stops), catches up, verified, when it
+//! is back, and restores alone.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -167,6 +168,80 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
             fetch("2") == fetch("1"),
             "{segment} differs in repository 2"
         );
+    }
+
+    // A backup into repository 1 reaches repository 2 (its own compression), and each
+    // repository, the other gone, restores to a point in time exactly.
+    let backup = sc_backup_pg_test::take_backup(&mut client);
+    primary.wait_until(
+        "the worker to copy the backup into repository 2",
+        Duration::from_secs(60),
+        || {
+            primary.log_text().contains(&format!(
+                "sc_backup: copied backup(s) {backup} into repository 2 ("
+            ))
+        },
+    );
+    assert!(
+        files_under(&second.join("backups").join(&backup))
+            .iter()
+            .all(|p| p.ends_with("backup.json") || p.to_string_lossy().ends_with(".gz")),
+        "the backup's copy did not use repository 2's compression"
+    );
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 777)")
+        .unwrap();
+    let row = client
+        .query_one("SELECT clock_timestamp()::text, count(*) FROM t", &[])
+        .unwrap();
+    let (target, rows_at_target): (String, i64) = (row.get(0), row.get(1));
+    std::thread::sleep(Duration::from_millis(50));
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 555)")
+        .unwrap();
+    next_segment(&mut client);
+    wait_for("repository 2 to catch up", Duration::from_secs(60), || {
+        wal_names(&second) == wal_names(&first)
+    });
+    drop(client);
+    let mut primary = primary;
+    primary.stop("fast");
+    for (alone, other) in [(&second, &first), (&first, &second)] {
+        let gone = dir.path.join("gone");
+        std::fs::rename(other, &gone).unwrap();
+        let pgdata = dir.path.join(format!(
+            "restored-from-{}",
+            alone.file_name().unwrap().to_string_lossy()
+        ));
+        let output = primary
+            .cli(&dir.path, alone)
+            .args(["restore", "--pgdata"])
+            .arg(&pgdata)
+            .args(["--archive-mode", "off", "--target-action", "promote"])
+            .args(["--target-time", &target])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            sc_backup_pg_test::output_text(&output)
+        );
+        let mut restored = sc_backup_pg_test::Cluster::adopt(
+            &dir,
+            &format!("restored-{}", alone.file_name().unwrap().to_string_lossy()),
+            pgdata,
+        );
+        restored.start();
+        let mut restored_client = restored.connect();
+        restored.wait_promoted(&mut restored_client);
+        let rows: i64 = restored_client
+            .query_one("SELECT count(*) FROM t", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, rows_at_target, "restored from {}", alone.display());
+        drop(restored_client);
+        restored.stop("fast");
+        std::fs::rename(&gone, other).unwrap();
     }
 }
 
