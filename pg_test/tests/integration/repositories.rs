@@ -246,8 +246,9 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
 }
 
 /// Repository 1 local, repository 2 on S3 behind a proxy, under pgbench: the S3 side refuses
-/// every connection for a while. Archiving into repository 1 never fails and `pg_wal` does not
-/// fill; once S3 answers again, repository 2 catches up and holds exactly repository 1's WAL.
+/// every connection for a while. Archiving into repository 1 never fails, `pg_wal` does not
+/// fill and a backup taken meanwhile succeeds; once S3 answers again, repository 2 catches up,
+/// holds exactly repository 1's WAL, and gets the backup, which verifies there.
 #[test]
 fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
     use sc_backup_pg_test::fault_proxy::{Fault, FaultProxy};
@@ -314,11 +315,17 @@ fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
     };
     let failed_before = failed(&mut client);
 
-    // The outage: 40 seconds of refused connections while the load goes on.
+    // The outage: 50 seconds of refused connections while the load goes on.
     proxy.set(Fault::Refuse);
     let outage = Instant::now();
     let mut most_ready = 0;
     while outage.elapsed() < Duration::from_secs(40) {
+        most_ready = most_ready.max(primary.ready_segments());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // A backup taken meanwhile goes to repository 1 as always.
+    let backup = sc_backup_pg_test::take_backup(&mut client);
+    while outage.elapsed() < Duration::from_secs(50) {
         most_ready = most_ready.max(primary.ready_segments());
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -364,4 +371,18 @@ fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
         primary.wal_fetch_with(&flags, &newest, &file)
     };
     assert!(fetch("2") == fetch("1"), "{newest} differs in repository 2");
+
+    // The backup taken during the outage arrives too, and verifies from the store alone.
+    wait_for(
+        "the backup to reach repository 2",
+        Duration::from_secs(120),
+        || {
+            offsite()
+                .and_then(|repository| sc_backup_core::backup::read_metadata(&repository, &backup))
+                .is_ok()
+        },
+    );
+    let (_, problems) =
+        sc_backup_core::backup::verify_backup(&offsite().unwrap(), &backup).unwrap();
+    assert_eq!(problems, [], "the offsite copy of {backup}");
 }
