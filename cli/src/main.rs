@@ -180,7 +180,8 @@ fn run(cli: &Cli, settings: &sc_backup_core::config::Settings) -> Result<(), Cli
             with_dependents,
         } => commands::expire::run_delete(settings, backup, *with_dependents),
         Command::Restore(args) => {
-            commands::restore::run(settings, cli.settings.pgdata.as_deref(), args)
+            let settings = commands::restore::repository_for(&cli.settings, settings, args)?;
+            commands::restore::run(&settings, cli.settings.pgdata.as_deref(), args)
         }
         Command::Copy { to } => {
             let to = to.parse()?;

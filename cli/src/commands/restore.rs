@@ -140,6 +140,47 @@ pub fn wal_fetch_command(executable: &Path, settings: &Settings) -> String {
     command
 }
 
+/// The repository a restore reads: the one `--repository` names; else repository 1 when it
+/// holds a backup for the target, else the first of the cluster's others that does (the
+/// local volume lost, the offsite copy restores alone), said on standard error.
+pub fn repository_for(
+    chosen: &crate::settings::SettingsArgs,
+    first: &Settings,
+    args: &RestoreArgs,
+) -> Result<Settings, CliError> {
+    if chosen.repository.is_some() {
+        return Ok(first.clone());
+    }
+    let all = chosen.resolve_all()?;
+    if all.len() < 2 {
+        return Ok(first.clone());
+    }
+    let target = args.target.target_or_env()?;
+    let serves = |settings: &Settings| -> Result<(), CliError> {
+        let repository = Repository::open(settings)?;
+        choose_backup(&list_backups(&repository)?, &args.backup, &target)?;
+        Ok(())
+    };
+    let mut first_refusal = None;
+    for (number, settings) in all {
+        match serves(&settings) {
+            Ok(()) if first_refusal.is_none() => return Ok(settings),
+            Ok(()) => {
+                eprintln!(
+                    "sc-backup: note: restoring from {number} ({}): repository 1 cannot ({})",
+                    settings.repository,
+                    first_refusal.unwrap_or_default()
+                );
+                return Ok(settings);
+            }
+            Err(refusal) if first_refusal.is_none() => first_refusal = Some(refusal.to_string()),
+            Err(_) => {}
+        }
+    }
+    // None can: repository 1's own answer says why.
+    Ok(first.clone())
+}
+
 pub fn run(settings: &Settings, pgdata: Option<&Path>, args: &RestoreArgs) -> Result<(), CliError> {
     let pgdata = pgdata.ok_or_else(|| {
         CliError::Message("restore needs --pgdata DIR (the data directory to create)".into())

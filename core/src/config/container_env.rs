@@ -15,7 +15,7 @@ use std::path::Path;
 
 use chrono::{NaiveTime, Timelike};
 
-use crate::config::{conf_quote, defaults, names, CompressionAlgorithm, Secret};
+use crate::config::{conf_quote, defaults, names, repositories, CompressionAlgorithm, Secret};
 use crate::util::time::parse_time;
 
 /// A playbook variable whose value we cannot use. Displayed as the single line the container
@@ -52,7 +52,9 @@ pub const VARIABLES: &[&str] = &[
     "BACKUP_DIR",
     "BACKUP_TYPE",
     "BACKUP_STORAGE",
+    "BACKUP_LOCAL",
     "RETENTION_DAYS",
+    "OFFSITE_RETENTION_DAYS",
     "COMPRESSION",
     "ENCRYPTION",
     "ENCRYPTION_KEY",
@@ -195,9 +197,13 @@ pub fn container_settings(
         ));
     }
 
-    // Where backups go.
+    // Where backups go: the backups volume (BACKUP_DIR) and, with BACKUP_STORAGE=s3 or gcs,
+    // the bucket too, as the playbook keeps them "locally and offsite": the volume is
+    // repository 1 (what PostgreSQL waits for, the fast restores) and the bucket repository 2
+    // (every WAL file and backup copied by the scheduler worker, restorable alone).
+    // BACKUP_LOCAL=false keeps the bucket alone, as repository 1.
     let storage = env.choice("BACKUP_STORAGE", STORAGES, "local")?;
-    let repository = match storage {
+    let offsite = match storage {
         "s3" => {
             let bucket = env.required("S3_BUCKET", "BACKUP_STORAGE=s3")?;
             bucket_name(&env, "S3_BUCKET", &bucket)?;
@@ -227,7 +233,7 @@ pub fn container_settings(
                     )
                 }
             }
-            format!("s3://{bucket}")
+            Some(format!("s3://{bucket}"))
         }
         "gcs" => {
             let bucket = env.required("GCS_BUCKET", "BACKUP_STORAGE=gcs")?;
@@ -238,17 +244,32 @@ pub fn container_settings(
             if let Some(emulator) = env.get("STORAGE_EMULATOR_HOST") {
                 settings.push((names::GCS_ENDPOINT, emulator));
             }
-            format!("gs://{bucket}")
+            Some(format!("gs://{bucket}"))
         }
-        _ => {
-            let directory = env.get("BACKUP_DIR").unwrap_or_else(|| "/backups".into());
-            if !directory.starts_with('/') {
-                return Err(env.error("BACKUP_DIR", "use an absolute directory path"));
-            }
-            directory
+        _ => None,
+    };
+    let local = || {
+        let directory = env.get("BACKUP_DIR").unwrap_or_else(|| "/backups".into());
+        if directory.starts_with('/') {
+            Ok(directory)
+        } else {
+            Err(env.error("BACKUP_DIR", "use an absolute directory path"))
         }
     };
-    settings.push((names::REPOSITORY, repository));
+    let offsite_names = &repositories::FURTHER_REPOSITORY_NAMES[0];
+    match offsite {
+        None => settings.push((names::REPOSITORY, local()?)),
+        Some(bucket) if env.boolean("BACKUP_LOCAL", true)? => {
+            settings.push((names::REPOSITORY, local()?));
+            settings.push((offsite_names.location, bucket));
+            // Offsite often keeps longer: repository 2's own retention.
+            if env.get("OFFSITE_RETENTION_DAYS").is_some() {
+                let days = env.number("OFFSITE_RETENTION_DAYS", 0, 0..=36_500)?;
+                settings.push((offsite_names.retention_days, days.to_string()));
+            }
+        }
+        Some(bucket) => settings.push((names::REPOSITORY, bucket)),
+    }
 
     let compression = env.choice("COMPRESSION", CompressionAlgorithm::NAMES, "gzip")?;
     settings.push((names::COMPRESSION, compression.to_string()));
@@ -586,7 +607,13 @@ mod tests {
         ])
         .unwrap();
         let s = &rendered.settings;
-        assert_eq!(value(s, names::REPOSITORY), Some("s3://simcorp-backups"));
+        // Locally and offsite: the backups volume, and the bucket as repository 2.
+        assert_eq!(value(s, names::REPOSITORY), Some("/backups"));
+        assert_eq!(
+            value(s, "sc_backup.repository2"),
+            Some("s3://simcorp-backups")
+        );
+        assert_eq!(value(s, "sc_backup.repository2_retention_days"), None);
         assert_eq!(value(s, names::S3_REGION), Some("eu-west-1"));
         assert_eq!(value(s, names::COMPRESSION), Some("zstd"));
         assert_eq!(value(s, names::WEEKLY_DAY), Some("sunday"));
@@ -602,10 +629,54 @@ mod tests {
             .all(|(_, v)| v != "very secret" && v != "AKIAEXAMPLE"));
     }
 
+    /// Local 7 days, offsite a year, both encrypted with the one key: the playbook's
+    /// production example. A bad value names its variable.
+    #[test]
+    fn local_and_offsite_keep_their_own_retention() {
+        let rendered = settings_for(&[
+            ("BACKUP_STORAGE", "s3"),
+            ("S3_BUCKET", "offsite"),
+            ("BACKUP_DIR", "/var/backups"),
+            ("RETENTION_DAYS", "7"),
+            ("OFFSITE_RETENTION_DAYS", "365"),
+            ("ENCRYPTION", "true"),
+            ("ENCRYPTION_KEY", "one key"),
+        ])
+        .unwrap();
+        let s = &rendered.settings;
+        assert_eq!(value(s, names::REPOSITORY), Some("/var/backups"));
+        assert_eq!(value(s, "sc_backup.repository2"), Some("s3://offsite"));
+        assert_eq!(value(s, names::RETENTION_DAYS), Some("7"));
+        assert_eq!(
+            value(s, "sc_backup.repository2_retention_days"),
+            Some("365")
+        );
+        assert_eq!(value(s, names::ENCRYPTION), Some("age"));
+        // Repository 2 inherits the encryption and its passphrase.
+        assert_eq!(value(s, "sc_backup.repository2_encryption"), None);
+        for (variables, said) in [
+            (
+                &[("OFFSITE_RETENTION_DAYS", "a year")][..],
+                "OFFSITE_RETENTION_DAYS=\"a year\"",
+            ),
+            (&[("BACKUP_DIR", "backups")][..], "BACKUP_DIR=\"backups\""),
+            (
+                &[("BACKUP_LOCAL", "perhaps")][..],
+                "BACKUP_LOCAL=\"perhaps\"",
+            ),
+        ] {
+            let mut all = vec![("BACKUP_STORAGE", "s3"), ("S3_BUCKET", "offsite")];
+            all.extend_from_slice(variables);
+            let error = settings_for(&all).unwrap_err().to_string();
+            assert!(error.starts_with(said), "{error}");
+        }
+    }
+
     #[test]
     fn the_gcs_example_with_encryption() {
         let rendered = settings_for(&[
             ("BACKUP_STORAGE", "gcs"),
+            ("BACKUP_LOCAL", "false"),
             ("GCS_BUCKET", "simcorp-backups"),
             ("GOOGLE_APPLICATION_CREDENTIALS", "/secrets/gcs-key.json"),
             ("BACKUP_ENCRYPTION", "true"),
@@ -613,7 +684,9 @@ mod tests {
         ])
         .unwrap();
         let s = &rendered.settings;
+        // The bucket alone (BACKUP_LOCAL=false).
         assert_eq!(value(s, names::REPOSITORY), Some("gs://simcorp-backups"));
+        assert_eq!(value(s, "sc_backup.repository2"), None);
         assert_eq!(
             value(s, names::GCS_CREDENTIALS),
             Some("/secrets/gcs-key.json")

@@ -425,8 +425,13 @@ fn the_image_runs_the_playbooks_three_configurations_and_restores_inside_the_con
         );
     }
 
-    // Objects where the playbook lists them: backups/ and wal/ in the buckets.
-    assert!(s3.root.join("simcorp-backups/backups").is_dir());
+    // Objects where the playbook lists them: backups/ and wal/ in the buckets. With S3, the
+    // backups volume is repository 1 and the bucket repository 2, filled by the worker.
+    on_s3.wait_until(
+        "the first backup in the S3 bucket",
+        Duration::from_secs(60),
+        || s3.root.join("simcorp-backups/backups").is_dir(),
+    );
     assert!(s3.root.join("simcorp-backups/wal").is_dir());
     assert!(gcs.root.join("simcorp-gcs-backups").is_dir());
 
@@ -440,7 +445,34 @@ fn the_image_runs_the_playbooks_three_configurations_and_restores_inside_the_con
     for container in containers {
         container.write_and_archive("INSERT INTO t VALUES (1001)");
     }
-    assert_eq!(on_s3.restore_and_count(&[("TARGET_TIME", &target)]), 1000);
+    // Scenario 3 from the offsite copy alone: the backups volume emptied once the bucket
+    // holds every WAL file, then the S3 repository restores to the playbook's TARGET_TIME.
+    let names_under = |listing: String| -> std::collections::BTreeSet<String> {
+        listing.lines().map(str::to_string).collect()
+    };
+    on_s3.wait_until(
+        "the S3 bucket to hold every WAL file of the backups volume",
+        Duration::from_secs(60),
+        || {
+            let local = names_under(on_s3.exec_ok(
+                &[],
+                &["find", "/backups/wal", "-type", "f", "-printf", "%f\\n"],
+            ));
+            let offsite = names_under(
+                sc_backup_pg_test::files_under(&s3.root.join("simcorp-backups/wal"))
+                    .iter()
+                    .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+            !local.is_empty() && local.is_subset(&offsite)
+        },
+    );
+    on_s3.exec_ok(&[], &["sh", "-c", "rm -rf /backups/*"]);
+    assert_eq!(
+        on_s3.restore_and_count(&[("TARGET_TIME", &target), ("SC_BACKUP_REPOSITORY", "2")]),
+        1000
+    );
     // GCS and local: the latest state.
     assert_eq!(on_gcs.restore_and_count(&[]), 1001);
     assert_eq!(local.restore_and_count(&[]), 1001);

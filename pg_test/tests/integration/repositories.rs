@@ -213,18 +213,23 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
             "restored-from-{}",
             alone.file_name().unwrap().to_string_lossy()
         ));
-        let output = primary
-            .cli(&dir.path, alone)
+        // As a DBA restores on a new host with the cluster's configuration: no repository
+        // named, the first that holds a backup for the target serves.
+        let output = sc_backup_pg_test::sc_backup(&dir.path)
+            .arg("--config-file")
+            .arg(primary.data.join("postgresql.conf"))
             .args(["restore", "--pgdata"])
             .arg(&pgdata)
             .args(["--archive-mode", "off", "--target-action", "promote"])
             .args(["--target-time", &target])
             .output()
             .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            sc_backup_pg_test::output_text(&output)
+        let said = sc_backup_pg_test::output_text(&output);
+        assert!(output.status.success(), "{said}");
+        assert_eq!(
+            said.contains("sc-backup: note: restoring from repository 2 ("),
+            alone == &second,
+            "{said}"
         );
         let mut restored = sc_backup_pg_test::Cluster::adopt(
             &dir,
