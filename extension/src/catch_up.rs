@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use sc_backup_core::config::repositories::RepositoryNumber;
-use sc_backup_core::ops::catch_up::{catch_up_pass, RepositoryLag};
+use sc_backup_core::ops::catch_up::{catch_up_pass, write_state, RepositoryLag, STATE_FILE};
 use sc_backup_core::{Repository, Settings};
 
 /// Between passes. A further repository's WAL trails repository 1's by at most this, plus the
@@ -41,13 +41,15 @@ pub struct CatchUp {
 }
 
 impl CatchUp {
-    pub fn start() -> CatchUp {
+    /// Starts the thread; it leaves each pass's outcome in `data`'s state file
+    /// (`sc_backup_core::ops::catch_up::STATE_FILE`) for `sc_status()` and `sc_health()`.
+    pub fn start(data: std::path::PathBuf) -> CatchUp {
         let shared: Arc<(Mutex<Shared>, Condvar)> = Arc::default();
         let for_thread = Arc::clone(&shared);
         // The thread blocks no signal the worker needs and never calls pg_sys.
         if let Err(error) = sc_backup_core::util::threads::spawn_without_signals(
             "sc_backup catch-up".into(),
-            move || run(&for_thread),
+            move || run(&for_thread, &data),
         ) {
             pgrx::warning!(
                 "sc_backup: could not start the thread that fills repositories 2 to 4: {error}"
@@ -166,9 +168,10 @@ impl CatchUp {
 
 /// The thread's body: passes, forever. A pass that panics (a bug) is reported as its
 /// repositories' error and the next pass starts afresh: catching up must not end silently.
-fn run(shared: &(Mutex<Shared>, Condvar)) {
+fn run(shared: &(Mutex<Shared>, Condvar), data: &std::path::Path) {
     loop {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| passes(shared)));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| passes(shared, data)));
         if let Err(panic) = outcome {
             let text = panic
                 .downcast_ref::<String>()
@@ -186,7 +189,7 @@ fn run(shared: &(Mutex<Shared>, Condvar)) {
     }
 }
 
-fn passes(shared: &(Mutex<Shared>, Condvar)) {
+fn passes(shared: &(Mutex<Shared>, Condvar), data: &std::path::Path) {
     let (lock, wake) = shared;
     let mut first: Option<(Settings, Repository)> = None;
     loop {
@@ -204,6 +207,11 @@ fn passes(shared: &(Mutex<Shared>, Condvar)) {
         };
         let Some(settings) = settings.filter(|all| all.len() > 1) else {
             lock.lock().unwrap_or_else(|e| e.into_inner()).lags.clear();
+            if previous.is_empty() {
+                let _ = std::fs::remove_file(data.join(STATE_FILE));
+            } else {
+                let _ = write_state(data, &[]);
+            }
             continue;
         };
         let (_, first_settings) = &settings[0];
@@ -218,6 +226,10 @@ fn passes(shared: &(Mutex<Shared>, Condvar)) {
         };
         let user = if user.is_empty() { "postgres" } else { &user };
         let lags = catch_up_pass(repository, &settings[1..], &previous, user, &|| false);
+        // Best effort: sc_status() in other backends shows nothing rather than stale figures.
+        if write_state(data, &lags).is_err() {
+            let _ = std::fs::remove_file(data.join(STATE_FILE));
+        }
         let mut shared = lock.lock().unwrap_or_else(|e| e.into_inner());
         shared.lags = lags;
         shared.passes += 1;

@@ -174,7 +174,7 @@ pub extern "C-unwind" fn sc_backup_scheduler_main(_argument: pg_sys::Datum) {
     // changes the problem, before the archiver fails on every segment.
     let mut settings_problem = warn_about_settings(None);
     // Repositories 2 to 4 get repository 1's WAL from this thread.
-    let mut catch_up = crate::catch_up::CatchUp::start();
+    let mut catch_up = crate::catch_up::CatchUp::start(crate::host::data_directory());
 
     loop {
         // Only a cluster that archives copies: a restored copy (archive_mode off) or a standby

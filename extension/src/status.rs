@@ -125,8 +125,12 @@ pub fn gather_status(scheduler_running: bool) -> Status {
         scheduler_running,
         backup_interval_seconds,
         health: Vec::new(),
-        // Known to the scheduler worker alone, which adds them to its own snapshot.
-        repositories: Vec::new(),
+        // The scheduler worker's last catch-up pass (it refreshes its own snapshot directly).
+        repositories: if scheduler_running {
+            sc_backup_core::ops::catch_up::read_state(&crate::host::data_directory())
+        } else {
+            Vec::new()
+        },
     };
     status.wal.backlog =
         archive_backlog(&crate::host::data_directory(), std::time::SystemTime::now())
@@ -184,7 +188,7 @@ pub fn health_checks(status: &Status) -> Vec<HealthCheck> {
     )
     .ok()
     .flatten();
-    health::assess(
+    let mut checks = health::assess(
         now,
         guc::SCHEDULER.get(),
         running.is_some(),
@@ -196,7 +200,9 @@ pub fn health_checks(status: &Status) -> Vec<HealthCheck> {
             failing_since_success,
             misconfigured: guc::settings().err().map(|e| e.to_string()),
         },
-    )
+    );
+    checks.extend(health::repository_checks(now, &status.repositories));
+    checks
 }
 
 /// The scheduler's start time, when it runs.
@@ -291,6 +297,7 @@ fn sc_status() -> TableIterator<
         name!(value, f64),
         name!(kind, Option<String>),
         name!(database, Option<String>),
+        name!(repository, Option<i32>),
     ),
 > {
     let status = gather_status(scheduler_started().is_some());
@@ -301,6 +308,7 @@ fn sc_status() -> TableIterator<
             figure.value,
             figure.kind,
             figure.database,
+            figure.repository.map(i32::from),
         )
     }))
 }

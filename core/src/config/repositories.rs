@@ -15,8 +15,24 @@ use super::{ConfigError, RawSettings, Secret, Settings};
 pub const MAX_REPOSITORIES: u8 = 4;
 
 /// Which of the cluster's repositories: 1 to [`MAX_REPOSITORIES`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "u8", into = "u8")]
 pub struct RepositoryNumber(u8);
+
+impl TryFrom<u8> for RepositoryNumber {
+    type Error = String;
+    fn try_from(number: u8) -> Result<Self, String> {
+        RepositoryNumber::new(number).ok_or_else(|| format!("no repository {number}"))
+    }
+}
+
+impl From<RepositoryNumber> for u8 {
+    fn from(number: RepositoryNumber) -> u8 {
+        number.0
+    }
+}
 
 impl RepositoryNumber {
     pub const FIRST: RepositoryNumber = RepositoryNumber(1);

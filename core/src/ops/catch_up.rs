@@ -22,7 +22,7 @@ use crate::repository::{ClusterIdentity, Repository};
 use crate::wal::copy::{copy_wal_via_scratch, wal_backlog};
 
 /// How one further repository stands after a pass.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RepositoryLag {
     pub number: RepositoryNumber,
     pub location: String,
@@ -71,6 +71,38 @@ impl RepositoryLag {
             expired: None,
             error: None,
         }
+    }
+}
+
+/// Where the scheduler worker leaves each pass's outcome for `sc_status()` and `sc_health()`
+/// in other backends, relative to the data directory: `pg_stat_tmp/` is never part of a base
+/// backup, so a restored copy never shows its origin's figures.
+pub const STATE_FILE: &str = "pg_stat_tmp/sc_backup_repositories.json";
+/// The state file is a few hundred bytes per repository; a larger one is not ours.
+const STATE_FILE_LIMIT: u64 = 64 << 10;
+
+/// Writes `lags` as the state file of the data directory `data` (replaced atomically).
+pub fn write_state(data: &std::path::Path, lags: &[RepositoryLag]) -> std::io::Result<()> {
+    let path = data.join(STATE_FILE);
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(
+        &temporary,
+        serde_json::to_vec(lags).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&temporary, &path)
+}
+
+/// The state file of the data directory `data`: empty when there is none (no further
+/// repository, or the worker has not finished a pass since the server started) or it cannot
+/// be read.
+pub fn read_state(data: &std::path::Path) -> Vec<RepositoryLag> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    let read = std::fs::File::open(data.join(STATE_FILE))
+        .and_then(|file| file.take(STATE_FILE_LIMIT).read_to_end(&mut text));
+    match read {
+        Ok(_) => serde_json::from_slice(&text).unwrap_or_default(),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -49,6 +49,50 @@ pub struct HealthCheck {
     pub detail: String,
 }
 
+/// A further repository whose WAL trails repository 1's by more than this is unhealthy (the
+/// RPO objective; the alert ScBackupRepositoryBehind says the same).
+pub const REPOSITORY_BEHIND_LIMIT: Duration = Duration::minutes(15);
+
+/// One check per further repository: it held all of repository 1's WAL within
+/// [`REPOSITORY_BEHIND_LIMIT`] (the worker's last pass), with its backups behind and last error.
+pub fn repository_checks(
+    now: DateTime<Utc>,
+    repositories: &[crate::ops::catch_up::RepositoryLag],
+) -> Vec<HealthCheck> {
+    repositories
+        .iter()
+        .map(|lag| {
+            let healthy = lag
+                .caught_up_at
+                .is_some_and(|at| now - at <= REPOSITORY_BEHIND_LIMIT);
+            let mut detail = match lag.caught_up_at {
+                Some(at) => format!(
+                    "{} held all of repository 1's WAL {} ago",
+                    lag.location,
+                    approximate_duration((now - at).num_seconds().max(0) as u64)
+                ),
+                None => format!(
+                    "{} has not held all of repository 1's WAL since the server started",
+                    lag.location
+                ),
+            };
+            match lag.backups_behind {
+                Some(0) => detail.push_str("; it holds repository 1's newest backup"),
+                Some(n) => detail.push_str(&format!("; it lacks {n} of repository 1's backups")),
+                None => {}
+            }
+            if let Some(error) = &lag.error {
+                detail.push_str(&format!("; last error: {error}"));
+            }
+            HealthCheck {
+                name: lag.number.to_string(),
+                healthy,
+                detail,
+            }
+        })
+        .collect()
+}
+
 /// The checks, in a fixed order: the scheduler, each scheduled task, WAL archiving.
 pub fn assess(
     now: DateTime<Utc>,

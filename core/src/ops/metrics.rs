@@ -82,6 +82,8 @@ pub struct Figure {
     pub kind: Option<String>,
     pub backup_type: Option<String>,
     pub database: Option<String>,
+    /// The further repository (2 to 4) a repository figure is about.
+    pub repository: Option<u8>,
     pub value: f64,
 }
 
@@ -157,6 +159,7 @@ impl Status {
                     kind: Some(backup.kind.clone()),
                     backup_type: Some(backup.backup_type.clone()),
                     database: backup.database.clone(),
+                    repository: None,
                     value,
                 })
             };
@@ -172,6 +175,7 @@ impl Status {
                 kind: None,
                 backup_type: None,
                 database: None,
+                repository: None,
                 value,
             })
         };
@@ -192,6 +196,25 @@ impl Status {
         figures.extend(plain(HEALTHY, Some(if self.healthy() { 1.0 } else { 0.0 })));
         for (metric, _, value) in recovery_metrics(&self.recovery) {
             figures.extend(plain(metric, value));
+        }
+        for lag in &self.repositories {
+            let seconds = |at: Option<chrono::DateTime<chrono::Utc>>| {
+                at.map(|at| at.timestamp_millis() as f64 / 1000.0)
+            };
+            for (metric, value) in [
+                (REPOSITORY_BACKLOG, lag.backlog.map(|n| n as f64)),
+                (REPOSITORY_CAUGHT_UP, seconds(lag.caught_up_at)),
+                (
+                    REPOSITORY_BACKUPS_BEHIND,
+                    lag.backups_behind.map(|n| n as f64),
+                ),
+                (REPOSITORY_LAST_BACKUP, seconds(lag.newest_backup_at)),
+            ] {
+                figures.extend(plain(metric, value).map(|figure| Figure {
+                    repository: Some(lag.number.get()),
+                    ..figure
+                }));
+            }
         }
         figures
     }
@@ -483,13 +506,23 @@ mod tests {
             kind: None,
             backup_type: None,
             database: None,
+            repository: None,
             value: 61.0
+        }));
+        assert!(figures.contains(&Figure {
+            metric: REPOSITORY_BACKUPS_BEHIND,
+            kind: None,
+            backup_type: None,
+            database: None,
+            repository: Some(2),
+            value: 1.0
         }));
         assert!(figures.contains(&Figure {
             metric: SIZE,
             kind: Some("physical".into()),
             backup_type: Some("hourly".into()),
             database: None,
+            repository: None,
             value: 1_073_741_824.0
         }));
         assert!(figures.contains(&Figure {
@@ -497,6 +530,7 @@ mod tests {
             kind: Some("logical".into()),
             backup_type: Some("scheduled".into()),
             database: Some("simcorp".into()),
+            repository: None,
             value: 2048.0
         }));
     }

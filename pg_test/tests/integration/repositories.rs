@@ -97,6 +97,30 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
         || matches!(repository_figures(port), (Some(backlog), Some(_)) if backlog == 0.0),
     );
     let (_, caught_up_before) = repository_figures(port);
+    // The same figures in SQL, from any backend.
+    let backlog_in_sql: f64 = client
+        .query_one(
+            "SELECT value FROM sc_status()
+              WHERE metric = 'sc_backup_repository_wal_backlog_files' AND repository = 2",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(backlog_in_sql, 0.0);
+    let health = |client: &mut sc_backup_pg_test::postgres::Client| -> (bool, String) {
+        let row = client
+            .query_one(
+                "SELECT healthy, detail FROM sc_health() WHERE check_name = 'repository 2'",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let (healthy, detail) = health(&mut client);
+    assert!(
+        healthy && detail.contains("held all of repository 1's WAL"),
+        "{detail}"
+    );
 
     // Repository 2 goes away: archiving into repository 1 goes on, and the worker says so.
     let away = dir.path.join("second-away");
@@ -123,6 +147,9 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
         || repository_figures(port).0.is_none(),
     );
     let (_, caught_up_during) = repository_figures(port);
+    // Healthy still (within the 15 minutes of the RPO objective), the error said.
+    let (healthy, detail) = health(&mut client);
+    assert!(healthy && detail.contains("last error:"), "{detail}");
     assert!(caught_up_during >= caught_up_before, "{caught_up_during:?}");
     std::thread::sleep(catch_up_interval() + Duration::from_secs(2));
     assert_eq!(
