@@ -255,6 +255,18 @@ settings! {
         c"Repository 2's number of full backups always kept; empty: sc_backup.retention_full.",
         c"",
         GucFlags::empty(), check check_repository2_retention_full;
+    REPOSITORY2_RETENTION_HOURLY_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[0].retention_hourly_days,
+        c"Days repository 2 keeps hourly backups; -1: its retention days; empty: sc_backup.retention_hourly_days.",
+        c"",
+        GucFlags::empty(), check check_repository2_retention_hourly_days;
+    REPOSITORY2_RETENTION_DAILY_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[0].retention_daily_days,
+        c"Days repository 2 keeps daily backups; -1: its retention days; empty: sc_backup.retention_daily_days.",
+        c"",
+        GucFlags::empty(), check check_repository2_retention_daily_days;
+    REPOSITORY2_RETENTION_WEEKLY_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[0].retention_weekly_days,
+        c"Days repository 2 keeps weekly backups; -1: its retention days; empty: sc_backup.retention_weekly_days.",
+        c"",
+        GucFlags::empty(), check check_repository2_retention_weekly_days;
     REPOSITORY3: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[1].location,
         c"Repository 3: another place that holds the cluster's WAL and backups, complete and restorable alone.",
         c"An absolute directory path, a file:// URL, s3://bucket/prefix or gs://bucket/prefix; empty (the default): none. Its own settings are sc_backup.repository3_*; what it leaves unset comes from repository 1's.",
@@ -279,6 +291,18 @@ settings! {
         c"Repository 3's number of full backups always kept; empty: sc_backup.retention_full.",
         c"",
         GucFlags::empty(), check check_repository3_retention_full;
+    REPOSITORY3_RETENTION_HOURLY_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[1].retention_hourly_days,
+        c"Days repository 3 keeps hourly backups; -1: its retention days; empty: sc_backup.retention_hourly_days.",
+        c"",
+        GucFlags::empty(), check check_repository3_retention_hourly_days;
+    REPOSITORY3_RETENTION_DAILY_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[1].retention_daily_days,
+        c"Days repository 3 keeps daily backups; -1: its retention days; empty: sc_backup.retention_daily_days.",
+        c"",
+        GucFlags::empty(), check check_repository3_retention_daily_days;
+    REPOSITORY3_RETENTION_WEEKLY_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[1].retention_weekly_days,
+        c"Days repository 3 keeps weekly backups; -1: its retention days; empty: sc_backup.retention_weekly_days.",
+        c"",
+        GucFlags::empty(), check check_repository3_retention_weekly_days;
     REPOSITORY4: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[2].location,
         c"Repository 4: another place that holds the cluster's WAL and backups, complete and restorable alone.",
         c"An absolute directory path, a file:// URL, s3://bucket/prefix or gs://bucket/prefix; empty (the default): none. Its own settings are sc_backup.repository4_*; what it leaves unset comes from repository 1's.",
@@ -303,6 +327,18 @@ settings! {
         c"Repository 4's number of full backups always kept; empty: sc_backup.retention_full.",
         c"",
         GucFlags::empty(), check check_repository4_retention_full;
+    REPOSITORY4_RETENTION_HOURLY_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[2].retention_hourly_days,
+        c"Days repository 4 keeps hourly backups; -1: its retention days; empty: sc_backup.retention_hourly_days.",
+        c"",
+        GucFlags::empty(), check check_repository4_retention_hourly_days;
+    REPOSITORY4_RETENTION_DAILY_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[2].retention_daily_days,
+        c"Days repository 4 keeps daily backups; -1: its retention days; empty: sc_backup.retention_daily_days.",
+        c"",
+        GucFlags::empty(), check check_repository4_retention_daily_days;
+    REPOSITORY4_RETENTION_WEEKLY_DAYS: string<Option<CString>> = None, FURTHER_REPOSITORY_NAMES[2].retention_weekly_days,
+        c"Days repository 4 keeps weekly backups; -1: its retention days; empty: sc_backup.retention_weekly_days.",
+        c"",
+        GucFlags::empty(), check check_repository4_retention_weekly_days;
     RETENTION_HOURLY_DAYS: int<i32> = -1, names::RETENTION_HOURLY_DAYS,
         c"Days the hourly backups (backup_type hourly) are kept; -1 (the default): sc_backup.retention_days.",
         c"The playbook's tiers: hourly backups 30 days, daily ones long-term, weekly ones extended. WAL is kept from the oldest backup within sc_backup.retention_days on; older backups a longer tier keeps keep only the WAL that makes them consistent.",
@@ -515,6 +551,31 @@ whole_number_hooks! {
     check_repository4_retention_full: 2.retention_full;
 }
 
+/// Check hooks for repository N's tier settings: days, or -1 (its retention days).
+macro_rules! tier_days_hooks {
+    ($($hook:ident: $index:literal . $field:ident;)*) => {
+        $(string_check_hook!($hook, |v| tier_days(FURTHER_REPOSITORY_NAMES[$index].$field, v));)*
+    };
+}
+tier_days_hooks! {
+    check_repository2_retention_hourly_days: 0.retention_hourly_days;
+    check_repository2_retention_daily_days: 0.retention_daily_days;
+    check_repository2_retention_weekly_days: 0.retention_weekly_days;
+    check_repository3_retention_hourly_days: 1.retention_hourly_days;
+    check_repository3_retention_daily_days: 1.retention_daily_days;
+    check_repository3_retention_weekly_days: 1.retention_weekly_days;
+    check_repository4_retention_hourly_days: 2.retention_hourly_days;
+    check_repository4_retention_daily_days: 2.retention_daily_days;
+    check_repository4_retention_weekly_days: 2.retention_weekly_days;
+}
+
+fn tier_days(like: &'static str, value: &str) -> Result<(), ConfigError> {
+    match value.trim() {
+        "-1" => Ok(()),
+        other => whole_number(like, other),
+    }
+}
+
 fn whole_number(like: &'static str, value: &str) -> Result<(), ConfigError> {
     value
         .trim()
@@ -696,40 +757,57 @@ fn raw_settings() -> Result<RawSettings, ConfigError> {
 
 /// Repositories 2 to 4 as their settings say (unset: `None`, inherited from repository 1).
 fn further_repositories() -> [RawRepository; 3] {
-    let one = |location, compression, level, encryption, days, full| RawRepository {
-        location: cstring_setting(location),
-        compression: cstring_setting(compression),
-        compression_level: cstring_setting(level),
-        encryption: cstring_setting(encryption),
-        encryption_passphrase: None,
-        retention_days: cstring_setting(days),
-        retention_full: cstring_setting(full),
-    };
+    type Setting = GucSetting<Option<CString>>;
+    let one =
+        |[location, compression, level, encryption, days, full, hourly, daily, weekly]: [&Setting;
+             9]| {
+            RawRepository {
+                location: cstring_setting(location),
+                compression: cstring_setting(compression),
+                compression_level: cstring_setting(level),
+                encryption: cstring_setting(encryption),
+                encryption_passphrase: None,
+                retention_days: cstring_setting(days),
+                retention_full: cstring_setting(full),
+                retention_hourly_days: cstring_setting(hourly),
+                retention_daily_days: cstring_setting(daily),
+                retention_weekly_days: cstring_setting(weekly),
+            }
+        };
     [
-        one(
+        one([
             &REPOSITORY2,
             &REPOSITORY2_COMPRESSION,
             &REPOSITORY2_COMPRESSION_LEVEL,
             &REPOSITORY2_ENCRYPTION,
             &REPOSITORY2_RETENTION_DAYS,
             &REPOSITORY2_RETENTION_FULL,
-        ),
-        one(
+            &REPOSITORY2_RETENTION_HOURLY_DAYS,
+            &REPOSITORY2_RETENTION_DAILY_DAYS,
+            &REPOSITORY2_RETENTION_WEEKLY_DAYS,
+        ]),
+        one([
             &REPOSITORY3,
             &REPOSITORY3_COMPRESSION,
             &REPOSITORY3_COMPRESSION_LEVEL,
             &REPOSITORY3_ENCRYPTION,
             &REPOSITORY3_RETENTION_DAYS,
             &REPOSITORY3_RETENTION_FULL,
-        ),
-        one(
+            &REPOSITORY3_RETENTION_HOURLY_DAYS,
+            &REPOSITORY3_RETENTION_DAILY_DAYS,
+            &REPOSITORY3_RETENTION_WEEKLY_DAYS,
+        ]),
+        one([
             &REPOSITORY4,
             &REPOSITORY4_COMPRESSION,
             &REPOSITORY4_COMPRESSION_LEVEL,
             &REPOSITORY4_ENCRYPTION,
             &REPOSITORY4_RETENTION_DAYS,
             &REPOSITORY4_RETENTION_FULL,
-        ),
+            &REPOSITORY4_RETENTION_HOURLY_DAYS,
+            &REPOSITORY4_RETENTION_DAILY_DAYS,
+            &REPOSITORY4_RETENTION_WEEKLY_DAYS,
+        ]),
     ]
 }
 

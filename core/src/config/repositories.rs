@@ -81,6 +81,10 @@ pub struct RawRepository {
     pub encryption_passphrase: Option<Secret>,
     pub retention_days: Option<String>,
     pub retention_full: Option<String>,
+    /// Its tiers (`-1`: its `retention_days`).
+    pub retention_hourly_days: Option<String>,
+    pub retention_daily_days: Option<String>,
+    pub retention_weekly_days: Option<String>,
 }
 
 impl RawRepository {
@@ -95,6 +99,13 @@ impl RawRepository {
                 .or(fallback.encryption_passphrase),
             retention_days: self.retention_days.or(fallback.retention_days),
             retention_full: self.retention_full.or(fallback.retention_full),
+            retention_hourly_days: self
+                .retention_hourly_days
+                .or(fallback.retention_hourly_days),
+            retention_daily_days: self.retention_daily_days.or(fallback.retention_daily_days),
+            retention_weekly_days: self
+                .retention_weekly_days
+                .or(fallback.retention_weekly_days),
         }
     }
 
@@ -116,6 +127,9 @@ pub struct RepositoryNames {
     pub encryption_passphrase: &'static str,
     pub retention_days: &'static str,
     pub retention_full: &'static str,
+    pub retention_hourly_days: &'static str,
+    pub retention_daily_days: &'static str,
+    pub retention_weekly_days: &'static str,
 }
 
 macro_rules! repository_names {
@@ -128,6 +142,9 @@ macro_rules! repository_names {
             encryption_passphrase: concat!("sc_backup.repository", $n, "_encryption_passphrase"),
             retention_days: concat!("sc_backup.repository", $n, "_retention_days"),
             retention_full: concat!("sc_backup.repository", $n, "_retention_full"),
+            retention_hourly_days: concat!("sc_backup.repository", $n, "_retention_hourly_days"),
+            retention_daily_days: concat!("sc_backup.repository", $n, "_retention_daily_days"),
+            retention_weekly_days: concat!("sc_backup.repository", $n, "_retention_weekly_days"),
         }
     };
 }
@@ -141,7 +158,7 @@ pub const FURTHER_REPOSITORY_NAMES: [RepositoryNames; 3] = [
 
 impl RepositoryNames {
     /// Every name, the passphrase last (a secret: the secrets file holds it, not a setting).
-    pub fn all(&self) -> [&'static str; 7] {
+    pub fn all(&self) -> [&'static str; 10] {
         [
             self.location,
             self.compression,
@@ -149,6 +166,9 @@ impl RepositoryNames {
             self.encryption,
             self.retention_days,
             self.retention_full,
+            self.retention_hourly_days,
+            self.retention_daily_days,
+            self.retention_weekly_days,
             self.encryption_passphrase,
         ]
     }
@@ -164,6 +184,9 @@ pub(super) fn set_further(further: &mut [RawRepository; 3], name: &str, value: S
             n if n == names.encryption => &mut raw.encryption,
             n if n == names.retention_days => &mut raw.retention_days,
             n if n == names.retention_full => &mut raw.retention_full,
+            n if n == names.retention_hourly_days => &mut raw.retention_hourly_days,
+            n if n == names.retention_daily_days => &mut raw.retention_daily_days,
+            n if n == names.retention_weekly_days => &mut raw.retention_weekly_days,
             n if n == names.encryption_passphrase => {
                 raw.encryption_passphrase = Some(Secret::new(value));
                 return true;
@@ -200,6 +223,15 @@ impl RawSettings {
                 .or_else(|| self.encryption_passphrase.clone()),
             retention_days: own.retention_days.or_else(|| self.retention_days.clone()),
             retention_full: own.retention_full.or_else(|| self.retention_full.clone()),
+            retention_hourly_days: own
+                .retention_hourly_days
+                .or_else(|| self.retention_hourly_days.clone()),
+            retention_daily_days: own
+                .retention_daily_days
+                .or_else(|| self.retention_daily_days.clone()),
+            retention_weekly_days: own
+                .retention_weekly_days
+                .or_else(|| self.retention_weekly_days.clone()),
             further: Default::default(),
             ..self.clone()
         })
@@ -265,8 +297,11 @@ mod tests {
             ("sc_backup.s3_access_key_id", "AKIAEXAMPLE"),
             ("sc_backup.s3_secret_access_key", "secret"),
             ("sc_backup.retention_days", "30"),
+            ("sc_backup.retention_daily_days", "90"),
+            ("sc_backup.retention_weekly_days", "400"),
             ("sc_backup.repository2", "s3://offsite-bucket/pg"),
             ("sc_backup.repository2_retention_days", "365"),
+            ("sc_backup.repository2_retention_weekly_days", "3650"),
         ]);
         let all = Settings::all_from_raw(&raw).unwrap();
         assert_eq!(all.len(), 2);
@@ -274,6 +309,17 @@ mod tests {
         assert_eq!(number.get(), 2);
         assert_eq!(offsite.repository.to_string(), "s3://offsite-bucket/pg");
         assert_eq!(offsite.retention.days, 365);
+        // Its own tiers where it sets them, repository 1's elsewhere.
+        let tiers = offsite.retention.tiers;
+        assert_eq!(
+            (tiers.hourly, tiers.daily, tiers.weekly),
+            (None, Some(90), Some(3650))
+        );
+        let first = all[0].1.retention.tiers;
+        assert_eq!(
+            (first.hourly, first.daily, first.weekly),
+            (None, Some(90), Some(400))
+        );
         assert_eq!(
             offsite.compression.algorithm,
             super::super::CompressionAlgorithm::Gzip
