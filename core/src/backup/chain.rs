@@ -453,6 +453,13 @@ pub(crate) mod tests {
             method: BackupKind::Incremental,
             ..crate::backup::tests::report()
         };
+        // Taken in the order of their positions, a second per 256 bytes of WAL.
+        let later = chrono::Duration::seconds((start / 0x100) as i64);
+        let report = BackupReport {
+            start_time: report.start_time + later,
+            stop_time: report.stop_time + later,
+            ..report
+        };
         writer.finish(entries, None, report).unwrap()
     }
 

@@ -47,7 +47,7 @@ pub fn backups_to_copy(source: &Repository, target: &Repository) -> Result<Vec<B
     let started = |b: &BackupMetadata| (b.playbook.start_time, b.start_lsn);
     let held = list_backups(target)?;
     let newest = held.iter().map(started).max();
-    Ok(list_backups(source)?
+    let mut pending: Vec<BackupMetadata> = list_backups(source)?
         .into_iter()
         .filter(|b| newest.is_none_or(|newest| started(b) > newest))
         .filter(|b| {
@@ -55,7 +55,9 @@ pub fn backups_to_copy(source: &Repository, target: &Repository) -> Result<Vec<B
                 .iter()
                 .any(|h| h.playbook.backup_name == b.playbook.backup_name)
         })
-        .collect())
+        .collect();
+    pending.sort_by_key(started);
+    Ok(pending)
 }
 
 /// Copies into `target` the backups of `source` it should get (see [`backups_to_copy`]); the

@@ -110,6 +110,9 @@ pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
+    /// Taking made-up backups, for the tests of other modules.
+    pub(crate) use super::chain::tests::{relation, repository, take};
+
     pub(crate) fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
         crate::util::time::parse_time(text).expect("a test time")
     }

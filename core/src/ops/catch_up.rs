@@ -313,3 +313,82 @@ fn expire_further(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::tests::{relation, repository, take};
+    use crate::config::RawSettings;
+
+    /// One pass copies the WAL and the backups, then applies the further repository's own
+    /// retention (here: only the newest full backup), recording both in repository 1's audit
+    /// trail; what it expired is not copied again by the next pass, and repository 1 keeps all.
+    #[test]
+    fn a_pass_copies_backups_then_applies_the_repositorys_own_retention() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir_all(data.join("base/5")).unwrap();
+        std::fs::write(data.join("PG_VERSION"), b"15\n").unwrap();
+        std::fs::write(data.join("base/5/16384"), relation(&[(0x100, 1)])).unwrap();
+        let first_dir = root.path().join("first");
+        std::fs::create_dir_all(&first_dir).unwrap();
+        let first = repository(&first_dir);
+        let full = take(&first, &data, "f", 0x1000, None);
+        std::fs::write(data.join("base/5/16384"), relation(&[(0x2000, 2)])).unwrap();
+        take(&first, &data, "i1", 0x3000, Some(&full));
+        take(&first, &data, "g", 0x5000, None);
+
+        std::fs::create_dir(root.path().join("second")).unwrap();
+        let number = RepositoryNumber::new(2).unwrap();
+        let settings = Settings::from_raw(&RawSettings {
+            repository: Some(root.path().join("second").display().to_string()),
+            retention_days: Some("0".into()),
+            retention_full: Some("1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let further = [(number, settings)];
+        let lags = catch_up_pass(&first, &further, &[], "tester", &|| false);
+        let lag = &lags[0];
+        assert_eq!(lag.error, None);
+        assert_eq!(lag.backups_copied, ["f", "i1", "g"]);
+        assert_eq!(lag.backups_behind, Some(0));
+        assert!(
+            lag.expired.as_deref().is_some_and(|e| e.contains('f')),
+            "{lag:?}"
+        );
+        let second = open_further(&first, &further[0].1).unwrap();
+        let held = |repository: &Repository| -> Vec<String> {
+            list_backups(repository)
+                .unwrap()
+                .into_iter()
+                .map(|b| b.playbook.backup_name)
+                .collect()
+        };
+        assert_eq!(held(&second), ["g"]);
+        assert_eq!(held(&first), ["f", "i1", "g"]);
+
+        // The next pass finds nothing to copy (f and i1 are older than g) and expires nothing.
+        let again = catch_up_pass(&first, &further, &lags, "tester", &|| false);
+        assert_eq!(again[0].error, None);
+        assert!(again[0].backups_copied.is_empty());
+        assert_eq!(held(&second), ["g"]);
+
+        // Both recorded in repository 1's trail.
+        let records: Vec<_> = crate::ops::audit::list(&first, None)
+            .unwrap()
+            .iter()
+            .map(|key| crate::ops::audit::read(&first, key).unwrap())
+            .collect();
+        let copy = records.iter().find(|r| r.operation == "copy").unwrap();
+        assert_eq!(
+            (copy.user.as_str(), copy.source.as_str()),
+            ("tester", "scheduler")
+        );
+        assert!(
+            copy.target.as_deref().unwrap().contains("3 backup(s)"),
+            "{copy:?}"
+        );
+        assert!(records.iter().any(|r| r.operation == "expire"));
+    }
+}
