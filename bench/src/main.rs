@@ -40,7 +40,8 @@ struct Args {
     /// Small sizes everywhere: checks the harness in a few minutes
     #[arg(long)]
     quick: bool,
-    /// Phases to run (default all): wal, backup, incremental, drill, extract, dump, s3
+    /// Phases to run (default all): wal, backup, incremental, drill, extract, dump, s3,
+    /// repositories
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// PostgreSQL majors, e.g. 15,18: every phase on the first, WAL drain and backup on the
@@ -88,6 +89,7 @@ fn main() {
             "extract",
             "dump",
             "s3",
+            "repositories",
         ]
         .map(String::from)
         .to_vec()
@@ -142,6 +144,9 @@ fn main() {
         }
         if runs("s3") {
             bench.s3();
+        }
+        if runs("repositories") {
+            bench.repositories();
         }
     }
     bench.write(&machine, started.elapsed());

@@ -6,5 +6,6 @@ mod drill;
 mod dumps;
 mod extract;
 mod incremental;
+mod repositories;
 mod s3;
 mod wal;

@@ -72,6 +72,18 @@ impl Bench {
         name: &str,
         prepare: impl FnOnce(&Cluster, &mut Client) -> Option<String>,
     ) -> Option<f64> {
+        self.drain_then(source, name, prepare, |_, _| {})
+    }
+
+    /// [`Bench::drain`], then `drained` with the cluster still running and the drain's start
+    /// (what else it did meanwhile: a second repository's catch-up, say).
+    pub(crate) fn drain_then(
+        &self,
+        source: &Path,
+        name: &str,
+        prepare: impl FnOnce(&Cluster, &mut Client) -> Option<String>,
+        drained: impl FnOnce(&Cluster, Instant),
+    ) -> Option<f64> {
         let data = self.dir.path.join(name);
         let _ = fs::remove_dir_all(&data);
         run_ok(Command::new("cp").arg("-a").arg(source).arg(&data));
@@ -111,6 +123,7 @@ impl Bench {
             cluster.log_text()
         );
         println!("  ({name}: {backlog} files in {seconds:.1} s)");
+        drained(&cluster, started);
         drop(client);
         cluster.stop("fast");
         let _ = fs::remove_dir_all(&data);
