@@ -121,7 +121,8 @@ impl SettingsArgs {
     }
 
     /// The settings from every source, and the repository number `--repository` gave (a
-    /// location given instead stands for repository 1, replacing the cluster's).
+    /// location the cluster configures as repository N stands for it; any other location for
+    /// repository 1, replacing the cluster's).
     fn raw(&self) -> Result<(RawSettings, Option<RepositoryNumber>), CliError> {
         let chosen = match self.repository.as_deref().map(str::trim) {
             Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
@@ -187,10 +188,35 @@ impl SettingsArgs {
             retention_weekly_days: None,
             further: Default::default(),
         };
-        let from_cluster = match self.data_directory() {
-            Some(data_directory) => cluster_settings(&data_directory, self.config_file.as_deref())?,
-            None => RawSettings::default(),
+        let from_cluster = match (self.data_directory(), self.config_file.as_deref()) {
+            (Some(data_directory), config_file) => cluster_settings(&data_directory, config_file)?,
+            // A configuration named alone (on a new host, before any data directory): read
+            // as if its directory were the data directory, as it is unless the packaging
+            // moved it (/etc/postgresql/...: a relative secrets file is then best absolute).
+            (None, Some(config_file)) => cluster_settings(
+                config_file.parent().unwrap_or(Path::new(".")),
+                Some(config_file),
+            )?,
+            (None, None) => RawSettings::default(),
         };
+        // A location the cluster configures as repository 2 to 4 is that repository, with its
+        // own settings and passphrase: a restore from it writes its location into
+        // restore_command, which must then read it with its own key.
+        if let (None, Some(location)) = (chosen, explicit.repository.as_deref().map(str::trim)) {
+            let configured = RepositoryNumber::all().skip(1).find(|number| {
+                from_cluster
+                    .for_repository(*number)
+                    .and_then(|own| own.repository)
+                    .is_some_and(|own| own.trim() == location)
+            });
+            if let Some(number) = configured {
+                let explicit = RawSettings {
+                    repository: None,
+                    ..explicit
+                };
+                return Ok((explicit.or(from_cluster), Some(number)));
+            }
+        }
         Ok((explicit.or(from_cluster), chosen))
     }
 

@@ -193,8 +193,7 @@ impl Bench {
             let (name, seconds, _, _) = Self::ours_backup_in(&mut client, "full");
             two.push(seconds);
             wait_for("repository 2 to hold the backup", || {
-                open(offsite, &server)
-                    .is_some_and(|offsite| read_metadata(&offsite, &name).is_ok())
+                open(offsite, &server).is_some_and(|offsite| read_metadata(&offsite, &name).is_ok())
             });
             both.push(started.elapsed().as_secs_f64());
         }
@@ -273,8 +272,13 @@ impl Bench {
         let (source, _) = self.wal_backlog("repos-pgbr-source", segments);
         let dir = &self.dir;
         let push = self.drain(&source, "repos-pgbr-wal", |cluster, _| {
-            let conf =
-                pgbackrest_conf_with(dir, "repos-pgbr-wal-conf", cluster, true, &global("repos-pgbr-wal-conf"));
+            let conf = pgbackrest_conf_with(
+                dir,
+                "repos-pgbr-wal-conf",
+                cluster,
+                true,
+                &global("repos-pgbr-wal-conf"),
+            );
             pgbackrest_stanza_create(&conf)?;
             Some(format!(
                 "archive_command = 'pgbackrest --config={} --stanza=bench archive-push %p'\n",

@@ -418,3 +418,114 @@ fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
         sc_backup_core::backup::verify_backup(&offsite().unwrap(), &backup).unwrap();
     assert_eq!(problems, [], "the offsite copy of {backup}");
 }
+
+/// Repository 1 local, repository 2 on GCS (the emulator) with a key of its own: the worker
+/// copies the WAL and a backup there; with the local repository gone, a restore on the
+/// cluster's configuration finds repository 1 unusable, reads repository 2 alone and reaches
+/// the end of the archive.
+#[test]
+fn a_gcs_offsite_repository_gets_the_backups_and_restores_alone() {
+    let dir = TestDir::new("offsite_gcs");
+    let server = sc_backup_pg_test::GcsServer::start(&dir, "gcs");
+    server.create_bucket("offsite");
+    let first = dir.subdir("local");
+    let secrets = dir.path.join("secrets.conf");
+    sc_backup_pg_test::write_as_postgres(
+        &secrets,
+        b"sc_backup.encryption_passphrase = 'local passphrase'\n\
+          sc_backup.repository2_encryption_passphrase = 'offsite passphrase'\n",
+    );
+    std::fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let (mut primary, mut client) = sc_backup_pg_test::start_primary(
+        &dir,
+        &archiving_conf(
+            &first,
+            &format!(
+                "{}sc_backup.encryption = age\nsc_backup.secrets_file = '{}'\n\
+                 sc_backup.repository2 = 'gs://offsite/pg'\nsc_backup.repository2_compression = 'gzip'",
+                server.conf(),
+                secrets.display()
+            ),
+        ),
+    );
+    client
+        .batch_execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS n")
+        .unwrap();
+    let backup = sc_backup_pg_test::take_backup(&mut client);
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(1001, 1500)")
+        .unwrap();
+    let last = primary.switch_and_wait_archived(&mut client);
+    let offsite = || {
+        sc_backup_core::Repository::open(
+            &sc_backup_core::Settings::from_raw(&sc_backup_core::RawSettings {
+                repository: Some("gs://offsite/pg".into()),
+                gcs_endpoint: Some(server.endpoint.clone()),
+                gcs_credentials: Some(server.credentials_file.display().to_string()),
+                encryption_passphrase: Some(sc_backup_core::config::Secret::new(String::from(
+                    "offsite passphrase",
+                ))),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+    };
+    wait_for(
+        "repository 2 to hold the backup and the last WAL file",
+        Duration::from_secs(90),
+        || {
+            offsite().is_ok_and(|repository| {
+                sc_backup_core::backup::read_metadata(&repository, &backup).is_ok()
+                    && sc_backup_core::wal::WalFileName::parse(&last)
+                        .ok()
+                        .and_then(|name| repository.find_wal(&name).ok().flatten())
+                        .is_some()
+            })
+        },
+    );
+    drop(client);
+    primary.stop("fast");
+
+    // The local repository lost with the host; the cluster's configuration comes back.
+    std::fs::rename(&first, dir.path.join("local-lost")).unwrap();
+    let pgdata = dir.path.join("restored");
+    let output = sc_backup_pg_test::sc_backup(&dir.path)
+        .arg("--config-file")
+        .arg(primary.data.join("postgresql.conf"))
+        .args(["restore", "--pgdata"])
+        .arg(&pgdata)
+        .args(["--archive-mode", "off", "--target-action", "promote"])
+        .output()
+        .unwrap();
+    let said = sc_backup_pg_test::output_text(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains("sc-backup: note: restoring from repository 2 (gs://offsite/pg)"),
+        "{said}"
+    );
+    let mut restored = sc_backup_pg_test::Cluster::adopt(&dir, "restored", pgdata);
+    restored.start();
+    let mut restored_client = restored.connect();
+    restored.wait_promoted(&mut restored_client);
+    let rows: i64 = restored_client
+        .query_one("SELECT count(*) FROM t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1500);
+    drop(restored_client);
+    restored.stop("fast");
+
+    // Named by its location, a configured repository is that repository (its own key).
+    let output = sc_backup_pg_test::sc_backup(&dir.path)
+        .arg("--config-file")
+        .arg(primary.data.join("postgresql.conf"))
+        .args(["--repository", "gs://offsite/pg", "verify", &backup])
+        .output()
+        .unwrap();
+    let said = sc_backup_pg_test::output_text(&output);
+    assert!(output.status.success() && said.contains("OK"), "{said}");
+}
