@@ -76,7 +76,7 @@ impl Bench {
         // The drain: repository 1 alone, then with repository 2, interleaved.
         let (mut alone, mut beside, mut offsite_done) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..ROUNDS {
-            let local = self.dir.path.join(format!("repos-local-{round}"));
+            let local = self.dir.subdir(&format!("repos-local-{round}"));
             let conf = ours_conf(&local.display().to_string(), 2, true);
             alone.push(
                 self.drain(&source, &format!("repos-alone-{round}"), |_, _| {
@@ -84,7 +84,7 @@ impl Bench {
                 })
                 .expect("our own method always runs"),
             );
-            let local = self.dir.path.join(format!("repos-both-{round}"));
+            let local = self.dir.subdir(&format!("repos-both-{round}"));
             let offsite = format!("s3://bench/offsite-wal-{round}");
             let conf = format!(
                 "{}{}sc_backup.repository2 = '{offsite}'\n",
@@ -153,7 +153,7 @@ impl Bench {
         let _ = std::fs::remove_dir_all(&source);
 
         // Backups: one repository, then two, interleaved, in one cluster.
-        let local = self.dir.path.join("repos-backups-local");
+        let local = self.dir.subdir("repos-backups-local");
         let offsite = "s3://bench/offsite-backups";
         let cluster = self.ours_cluster(
             "repos-db",
