@@ -81,8 +81,8 @@ enum Command {
         dry_run: bool,
     },
     /// Bring repository N up to date with the one --repository names (default 1): every WAL
-    /// file it lacks, verified and re-encoded for its settings; resumable, never replacing
-    /// what is there. Backups are not copied yet
+    /// file it lacks, then the backups and logical dumps newer than its newest, each verified
+    /// and re-encoded for its settings; resumable, never replacing what is there
     Copy {
         /// The repository to fill: 2 to 4 (sc_backup.repository2 ...), or 1
         #[arg(long, value_name = "N")]

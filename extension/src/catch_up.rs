@@ -147,6 +147,17 @@ impl CatchUp {
                     ),
                 ));
             }
+            if new_pass && !lag.dumps_copied.is_empty() {
+                news.push((
+                    false,
+                    format!(
+                        "sc_backup: copied dump(s) {} into {} ({})",
+                        lag.dumps_copied.join(", "),
+                        lag.number,
+                        lag.location
+                    ),
+                ));
+            }
             if let Some(expired) = lag.expired.as_ref().filter(|_| new_pass) {
                 news.push((
                     false,

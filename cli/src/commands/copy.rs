@@ -1,6 +1,7 @@
 //! `sc-backup copy --to N`: brings one of the cluster's repositories up to date with another
 //! (the one `--repository` names, repository 1 by default): first every WAL file the target
-//! lacks, then the backups newer than the newest it holds (their WAL is then there), each file
+//! lacks, then the backups newer than the newest it holds (their WAL is then there), then the
+//! logical dumps newer than its newest of each database, each file
 //! verified on the way and re-encoded for the target's compression and key (see
 //! `sc_backup_core::wal::copy` and `sc_backup_core::backup::copy_backups`). The same copy the
 //! scheduler runs in the background; an interrupted one resumes where it stopped.
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sc_backup_core::backup::copy_backups;
 use sc_backup_core::config::repositories::RepositoryNumber;
+use sc_backup_core::dump::copy_dumps;
 use sc_backup_core::ops::catch_up::open_further;
 use sc_backup_core::util::bytes::human_bytes;
 use sc_backup_core::wal::copy::copy_wal_via_scratch;
@@ -33,7 +35,7 @@ pub fn run(
     }
     let mut timer = audit_start("copy");
     timer.details().target = Some(format!(
-        "WAL and backups from {} to {to} ({})",
+        "WAL, backups and dumps from {} to {to} ({})",
         source_repository.describe(),
         target_repository.describe()
     ));
@@ -41,10 +43,11 @@ pub fn run(
     let result = copy_wal_via_scratch(&source_repository, &target_repository, &interrupted)
         .and_then(|wal| {
             let backups = copy_backups(&source_repository, &target_repository, &interrupted)?;
-            Ok((wal, backups))
+            let dumps = copy_dumps(&source_repository, &target_repository, &interrupted)?;
+            Ok((wal, backups, dumps))
         })
         .map_err(CliError::from);
-    let (wal, backups) = audited(&target_repository, &timer, result)?;
+    let (wal, backups, dumps) = audited(&target_repository, &timer, result)?;
     println!(
         "copied {} WAL file(s) ({}) into {to} ({}); {} were there already",
         wal.copied,
@@ -60,6 +63,14 @@ pub fn run(
             backups.copied.len(),
             human_bytes(backups.bytes),
             backups.copied.join(", ")
+        );
+    }
+    if !dumps.copied.is_empty() {
+        println!(
+            "copied {} dump(s) ({} of SQL): {}",
+            dumps.copied.len(),
+            human_bytes(dumps.bytes),
+            dumps.copied.join(", ")
         );
     }
     for (name, why) in &backups.skipped {

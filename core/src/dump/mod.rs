@@ -17,8 +17,14 @@
 //! never leaves half a database. A database that already exists is replaced only on request,
 //! and only after the new copy is complete: the dump is loaded into a new database that is
 //! then renamed over it.
+//!
+//! `copy` brings a cluster's other repositories the dumps of repository 1, re-encoded for
+//! each.
 
+pub mod copy;
 mod copy_scan;
+
+pub use copy::{copy_dumps, DumpCopyReport};
 
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::process::CommandExt;
@@ -356,25 +362,34 @@ pub fn take_dump(
         system_identifier: request.system_identifier.to_string(),
         pg_dump_version: request.pg_dump_version.clone(),
     };
+    publish(repository, &metadata)?;
+    Ok(metadata)
+}
+
+/// Makes a dump whose stored file is committed exist: its `.sha256`, then its `.meta`
+/// (sealed with the repository's key), written last. On failure the stored file and the
+/// checksum go again.
+fn publish(repository: &Repository, metadata: &DumpMetadata) -> Result<()> {
+    let file = &metadata.file;
     let finished = (|| {
         write_object(
             repository,
-            &checksum_key(&file),
-            checksum_line(&metadata.playbook.checksum, &file).as_bytes(),
+            &checksum_key(file),
+            checksum_line(&metadata.playbook.checksum, file).as_bytes(),
         )?;
         // Written last: from here on the dump exists.
-        let mut json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+        let mut json = serde_json::to_vec_pretty(metadata).expect("metadata serializes");
         if let Some(key) = repository.key()? {
-            json = crate::codec::authentication::seal(key, &meta_key(&file), &json);
+            json = crate::codec::authentication::seal(key, &meta_key(file), &json);
         }
-        write_object(repository, &meta_key(&file), &json)
+        write_object(repository, &meta_key(file), &json)
     })();
     if let Err(error) = finished {
-        let _ = repository.storage().delete(&checksum_key(&file));
-        let _ = repository.storage().delete(&data_key);
+        let _ = repository.storage().delete(&checksum_key(file));
+        let _ = repository.storage().delete(&metadata.key());
         return Err(error);
     }
-    Ok(metadata)
+    Ok(())
 }
 
 /// Kills the dump program and anything it started (its own process group), so that nothing
@@ -1184,12 +1199,12 @@ mod restrict_lines_tests {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::{RawSettings, Settings};
     use crate::repository::ClusterIdentity;
 
-    fn repository(dir: &std::path::Path, compression: &str) -> Repository {
+    pub(super) fn repository(dir: &std::path::Path, compression: &str) -> Repository {
         let settings = Settings::from_raw(&RawSettings {
             repository: Some(dir.display().to_string()),
             compression: Some(compression.into()),
@@ -1207,7 +1222,7 @@ mod tests {
     }
 
     /// A stand-in for pg_dump: a real child process writing SQL to its standard output.
-    fn request(script: &str, database: &str) -> DumpRequest {
+    pub(super) fn request(script: &str, database: &str) -> DumpRequest {
         let mut command = Command::new("sh");
         command.args(["-c", script]);
         DumpRequest {
@@ -1221,7 +1236,7 @@ mod tests {
         }
     }
 
-    fn never() -> impl FnMut() -> std::result::Result<(), Interrupted> {
+    pub(super) fn never() -> impl FnMut() -> std::result::Result<(), Interrupted> {
         || Ok(())
     }
 

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::backup::{backups_to_copy, copy_backups, list_backups};
+use crate::backup::{backups_to_copy, copy_backups, list_backups, BackupCopyReport};
 use crate::config::repositories::RepositoryNumber;
 use crate::config::Settings;
+use crate::dump::copy::dumps_to_copy;
+use crate::dump::{copy_dumps, list_dumps, DumpCopyReport};
 use crate::error::{Error, Result};
 use crate::ops::audit::{self, AuditTimer};
 use crate::ops::maintenance::expire_now;
@@ -38,10 +40,16 @@ pub struct RepositoryLag {
     pub backups_behind: Option<u64>,
     /// Backups copied in this pass, oldest first.
     pub backups_copied: Vec<String>,
+    /// Logical dumps copied in this pass (their files in this repository).
+    #[serde(default)]
+    pub dumps_copied: Vec<String>,
     /// When the newest backup it holds started.
     pub newest_backup_at: Option<DateTime<Utc>>,
     /// When its backups were last compared with repository 1's.
     pub backups_checked_at: Option<DateTime<Utc>>,
+    /// When its logical dumps were last compared with repository 1's.
+    #[serde(default)]
+    pub dumps_checked_at: Option<DateTime<Utc>>,
     /// Until when a backup is expected in repository 1 (its history file arrived; its
     /// `backup.json` follows once its last WAL is archived): backups are compared every pass.
     pub backup_expected_until: Option<DateTime<Utc>>,
@@ -64,8 +72,10 @@ impl RepositoryLag {
             caught_up_at: None,
             backups_behind: None,
             backups_copied: Vec::new(),
+            dumps_copied: Vec::new(),
             newest_backup_at: None,
             backups_checked_at: None,
+            dumps_checked_at: None,
             backup_expected_until: None,
             expired_at: None,
             expired: None,
@@ -110,6 +120,9 @@ pub fn read_state(data: &std::path::Path) -> Vec<RepositoryLag> {
 /// requests that cost on an object store), and in the pass after a backup's history file
 /// (`.backup`, archived when a backup stops) reached the repository.
 pub const BACKUPS_CHECKED_EVERY: Duration = Duration::from_secs(300);
+/// Logical dumps are compared this often: a dump leaves no trace in the WAL to wake the copy,
+/// and listing `dumps/` costs a request or two.
+pub const DUMPS_CHECKED_EVERY: Duration = Duration::from_secs(60);
 /// After a backup history file arrives, how long backups are compared every pass.
 const BACKUP_EXPECTED_FOR: chrono::Duration = chrono::Duration::minutes(10);
 /// A further repository's own retention runs at least this often, and after a backup arrives.
@@ -162,6 +175,7 @@ pub fn catch_up_pass(
                 .unwrap_or_else(|| RepositoryLag::new(*number, location));
             lag.copied = 0;
             lag.backups_copied.clear();
+            lag.dumps_copied.clear();
             lag.expired = None;
             lag.error = None;
             lag.backlog = None;
@@ -196,34 +210,59 @@ fn catch_up_one(
     if report.backup_histories > 0 {
         lag.backup_expected_until = Some(now + BACKUP_EXPECTED_FOR);
     }
-    if lag.backup_expected_until.is_some_and(|until| now < until)
+    let backups_due = lag.backup_expected_until.is_some_and(|until| now < until)
         || lag.backups_behind.is_some_and(|n| n > 0)
-        || due(lag.backups_checked_at, BACKUPS_CHECKED_EVERY)
-    {
-        copy_backups_into(first, &target, lag, user, interrupted)?;
+        || due(lag.backups_checked_at, BACKUPS_CHECKED_EVERY);
+    let dumps_due = due(lag.dumps_checked_at, DUMPS_CHECKED_EVERY);
+    if backups_due || dumps_due {
+        copy_backups_into(
+            first,
+            &target,
+            lag,
+            user,
+            interrupted,
+            backups_due,
+            dumps_due,
+        )?;
         if !lag.backups_copied.is_empty() {
             lag.backup_expected_until = None;
         }
     }
-    if !lag.backups_copied.is_empty() || due(lag.expired_at, EXPIRY_EVERY) {
+    if !lag.backups_copied.is_empty()
+        || !lag.dumps_copied.is_empty()
+        || due(lag.expired_at, EXPIRY_EVERY)
+    {
         expire_further(&target, settings, lag, first, user)?;
     }
     Ok(())
 }
 
 /// Copies the backups `target` lacks, its WAL kept up meanwhile; records what it copied.
+/// Copies the backups (when `backups`) and logical dumps (when `dumps`) `target` lacks, its WAL
+/// kept up meanwhile; records what it copied.
 fn copy_backups_into(
     first: &Repository,
     target: &Repository,
     lag: &mut RepositoryLag,
     user: &str,
     interrupted: &dyn Fn() -> bool,
+    backups: bool,
+    dumps: bool,
 ) -> Result<()> {
-    let pending = backups_to_copy(first, target)?;
-    if !pending.is_empty() {
+    let pending_backups = if backups {
+        backups_to_copy(first, target)?.len()
+    } else {
+        0
+    };
+    let pending_dumps = if dumps {
+        dumps_to_copy(first, target)?.len()
+    } else {
+        0
+    };
+    if pending_backups + pending_dumps > 0 {
         let mut timer = AuditTimer::start("copy", audit::source::SCHEDULER, user);
         timer.details().target = Some(format!(
-            "backups from repository 1 to {} ({})",
+            "backups and dumps from repository 1 to {} ({})",
             lag.number, lag.location
         ));
         let wal_copied_at = Cell::new(Instant::now());
@@ -236,37 +275,60 @@ fn copy_backups_into(
             }
             interrupted()
         };
-        let copied = copy_backups(first, target, &between_files);
-        if let Ok(report) = &copied {
-            lag.backups_copied = report.copied.clone();
+        let copied = (|| {
+            let backups = match pending_backups {
+                0 => BackupCopyReport::default(),
+                _ => copy_backups(first, target, &between_files)?,
+            };
+            let dumps = match pending_dumps {
+                0 => DumpCopyReport::default(),
+                _ => copy_dumps(first, target, &between_files)?,
+            };
+            Ok((backups, dumps))
+        })();
+        if let Ok((backups, dumps)) = &copied {
+            lag.backups_copied = backups.copied.clone();
+            lag.dumps_copied = dumps.copied.clone();
             let details = timer.details();
-            details.backup = report.copied.last().cloned();
-            details.size_bytes = Some(report.bytes);
+            details.backup = backups.copied.last().cloned();
+            details.size_bytes = Some(backups.bytes + dumps.bytes);
             details.target = Some(format!(
-                "{} backup(s) from repository 1 to {} ({}): {}{}",
-                report.copied.len(),
+                "{} backup(s) and {} dump(s) from repository 1 to {} ({}): {}{}",
+                backups.copied.len(),
+                dumps.copied.len(),
                 lag.number,
                 lag.location,
-                report.copied.join(", "),
-                report
+                backups
+                    .copied
+                    .iter()
+                    .chain(&dumps.copied)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                backups
                     .skipped
                     .iter()
                     .map(|(name, why)| format!("; not copied: {name} ({why})"))
                     .collect::<String>()
             ));
         }
-        let record = timer.finish(copied.as_ref().err().map(|e| e.to_string()));
+        let record = timer.finish(copied.as_ref().err().map(|e: &Error| e.to_string()));
         // The copy's outcome stands; a record the repository did not take is not a reason to
         // copy again.
         let _ = audit::record(first, &record);
         copied?;
     }
-    lag.backups_checked_at = Some(Utc::now());
-    lag.backups_behind = Some(backups_to_copy(first, target)?.len() as u64);
-    lag.newest_backup_at = list_backups(target)?
-        .iter()
-        .map(|b| b.playbook.start_time)
-        .max();
+    if dumps {
+        lag.dumps_checked_at = Some(Utc::now());
+    }
+    if backups {
+        lag.backups_checked_at = Some(Utc::now());
+        lag.backups_behind = Some(backups_to_copy(first, target)?.len() as u64);
+        lag.newest_backup_at = list_backups(target)?
+            .iter()
+            .map(|b| b.playbook.start_time)
+            .max();
+    }
     Ok(())
 }
 
@@ -279,8 +341,8 @@ fn expire_further(
     first: &Repository,
     user: &str,
 ) -> Result<()> {
-    if list_backups(target)?.is_empty() {
-        // Nothing to keep WAL for yet: an expiry would keep it all anyway.
+    if list_backups(target)?.is_empty() && list_dumps(target)?.is_empty() {
+        // Nothing to keep or expire yet.
         return Ok(());
     }
     let mut timer = AuditTimer::start("expire", audit::source::SCHEDULER, user);

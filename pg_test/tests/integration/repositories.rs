@@ -215,6 +215,45 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
             .all(|p| p.ends_with("backup.json") || p.to_string_lossy().ends_with(".gz")),
         "the backup's copy did not use repository 2's compression"
     );
+    // A logical dump too, restored from repository 2 by restore-dump.
+    let rows_dumped: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .unwrap()
+        .get(0);
+    let dump: String = client
+        .query_one(
+            "SELECT dump_name FROM sc_dump('postgres') WHERE database = 'postgres'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    primary.wait_until(
+        "the worker to copy the dump into repository 2",
+        Duration::from_secs(60),
+        || {
+            primary
+                .log_text()
+                .contains("sc_backup: copied dump(s) postgres_full_")
+        },
+    );
+    let output = primary
+        .cli(&dir.path, &second)
+        .args(["restore-dump", "latest", "--from-database", "postgres"])
+        .args(["--database", "from_offsite"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{dump}: {}",
+        sc_backup_pg_test::output_text(&output)
+    );
+    let mut offsite_copy = primary.connect_to("from_offsite");
+    let rows: i64 = offsite_copy
+        .query_one("SELECT count(*) FROM t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, rows_dumped);
+    drop(offsite_copy);
     client
         .batch_execute("INSERT INTO t SELECT generate_series(1, 777)")
         .unwrap();
