@@ -170,8 +170,9 @@ impl Bench {
         let (mut one, mut two, mut both) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             client
-                .batch_execute("ALTER SYSTEM RESET sc_backup.repository2; SELECT pg_reload_conf()")
+                .batch_execute("ALTER SYSTEM RESET sc_backup.repository2")
                 .unwrap();
+            client.batch_execute("SELECT pg_reload_conf()").unwrap();
             std::thread::sleep(Duration::from_secs(2));
             let (name, seconds, _, _) = Self::ours_backup_in(&mut client, "full");
             one.push(seconds);
@@ -181,9 +182,10 @@ impl Bench {
                 .unwrap();
             client
                 .batch_execute(&format!(
-                    "ALTER SYSTEM SET sc_backup.repository2 = '{offsite}'; SELECT pg_reload_conf()"
+                    "ALTER SYSTEM SET sc_backup.repository2 = '{offsite}'"
                 ))
                 .unwrap();
+            client.batch_execute("SELECT pg_reload_conf()").unwrap();
             // The worker took the setting and holds repository 1's WAL there.
             wait_for("repository 2 to catch up before the backup", || {
                 open(offsite, &server)
