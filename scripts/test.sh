@@ -39,7 +39,8 @@ fi
 # major, and that major's pg_dump behind sc_dump() (an encrypted dump, opened with the stock
 # tools and restored). The scheduler's
 # long test (retries, expiry, metrics, shutdown: 90 s) is version-independent above the worker
-# and runs on 18.
+# and runs on 18, as do the several-repositories tests (the catch-up is the worker's thread
+# and core's copies; what PostgreSQL sees is repository 1's archiving, tested on every major).
 CROSS_VERSION_TESTS=(
   # The longest first (scripts/parallel-tests.sh runs them in this order, three at a time).
   kill_9_of_archiver_postmaster_and_backup_backend_loses_nothing
@@ -71,6 +72,7 @@ FULL_SUITE_FIRST=(
   scheduled_backups_retries_expiry_audit_metrics_and_shutdown
   the_entrypoint_runs_the_playbooks_configuration_and_applies_changes_at_restart
   pitr_drill_on_s3
+  an_s3_outage_of_the_offsite_repository_never_holds_back_archiving
   drill_measures_rto_and_rpo_and_the_scheduler_runs_restore_tests_and_dumps
   a_chain_restores_each_backup_and_a_point_between_them_exactly
 )

@@ -317,9 +317,11 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
 }
 
 /// Repository 1 local, repository 2 on S3 behind a proxy, under pgbench: the S3 side refuses
-/// every connection for a while. Archiving into repository 1 never fails, `pg_wal` does not
-/// fill and a backup taken meanwhile succeeds; once S3 answers again, repository 2 catches up,
-/// holds exactly repository 1's WAL, and gets the backup, which verifies there.
+/// every connection for two minutes. Archiving into repository 1 never fails, `pg_wal` does
+/// not fill and a backup taken meanwhile succeeds; once S3 answers again, repository 2 catches
+/// up, holds exactly repository 1's WAL, and gets the backup, which verifies there. Then, the
+/// local repository lost, `copy` fills an empty bucket from repository 2, and each of the two
+/// restores a point in time exactly, alone.
 #[test]
 fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
     use sc_backup_pg_test::fault_proxy::{Fault, FaultProxy};
@@ -368,7 +370,7 @@ fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
     };
     sc_backup_pg_test::run_ok(&mut primary.pgbench(&["-i", "-s", "2", "-q"]));
     let mut load = primary
-        .pgbench(&["-T", "75", "-c", "2", "-j", "2", "-R", "200"])
+        .pgbench(&["-T", "140", "-c", "2", "-j", "2", "-R", "200"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -386,17 +388,17 @@ fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
     };
     let failed_before = failed(&mut client);
 
-    // The outage: 50 seconds of refused connections while the load goes on.
+    // The outage: two minutes of refused connections while the load goes on.
     proxy.set(Fault::Refuse);
     let outage = Instant::now();
     let mut most_ready = 0;
-    while outage.elapsed() < Duration::from_secs(40) {
+    while outage.elapsed() < Duration::from_secs(60) {
         most_ready = most_ready.max(primary.ready_segments());
         std::thread::sleep(Duration::from_millis(500));
     }
     // A backup taken meanwhile goes to repository 1 as always.
     let backup = sc_backup_pg_test::take_backup(&mut client);
-    while outage.elapsed() < Duration::from_secs(50) {
+    while outage.elapsed() < Duration::from_secs(120) {
         most_ready = most_ready.max(primary.ready_segments());
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -456,6 +458,87 @@ fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
     let (_, problems) =
         sc_backup_core::backup::verify_backup(&offsite().unwrap(), &backup).unwrap();
     assert_eq!(problems, [], "the offsite copy of {backup}");
+
+    // A point in time after the load, a row after it, all of it offsite.
+    client
+        .batch_execute("CREATE TABLE after_target (n int)")
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT clock_timestamp()::text, count(*) FROM pgbench_history",
+            &[],
+        )
+        .unwrap();
+    let (target, history_at_target): (String, i64) = (row.get(0), row.get(1));
+    std::thread::sleep(Duration::from_millis(50));
+    client
+        .batch_execute("INSERT INTO after_target VALUES (1)")
+        .unwrap();
+    primary.switch_and_wait_archived(&mut client);
+    wait_for(
+        "repository 2 to hold the last WAL",
+        Duration::from_secs(60),
+        || offsite_names() == wal_names(&first),
+    );
+    drop(client);
+    let mut primary = primary;
+    primary.stop("fast");
+
+    // `copy` fills an empty bucket (repository 3) from repository 2 alone.
+    primary.append_conf("sc_backup.repository3 = 's3://offsite/copied'\n");
+    let config = primary.data.join("postgresql.conf");
+    let cli = |args: &[&str]| {
+        let output = sc_backup_pg_test::sc_backup(&dir.path)
+            .arg("--config-file")
+            .arg(&config)
+            .args(["--s3-endpoint", &server.endpoint])
+            .args(args)
+            .output()
+            .unwrap();
+        let said = sc_backup_pg_test::output_text(&output);
+        assert!(output.status.success(), "{args:?}: {said}");
+        said
+    };
+    std::fs::rename(&first, dir.path.join("local-lost")).unwrap();
+    let said = cli(&["--repository", "2", "copy", "--to", "3"]);
+    assert!(said.contains("copied 1 backup(s)"), "{said}");
+
+    // Each offsite repository alone restores the point in time exactly.
+    for repository in ["2", "3"] {
+        let pgdata = dir.path.join(format!("restored-{repository}"));
+        cli(&[
+            "--repository",
+            repository,
+            "restore",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+            "--archive-mode",
+            "off",
+            "--target-action",
+            "promote",
+            "--target-time",
+            &target,
+        ]);
+        let mut restored =
+            sc_backup_pg_test::Cluster::adopt(&dir, &format!("restored-{repository}"), pgdata);
+        restored.start();
+        let mut restored_client = restored.connect();
+        restored.wait_promoted(&mut restored_client);
+        let row = restored_client
+            .query_one(
+                "SELECT (SELECT count(*) FROM pgbench_history), (SELECT count(*) FROM after_target)",
+                &[],
+            )
+            .unwrap();
+        let (history, after): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(
+            (history, after),
+            (history_at_target, 0),
+            "restored from repository {repository}"
+        );
+        drop(restored_client);
+        restored.stop("fast");
+    }
 }
 
 /// Repository 1 local, repository 2 on GCS (the emulator) with a key of its own: the worker
