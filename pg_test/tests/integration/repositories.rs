@@ -521,6 +521,8 @@ fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
         ]);
         let mut restored =
             sc_backup_pg_test::Cluster::adopt(&dir, &format!("restored-{repository}"), pgdata);
+        // Secrets never travel in a backup: the store's keys come back from the operator.
+        restored.append_conf(&server.conf());
         restored.start();
         let mut restored_client = restored.connect();
         restored.wait_promoted(&mut restored_client);
