@@ -98,6 +98,17 @@ pub fn copy_backup(
     if let Some(present) = same_backup_in(target, backup)? {
         return present.map(|()| 0);
     }
+    // Before copying a byte: an incremental whose parent the target lacks can never restore
+    // there (the writer would refuse it only after the copy).
+    if let Some(parent) = &backup.parent {
+        if let Err(error) = read_metadata(target, parent) {
+            return Err(Error::BrokenChain {
+                backup: name.clone(),
+                parent: parent.clone(),
+                reason: format!("the target does not hold it: {error}"),
+            });
+        }
+    }
     let attempt = format!("copy-{:016x}/", rand::random::<u64>());
     let writer = BackupWriter::for_copy(target, backup, attempt.clone());
     let copied = copy_files(source, &writer, backup, interrupted).and_then(|(entries, bytes)| {
@@ -459,5 +470,21 @@ mod tests {
         delete_backup_with_dependents(&target, "f").unwrap();
         assert!(backups_to_copy(&source, &target).unwrap().is_empty());
         assert_eq!(list_backups(&target).unwrap().len(), 1);
+
+        // Asked for anyway, an incremental whose parent the target lacks is refused before
+        // a byte is copied.
+        let started = std::cell::Cell::new(false);
+        let refused = copy_backup(&source, &target, &third, &|| {
+            started.set(true);
+            false
+        })
+        .unwrap_err();
+        assert!(matches!(refused, Error::BrokenChain { .. }), "{refused}");
+        assert!(!started.get(), "files were copied before the refusal");
+        assert!(target
+            .storage()
+            .list(&backup_prefix("i3"))
+            .unwrap()
+            .is_empty());
     }
 }
