@@ -21,7 +21,7 @@
 //! `copy` brings a cluster's other repositories the dumps of repository 1, re-encoded for
 //! each.
 
-pub mod copy;
+mod copy;
 mod copy_scan;
 
 pub use copy::{copy_dumps, DumpCopyReport};

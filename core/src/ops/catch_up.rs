@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::backup::{backups_to_copy, copy_backups, list_backups, BackupCopyReport};
+use crate::backup::{copy_backups, list_backups, BackupCopyReport};
 use crate::config::repositories::RepositoryNumber;
 use crate::config::Settings;
-use crate::dump::copy::dumps_to_copy;
 use crate::dump::{copy_dumps, list_dumps, DumpCopyReport};
 use crate::error::{Error, Result};
 use crate::ops::audit::{self, AuditTimer};
@@ -249,44 +248,36 @@ fn copy_backups_into(
     backups: bool,
     dumps: bool,
 ) -> Result<()> {
-    let pending_backups = if backups {
-        backups_to_copy(first, target)?.len()
-    } else {
-        0
-    };
-    let pending_dumps = if dumps {
-        dumps_to_copy(first, target)?.len()
-    } else {
-        0
-    };
-    if pending_backups + pending_dumps > 0 {
-        let mut timer = AuditTimer::start("copy", audit::source::SCHEDULER, user);
-        timer.details().target = Some(format!(
-            "backups and dumps from repository 1 to {} ({})",
-            lag.number, lag.location
-        ));
-        let wal_copied_at = Cell::new(Instant::now());
-        let between_files = || {
-            if wal_copied_at.get().elapsed() >= WAL_WHILE_COPYING_EVERY {
-                // A failure here shows in the next pass, which copies the WAL first.
-                if copy_wal_via_scratch(first, target, interrupted).is_ok() {
-                    wal_copied_at.set(Instant::now());
-                }
+    // Each copy lists what the target lacks itself: a comparison that finds nothing copies
+    // nothing and records nothing.
+    let mut timer = AuditTimer::start("copy", audit::source::SCHEDULER, user);
+    timer.details().target = Some(format!(
+        "backups and dumps from repository 1 to {} ({})",
+        lag.number, lag.location
+    ));
+    let wal_copied_at = Cell::new(Instant::now());
+    let between_files = || {
+        if wal_copied_at.get().elapsed() >= WAL_WHILE_COPYING_EVERY {
+            // A failure here shows in the next pass, which copies the WAL first.
+            if copy_wal_via_scratch(first, target, interrupted).is_ok() {
+                wal_copied_at.set(Instant::now());
             }
-            interrupted()
+        }
+        interrupted()
+    };
+    let copied = (|| {
+        let backups = match backups {
+            true => copy_backups(first, target, &between_files)?,
+            false => BackupCopyReport::default(),
         };
-        let copied = (|| {
-            let backups = match pending_backups {
-                0 => BackupCopyReport::default(),
-                _ => copy_backups(first, target, &between_files)?,
-            };
-            let dumps = match pending_dumps {
-                0 => DumpCopyReport::default(),
-                _ => copy_dumps(first, target, &between_files)?,
-            };
-            Ok((backups, dumps))
-        })();
-        if let Ok((backups, dumps)) = &copied {
+        let dumps = match dumps {
+            true => copy_dumps(first, target, &between_files)?,
+            false => DumpCopyReport::default(),
+        };
+        Ok((backups, dumps))
+    })();
+    let happened = match &copied {
+        Ok((backups, dumps)) => {
             lag.backups_copied = backups.copied.clone();
             lag.dumps_copied = dumps.copied.clone();
             let details = timer.details();
@@ -311,19 +302,24 @@ fn copy_backups_into(
                     .map(|(name, why)| format!("; not copied: {name} ({why})"))
                     .collect::<String>()
             ));
+            !backups.copied.is_empty() || !backups.skipped.is_empty() || !dumps.copied.is_empty()
         }
+        Err(_) => true,
+    };
+    if happened {
         let record = timer.finish(copied.as_ref().err().map(|e: &Error| e.to_string()));
         // The copy's outcome stands; a record the repository did not take is not a reason to
         // copy again.
         let _ = audit::record(first, &record);
-        copied?;
     }
+    let (backup_report, _) = copied?;
     if dumps {
         lag.dumps_checked_at = Some(Utc::now());
     }
     if backups {
         lag.backups_checked_at = Some(Utc::now());
-        lag.backups_behind = Some(backups_to_copy(first, target)?.len() as u64);
+        // What it still lacks: the backups it cannot take (their parent is gone there).
+        lag.backups_behind = Some(backup_report.skipped.len() as u64);
         lag.newest_backup_at = list_backups(target)?
             .iter()
             .map(|b| b.playbook.start_time)
