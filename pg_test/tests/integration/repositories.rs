@@ -40,6 +40,21 @@ fn catch_up_interval() -> Duration {
     Duration::from_secs(10)
 }
 
+/// Starts a restored cluster, waits for its promotion, and returns `sql`'s one row; the
+/// cluster is stopped again.
+fn promoted_row(
+    restored: &mut sc_backup_pg_test::Cluster,
+    sql: &str,
+) -> sc_backup_pg_test::postgres::Row {
+    restored.start();
+    let mut client = restored.connect();
+    restored.wait_promoted(&mut client);
+    let row = client.query_one(sql, &[]).unwrap();
+    drop(client);
+    restored.stop("fast");
+    row
+}
+
 fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
@@ -302,16 +317,8 @@ fn a_second_repository_gets_every_wal_file_and_catches_up_after_an_outage() {
             &format!("restored-{}", alone.file_name().unwrap().to_string_lossy()),
             pgdata,
         );
-        restored.start();
-        let mut restored_client = restored.connect();
-        restored.wait_promoted(&mut restored_client);
-        let rows: i64 = restored_client
-            .query_one("SELECT count(*) FROM t", &[])
-            .unwrap()
-            .get(0);
+        let rows: i64 = promoted_row(&mut restored, "SELECT count(*) FROM t").get(0);
         assert_eq!(rows, rows_at_target, "restored from {}", alone.display());
-        drop(restored_client);
-        restored.stop("fast");
         std::fs::rename(&gone, other).unwrap();
     }
 }
@@ -523,23 +530,16 @@ fn an_s3_outage_of_the_offsite_repository_never_holds_back_archiving() {
             sc_backup_pg_test::Cluster::adopt(&dir, &format!("restored-{repository}"), pgdata);
         // Secrets never travel in a backup: the store's keys come back from the operator.
         restored.append_conf(&server.conf());
-        restored.start();
-        let mut restored_client = restored.connect();
-        restored.wait_promoted(&mut restored_client);
-        let row = restored_client
-            .query_one(
-                "SELECT (SELECT count(*) FROM pgbench_history), (SELECT count(*) FROM after_target)",
-                &[],
-            )
-            .unwrap();
+        let row = promoted_row(
+            &mut restored,
+            "SELECT (SELECT count(*) FROM pgbench_history), (SELECT count(*) FROM after_target)",
+        );
         let (history, after): (i64, i64) = (row.get(0), row.get(1));
         assert_eq!(
             (history, after),
             (history_at_target, 0),
             "restored from repository {repository}"
         );
-        drop(restored_client);
-        restored.stop("fast");
     }
 }
 
@@ -632,16 +632,8 @@ fn a_gcs_offsite_repository_gets_the_backups_and_restores_alone() {
         "{said}"
     );
     let mut restored = sc_backup_pg_test::Cluster::adopt(&dir, "restored", pgdata);
-    restored.start();
-    let mut restored_client = restored.connect();
-    restored.wait_promoted(&mut restored_client);
-    let rows: i64 = restored_client
-        .query_one("SELECT count(*) FROM t", &[])
-        .unwrap()
-        .get(0);
+    let rows: i64 = promoted_row(&mut restored, "SELECT count(*) FROM t").get(0);
     assert_eq!(rows, 1500);
-    drop(restored_client);
-    restored.stop("fast");
 
     // Named by its location, a configured repository is that repository (its own key).
     let output = sc_backup_pg_test::sc_backup(&dir.path)
